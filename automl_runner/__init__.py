@@ -1,0 +1,1 @@
+"""The multi-tenant AutoML queue (ease.ml): store, catalogue, scheduler, workers, promotion."""
