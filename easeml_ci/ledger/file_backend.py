@@ -1,0 +1,174 @@
+"""A ledger kept in local files: ``<dir>/<fingerprint>.jsonl`` plus a head sidecar.
+
+Layout, one test set per fingerprint:
+
+* ``<fp>.jsonl`` — append-only JSON lines, one hash-chained entry per line.
+* ``<fp>.head`` — ``{"length": n, "hash": h}`` of the last append, replaced atomically. It lets
+  ``verify`` notice a truncated tail, which a hash chain alone cannot (a prefix of a valid chain
+  is a valid chain).
+* ``<fp>.lock`` — the file whose ``fcntl.flock`` serialises writers (exclusive) against readers
+  (shared). A lock held by a killed process is released by the kernel.
+
+Durability: each append is one ``write`` of the whole line, then ``fsync`` of the file (and of
+the directory when the file is new) *before* :meth:`FileBackend.append` returns, so the caller
+may reveal the verdict only once the step is on disk (commit, then reveal).
+
+Torn lines. A process killed mid-``write`` can leave a fragment without its newline. Readers
+take a shared lock, so under it no writer is in flight and any unparseable line is a genuine
+tear; it is returned as a ``torn`` entry, which the budget counts as a spent step (never
+under-counting). The next writer, under the exclusive lock, terminates the fragment with a
+newline and appends after it, so the file stays line-structured and the tear stays on record.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .chain import canonical, torn_entry
+from .errors import LedgerConflict, LedgerCorrupt
+
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
+
+# Fault injection for the crash test only: pause between the two halves of a line's write so a
+# test can SIGKILL the writer mid-line. Never set in production.
+_PAUSE_ENV = "_EASEML_LEDGER_TEST_PAUSE_MID_WRITE"
+
+
+class FileBackend:
+    """Hash-chained JSON-lines ledgers in one directory, safe across processes on one machine."""
+
+    name = "file"
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"FileBackend({str(self.directory)!r})"
+
+    # --- paths and locking -----------------------------------------------------------------
+    def _path(self, fingerprint: str, suffix: str) -> Path:
+        if not _FINGERPRINT.match(fingerprint):
+            raise LedgerCorrupt(f"ledger: fingerprint {fingerprint!r} is not a lowercase hex digest")
+        return self.directory / f"{fingerprint}{suffix}"
+
+    @contextmanager
+    def _locked(self, fingerprint: str, exclusive: bool):
+        lock_path = self._path(fingerprint, ".lock")
+        if exclusive:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        elif not lock_path.exists():
+            # Reading a ledger that was never written creates nothing on disk.
+            yield False
+            return
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield True
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    # --- reading -----------------------------------------------------------------------------
+    def _read(self, fingerprint: str) -> tuple[list[dict], bytes]:
+        path = self._path(fingerprint, ".jsonl")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return [], b""
+        except OSError as exc:
+            raise LedgerCorrupt(f"ledger: cannot read {path}: {exc.strerror}") from None
+        entries = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw:
+                continue  # the empty string after the final newline
+            try:
+                entry = json.loads(raw)
+                if not isinstance(entry, dict):
+                    raise ValueError
+            except ValueError:
+                entry = torn_entry(raw, number)
+            entries.append(entry)
+        return entries, data
+
+    def load(self, fingerprint: str) -> list[dict]:
+        """All entries, oldest first (torn lines as ``{"kind": "torn"}`` entries)."""
+        with self._locked(fingerprint, exclusive=False):
+            return self._read(fingerprint)[0]
+
+    def head(self, fingerprint: str) -> dict | None:
+        """The sidecar written after the last append, or None if there is none."""
+        path = self._path(fingerprint, ".head")
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"length": None, "hash": None, "unreadable": True}
+
+    # --- writing -----------------------------------------------------------------------------
+    def append(self, fingerprint: str, entry: dict, expected_length: int) -> None:
+        """Append ``entry`` iff the ledger holds exactly ``expected_length`` entries.
+
+        Durable before returning. Raises :class:`LedgerConflict` when another writer got there
+        first; nothing is written then.
+        """
+        line = canonical(entry) + b"\n"
+        with self._locked(fingerprint, exclusive=True):
+            entries, data = self._read(fingerprint)
+            if len(entries) != expected_length:
+                raise LedgerConflict(expected_length, len(entries))
+            if data and not data.endswith(b"\n"):
+                line = b"\n" + line  # close a torn fragment so it stays a line of its own
+            path = self._path(fingerprint, ".jsonl")
+            is_new = not path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                pause = os.environ.get(_PAUSE_ENV)
+                if pause:
+                    half = len(line) // 2
+                    _write_all(fd, line[:half])
+                    os.fsync(fd)
+                    time.sleep(float(pause))
+                    line = line[half:]
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if is_new:
+                _fsync_dir(self.directory)
+            self._write_head(fingerprint, expected_length + 1, entry.get("hash"))
+
+    def _write_head(self, fingerprint: str, length: int, last_hash: str | None) -> None:
+        path = self._path(fingerprint, ".head")
+        tmp = path.with_suffix(".head.tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"length": length, "hash": last_hash}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+
+    def fingerprints(self) -> list[str]:
+        """Fingerprints of all ledgers in the directory (for ``ledger status`` without a test set)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.jsonl") if _FINGERPRINT.match(p.stem))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
