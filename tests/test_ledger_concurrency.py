@@ -1,0 +1,108 @@
+"""Many processes spending one ledger at once, and processes killed in the middle of a write."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
+
+FP = "cd" * 32
+TERMS = {"condition": "n > 0.5 +/- 0.1", "reliability": 0.99, "mode": "fp-free",
+         "adaptivity": "full", "steps": 40, "passes": None}
+
+
+def _spend_until_gone(directory: str, queue) -> None:
+    ledger = Ledger(FileBackend(directory), FP)
+    revealed = []
+    while True:
+        try:
+            entry, _ = ledger.record_step(passed=random.random() < 0.5, terms=TERMS)
+        except LedgerSpent:
+            break
+        revealed.append(entry["seq"])  # only now may the verdict be shown
+    queue.put(revealed)
+
+
+def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_spend_until_gone, args=(str(tmp_path), queue)) for _ in range(8)]
+    for w in workers:
+        w.start()
+    revealed = [seq for _ in workers for seq in queue.get(timeout=60)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    ledger = Ledger(FileBackend(tmp_path), FP)
+    entries = ledger.entries()
+    steps = [e for e in entries if e["kind"] == "step"]
+    assert len(revealed) == len(set(revealed)) == len(steps) == 40
+    assert sorted(revealed) == sorted(e["seq"] for e in steps)
+    assert ledger.budget().to_dict()["status"] == "exhausted"
+    assert ledger.verify().ok
+
+
+WRITER = """
+import sys
+from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
+terms = dict(condition="n > 0.5 +/- 0.1", reliability=0.99, mode="fp-free",
+             adaptivity="full", steps=1000, passes=None)
+ledger = Ledger(FileBackend(sys.argv[1]), sys.argv[2])
+for _ in range(int(sys.argv[3])):
+    entry, _ = ledger.record_step(passed=True, terms=terms)
+    print("revealed", entry["seq"], flush=True)
+"""
+
+
+def _writer(directory: Path, count: int, pause: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if pause:
+        env["_EASEML_LEDGER_TEST_PAUSE_MID_WRITE"] = pause
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(directory), FP, str(count)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_sigkill_mid_write_leaves_a_readable_ledger_that_does_not_under_count(tmp_path):
+    ledger = Ledger(FileBackend(tmp_path), FP)
+    ledger.record_step(passed=False, terms=TERMS)
+    path = tmp_path / f"{FP}.jsonl"
+    proc = _writer(tmp_path, 1, pause="30")
+    deadline = time.monotonic() + 20
+    assert path.read_bytes().count(b"\n") == 2  # register + first step, complete
+    while path.read_bytes().endswith(b"\n"):  # wait until half of the next line is on disk
+        assert time.monotonic() < deadline, "writer never started its line"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.stdout.read() == ""  # it died before revealing anything
+    entries = ledger.entries()
+    assert [e["kind"] for e in entries] == ["register", "step", "torn"]
+    assert ledger.budget().used == 2  # the torn step counts: never under-count
+    entry, after = ledger.record_step(passed=False, terms=TERMS)
+    assert entry["seq"] == 3 and after.used == 3
+    report = ledger.verify()
+    assert report.ok, report.problems
+    assert any("torn write" in w for w in report.warnings)
+
+
+def test_random_kills_never_under_count(tmp_path):
+    rng = random.Random(7)
+    procs = [_writer(tmp_path, 10_000) for _ in range(4)]
+    time.sleep(0.3)
+    for proc in procs:
+        time.sleep(rng.uniform(0.05, 0.3))
+        proc.send_signal(signal.SIGKILL)
+    revealed = 0
+    for proc in procs:
+        proc.wait(timeout=10)
+        revealed += sum(1 for line in proc.stdout.read().splitlines() if line.startswith("revealed"))
+    ledger = Ledger(FileBackend(tmp_path), FP)
+    assert revealed > 0
+    assert ledger.budget().used >= revealed
+    assert ledger.verify().ok
