@@ -1,0 +1,459 @@
+"""Loading, validating and fingerprinting test sets.
+
+A test set is a feature matrix ``X`` and a label vector ``y``. It comes as ``.npz`` (arrays
+``X`` and ``y``), as CSV with a header and a label column, or encrypted (``easeml-ci testset
+encrypt``; detected by its leading marker whatever the file is called, decrypted in memory only).
+
+Canonical form (why): the budget ledger is keyed by the test set's *fingerprint*, so the same
+data must always get the same fingerprint — after a rename, a CSV -> npz conversion or a fresh
+encryption — or a team could reset its budget by re-saving the file. Every loader therefore
+normalises to one canonical form before hashing:
+
+* features: 2-D, C-contiguous, little-endian float32 (what skl2onnx models take; every NaN is
+  the same quiet NaN). Float64 values that differ only beyond float32 precision share a
+  fingerprint, which can only make budgets stricter, never reset them;
+* labels: 1-D; integer-valued numbers (ints, bools, 1.0) become int64, other numbers float64,
+  text becomes little-endian unicode of the longest label's width.
+
+The canonical byte layout (a padded JSON line with dtypes and shapes, then X's bytes, zero
+padding to 64 bytes, then y's bytes) is also the plaintext of an encrypted test set, so loading
+an encrypted file is a decryption plus zero-copy views, and the fingerprint is the SHA-256 of
+exactly these bytes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import crypto
+from .errors import InputError
+
+PLAIN_SUFFIXES = (".npz", ".csv")
+ENCRYPTED_SUFFIX = ".enc"
+ALLOWED_SUFFIXES = PLAIN_SUFFIXES + (ENCRYPTED_SUFFIX,)
+_PREAMBLE_MAGIC = b"easeml-ci testset v1 "
+_ALIGN = 64
+
+
+@dataclass(frozen=True, eq=False)
+class TestSet:
+    """A loaded, validated test set. ``y`` is secret: never print it or numbers derived from it."""
+
+    __test__ = False  # not a pytest class
+
+    X: np.ndarray
+    y: np.ndarray
+    fingerprint: str
+    source: Path
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the decrypted arrays in memory (the base of the memory budget)."""
+        return int(self.X.nbytes + self.y.nbytes)
+
+    def __repr__(self) -> str:  # never show data
+        return (f"TestSet(source={str(self.source)!r}, examples={len(self)}, "
+                f"features={self.n_features}, fingerprint={self.fingerprint[:12]}...)")
+
+
+# --- canonical form -----------------------------------------------------------------------
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+def _preamble(X: np.ndarray, y: np.ndarray) -> bytes:
+    meta = json.dumps(
+        {"X": [X.dtype.str, list(X.shape)], "y": [y.dtype.str, list(y.shape)]},
+        sort_keys=True, separators=(",", ":"),
+    ).encode("ascii")
+    head = _PREAMBLE_MAGIC + meta
+    return head + b" " * _pad(len(head) + 1) + b"\n"
+
+
+def canonical_parts(X: np.ndarray, y: np.ndarray) -> list:
+    """The canonical bytes of (X, y) as a list of buffers (no copy of the arrays)."""
+    pre = _preamble(X, y)
+    return [pre, memoryview(X).cast("B"), b"\0" * _pad(X.nbytes), memoryview(y).cast("B")]
+
+
+def canonical_size(X: np.ndarray, y: np.ndarray) -> int:
+    return len(_preamble(X, y)) + X.nbytes + _pad(X.nbytes) + y.nbytes
+
+
+def fingerprint_arrays(X: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 (hex) of the canonical bytes of already-canonical arrays."""
+    h = hashlib.sha256()
+    for part in canonical_parts(X, y):
+        h.update(part)
+    return h.hexdigest()
+
+
+def _parse_canonical(buf: bytearray, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-copy views of X and y in a canonical buffer (the plaintext of an encrypted set)."""
+    end = buf.find(b"\n", 0, 4096)
+    if not buf.startswith(_PREAMBLE_MAGIC) or end < 0:
+        raise InputError(f"{source}: decrypted content is not an easeml-ci test set")
+    try:
+        meta = json.loads(bytes(buf[len(_PREAMBLE_MAGIC):end]).decode("ascii"))
+        xd, xs = np.dtype(meta["X"][0]), tuple(int(v) for v in meta["X"][1])
+        yd, ys = np.dtype(meta["y"][0]), tuple(int(v) for v in meta["y"][1])
+        offset = end + 1
+        n_x = int(np.prod(xs, dtype=np.int64))
+        X = np.frombuffer(buf, dtype=xd, count=n_x, offset=offset).reshape(xs)
+        offset += X.nbytes + _pad(X.nbytes)
+        y = np.frombuffer(buf, dtype=yd, count=int(np.prod(ys, dtype=np.int64)), offset=offset)
+        y = y.reshape(ys)
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise InputError(f"{source}: decrypted content is not a readable easeml-ci test set") from None
+    if offset + y.nbytes != len(buf):
+        raise InputError(f"{source}: decrypted content has {len(buf)} bytes, expected {offset + y.nbytes}")
+    return X, y
+
+
+# --- validation and normalisation --------------------------------------------------------------
+
+def _canonical_features(X: np.ndarray, source: Path, where: str) -> np.ndarray:
+    if X.ndim == 1:
+        raise InputError(f"{source}: features {where} are 1-D (shape {X.shape}); a test set needs "
+                         f"a 2-D feature matrix (examples x features)")
+    if X.ndim != 2:
+        raise InputError(f"{source}: features {where} have shape {X.shape}; expected 2-D "
+                         f"(examples x features)")
+    if X.dtype.kind not in "biuf":
+        raise InputError(f"{source}: features {where} are not numeric (dtype {X.dtype}); "
+                         f"easeml-ci feeds models float32 features")
+    if X.shape[1] == 0:
+        raise InputError(f"{source}: the test set has no feature columns")
+    X = np.ascontiguousarray(X, dtype="<f4")
+    # Cheap screen first: the sum is finite iff there is no NaN/inf (inf - inf gives NaN too).
+    if X.size and not np.isfinite(X.sum(dtype=np.float64)):
+        nan = np.isnan(X)
+        if nan.any():
+            if not X.flags.writeable:
+                X = X.copy()
+            X[nan] = np.float32("nan")  # one NaN bit pattern, so the fingerprint is canonical
+    return X
+
+
+def _canonical_labels(y: np.ndarray, source: Path, what: str, row_base: int = 0,
+                      row_word: str = "index") -> np.ndarray:
+    """Validate labels and bring them to the canonical dtype; ``what`` names them in messages."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InputError(f"{source}: {what} have shape {y.shape}; expected one label per example (1-D)")
+    kind = y.dtype.kind
+    if kind in "US":
+        if kind == "S":
+            try:
+                y = np.char.decode(y, "utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{source}: {what} are bytes that are not UTF-8") from None
+        missing = np.char.str_len(np.char.strip(y)) == 0 if y.size else np.zeros(0, bool)
+        _refuse_missing(missing, source, what, row_base, row_word)
+        width = int(np.char.str_len(y).max()) if y.size else 1
+        return np.ascontiguousarray(y, dtype=f"<U{max(width, 1)}")
+    if kind == "b":
+        return np.ascontiguousarray(y, dtype="<i8")
+    if kind in "iu":
+        if kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+            raise InputError(f"{source}: {what} do not fit in int64")
+        return np.ascontiguousarray(y, dtype="<i8")
+    if kind == "f":
+        _refuse_missing(np.isnan(y), source, what, row_base, row_word)
+        if np.isinf(y).any():
+            first = int(np.flatnonzero(np.isinf(y))[0])
+            raise InputError(f"{source}: {what} contain infinite values (first at {row_word} "
+                             f"{first + row_base})")
+        as_int = y.astype(np.int64)
+        if np.array_equal(as_int, y):
+            return np.ascontiguousarray(as_int, dtype="<i8")
+        return np.ascontiguousarray(y, dtype="<f8")
+    raise InputError(f"{source}: {what} have unsupported dtype {y.dtype}; use integers or text")
+
+
+def _refuse_missing(missing: np.ndarray, source: Path, what: str, row_base: int, row_word: str) -> None:
+    count = int(np.count_nonzero(missing))
+    if count:
+        first = int(np.flatnonzero(missing)[0]) + row_base
+        raise InputError(f"{source}: {count} missing or NaN {what} (first at {row_word} {first}); "
+                         f"every test example needs a label")
+
+
+def _finish(X: np.ndarray, y: np.ndarray, source: Path) -> TestSet:
+    if len(y) == 0 or X.shape[0] == 0:
+        raise InputError(f"{source}: the test set is empty (0 examples)")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"{source}: X has {X.shape[0]} rows but y has {y.shape[0]} labels; "
+                         f"they must have one label per row")
+    return TestSet(X=X, y=y, fingerprint=fingerprint_arrays(X, y), source=source)
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path} is not readable (permission denied)")
+
+
+def _read_npz(path: Path, needs_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise InputError(f"{path} holds a single array, not an .npz archive with "
+                                 f"arrays 'X' and 'y'")
+            names = list(data.files)
+            wanted = ["X", "y"] if needs_labels else ["X"]
+            absent = [n for n in wanted if n not in names]
+            if absent:
+                raise InputError(
+                    f"{path} has no array {' or '.join(repr(a) for a in absent)} (it holds "
+                    f"{', '.join(repr(n) for n in names) or 'no arrays'}); a test set .npz needs "
+                    f"'X' (features, examples x features)" + (" and 'y' (labels)" if needs_labels else ""))
+            X = data["X"]
+            y = data["y"] if needs_labels else None
+    except InputError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path} stores Python objects (pickled); save plain numeric or "
+                             f"text arrays instead") from None
+        raise InputError(f"{path} is not a readable .npz file: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path} is not a readable .npz file: {exc}") from None
+    return X, y
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; a test set CSV must be UTF-8") from None
+    except (OSError, csv.Error) as exc:
+        raise InputError(f"cannot read CSV {path}: {exc}") from None
+    if not header or not any(h.strip() for h in header):
+        raise InputError(f"{path} is empty; a CSV test set needs a header line naming its columns")
+    return [h.strip() for h in header]
+
+
+def _loadtxt(path: Path, cols: list[int], dtype, what: str) -> np.ndarray:
+    try:
+        return np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, dtype=dtype,
+                          quotechar='"', ndmin=2 if dtype is not str else 1, encoding="utf-8-sig")
+    except ValueError as exc:
+        raise InputError(f"{path}: {what}: {_numpy_csv_message(exc)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+
+
+def _numpy_csv_message(exc: ValueError) -> str:
+    """numpy counts data rows from 1 after the skipped header; say so, and use 'line'."""
+    text = str(exc).splitlines()[0]
+    return text.replace("at row ", "at data row ")
+
+
+def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    names = _csv_header(path)
+    label_at = None
+    if label_column is not None:
+        hits = [i for i, n in enumerate(names) if n == label_column]
+        if len(hits) > 1:
+            raise InputError(f"{path}: the label column {label_column!r} appears {len(hits)} times in the header")
+        label_at = hits[0] if hits else None
+    features = [i for i in range(len(names)) if i != label_at]
+    if not features:
+        raise InputError(f"{path}: no feature columns besides the label column {label_column!r}")
+    y = None
+    if label_at is not None:
+        raw = _loadtxt(path, [label_at], str, f"label column {label_column!r}")
+        raw = np.atleast_1d(raw)
+        y = _labels_from_text(raw, path, label_column)
+    X = _loadtxt(path, features, np.float32, "features (every column but the label must be numeric)")
+    if X.shape[0] == 0 and X.shape[1] != len(features):
+        X = X.reshape(0, len(features))
+    return X, y
+
+
+def _labels_from_text(raw: np.ndarray, path: Path, label_column: str) -> np.ndarray:
+    stripped = np.char.strip(raw) if raw.size else raw
+    what = f"labels in column {label_column!r}"
+    _refuse_missing(np.char.str_len(stripped) == 0 if raw.size else np.zeros(0, bool),
+                    path, what, 1, "data row")
+    try:
+        numeric = stripped.astype(np.float64)
+    except ValueError:
+        return _canonical_labels(stripped, path, what, 1, "data row")  # text labels
+    return _canonical_labels(numeric, path, what, 1, "data row")
+
+
+def _resolve(path) -> Path:
+    return Path(os.fspath(path))
+
+
+def load_testset(path, label_column: str = "label", key_env: str = crypto.DEFAULT_KEY_ENV) -> TestSet:
+    """Load, validate and fingerprint a test set; every problem is an :class:`InputError`.
+
+    ``label_column`` only matters for CSV. An encrypted file needs its key in ``key_env``;
+    the plaintext stays in memory.
+    """
+    path = _resolve(path)
+    _check_readable(path, "test set")
+    if crypto.is_encrypted(path):
+        return _load_encrypted(path, key_env)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        X, y = _read_npz(path)
+        row_word = "index"
+        base = 0
+    elif suffix == ".csv":
+        X, y = _read_csv(path, label_column)
+        if y is None:
+            raise InputError(f"{path}: no label column {label_column!r}; the columns are "
+                             f"{', '.join(repr(n) for n in _csv_header(path))} (set label_column "
+                             f"in .easeml.yml or pass --label-column)")
+        row_word, base = "data row", 1
+    elif suffix == ENCRYPTED_SUFFIX:
+        crypto.read_header(path)  # raises the "not our format" error
+        raise AssertionError("unreachable")  # pragma: no cover
+    else:
+        raise InputError(f"test set {path} has extension {path.suffix or '(none)'!r}; allowed: "
+                         f"{', '.join(ALLOWED_SUFFIXES)} (an encrypted test set is recognised by "
+                         f"its content, whatever its name)")
+    y = _canonical_labels(np.asarray(y), path, "labels", base, row_word)
+    X = _canonical_features(np.asarray(X), path, "")
+    return _finish(X, y, path)
+
+
+def _load_encrypted(path: Path, key_env: str) -> TestSet:
+    key = crypto.key_from_env(key_env, purpose=f"needed to decrypt the test set {path}")
+    header, plain = crypto.decrypt_file(path, key, key_env=key_env)
+    X, y = _parse_canonical(plain, path)
+    fp = hashlib.sha256(plain).hexdigest()
+    if fp != header.fingerprint:
+        raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
+    if X.ndim != 2 or X.dtype != np.dtype("<f4") or y.ndim != 1:
+        raise InputError(f"{path}: decrypted content is not in canonical form")
+    return _finish_encrypted(X, y, fp, path)
+
+
+def _finish_encrypted(X, y, fp, path) -> TestSet:
+    if len(y) == 0:
+        raise InputError(f"{path}: the test set is empty (0 examples)")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"{path}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+    return TestSet(X=X, y=y, fingerprint=fp, source=path)
+
+
+def testset_fingerprint(path, label_column: str = "label", key_env: str = crypto.DEFAULT_KEY_ENV,
+                        ) -> tuple[str, bool]:
+    """The fingerprint of a test set and whether it was verified against the content.
+
+    For an encrypted file without its key in the environment, the header's (authenticated but,
+    without the key, unverified) fingerprint is returned with ``False``.
+    """
+    path = _resolve(path)
+    _check_readable(path, "test set")
+    if crypto.is_encrypted(path) and not os.environ.get(key_env, "").strip():
+        return crypto.read_header(path).fingerprint, False
+    return load_testset(path, label_column=label_column, key_env=key_env).fingerprint, True
+
+
+def load_pool(path, label_column: str | None = "label") -> np.ndarray:
+    """Features of an unlabelled pool (``.npz`` with ``X``, or CSV; a ``label_column``, if the
+    CSV happens to have one, is ignored), as canonical float32, for the label request."""
+    path = _resolve(path)
+    _check_readable(path, "pool")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        X, _ = _read_npz(path, needs_labels=False)
+    elif suffix == ".csv":
+        X, _ = _read_csv(path, label_column)
+    else:
+        raise InputError(f"pool {path} has extension {path.suffix or '(none)'!r}; allowed: .npz, .csv")
+    X = _canonical_features(np.asarray(X), path, "")
+    if X.shape[0] == 0:
+        raise InputError(f"pool {path} is empty (0 examples)")
+    return X
+
+
+# --- writers (owner-side tools) ----------------------------------------------------------------
+
+def encrypt_testset(ts: TestSet, out_path, key: bytes, *,
+                    chunk_bytes: int = crypto.DEFAULT_CHUNK_BYTES) -> crypto.EncryptedHeader:
+    """Encrypt a loaded test set; its fingerprint is kept (it depends on the content only)."""
+    parts = canonical_parts(ts.X, ts.y)
+    return crypto.encrypt_to_file(parts, canonical_size(ts.X, ts.y), ts.fingerprint, key,
+                                  _resolve(out_path), chunk_bytes=chunk_bytes)
+
+
+def _iter_csv_lines(ts: TestSet, label_column: str, rows: int = 65536) -> Iterator[str]:
+    names = [f"x{i}" for i in range(ts.n_features)] + [label_column]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(names)
+    yield buf.getvalue()
+    text_labels = ts.y.dtype.kind == "U"
+    for start in range(0, len(ts), rows):
+        X = ts.X[start:start + rows]
+        y = ts.y[start:start + rows]
+        # %.9g round-trips float32 exactly, so decrypt -> CSV -> load keeps the fingerprint.
+        feats = [",".join(row) for row in np.char.mod("%.9g", X).tolist()]
+        if text_labels:
+            yield "".join(f"{f},{_csv_field(label)}\n" for f, label in zip(feats, y.tolist()))
+        else:
+            fmt = "%d" if ts.y.dtype.kind == "i" else "%.17g"
+            labels = np.char.mod(fmt, y).tolist()
+            yield "".join(f"{f},{label}\n" for f, label in zip(feats, labels))
+
+
+def _csv_field(value: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([value])
+    return buf.getvalue()
+
+
+def save_testset(ts: TestSet, out_path, label_column: str = "label") -> Path:
+    """Write a plaintext test set as ``.npz`` or CSV (by extension), readable only by its owner."""
+    out = _resolve(out_path)
+    suffix = out.suffix.lower()
+    if suffix not in PLAIN_SUFFIXES:
+        raise InputError(f"cannot write {out}: extension {out.suffix or '(none)'!r}; allowed: "
+                         f"{', '.join(PLAIN_SUFFIXES)}")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if suffix == ".npz":
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, X=np.asarray(ts.X), y=np.asarray(ts.y))
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                for chunk in _iter_csv_lines(ts, label_column):
+                    fh.write(chunk)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
