@@ -1,0 +1,242 @@
+"""A ledger kept inside the GitHub repository, on a branch of its own.
+
+Why in the repository: a runner is thrown away after each job, so a file ledger on it forgets the
+budget; the repository outlives every runner and every workflow run on every pull request sees
+the same branch.
+
+Layout: branch ``easeml-ledger`` (configurable), created as an orphan branch holding only a
+README, then one file ``ledger/<fingerprint>.jsonl`` per test set, one hash-chained entry per line
+(the same canonical JSON as the file backend).
+
+Compare-and-swap: an append reads the file (its content and blob ``sha``), checks that it holds
+exactly ``expected_length`` entries, and writes the new content through the contents API with
+that ``sha``. GitHub refuses the write with 409 when the file changed in between (or 422 when a
+file appeared that we believed absent), which becomes :class:`LedgerConflict`; the
+:class:`~easeml_ci.ledger.Ledger` reloads and retries. So two workflow runs on different pull
+requests can never both spend step k. The write is a commit on the branch: once ``PUT`` has
+answered, the step is durable and the verdict may be revealed (commit, then reveal).
+
+A token that may not write (a pull request from a fork, or a workflow without
+``permissions: contents: write``) gets 403; that becomes :class:`LedgerWriteDenied`, a
+:class:`LedgerCorrupt` with exit code 2: the check stops before deciding anything, so nothing is
+revealed, and the message says which permission is missing.
+
+There is no head sidecar (``verify`` checks the chain only): the branch's commit history, one
+commit per append, is the outside record that shows a truncated or rewritten ledger.
+
+Known limit: the contents API returns file content inline up to 1 MB, i.e. several thousand
+steps per test set, far beyond any sensible ``steps`` setting.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+
+from ..github.api import (
+    GitHubClient,
+    GitHubConflict,
+    GitHubError,
+    GitHubForbidden,
+    GitHubNotFound,
+    GitHubValidation,
+    repo_path,
+)
+from .chain import canonical, torn_entry
+from .errors import LedgerConflict, LedgerCorrupt
+
+DEFAULT_BRANCH = "easeml-ledger"
+DEFAULT_DIRECTORY = "ledger"
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+_README = """# easeml-ci ledger
+
+This branch is written by easeml-ci. Each file under `ledger/` is the append-only, hash-chained
+budget ledger of one test set (named by its fingerprint). Do not edit it by hand: `easeml-ci
+ledger verify` detects any change, and the branch history keeps every step.
+"""
+
+
+class LedgerWriteDenied(LedgerCorrupt):
+    """The token cannot write the ledger branch: the step cannot be recorded, so nothing is shown."""
+
+    exit_code = 2
+
+
+class GitHubBackend:
+    """Ledger entries in ``<directory>/<fingerprint>.jsonl`` on ``branch`` of ``repository``."""
+
+    name = "github"
+
+    def __init__(self, repository: str | None = None, branch: str = DEFAULT_BRANCH,
+                 directory: str = DEFAULT_DIRECTORY, *, token: str | None = None,
+                 api_url: str | None = None, client: GitHubClient | None = None):
+        repository = repository or os.environ.get("GITHUB_REPOSITORY")
+        if not repository or not _REPOSITORY.match(repository):
+            raise LedgerCorrupt(
+                f"ledger.repository must be OWNER/NAME, got {repository!r} "
+                "(set it in .easeml.yml or run inside GitHub Actions, which sets GITHUB_REPOSITORY)")
+        if not branch or any(c in branch for c in " ~^:?*[\\") or branch.startswith("-"):
+            raise LedgerCorrupt(f"ledger.branch is not a valid branch name: {branch!r}")
+        self.repository = repository
+        self.branch = branch
+        self.directory = directory.strip("/") or DEFAULT_DIRECTORY
+        if client is None:
+            token = token or os.environ.get("GITHUB_TOKEN") or os.environ.get("INPUT_GITHUB_TOKEN")
+            if not token:
+                raise LedgerCorrupt(
+                    "ledger backend 'github' needs a token: set GITHUB_TOKEN (in the action: "
+                    "the github-token input)")
+            client = GitHubClient(token, api_url)
+        self.client = client
+
+    @classmethod
+    def from_spec(cls, spec: dict, **kwargs) -> "GitHubBackend":
+        """Build from the config's ``ledger:`` mapping (keys repository, branch, path)."""
+        return cls(repository=spec.get("repository"), branch=spec.get("branch") or DEFAULT_BRANCH,
+                   directory=spec.get("path") or DEFAULT_DIRECTORY, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"GitHubBackend({self.repository!r}, branch={self.branch!r})"
+
+    @property
+    def where(self) -> str:
+        return f"{self.repository}@{self.branch}"
+
+    # --- paths ---------------------------------------------------------------------------
+    def _file(self, fingerprint: str) -> str:
+        if not _FINGERPRINT.match(fingerprint):
+            raise LedgerCorrupt(f"ledger: fingerprint {fingerprint!r} is not a lowercase hex digest")
+        return f"{self.directory}/{fingerprint}.jsonl"
+
+    def _contents(self, path: str) -> str:
+        return repo_path(self.repository, "contents", path)
+
+    # --- reading -------------------------------------------------------------------------
+    def _read(self, fingerprint: str) -> tuple[list[dict], bytes, str | None]:
+        """(entries, raw bytes, blob sha) — sha None when the file or branch does not exist."""
+        path = self._file(fingerprint)
+        try:
+            doc = self.client.get(self._contents(path), ref=self.branch)
+        except GitHubNotFound:
+            return [], b"", None
+        except GitHubForbidden as exc:
+            raise LedgerCorrupt(
+                f"ledger: cannot read {path} on {self.where}: HTTP {exc.status} {exc.api_message} "
+                "(the token needs contents: read)") from None
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot read {path} on {self.where}: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("type") != "file":
+            raise LedgerCorrupt(f"ledger: {path} on {self.where} is not a file")
+        data = base64.b64decode(doc.get("content") or "")
+        entries = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw:
+                continue
+            try:
+                entry = json.loads(raw)
+                if not isinstance(entry, dict):
+                    raise ValueError
+            except ValueError:
+                entry = torn_entry(raw, number)
+            entries.append(entry)
+        return entries, data, doc.get("sha")
+
+    def load(self, fingerprint: str) -> list[dict]:
+        """All entries, oldest first; [] when the branch or the file does not exist yet."""
+        return self._read(fingerprint)[0]
+
+    def fingerprints(self) -> list[str]:
+        try:
+            listing = self.client.get(self._contents(self.directory), ref=self.branch)
+        except GitHubNotFound:
+            return []
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot list {self.directory}/ on {self.where}: {exc}") from None
+        if not isinstance(listing, list):
+            return []
+        out = []
+        for item in listing:
+            name = str(item.get("name", ""))
+            if name.endswith(".jsonl") and _FINGERPRINT.match(name[:-6]):
+                out.append(name[:-6])
+        return sorted(out)
+
+    # --- writing -------------------------------------------------------------------------
+    def _denied(self, exc: GitHubError) -> LedgerWriteDenied:
+        return LedgerWriteDenied(
+            f"ledger: cannot record the step on {self.where}: HTTP {exc.status} "
+            f"{exc.api_message} — the token needs 'permissions: contents: write' (pull requests "
+            "from forks get a read-only token); nothing was revealed")
+
+    def ensure_branch(self) -> None:
+        """Create the ledger branch as an orphan commit holding a README, unless it exists."""
+        ref = repo_path(self.repository, "git", "ref", f"heads/{self.branch}")
+        try:
+            self.client.get(ref)
+            return
+        except GitHubNotFound:
+            pass
+        try:
+            tree = self.client.post(repo_path(self.repository, "git", "trees"), {
+                "tree": [{"path": "README.md", "mode": "100644", "type": "blob",
+                          "content": _README}]})
+            commit = self.client.post(repo_path(self.repository, "git", "commits"), {
+                "message": "easeml-ci: start the ledger branch", "tree": tree["sha"],
+                "parents": []})
+            self.client.post(repo_path(self.repository, "git", "refs"), {
+                "ref": f"refs/heads/{self.branch}", "sha": commit["sha"]})
+        except GitHubForbidden as exc:
+            raise self._denied(exc) from None
+        except GitHubValidation as exc:
+            if "already exists" not in exc.api_message:  # a concurrent run created it first
+                raise LedgerCorrupt(f"ledger: cannot create branch {self.where}: {exc}") from None
+
+    def append(self, fingerprint: str, entry: dict, expected_length: int) -> None:
+        """Append ``entry`` iff the stored ledger holds exactly ``expected_length`` entries.
+
+        Durable (a commit on the branch) before returning; :class:`LedgerConflict` when another
+        writer got there first, in which case nothing was written.
+        """
+        path = self._file(fingerprint)
+        entries, data, sha = self._read(fingerprint)
+        if len(entries) != expected_length:
+            raise LedgerConflict(expected_length, len(entries))
+        if sha is None:
+            self.ensure_branch()
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        new = data + canonical(entry) + b"\n"
+        body = {
+            "message": f"easeml-ci: ledger {fingerprint[:12]} step {expected_length + 1}",
+            "content": base64.b64encode(new).decode(),
+            "branch": self.branch,
+        }
+        if sha is not None:
+            body["sha"] = sha
+        try:
+            self.client.put(self._contents(path), body)
+        except (GitHubConflict, GitHubValidation) as exc:
+            if isinstance(exc, GitHubValidation) and "sha" not in exc.api_message.lower():
+                raise LedgerCorrupt(f"ledger: GitHub refused the write to {path}: {exc}") from None
+            raise LedgerConflict(expected_length, self._length_now(fingerprint, expected_length + 1)) from None
+        except GitHubForbidden as exc:
+            raise self._denied(exc) from None
+        except GitHubNotFound as exc:  # branch deleted between ensure_branch and PUT
+            raise LedgerConflict(expected_length, -1) from exc
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot record the step on {self.where}: {exc}; "
+                                "nothing was revealed") from None
+
+    def _length_now(self, fingerprint: str, fallback: int) -> int:
+        try:
+            return len(self._read(fingerprint)[0])
+        except LedgerCorrupt:
+            return fallback
+
+
+def open_backend(spec: dict, *, base=None, **kwargs) -> GitHubBackend:
+    """Entry point used by :func:`easeml_ci.ledger.open_backend` for ``backend: github``."""
+    return GitHubBackend.from_spec(spec, **kwargs)

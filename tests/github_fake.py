@@ -1,0 +1,472 @@
+"""A fake GitHub REST API on 127.0.0.1 for the action's tests.
+
+It records every request and answers like GitHub does for the endpoints the action uses:
+
+* ``GET /user`` (403 for installation tokens such as the workflow's ``GITHUB_TOKEN``),
+* ``GET /repos/O/R``,
+* issues: list (``state``, ``labels``, pagination with ``Link``), create, update,
+* issue comments: list (paginated), create, update,
+* git data for the ledger branch: ``GET git/ref/heads/B``, ``POST git/refs``, ``POST git/trees``,
+  ``POST git/commits``,
+* contents: ``GET`` (base64 + blob ``sha``) and ``PUT`` with the ``sha`` compare-and-swap
+  (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch).
+
+Tokens are registered with a permission (``write`` or ``read``); a read-only token gets
+``403 Resource not accessible by integration`` on every write, as a fork's token does.
+Faults (``502`` once, secondary rate limits) are injected with :meth:`FakeGitHub.fail_next`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+BOT_LOGIN = "github-actions[bot]"
+
+
+def blob_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Token:
+    login: str
+    permission: str = "write"  # "write" | "read"
+    installation: bool = True  # installation tokens cannot call GET /user
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict
+    body: Any
+    token: str | None
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern
+    status: int
+    headers: dict
+    remaining: int
+    body: dict
+
+
+@dataclass
+class Repo:
+    full_name: str
+    default_branch: str = "main"
+    issues: dict = field(default_factory=dict)        # number -> issue dict (PRs included)
+    comments: dict = field(default_factory=dict)      # id -> comment dict
+    refs: dict = field(default_factory=dict)          # "heads/x" -> commit sha
+    commits: dict = field(default_factory=dict)       # sha -> {"tree": {path: bytes}, "parents"}
+    trees: dict = field(default_factory=dict)         # sha -> {path: bytes}
+    next_number: int = 1
+    labels: set = field(default_factory=set)
+
+
+class FakeGitHub:
+    """The fake server. Use as a context manager; ``url`` is the API base URL."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.repos: dict[str, Repo] = {}
+        self.tokens: dict[str, Token] = {}
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.next_comment_id = 1000
+        self.next_object = 1
+        self.before_request: Callable[[str, str], None] | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- setup -------------------------------------------------------------------------------
+    def start(self) -> "FakeGitHub":
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> "FakeGitHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add_token(self, token: str, login: str = BOT_LOGIN, permission: str = "write",
+                  installation: bool = True) -> str:
+        self.tokens[token] = Token(login, permission, installation)
+        return token
+
+    def add_repo(self, full_name: str, default_branch: str = "main") -> Repo:
+        with self.lock:
+            repo = self.repos.get(full_name)
+            if repo is None:
+                repo = Repo(full_name, default_branch)
+                # the default branch exists with one commit holding a README
+                tree = {"README.md": b"# fake\n"}
+                tsha = self._new_sha("tree")
+                repo.trees[tsha] = tree
+                csha = self._new_sha("commit")
+                repo.commits[csha] = {"tree": dict(tree), "parents": []}
+                repo.refs[f"heads/{default_branch}"] = csha
+                self.repos[full_name] = repo
+            return repo
+
+    def add_pull_request(self, full_name: str, number: int | None = None, title: str = "PR") -> int:
+        with self.lock:
+            repo = self.add_repo(full_name)
+            if number is None:
+                number = repo.next_number
+            repo.next_number = max(repo.next_number, number + 1)
+            repo.issues[number] = {
+                "number": number, "title": title, "body": "", "state": "open",
+                "labels": [], "user": {"login": "octocat", "type": "User"},
+                "pull_request": {"url": f"{self.url}/repos/{full_name}/pulls/{number}"},
+            }
+            return number
+
+    def add_comment(self, full_name: str, number: int, body: str, login: str) -> int:
+        with self.lock:
+            repo = self.add_repo(full_name)
+            cid = self.next_comment_id
+            self.next_comment_id += 1
+            repo.comments[cid] = {"id": cid, "issue": number, "body": body,
+                                  "user": {"login": login,
+                                           "type": "Bot" if login.endswith("[bot]") else "User"}}
+            return cid
+
+    def fail_next(self, method: str, path_regex: str, status: int = 502, times: int = 1,
+                  headers: dict | None = None, message: str = "Server Error") -> None:
+        """Answer the next ``times`` matching requests with ``status`` (then behave)."""
+        with self.lock:
+            self.faults.append(Fault(method.upper(), re.compile(path_regex), status,
+                                     headers or {}, times, {"message": message}))
+
+    # -- inspection ----------------------------------------------------------------------
+    def calls(self, method: str | None = None, path_regex: str | None = None) -> list[Recorded]:
+        with self.lock:
+            out = list(self.requests)
+        if method:
+            out = [r for r in out if r.method == method.upper()]
+        if path_regex:
+            rx = re.compile(path_regex)
+            out = [r for r in out if rx.search(r.path)]
+        return out
+
+    def comments_on(self, full_name: str, number: int) -> list[dict]:
+        repo = self.repos[full_name]
+        return [c for c in sorted(repo.comments.values(), key=lambda c: c["id"])
+                if c["issue"] == number]
+
+    def issues_of(self, full_name: str, state: str | None = None) -> list[dict]:
+        repo = self.repos[full_name]
+        return [i for n, i in sorted(repo.issues.items())
+                if "pull_request" not in i and (state is None or i["state"] == state)]
+
+    def file_on_branch(self, full_name: str, branch: str, path: str) -> bytes | None:
+        repo = self.repos[full_name]
+        sha = repo.refs.get(f"heads/{branch}")
+        if sha is None:
+            return None
+        return repo.commits[sha]["tree"].get(path)
+
+    # -- internals -----------------------------------------------------------------------
+    def _new_sha(self, kind: str) -> str:
+        self.next_object += 1
+        return hashlib.sha1(f"{kind}-{self.next_object}".encode()).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeGitHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    # every verb goes through one dispatcher
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _dispatch(self, method: str) -> None:
+        fake = self.server_fake
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            self._send(400, {"message": "Problems parsing JSON"})
+            return
+        auth = self.headers.get("Authorization", "")
+        token = auth.split(" ", 1)[1] if " " in auth else None
+        rec = Recorded(method, path, query, body, token)
+        with fake.lock:
+            fake.requests.append(rec)
+        if fake.before_request is not None:
+            fake.before_request(method, path)
+        with fake.lock:
+            for fault in fake.faults:
+                if fault.remaining > 0 and fault.method == method and fault.pattern.search(path):
+                    fault.remaining -= 1
+                    rec.status = fault.status
+                    self._send(fault.status, fault.body, fault.headers)
+                    return
+        status, out, headers = self._route(method, path, query, body, token)
+        rec.status = status
+        self._send(status, out, headers)
+
+    # -- routing -------------------------------------------------------------------------
+    def _route(self, method, path, query, body, token):
+        fake = self.server_fake
+        tok = fake.tokens.get(token or "")
+        if tok is None:
+            return 401, {"message": "Bad credentials"}, {}
+        if path == "/user" and method == "GET":
+            if tok.installation:
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            return 200, {"login": tok.login, "type": "User"}, {}
+        m = re.match(r"^/repos/([^/]+)/([^/]+)(/.*)?$", path)
+        if not m:
+            return 404, {"message": "Not Found"}, {}
+        full = f"{m.group(1)}/{m.group(2)}"
+        rest = m.group(3) or ""
+        with fake.lock:
+            repo = fake.repos.get(full)
+            if repo is None:
+                return 404, {"message": "Not Found"}, {}
+            if method != "GET" and tok.permission != "write":
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            return self._route_repo(repo, tok, method, rest, query, body or {})
+
+    def _route_repo(self, repo: Repo, tok: Token, method, rest, query, body):
+        fake = self.server_fake
+        if rest == "" and method == "GET":
+            return 200, {"full_name": repo.full_name, "default_branch": repo.default_branch}, {}
+
+        # issues -----------------------------------------------------------------------
+        if rest == "/issues" and method == "GET":
+            items = [i for _, i in sorted(repo.issues.items(), reverse=True)]
+            state = query.get("state", "open")
+            if state != "all":
+                items = [i for i in items if i["state"] == state]
+            if query.get("labels"):
+                want = set(query["labels"].split(","))
+                items = [i for i in items if want <= {lab["name"] for lab in i["labels"]}]
+            return self._page(items, query)
+        if rest == "/issues" and method == "POST":
+            if not body.get("title"):
+                return 422, {"message": "Validation Failed"}, {}
+            number = repo.next_number
+            repo.next_number += 1
+            labels = [str(x) for x in body.get("labels") or []]
+            repo.labels.update(labels)
+            issue = {"number": number, "title": body["title"], "body": body.get("body") or "",
+                     "state": "open", "labels": [{"name": x} for x in labels],
+                     "user": {"login": tok.login, "type": "Bot" if tok.installation else "User"}}
+            repo.issues[number] = issue
+            return 201, issue, {}
+        m = re.match(r"^/issues/(\d+)$", rest)
+        if m and method in ("PATCH", "GET"):
+            issue = repo.issues.get(int(m.group(1)))
+            if issue is None:
+                return 404, {"message": "Not Found"}, {}
+            if method == "PATCH":
+                for k in ("title", "body", "state"):
+                    if k in body:
+                        issue[k] = body[k]
+                if "labels" in body:
+                    issue["labels"] = [{"name": str(x)} for x in body["labels"]]
+            return 200, issue, {}
+
+        # comments ---------------------------------------------------------------------
+        m = re.match(r"^/issues/(\d+)/comments$", rest)
+        if m:
+            number = int(m.group(1))
+            if number not in repo.issues:
+                return 404, {"message": "Not Found"}, {}
+            if method == "GET":
+                items = [c for c in sorted(repo.comments.values(), key=lambda c: c["id"])
+                         if c["issue"] == number]
+                return self._page([self._comment_json(c) for c in items], query)
+            if method == "POST":
+                if not body.get("body"):
+                    return 422, {"message": "Validation Failed"}, {}
+                cid = fake.next_comment_id
+                fake.next_comment_id += 1
+                repo.comments[cid] = {"id": cid, "issue": number, "body": body["body"],
+                                      "user": {"login": tok.login,
+                                               "type": "Bot" if tok.installation else "User"}}
+                return 201, self._comment_json(repo.comments[cid]), {}
+        m = re.match(r"^/issues/comments/(\d+)$", rest)
+        if m and method == "PATCH":
+            c = repo.comments.get(int(m.group(1)))
+            if c is None:
+                return 404, {"message": "Not Found"}, {}
+            if c["user"]["login"] != tok.login:
+                return 403, {"message": "Must have admin rights to Repository."}, {}
+            c["body"] = body.get("body", c["body"])
+            return 200, self._comment_json(c), {}
+
+        # git data ---------------------------------------------------------------------
+        m = re.match(r"^/git/ref/(heads/.+)$", rest)
+        if m and method == "GET":
+            sha = repo.refs.get(m.group(1))
+            if sha is None:
+                return 404, {"message": "Not Found"}, {}
+            return 200, {"ref": f"refs/{m.group(1)}", "object": {"sha": sha, "type": "commit"}}, {}
+        if rest == "/git/refs" and method == "POST":
+            ref = str(body.get("ref", ""))
+            if not ref.startswith("refs/heads/") or body.get("sha") not in repo.commits:
+                return 422, {"message": "Validation Failed"}, {}
+            key = ref[len("refs/"):]
+            if key in repo.refs:
+                return 422, {"message": "Reference already exists"}, {}
+            repo.refs[key] = body["sha"]
+            return 201, {"ref": ref, "object": {"sha": body["sha"], "type": "commit"}}, {}
+        if rest == "/git/trees" and method == "POST":
+            tree = {}
+            for entry in body.get("tree") or []:
+                if entry.get("type") != "blob" or "content" not in entry:
+                    return 422, {"message": "Validation Failed"}, {}
+                tree[entry["path"]] = entry["content"].encode()
+            sha = fake._new_sha("tree")
+            repo.trees[sha] = tree
+            return 201, {"sha": sha}, {}
+        if rest == "/git/commits" and method == "POST":
+            tree = repo.trees.get(body.get("tree"))
+            if tree is None or any(p not in repo.commits for p in body.get("parents") or []):
+                return 422, {"message": "Validation Failed"}, {}
+            sha = fake._new_sha("commit")
+            repo.commits[sha] = {"tree": dict(tree), "parents": list(body.get("parents") or [])}
+            return 201, {"sha": sha}, {}
+
+        # contents ---------------------------------------------------------------------
+        m = re.match(r"^/contents/(.+)$", rest)
+        if m:
+            fpath = m.group(1)
+            if method == "GET":
+                branch = query.get("ref", repo.default_branch)
+                csha = repo.refs.get(f"heads/{branch}")
+                if csha is None:
+                    return 404, {"message": f"No commit found for the ref {branch}"}, {}
+                tree = repo.commits[csha]["tree"]
+                data = tree.get(fpath)
+                if data is None:
+                    prefix = fpath.rstrip("/") + "/"
+                    names = sorted({p[len(prefix):].split("/")[0] for p in tree
+                                    if p.startswith(prefix)})
+                    if not names:
+                        return 404, {"message": "Not Found"}, {}
+                    return 200, [{"name": n, "path": prefix + n, "type": "file"}
+                                 for n in names], {}
+                return 200, {"type": "file", "path": fpath, "sha": blob_sha(data),
+                             "encoding": "base64", "size": len(data),
+                             "content": base64.encodebytes(data).decode()}, {}
+            if method == "PUT":
+                branch = body.get("branch", repo.default_branch)
+                csha = repo.refs.get(f"heads/{branch}")
+                if csha is None:
+                    return 404, {"message": f"Branch {branch} not found"}, {}
+                if "message" not in body or "content" not in body:
+                    return 422, {"message": "Invalid request."}, {}
+                tree = dict(repo.commits[csha]["tree"])
+                current = tree.get(fpath)
+                given = body.get("sha")
+                if current is not None and not given:
+                    return 422, {"message": "Invalid request.\n\n\"sha\" wasn't supplied."}, {}
+                if current is not None and given != blob_sha(current):
+                    return 409, {"message": f"{fpath} does not match {given}"}, {}
+                if current is None and given:
+                    return 409, {"message": f"{fpath} does not match {given}"}, {}
+                try:
+                    data = base64.b64decode(body["content"], validate=True)
+                except ValueError:
+                    return 422, {"message": "content is not valid Base64"}, {}
+                tree[fpath] = data
+                new = fake._new_sha("commit")
+                repo.commits[new] = {"tree": tree, "parents": [csha]}
+                repo.refs[f"heads/{branch}"] = new
+                return (201 if current is None else 200), {
+                    "content": {"path": fpath, "sha": blob_sha(data)},
+                    "commit": {"sha": new}}, {}
+        return 404, {"message": "Not Found"}, {}
+
+    def _comment_json(self, c: dict) -> dict:
+        return {"id": c["id"], "body": c["body"], "user": dict(c["user"]),
+                "html_url": f"https://github.example/comment/{c['id']}"}
+
+    def _page(self, items: list, query: dict):
+        per_page = max(1, min(100, int(query.get("per_page", 30))))
+        page = max(1, int(query.get("page", 1)))
+        chunk = items[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            q = {k: v for k, v in query.items() if k != "page"}
+            q["page"] = str(page + 1)
+            qs = "&".join(f"{k}={v}" for k, v in q.items())
+            base = f"{self.server_fake.url}{urlsplit(self.path).path}"
+            headers["Link"] = f'<{base}?{qs}>; rel="next"'
+        return 200, chunk, headers
+
+
+try:  # a fixture for the tests that import it
+    import pytest
+
+    @pytest.fixture
+    def fake_github():
+        with FakeGitHub() as fake:
+            yield fake
+except ImportError:  # pragma: no cover - pytest is always there in the test run
+    pass

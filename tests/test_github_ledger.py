@@ -1,0 +1,145 @@
+"""The ledger backend inside the GitHub repository, against the fake GitHub API."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from easeml_ci.github.api import GitHubClient, RetryPolicy
+from easeml_ci.ledger import Ledger, LedgerConflict, LedgerCorrupt, open_backend
+from easeml_ci.ledger.github_backend import GitHubBackend, LedgerWriteDenied
+from github_fake import fake_github  # noqa: F401  (fixture)
+
+REPO = "acme/models"
+FP = "ab" * 32
+TERMS = {"condition": "n > 0.8 +/- 0.05", "reliability": 0.999, "mode": "fp-free",
+         "adaptivity": "full", "steps": 3, "passes": None}
+
+
+def backend(fake, token="tok-write", **kw):
+    client = GitHubClient(token, fake.url, retry=RetryPolicy(attempts=3), sleep=lambda s: None)
+    return GitHubBackend(REPO, client=client, **kw)
+
+
+@pytest.fixture
+def repo(fake_github):
+    fake_github.add_repo(REPO)
+    fake_github.add_token("tok-write")
+    fake_github.add_token("tok-read", permission="read")
+    return fake_github
+
+
+def test_first_append_creates_an_orphan_branch_and_the_file(repo):
+    b = backend(repo)
+    assert b.load(FP) == []
+    b.append(FP, {"kind": "register", "x": 1}, 0)
+    raw = repo.file_on_branch(REPO, "easeml-ledger", f"ledger/{FP}.jsonl")
+    assert [json.loads(line) for line in raw.splitlines()] == [{"kind": "register", "x": 1}]
+    assert repo.file_on_branch(REPO, "easeml-ledger", "README.md").startswith(b"# easeml-ci ledger")
+    # orphan: the ledger branch does not carry the default branch's files
+    assert repo.file_on_branch(REPO, "easeml-ledger", "README.md") != b"# fake\n"
+    assert b.load(FP) == [{"kind": "register", "x": 1}]
+    assert b.fingerprints() == [FP]
+
+
+def test_append_with_a_stale_length_is_a_conflict_and_writes_nothing(repo):
+    b = backend(repo)
+    b.append(FP, {"n": 0}, 0)
+    with pytest.raises(LedgerConflict):
+        b.append(FP, {"n": "late"}, 0)
+    assert b.load(FP) == [{"n": 0}]
+
+
+def test_stale_sha_on_put_becomes_a_conflict(repo):
+    """Two writers read the same version; GitHub's 409 on the second PUT is a LedgerConflict."""
+    b1, b2 = backend(repo), backend(repo)
+    b1.append(FP, {"n": 0}, 0)
+    barrier = threading.Barrier(2, timeout=5)
+    held = []
+
+    def hold_reads(method, path):  # both writers read version 1 before either writes
+        if method == "GET" and path.endswith(f"{FP}.jsonl") and len(held) < 2:
+            held.append(path)
+            barrier.wait()
+
+    repo.before_request = hold_reads
+    errors = []
+
+    def write(b, tag):
+        try:
+            b.append(FP, {"n": tag}, 1)
+        except LedgerConflict as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b, t)) for b, t in ((b1, "a"), (b2, "b"))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    repo.before_request = None
+    assert len(errors) == 1
+    assert len(b1.load(FP)) == 2
+    assert [r.status for r in repo.calls("PUT", FP)][-2:].count(409) == 1
+
+
+def test_ledger_never_spends_a_step_twice_across_concurrent_writers(repo):
+    ledgers = [Ledger(backend(repo), FP) for _ in range(6)]
+    out, spent = [], []
+
+    def run(ledger):
+        from easeml_ci.ledger import LedgerSpent
+        try:
+            entry, _ = ledger.record_step(passed=False, terms=TERMS)
+            out.append(entry["seq"])
+        except LedgerSpent:
+            spent.append(1)
+
+    threads = [threading.Thread(target=run, args=(lg,)) for lg in ledgers]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    entries = Ledger(backend(repo), FP).entries()
+    steps = [e for e in entries if e["kind"] == "step"]
+    assert len(steps) == 3 and len(out) == 3 and len(spent) == 3
+    assert len(set(out)) == 3
+    assert Ledger(backend(repo), FP).verify().ok
+
+
+def test_read_only_token_cannot_record_and_says_why(repo):
+    b = backend(repo, token="tok-read")
+    assert b.load(FP) == []  # reading is allowed
+    with pytest.raises(LedgerWriteDenied) as info:
+        b.append(FP, {"n": 0}, 0)
+    assert info.value.exit_code == 2
+    assert "contents: write" in info.value.message and "nothing was revealed" in info.value.message
+    assert repo.file_on_branch(REPO, "easeml-ledger", f"ledger/{FP}.jsonl") is None
+
+
+def test_a_502_once_is_retried(repo):
+    b = backend(repo)
+    repo.fail_next("PUT", r"/contents/", 502)
+    b.append(FP, {"n": 0}, 0)
+    assert b.load(FP) == [{"n": 0}]
+    assert [r.status for r in repo.calls("PUT")] == [502, 201]
+
+
+def test_open_backend_reads_the_config_mapping(repo, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-write")
+    monkeypatch.setenv("GITHUB_API_URL", repo.url)
+    b = open_backend({"backend": "github", "repository": REPO, "branch": "budget"})
+    assert isinstance(b, GitHubBackend) and b.branch == "budget"
+    b.append(FP, {"n": 0}, 0)
+    assert repo.file_on_branch(REPO, "budget", f"ledger/{FP}.jsonl") is not None
+
+
+@pytest.mark.parametrize("spec, env, needle", [
+    ({"backend": "github", "repository": "no-slash"}, {"GITHUB_TOKEN": "t"}, "OWNER/NAME, got 'no-slash'"),
+    ({"backend": "github", "repository": REPO}, {}, "needs a token"),
+    ({"backend": "github", "repository": REPO, "branch": "a b"}, {"GITHUB_TOKEN": "t"}, "branch"),
+])
+def test_bad_backend_settings_are_one_line_errors(spec, env, needle, monkeypatch):
+    for k in ("GITHUB_TOKEN", "INPUT_GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(LedgerCorrupt) as info:
+        open_backend(spec)
+    assert needle in info.value.message and info.value.exit_code == 2
