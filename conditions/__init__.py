@@ -1,4 +1,30 @@
-"""The condition language and its statistics (no files, models, git or GitHub here)."""
-from .errors import ConditionError, PlanError, SampleTooSmall
+"""The condition language and its statistics (no files, models, git or GitHub here).
 
-__all__ = ["ConditionError", "PlanError", "SampleTooSmall"]
+>>> import conditions
+>>> p = conditions.plan("n > 0.8 +/- 0.05", reliability=0.9999, adaptivity="full", steps=32)
+>>> p.test_examples, p.clauses[0].method
+(2813, 'exact-binomial')
+"""
+from .ast import VARIABLES, Clause, Formula
+from .compiler import CompiledClause, compile_clause
+from .errors import ConditionError, PlanError, SampleTooSmall
+from .parser import parse
+from .planner import (
+    ADAPTIVITIES,
+    METHODS,
+    MODES,
+    ClausePlan,
+    ClauseVerdict,
+    Outcomes,
+    Plan,
+    Verdict,
+    plan,
+    query_count,
+)
+
+__all__ = [
+    "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
+    "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "Formula",
+    "Outcomes", "Plan", "PlanError", "SampleTooSmall", "Verdict",
+    "compile_clause", "parse", "plan", "query_count",
+]

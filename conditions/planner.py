@@ -1,0 +1,408 @@
+"""Plan how many test examples (and labels) a formula needs, and decide it on a test set.
+
+Error budget (DESIGN.md §2)
+---------------------------
+``reliability`` r gives delta = 1 - r for the whole life of one test set. Adaptivity fixes how
+many distinct queries (model x clause) could ever be answered on it; a union bound over them gives
+each one ``delta' = delta / (clauses * queries)``:
+
+* ``none`` and ``firstChange``: H models, fixed in advance or stopped at the first pass: H.
+* ``full``: the next model may depend on every released bit, so the queries are the nodes of the
+  pass/fail transcript tree of depth H: ``2^H - 1``.
+* ``full`` with ``passes: B``: the transcripts with fewer than B passes before each node:
+  ``sum_{k<H} sum_{j<B} C(k, j)`` (B = 1 gives H, B = H gives 2^H - 1).
+
+The formula passes when every clause does. A false pass of the formula needs some clause that is
+false to pass, so it costs at most delta'; a false fail needs some true clause to fail, at most
+``clauses * delta'``; the split over clauses covers both.
+
+Clauses that vanish where the models agree (``n - o``) may use the bound d <= p that a clause
+``d < t +/- eps`` of the same formula certifies (p = t under fp-free, t + 2 eps under fn-free). This
+is sound at the level of the formula: if d > p, the d clause itself fails except with
+probability delta', so the formula cannot pass falsely through the n - o clause's weaker test;
+if every clause is true, d <= p holds and the variance bound is valid.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+
+from .ast import Clause, Formula, format_number
+from .bounds import MeanTest, binomial_cutoff, binomial_design, hoeffding_size
+from .compiler import CompiledClause, compile_clause, disagreement_bound
+from .errors import PlanError, SampleTooSmall
+from .parser import parse
+
+MODES = ("fp-free", "fn-free")
+ADAPTIVITIES = ("none", "full", "firstChange")
+METHODS = ("tight", "easeml")
+
+
+def query_count(adaptivity: str, steps: int, passes: int | None = None, *, easeml: bool = False) -> int:
+    """How many queries a test set may answer under an adaptivity mode (see module docstring)."""
+    if adaptivity in ("none", "firstChange"):
+        return steps
+    if passes is None or passes >= steps:
+        # ease.ml/ci's code divides by 2^H; the transcript tree has 2^H - 1 nodes.
+        return 2**steps if easeml else 2**steps - 1
+    return sum(math.comb(k, j) for k in range(steps) for j in range(min(passes, k + 1)))
+
+
+def _log(count: int) -> float:
+    return math.log(count)  # exact for Python's big integers too
+
+
+@dataclass(frozen=True)
+class ClausePlan:
+    """How one clause is tested: method, sample size, labels and cutoffs."""
+
+    clause: Clause
+    compiled: CompiledClause
+    mode: str
+    method: str
+    delta: float  # error budget of one query of this clause
+    test_examples: int
+    second_moment_cap: float | None
+    easeml_test_examples: int
+
+    @property
+    def text(self) -> str:
+        return str(self.clause)
+
+    @property
+    def tolerance(self) -> float:
+        return self.clause.tolerance
+
+    @property
+    def statistic(self) -> str:
+        c = self.compiled
+        expr = self.clause.expression_text()
+        return f"{expr} in [{format_number(c.low * c.sign if c.sign > 0 else -c.high)}, " \
+               f"{format_number(c.high if c.sign > 0 else -c.low)}]"
+
+    def labels_for(self, n: int) -> int:
+        """Labels needed on n test examples: none for d alone, disagreements only for n - o."""
+        if self.clause.variables <= {"d"}:
+            return 0
+        if self.compiled.vanishes_without_disagreement and self.second_moment_cap is not None:
+            p = self.second_moment_cap / self.compiled.max_square_when_differ
+            return math.ceil(n * min(1.0, p))
+        return n
+
+    @property
+    def labels(self) -> int:
+        return self.labels_for(self.test_examples)
+
+    # --- the test itself, on sufficient statistics (vectorised for Monte Carlo) ---
+
+    def _zone_cutoff(self, mode: str, m: int):
+        """Cutoff for the zone of ``mode`` on m examples, on the scale of ``statistic``."""
+        a, b = self.compiled.edges(mode)
+        if self.method == "exact-binomial":
+            a_u, b_u = self._bernoulli_scale(a, b)
+            k = binomial_cutoff(m, a_u, b_u, self.delta)
+            if k is None:  # the lattice rippled: the planned size is feasible by construction
+                k = binomial_cutoff(self.test_examples, a_u, b_u, self.delta)
+                return ("prefix", self.test_examples, k)
+            return ("all", m, k)
+        if self.method == "easeml":
+            return ("all", m, (a + b) / 2)
+        test = MeanTest(self.compiled.low, self.compiled.high, self.second_moment_cap)
+        return ("all", m, test.design(a, b, self.delta).cutoff)
+
+    def _bernoulli_scale(self, a: float, b: float) -> tuple[float, float]:
+        """Map Z-scale edges to the Bernoulli variable u (= v or 1 - v) whose count is tested."""
+        var = self.compiled.bernoulli_variable
+        w = self.compiled.weights["nod".index(var)]
+        if w > 0:
+            return a / w, b / w
+        return 1 - a / w, 1 - b / w
+
+    def statistic_of(self, n, o, d) -> np.ndarray | float:
+        """Per-example statistic: the Bernoulli u for exact tests, Z otherwise."""
+        if self.method == "exact-binomial":
+            var = self.compiled.bernoulli_variable
+            v = {"n": n, "o": o, "d": d}[var]
+            w = self.compiled.weights["nod".index(var)]
+            return v if w > 0 else 1 - v
+        return self.compiled.value(n, o, d)
+
+    def answer(self, values: np.ndarray) -> "ClauseVerdict":
+        """Decide this clause from its per-example statistic (see :meth:`statistic_of`)."""
+        m = len(values)
+        passes = {}
+        for mode in MODES:
+            scope, size, cutoff = self._zone_cutoff(mode, m)
+            x = values[:size] if scope == "prefix" else values
+            stat = float(np.sum(x)) if self.method == "exact-binomial" else float(np.mean(x))
+            passes[mode] = stat >= cutoff
+        answer = "true" if passes["fp-free"] else ("false" if not passes["fn-free"] else "unknown")
+        passed = passes[self.mode]
+        return ClauseVerdict(self.text, answer, passed, self._estimate(values))
+
+    def _estimate(self, values: np.ndarray) -> float:
+        """The clause's expression estimated on the test set (secret; shown only on opt-in)."""
+        mean = float(np.mean(values)) if len(values) else math.nan
+        if self.method == "exact-binomial":
+            var = self.compiled.bernoulli_variable
+            w = self.compiled.weights["nod".index(var)]
+            p = mean if w > 0 else 1 - mean
+            z = w * p
+        else:
+            z = mean
+        return z * self.compiled.sign
+
+    def decide_many(self, statistic_sums: np.ndarray, m: int) -> np.ndarray:
+        """Vectorised mode verdicts for many simulated test sets of m examples (Monte Carlo)."""
+        scope, size, cutoff = self._zone_cutoff(self.mode, m)
+        if scope != "all":
+            raise ValueError("simulate with the planned size or larger")
+        stat = statistic_sums if self.method == "exact-binomial" else statistic_sums / m
+        return stat >= cutoff
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "statistic": self.statistic,
+            "method": self.method,
+            "tolerance": self.tolerance,
+            "delta_per_query": self.delta,
+            "test_examples": self.test_examples,
+            "labels": self.labels,
+            "easeml_test_examples": self.easeml_test_examples,
+            "disagreement_bound": (None if self.second_moment_cap is None else
+                                   self.second_moment_cap / self.compiled.max_square_when_differ),
+        }
+
+
+@dataclass(frozen=True)
+class ClauseVerdict:
+    text: str
+    answer: str  # "true" | "false" | "unknown"
+    passed: bool
+    estimate: float  # SECRET: derived from the test set; never shown unless the user opted in
+
+    def to_dict(self, reveal_estimates: bool = False) -> dict:
+        out = {"text": self.text, "answer": self.answer, "verdict": "pass" if self.passed else "fail"}
+        if reveal_estimates:
+            out["estimate"] = self.estimate
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    clauses: tuple[ClauseVerdict, ...]
+    test_examples: int
+
+    def to_dict(self, reveal_estimates: bool = False) -> dict:
+        return {"verdict": "pass" if self.passed else "fail",
+                "clauses": [c.to_dict(reveal_estimates) for c in self.clauses]}
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Per-example outcome vectors: n_i, o_i, d_i in {0, 1} (any may be None when unused)."""
+
+    n: np.ndarray | None = None
+    o: np.ndarray | None = None
+    d: np.ndarray | None = None
+
+    @classmethod
+    def from_predictions(cls, y, new_pred, old_pred=None) -> "Outcomes":
+        new_pred = np.asarray(new_pred)
+        n = None if y is None else (new_pred == np.asarray(y)).astype(np.int8)
+        o = d = None
+        if old_pred is not None:
+            old_pred = np.asarray(old_pred)
+            d = (new_pred != old_pred).astype(np.int8)
+            o = None if y is None else (old_pred == np.asarray(y)).astype(np.int8)
+        return cls(n, o, d)
+
+    def __len__(self) -> int:
+        for arr in (self.n, self.o, self.d):
+            if arr is not None:
+                return len(arr)
+        return 0
+
+    def require(self, variables) -> None:
+        missing = [v for v in sorted(variables) if getattr(self, v) is None]
+        if missing:
+            raise ValueError(f"outcomes lack {', '.join(missing)} needed by the condition")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A formula with its reliability, mode, adaptivity and steps, planned clause by clause."""
+
+    formula: Formula
+    reliability: float
+    mode: str
+    adaptivity: str
+    steps: int
+    passes: int | None
+    method: str
+    queries: int
+    clauses: tuple[ClausePlan, ...]
+    easeml_queries: int = field(default=0)
+
+    @property
+    def delta(self) -> float:
+        return 1.0 - self.reliability
+
+    @property
+    def variables(self) -> frozenset[str]:
+        return self.formula.variables
+
+    @property
+    def test_examples(self) -> int:
+        return max(c.test_examples for c in self.clauses)
+
+    @property
+    def labels(self) -> int:
+        n = self.test_examples
+        return max(c.labels_for(n) for c in self.clauses)
+
+    @property
+    def easeml_test_examples(self) -> int:
+        return max(c.easeml_test_examples for c in self.clauses)
+
+    def decide(self, outcomes: Outcomes) -> Verdict:
+        m = len(outcomes)
+        if m < self.test_examples:
+            raise SampleTooSmall(self.test_examples, m)
+        outcomes.require(self.variables)
+        verdicts = tuple(
+            c.answer(np.asarray(c.statistic_of(outcomes.n, outcomes.o, outcomes.d), dtype=np.float64))
+            for c in self.clauses)
+        return Verdict(all(v.passed for v in verdicts), verdicts, m)
+
+    def for_sample_size(self, m: int) -> "Plan":
+        """The same plan with each tolerance widened to the smallest one m examples support."""
+        if m >= self.test_examples:
+            return self
+        if m <= 0:
+            raise PlanError(f"sample size must be positive, got {m}")
+        current = self
+        for _ in range(5):  # widening a d clause can loosen the variance bound of n - o: iterate
+            widened = tuple(self._widen(clause, current, m) for clause in current.formula.clauses)
+            formula = Formula(widened, source=str(Formula(widened)))
+            current = plan(formula, self.reliability, self.mode, self.adaptivity, self.steps,
+                           self.passes, self.method)
+            if current.test_examples <= m:
+                return current
+        raise PlanError(f"no tolerance fits {m} examples")  # pragma: no cover - not seen in practice
+
+    def _widen(self, clause: Clause, context: "Plan", m: int) -> Clause:
+        """The clause with the smallest tolerance (found by bisection) that m examples support."""
+        if _clause_size(clause, context) <= m:
+            return clause
+        lo, hi = clause.tolerance, max(clause.tolerance * 2, 1.0)
+        while _clause_size(self._with_tolerance(clause, hi), context) > m:
+            hi *= 2
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            if _clause_size(self._with_tolerance(clause, mid), context) <= m:
+                hi = mid
+            else:
+                lo = mid
+        return self._with_tolerance(clause, hi)
+
+    @staticmethod
+    def _with_tolerance(clause: Clause, tol: float) -> Clause:
+        return replace(clause, tolerance=tol)
+
+    def to_dict(self) -> dict:
+        return {
+            "condition": str(self.formula),
+            "reliability": self.reliability,
+            "mode": self.mode,
+            "adaptivity": self.adaptivity,
+            "steps": self.steps,
+            "passes": self.passes,
+            "method": self.method,
+            "queries": self.queries,
+            "test_examples": self.test_examples,
+            "labels": self.labels,
+            "easeml_test_examples": self.easeml_test_examples,
+            "clauses": [c.to_dict() for c in self.clauses],
+        }
+
+
+def _clause_size(clause: Clause, base: Plan) -> int:
+    """Sample size of one clause planned in the context of ``base`` (for widening tolerances)."""
+    formula = Formula(tuple(clause if (c.span == clause.span) else c for c in base.formula.clauses))
+    p = plan(formula, base.reliability, base.mode, base.adaptivity, base.steps, base.passes, base.method)
+    idx = [c.clause.span for c in p.clauses].index(clause.span)
+    return p.clauses[idx].test_examples
+
+
+def _validate(reliability, mode, adaptivity, steps, passes, method) -> None:
+    if isinstance(reliability, bool) or not isinstance(reliability, (int, float)) or not (0 < reliability < 1):
+        raise PlanError(f"reliability must be in (0, 1), got {reliability!r}")
+    if mode not in MODES:
+        raise PlanError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if adaptivity not in ADAPTIVITIES:
+        raise PlanError(f"adaptivity must be one of {', '.join(ADAPTIVITIES)}, got {adaptivity!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PlanError(f"steps must be an integer >= 1, got {steps!r}")
+    if passes is not None:
+        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+            raise PlanError(f"passes must be an integer >= 1, got {passes!r}")
+        if adaptivity != "full":
+            raise PlanError(f"passes applies to adaptivity 'full' only, got adaptivity {adaptivity!r}")
+    if method not in METHODS:
+        raise PlanError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def plan(formula: Formula | str, reliability: float = 0.9999, mode: str = "fp-free",
+         adaptivity: str = "full", steps: int = 32, passes: int | None = None,
+         method: str = "tight") -> Plan:
+    """Plan a formula; see the module docstring for the error budget and its split."""
+    if isinstance(formula, str):
+        formula = parse(formula)
+    _validate(reliability, mode, adaptivity, steps, passes, method)
+    delta = 1.0 - reliability
+    queries = query_count(adaptivity, steps, passes)
+    easeml_queries = query_count(adaptivity, steps, passes, easeml=True)
+    n_clauses = len(formula.clauses)
+    log_inv_delta = _log(n_clauses * queries) - math.log(delta)
+    clause_delta = math.exp(-log_inv_delta)
+    bounds = [b for c in formula.clauses if (b := disagreement_bound(c, mode)) is not None]
+    d_bound = min(bounds) if bounds else None
+
+    planned = []
+    for clause in formula.clauses:
+        compiled = compile_clause(clause)
+        easeml_n = _easeml_size(clause, delta, n_clauses, easeml_queries)
+        cap = None
+        if compiled.vanishes_without_disagreement and d_bound is not None and compiled.variables - {"d"}:
+            cap = compiled.max_square_when_differ * min(1.0, d_bound)
+        a, b = compiled.edges(mode)
+        if method == "easeml":
+            planned.append(ClausePlan(clause, compiled, mode, "easeml", clause_delta, easeml_n, None, easeml_n))
+            continue
+        if compiled.bernoulli_variable is not None:
+            cp = ClausePlan(clause, compiled, mode, "exact-binomial", clause_delta, 0, None, easeml_n)
+            a_u, b_u = cp._bernoulli_scale(a, b)
+            size = binomial_design(a_u, b_u, clause_delta).sample_size
+            planned.append(replace(cp, test_examples=size))
+            continue
+        name = "bennett-d" if cap is not None else "bennett"
+        size = MeanTest(compiled.low, compiled.high, cap).design(a, b, clause_delta).sample_size
+        planned.append(ClausePlan(clause, compiled, mode, name, clause_delta, size, cap, easeml_n))
+    return Plan(formula, float(reliability), mode, adaptivity, steps, passes, method, queries,
+                tuple(planned), easeml_queries)
+
+
+def _easeml_size(clause: Clause, delta: float, n_clauses: int, queries: int) -> int:
+    """ease.ml/ci's released estimator: Hoeffding per variable, eps split evenly across the
+    variables (by their coefficients' weight), delta split over variables x clauses x queries.
+    Reproduces their figures to the unit (641,684; 267,385; 63,381; 6,279; 5,496)."""
+    n_vars = len(clause.variables)
+    eps = clause.tolerance / sum(abs(c) for _, c in clause.coefficients)
+    log_inv = _log(n_vars * n_clauses * queries) - math.log(delta)
+    return math.ceil(log_inv / (2 * eps * eps))
