@@ -20,11 +20,12 @@ from .planner import (
     Verdict,
     plan,
     query_count,
+    validate_parameters,
 )
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
     "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "Formula",
     "Outcomes", "Plan", "PlanError", "SampleTooSmall", "Verdict",
-    "compile_clause", "parse", "plan", "query_count",
+    "compile_clause", "parse", "plan", "query_count", "validate_parameters",
 ]

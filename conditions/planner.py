@@ -340,7 +340,7 @@ def _clause_size(clause: Clause, base: Plan) -> int:
     return p.clauses[idx].test_examples
 
 
-def _validate(reliability, mode, adaptivity, steps, passes, method) -> None:
+def validate_parameters(reliability, mode, adaptivity, steps, passes, method) -> None:
     if isinstance(reliability, bool) or not isinstance(reliability, (int, float)) or not (0 < reliability < 1):
         raise PlanError(f"reliability must be in (0, 1), got {reliability!r}")
     if mode not in MODES:
@@ -364,7 +364,7 @@ def plan(formula: Formula | str, reliability: float = 0.9999, mode: str = "fp-fr
     """Plan a formula; see the module docstring for the error budget and its split."""
     if isinstance(formula, str):
         formula = parse(formula)
-    _validate(reliability, mode, adaptivity, steps, passes, method)
+    validate_parameters(reliability, mode, adaptivity, steps, passes, method)
     delta = 1.0 - reliability
     queries = query_count(adaptivity, steps, passes)
     easeml_queries = query_count(adaptivity, steps, passes, easeml=True)

@@ -1,0 +1,296 @@
+"""`.easeml.yml`: load, validate, and explain every mistake by key, line, value and what is allowed.
+
+Two layouts are accepted: a plain mapping, and ease.ml/ci's own ``ml:`` list of one-key
+mappings in any order::
+
+    ml:
+      - script: ./test_model.py
+      - condition: n - o > 0.02 +/- 0.01
+      - reliability: 0.9999
+      - mode: fp-free
+      - adaptivity: full
+      - steps: 32
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+import conditions
+
+from .errors import ConfigError
+
+DEFAULT_LEDGER = {"backend": "file", "path": ".easeml/ledger"}
+LEDGER_BACKENDS = ("file", "github")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """A validated gate configuration (see module docstring for the accepted layouts)."""
+
+    condition: str
+    formula: conditions.Formula
+    reliability: float
+    mode: str = "fp-free"
+    adaptivity: str = "full"
+    steps: int = 32
+    passes: int | None = None
+    method: str = "tight"
+    name: str = "easeml-ci"
+    script: str | None = None
+    label_column: str = "label"
+    testset: str | None = None
+    ledger: dict = field(default_factory=lambda: dict(DEFAULT_LEDGER))
+    private_sink: str | None = None
+    webhook: str | None = None
+    alert_issue: bool = True
+    pool: str | None = None
+    show_metrics: bool = False
+    lines: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def plan(self) -> conditions.Plan:
+        return conditions.plan(self.formula, self.reliability, self.mode, self.adaptivity,
+                               self.steps, self.passes, self.method)
+
+
+# --- validators: each returns the clean value or raises _Bad(what is allowed) -----------------
+
+class _Bad(Exception):
+    pass
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Bad("a non-empty string")
+    return v
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise _Bad("one of " + ", ".join(allowed))
+        return v
+    return check
+
+
+def _int_at_least(lo: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise _Bad(f"an integer >= {lo}")
+        return v
+    return check
+
+
+def _reliability(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
+        raise _Bad("a number in (0, 1), e.g. 0.9999")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad("true or false")
+    return v
+
+
+def _url_or_path(v: Any) -> str:
+    return _str(v)
+
+
+def _url(v: Any) -> str:
+    v = _str(v)
+    if not v.startswith(("http://", "https://")):
+        raise _Bad("an http:// or https:// URL")
+    return v
+
+
+TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
+    "condition": _str,
+    "reliability": _reliability,
+    "mode": _choice(*conditions.MODES),
+    "adaptivity": _choice(*conditions.ADAPTIVITIES),
+    "steps": _int_at_least(1),
+    "passes": _int_at_least(1),
+    "method": _choice(*conditions.METHODS),
+    "name": _str,
+    "script": _str,
+    "label_column": _str,
+    "testset": _str,
+    "ledger": dict,  # checked by SECTIONS
+    "private_sink": _url_or_path,
+    "alerts": dict,
+    "pool": _str,
+    "show_metrics": _bool,
+}
+REQUIRED = ("condition", "reliability")
+SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "ledger": {"backend": _choice(*LEDGER_BACKENDS), "path": _str, "repository": _str, "branch": _str},
+    "alerts": {"webhook": _url, "issue": _bool},
+}
+
+
+def _suggest(key: str, known) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} known keys: {', '.join(sorted(known))}"
+
+
+class _Source:
+    """Where things are in the YAML text: for messages that name the line."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.lines: dict[str, int] = {}
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        line = self.lines.get(key) if key else None
+        at = f"{self.where}:{line}" if line else self.where
+        return ConfigError(f"{at}: {message}")
+
+
+def _flatten(node: yaml.Node, src: _Source) -> dict[str, tuple[Any, yaml.Node]]:
+    """Top-level key -> (value node, key node), from either layout; duplicates are errors."""
+    if not isinstance(node, yaml.MappingNode):
+        raise src.error(None, "expected a mapping of keys (condition, reliability, ...) or ease.ml/ci's "
+                              f"'ml:' list, got {node.tag.rsplit(':', 1)[-1]}")
+    pairs = list(node.value)
+    if len(pairs) == 1 and isinstance(pairs[0][0], yaml.ScalarNode) and pairs[0][0].value == "ml":
+        seq = pairs[0][1]
+        if not isinstance(seq, yaml.SequenceNode):
+            line = seq.start_mark.line + 1
+            raise ConfigError(f"{src.where}:{line}: key 'ml': expected a list of one-key mappings "
+                              "(- condition: ...), got a " + seq.tag.rsplit(":", 1)[-1])
+        pairs = []
+        for item in seq.value:
+            if not isinstance(item, yaml.MappingNode) or len(item.value) != 1:
+                line = item.start_mark.line + 1
+                raise ConfigError(f"{src.where}:{line}: each item of 'ml' must be a one-key mapping "
+                                  "such as '- reliability: 0.9999'")
+            pairs.append(item.value[0])
+    out: dict[str, tuple[Any, yaml.Node]] = {}
+    for key_node, value_node in pairs:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in out:
+            raise ConfigError(f"{src.where}:{line}: key '{key}' is given twice (first on line "
+                              f"{src.lines[key]})")
+        src.lines[key] = line
+        out[key] = (value_node, key_node)
+    return out
+
+
+def load_config(path: str | Path) -> GateConfig:
+    """Load and validate a config file; every mistake is a :class:`ConfigError` (exit 2)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_config(text, where=str(path), path=path)
+
+
+def parse_config(text: str, where: str = "<config>", path: Path | None = None) -> GateConfig:
+    src = _Source(where)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{at}: malformed YAML: {problem}") from None
+    if node is None:
+        raise ConfigError(f"{where}: the config is empty; it needs at least: {', '.join(REQUIRED)}")
+    entries = _flatten(node, src)
+    loader = yaml.SafeLoader("")
+    values: dict[str, Any] = {}
+    for key, (value_node, _) in entries.items():
+        if key not in TOP_LEVEL:
+            raise src.error(key, f"unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
+        raw = loader.construct_object(value_node, deep=True)
+        if key in SECTIONS:
+            values[key] = _section(key, raw, value_node, src)
+            continue
+        try:
+            values[key] = TOP_LEVEL[key](raw)
+        except _Bad as bad:
+            raise src.error(key, f"key '{key}': expected {bad}, got {raw!r}") from None
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing required key{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(repr(k) for k in missing)}")
+    return _build(values, src, path)
+
+
+def _section(key: str, raw: Any, node: yaml.Node, src: _Source) -> dict:
+    allowed = SECTIONS[key]
+    if not isinstance(raw, dict):
+        raise src.error(key, f"key '{key}': expected a mapping with keys {', '.join(allowed)}, got {raw!r}")
+    out = {}
+    for k_node, v_node in node.value:
+        sub = f"{key}.{k_node.value}"
+        src.lines[sub] = k_node.start_mark.line + 1
+    for k, v in raw.items():
+        sub = f"{key}.{k}"
+        if k not in allowed:
+            raise src.error(sub, f"unknown key '{sub}'{_suggest(k, allowed)}")
+        try:
+            out[k] = allowed[k](v)
+        except _Bad as bad:
+            raise src.error(sub, f"key '{sub}': expected {bad}, got {v!r}") from None
+    return out
+
+
+def _build(values: dict, src: _Source, path: Path | None) -> GateConfig:
+    try:
+        formula = conditions.parse(values["condition"])
+    except conditions.ConditionError as exc:
+        raise src.error("condition", f"key 'condition': {exc}") from None
+    ledger = dict(DEFAULT_LEDGER)
+    ledger.update(values.get("ledger", {}))
+    if ledger["backend"] == "github":
+        if "path" not in values.get("ledger", {}):
+            del ledger["path"]  # the file backend's default means nothing to the repository backend
+        ledger.setdefault("branch", "easeml-ledger")
+    alerts = values.get("alerts", {})
+    fields = {k: v for k, v in values.items() if k not in ("ledger", "alerts")}
+    cfg = GateConfig(formula=formula, ledger=ledger, webhook=alerts.get("webhook"),
+                     alert_issue=alerts.get("issue", True), lines=dict(src.lines), path=path, **fields)
+    try:
+        conditions.validate_parameters(cfg.reliability, cfg.mode, cfg.adaptivity, cfg.steps, cfg.passes,
+                                     cfg.method)
+    except conditions.PlanError as exc:
+        raise src.error("passes" if "passes" in str(exc) else None, str(exc)) from None
+    return cfg
+
+
+def config_from_options(condition: str, reliability: float = 0.9999, mode: str = "fp-free",
+                        adaptivity: str = "full", steps: int = 32, passes: int | None = None,
+                        method: str = "tight") -> GateConfig:
+    """A config from command-line options, validated like a file (errors name the option)."""
+    values = {"condition": condition, "reliability": reliability, "mode": mode,
+              "adaptivity": adaptivity, "steps": steps, "method": method}
+    if passes is not None:
+        values["passes"] = passes
+    src = _Source("options")
+    for key, value in values.items():
+        try:
+            TOP_LEVEL[key](value)
+        except _Bad as bad:
+            raise ConfigError(f"--{key}: expected {bad}, got {value!r}") from None
+    try:
+        formula = conditions.parse(condition)
+    except conditions.ConditionError as exc:
+        raise ConfigError(f"--condition: {exc}") from None
+    try:
+        conditions.validate_parameters(reliability, mode, adaptivity, steps, passes, method)
+    except conditions.PlanError as exc:
+        raise ConfigError(str(exc)) from None
+    return GateConfig(formula=formula, lines={}, path=None, **values)

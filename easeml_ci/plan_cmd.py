@@ -1,0 +1,76 @@
+"""`easeml-ci plan`: how many test examples and labels a condition needs."""
+from __future__ import annotations
+
+import json
+
+import click
+
+import conditions
+
+from .config import GateConfig, config_from_options, load_config
+from .errors import ConfigError
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    right = [False, False, False, True, True, True]
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if right[i] else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def render_plan(plan: conditions.Plan) -> str:
+    adaptivity = plan.adaptivity + (f", passes {plan.passes}" if plan.passes else "")
+    head = (f"condition    {plan.formula}\n"
+            f"reliability  {plan.reliability}  (delta {plan.delta:.3g} for the test set's whole life)\n"
+            f"mode         {plan.mode}\n"
+            f"adaptivity   {adaptivity}, steps {plan.steps}  ->  {plan.queries:,} queries, "
+            f"delta per clause and query {plan.clauses[0].delta:.3g}\n")
+    rows = [[c.text, c.statistic, c.method, f"{c.test_examples:,}", f"{c.labels:,}",
+             f"{c.easeml_test_examples:,}"] for c in plan.clauses]
+    table = _table(rows, ["clause", "statistic", "method", "test examples", "labels", "ease.ml/ci"])
+    ratio = plan.easeml_test_examples / plan.test_examples if plan.test_examples else float("inf")
+    foot = (f"\nThe test set needs {plan.test_examples:,} test examples and {plan.labels:,} labels "
+            f"(ease.ml/ci's released code: {plan.easeml_test_examples:,}; {ratio:.1f}x).")
+    for c in plan.clauses:
+        if c.method == "bennett-d":
+            bound = c.to_dict()["disagreement_bound"]
+            foot += (f"\nClause '{c.text}' relies on d <= {bound:g}, certified by the formula's own "
+                     "d clause; only examples where the models disagree need labels.")
+    return head + "\n" + table + "\n" + foot
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A .easeml.yml file.")
+@click.option("--condition", help="e.g. 'n - o > 0.02 +/- 0.01' (overrides the config).")
+@click.option("--reliability", type=float, help="1 - delta for the test set's whole life, e.g. 0.9999.")
+@click.option("--mode", type=click.Choice(conditions.MODES), help="fp-free (default) or fn-free.")
+@click.option("--adaptivity", type=click.Choice(conditions.ADAPTIVITIES), help="none, full (default) or firstChange.")
+@click.option("--steps", type=int, help="H: evaluations one test set serves (default 32).")
+@click.option("--passes", type=int, help="With adaptivity full: retire the test set after B passes.")
+@click.option("--method", type=click.Choice(conditions.METHODS),
+              help="tight (default): the tightest justified test; easeml: ease.ml/ci's released estimator.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, method, as_json):
+    """Plan how many test examples (and labels) a condition needs."""
+    overrides = {k: v for k, v in dict(condition=condition, reliability=reliability, mode=mode,
+                                       adaptivity=adaptivity, steps=steps, passes=passes,
+                                       method=method).items() if v is not None}
+    if config_path:
+        cfg: GateConfig = load_config(config_path)
+        fields = {k: getattr(cfg, k) for k in ("condition", "reliability", "mode", "adaptivity",
+                                               "steps", "passes", "method")}
+        fields.update(overrides)
+    elif condition is None:
+        raise ConfigError("give --config FILE or --condition 'EXPR > CONST +/- TOL'")
+    else:
+        fields = overrides
+    cfg = config_from_options(**fields)
+    result = cfg.plan()
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(render_plan(result))
+
+
+__all__ = ["plan", "render_plan"]
