@@ -40,3 +40,7 @@ def main() -> None:
 from .plan_cmd import plan  # noqa: E402
 
 main.add_command(plan)
+
+from .testset_cmd import testset  # noqa: E402
+
+main.add_command(testset)

@@ -1,0 +1,113 @@
+"""`easeml-ci testset`: the test-set owner's tools (key, encrypt, decrypt, fingerprint).
+
+The key only ever travels through an environment variable (``--key-env`` names which one), so
+it never appears in shell history, process listings or CI logs. ``decrypt`` is for the owner
+(to inspect or extend the data); a check never needs it, it decrypts in memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import crypto
+from .errors import InputError
+from .testset import PLAIN_SUFFIXES, encrypt_testset, load_testset, save_testset, testset_fingerprint
+
+_KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an argument)."
+
+
+@click.group()
+def testset() -> None:
+    """Create keys, encrypt, decrypt and fingerprint test sets."""
+
+
+@testset.command()
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True,
+              help="Name of the secret to store the key under (shown in the instructions).")
+def keygen(key_env: str) -> None:
+    """Print a new random 256-bit key (URL-safe base64) on stdout."""
+    click.echo(crypto.generate_key())
+    click.echo(
+        f"Store this key as a secret named {key_env} (GitHub: Settings > Secrets and variables > "
+        f"Actions) and in your password manager. Anyone with it can read the test set; without "
+        f"it nobody can, including you.",
+        err=True,
+    )
+
+
+def _refuse_overwrite(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; pass --force to overwrite it")
+
+
+@testset.command()
+@click.argument("in_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("out_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--label-column", default="label", show_default=True,
+              help="Label column of a CSV test set (all other columns are features).")
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
+@click.option("--in-key-env", default=None,
+              help="Key of IN when IN is already encrypted (re-encrypting under a new key); "
+                   "defaults to --key-env.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def encrypt(in_path: Path, out_path: Path, label_column: str, key_env: str,
+            in_key_env: str | None, force: bool) -> None:
+    """Encrypt the test set IN (.npz, .csv, or encrypted) into OUT with AES-256-GCM.
+
+    The fingerprint, which keys the budget ledger, depends on the data only: re-encrypting the
+    same data under any key keeps its budget.
+    """
+    key = crypto.key_from_env(key_env, purpose="the key to encrypt with")
+    _refuse_overwrite(out_path, force)
+    ts = load_testset(in_path, label_column=label_column, key_env=in_key_env or key_env)
+    if out_path.resolve() == in_path.resolve():
+        raise InputError(f"OUT {out_path} is the same file as IN; write the encrypted copy elsewhere")
+    encrypt_testset(ts, out_path, key)
+    click.echo(f"encrypted {len(ts)} examples to {out_path} (fingerprint {ts.fingerprint})", err=True)
+    click.echo(ts.fingerprint)
+
+
+@testset.command()
+@click.argument("in_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("out_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--label-column", default="label", show_default=True,
+              help="Name of the label column when OUT is a CSV.")
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def decrypt(in_path: Path, out_path: Path, label_column: str, key_env: str, force: bool) -> None:
+    """Decrypt IN into the plaintext OUT (.npz or .csv, by extension), readable by you only.
+
+    For the test set's owner. Keep OUT out of the repository: anyone who sees the labels can
+    overfit to them and the gate's guarantee is void.
+    """
+    if out_path.suffix.lower() not in PLAIN_SUFFIXES:
+        raise InputError(f"cannot write {out_path}: extension {out_path.suffix or '(none)'!r}; "
+                         f"allowed: {', '.join(PLAIN_SUFFIXES)}")
+    _refuse_overwrite(out_path, force)
+    if not crypto.is_encrypted(in_path):
+        if not in_path.exists():
+            raise InputError(f"test set {in_path} does not exist")
+        raise InputError(f"{in_path} is not an easeml-ci encrypted test set; nothing to decrypt")
+    ts = load_testset(in_path, key_env=key_env)
+    save_testset(ts, out_path, label_column=label_column)
+    click.echo(f"wrote the plaintext test set ({len(ts)} examples) to {out_path} with mode 0600; "
+               f"keep it out of the repository", err=True)
+
+
+@testset.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--label-column", default="label", show_default=True,
+              help="Label column of a CSV test set.")
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
+def fingerprint(path: Path, label_column: str, key_env: str) -> None:
+    """Print the fingerprint (SHA-256 of the canonical content) that keys PATH's ledger.
+
+    For an encrypted file without the key in the environment, the fingerprint comes from its
+    header; with the key, it is recomputed from the decrypted content.
+    """
+    fp, verified = testset_fingerprint(path, label_column=label_column, key_env=key_env)
+    click.echo(fp)
+    if not verified:
+        click.echo(f"(read from the encrypted header; set {key_env} to verify it against the "
+                   f"content)", err=True)
