@@ -44,3 +44,9 @@ main.add_command(plan)
 from .testset_cmd import testset  # noqa: E402
 
 main.add_command(testset)
+
+from .check_cmd import check  # noqa: E402
+from .ledger_cmd import ledger  # noqa: E402
+
+main.add_command(check)
+main.add_command(ledger)

@@ -1,0 +1,134 @@
+"""The new-test-set alert: raised when a test set is retired or its steps are spent.
+
+An alert is a plain dict (so the GitHub Action can turn it into an issue and the CLI into
+text) carrying a *label request*: how many labelled examples the next test set needs for the
+configured condition, and, when an unlabelled pool is configured, a CSV ranking which pool
+examples to label first. For conditions on ``n - o`` only examples where the two models disagree
+move the estimate (DESIGN.md §2: ``n_i - o_i`` is 0 wherever ``d_i`` is 0), so those come first.
+
+It is printed by the CLI every time a check is refused, but POSTed to the webhook once per
+event: the ledger records the claim and the delivery result (see
+:meth:`easeml_ci.ledger.Ledger.claim_alert`); a failed delivery is retried by the next check.
+
+Nothing in an alert is derived from the test set's labels: the budget, the plan's sizes, the
+fingerprint and the models' predictions on the (unlabelled) pool.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def post_json(url: str, payload: dict, *, attempts: int = 5, backoff: float = 0.5,
+              max_delay: float = 8.0, timeout: float = 10.0, session=None,
+              sleep=time.sleep) -> tuple[bool, str]:
+    """POST ``payload`` as JSON, retrying connection errors, 5xx and 429 with exponential backoff.
+
+    Bounded: at most ``attempts`` tries, waits ``backoff * 2**k`` (or the server's
+    ``Retry-After``) capped at ``max_delay``. Returns ``(delivered, detail)``; never raises for
+    network trouble, because a lost alert must not turn a recorded step into a crash.
+    """
+    http = session or requests
+    detail = ""
+    for attempt in range(attempts):
+        delay = min(backoff * 2 ** attempt, max_delay)
+        try:
+            response = http.post(url, json=payload, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code < 300:
+                return True, f"HTTP {response.status_code}"
+            detail = f"HTTP {response.status_code}"
+            if response.status_code not in RETRY_STATUS:
+                return False, detail  # 4xx other than 429: retrying will not help
+            retry_after = response.headers.get("Retry-After", "")
+            if retry_after.strip().isdigit():
+                delay = min(float(retry_after), max_delay)
+        if attempt + 1 < attempts:
+            sleep(delay)
+    return False, f"{detail} after {attempts} attempts"
+
+
+def rank_pool(new_pred: np.ndarray | None, old_pred: np.ndarray | None, size: int
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Order pool examples for labelling: disagreements first (stable), then the rest.
+
+    Returns ``(order, disagree)``; ``disagree`` is None when it could not be computed (the
+    models are prediction files, which say nothing about the pool).
+    """
+    if new_pred is None or old_pred is None:
+        return np.arange(size), None
+    disagree = np.asarray(new_pred).reshape(size, -1) != np.asarray(old_pred).reshape(size, -1)
+    disagree = disagree.any(axis=1)
+    order = np.argsort(~disagree, kind="stable")
+    return order, disagree
+
+
+def write_label_request_csv(path: Path, order: np.ndarray, disagree: np.ndarray | None,
+                            labels_needed: int) -> Path:
+    """Write ``rank,pool_index,models_disagree,label_now`` rows, most useful first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "pool_index", "models_disagree", "label_now"])
+        for rank, index in enumerate(order.tolist(), start=1):
+            flag = "" if disagree is None else int(bool(disagree[index]))
+            writer.writerow([rank, index, flag, int(rank <= labels_needed)])
+    os.replace(tmp, path)
+    return path
+
+
+def build_alert(*, event: str, gate: str, fingerprint: str, budget: dict, plan_summary: dict,
+                config_path: str, pool_csv: str | None = None, pool_info: str | None = None
+                ) -> dict:
+    """The alert as a dict: what happened, the label request and the next command to run."""
+    why = {"retired": "was retired (its pass budget is used up)",
+           "exhausted": "has no steps left"}[event]
+    need = plan_summary["test_examples"]
+    labels = plan_summary["labels"]
+    request = {"test_examples": need, "labels": labels,
+               "condition": plan_summary["condition"],
+               "reliability": plan_summary["reliability"],
+               "pool_csv": pool_csv}
+    next_step = (f"label a fresh test set of at least {need} examples, then run "
+                 f"`easeml-ci testset register NEW_TESTSET --config {config_path}`")
+    lines = [f"easeml-ci [{gate}]: test set {fingerprint[:12]} {why} "
+             f"({budget['used']} of {budget['total']} steps used).",
+             f"Label request: {need} test examples ({labels} labels) for "
+             f"`{plan_summary['condition']}` at reliability {plan_summary['reliability']}."]
+    if pool_csv:
+        lines.append(f"Which pool examples to label first: {pool_csv}"
+                     + (f" ({pool_info})" if pool_info else ""))
+    lines.append(f"Next: {next_step}.")
+    return {"event": event, "gate": gate, "testset": fingerprint, "budget": budget,
+            "label_request": request, "next_step": next_step, "text": "\n".join(lines)}
+
+
+def slack_payload(alert: dict) -> dict:
+    """Slack-compatible body: ``text`` for humans, structured fields for machines."""
+    return {"text": alert["text"],
+            "easeml_ci": {k: v for k, v in alert.items() if k not in ("text", "delivery")}}
+
+
+def dispatch(alert: dict, ledger, webhook: str | None, *, post=post_json) -> dict:
+    """Send the alert once per event; record the claim and the outcome in ``alert['delivery']``."""
+    if not ledger.claim_alert(alert["event"]):
+        alert["delivery"] = {"sent": False, "detail": "already sent for this event"}
+        return alert
+    if webhook:
+        delivered, detail = post(webhook, slack_payload(alert))
+    else:
+        delivered, detail = True, "printed (no webhook configured)"
+    ledger.record_alert_result(alert["event"], delivered, detail)
+    alert["delivery"] = {"sent": True, "delivered": delivered, "detail": detail,
+                         "webhook": bool(webhook)}
+    return alert

@@ -1,0 +1,99 @@
+"""`easeml-ci check` and `easeml-ci testset register`.
+
+Exit codes: 0 pass (or withheld), 1 fail, 2 bad input, 3 test set retired, spent or too small.
+Under ``--json`` stdout carries exactly one JSON object and progress stays silent.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import report
+from .errors import BudgetExhausted, UsageError
+
+DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    return lambda message: click.echo(f"... {message}", err=True)
+
+
+@click.command("check")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True,
+              help="The gate's .easeml.yml.")
+@click.option("--new", "new", required=True, help="New model: .onnx, .csv/.npy predictions, or git:REF:PATH.")
+@click.option("--old", "old", default=None, help="Old model (needed when the condition uses o or d).")
+@click.option("--testset", default=None, help="Test set (.npz, .csv or encrypted); default: `testset:` in the config.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
+@click.option("--underpowered", is_flag=True,
+              help="Decide on a test set smaller than the plan, at the tolerance it supports.")
+@click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
+              help="Environment variable holding the key of an encrypted test set.")
+def check(config_path, new, old, testset, as_json, underpowered, key_env):
+    """Gate a model on the secret test set; the step is recorded before the verdict is shown."""
+    from .check import run_check
+
+    try:
+        result = run_check(config_path, new, old, testset, underpowered=underpowered,
+                           key_env=key_env, workdir=Path("."), progress=_progress(not as_json))
+    except BudgetExhausted as exc:
+        alert = getattr(exc, "alert", None)
+        if as_json:
+            click.echo(json.dumps({"verdict": None, "error": "exhausted", "message": exc.message,
+                                   "budget": getattr(exc, "budget", None), "alert": alert},
+                                  sort_keys=True))
+        elif alert:
+            click.echo(report.render_alert(alert))
+        raise
+    click.echo(report.render_json(result) if as_json else report.render_terminal(result))
+    sys.exit(result.exit_code)
+
+
+@click.command("register")
+@click.argument("path")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True)
+@click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
+              help="Environment variable holding the key of an encrypted test set.")
+@click.option("--underpowered", is_flag=True, help="Register a test set smaller than the plan needs.")
+@click.option("--json", "as_json", is_flag=True)
+def register(path, config_path, key_env, underpowered, as_json):
+    """Start the budget ledger of a (new) test set under the config's plan."""
+    from .check import _load_config, _plan, check_pinned, pinned_terms, plan_summary
+    from .errors import TestSetTooSmall
+    from .ledger import Ledger, open_backend
+    from .testset import load_testset
+
+    cfg = _load_config(config_path)
+    plan = _plan(cfg)
+    ts = load_testset(path, label_column=cfg.label_column, key_env=key_env)
+    if len(ts) < plan.test_examples and not underpowered:
+        raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
+                              f"have {len(ts)}; label more, or pass --underpowered")
+    backend = open_backend(cfg.ledger, base=Path("."))
+    ledger = Ledger(backend, ts.fingerprint)
+    entries = ledger.entries()
+    existing = ledger.registration(entries)
+    if existing is not None:
+        check_pinned(cfg, existing, ts.fingerprint)
+        budget = ledger.budget(entries=entries)
+        if not budget.active:
+            raise UsageError(f"test set {path} ({ts.fingerprint[:12]}) is already {budget.status}; "
+                             "renaming or re-encrypting it does not reset its budget, label a new one")
+        state = "already registered"
+    else:
+        ledger.register(pinned_terms(cfg), by="register",
+                        note={"plan": {k: v for k, v in plan_summary(plan).items()
+                                       if k in ("method", "test_examples", "labels")}})
+        budget = ledger.budget()
+        state = "registered"
+    if as_json:
+        click.echo(json.dumps({"status": state, "fingerprint": ts.fingerprint,
+                               "budget": budget.to_dict(), "ledger": repr(backend)}, sort_keys=True))
+    else:
+        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {backend!r}\n"
+                   f"budget: {report.budget_line(budget.to_dict())}")

@@ -1,0 +1,117 @@
+"""Rendering a check for people (terminal, Markdown) and machines (JSON).
+
+Renderers only format what :class:`~easeml_ci.check.CheckResult` already decided may be shown:
+under ``full``, ``firstChange`` and ``passes`` that is the verdict bit per clause and the budget;
+under ``none`` not even that. Estimates appear only when ``show_metrics`` put them in
+``result.metrics``, and then every renderer says in words that the guarantee is void.
+"""
+from __future__ import annotations
+
+import json
+
+VOID = ("show_metrics is on: the numbers below are derived from the secret test set, so the "
+        "statistical guarantee of this gate is VOID")
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
+def _next_step(result) -> str:
+    budget = result.budget
+    if result.verdict == "withheld":
+        return (f"the verdict went to {result.private_sink}; whoever owns it decides. "
+                f"{_steps(budget['remaining'])} left on this test set.")
+    if budget["status"] != "active":
+        return "this was the test set's last certified check: label a new one (see the alert)."
+    left = f"{_steps(budget['remaining'])} left on this test set"
+    if budget.get("passes_total") is not None:
+        left += f", retired after {budget['passes_total'] - budget['passes_used']} more pass(es)"
+    if result.verdict == "pass":
+        return f"the model may ship. {left}."
+    return f"do not ship this model; every further check spends a step. {left}."
+
+
+def budget_line(budget: dict) -> str:
+    text = f"{budget['used']} of {budget['total']} steps used, {budget['remaining']} remaining"
+    if budget.get("passes_total") is not None:
+        text += f"; {budget['passes_used']} of {budget['passes_total']} passes used"
+    return f"{text} ({budget['status']})"
+
+
+def _clause_label(verdict: str) -> str:
+    return {"pass": "PASS", "fail": "FAIL", "withheld": "----"}[verdict]
+
+
+def render_terminal(result) -> str:
+    plan = result.plan
+    out = [f"easeml-ci check: gate {result.gate!r} ({result.config_path})",
+           f"  condition    {plan['condition']}",
+           f"  contract     reliability {plan['reliability']}, {plan['mode']}, adaptivity "
+           f"{plan['adaptivity']}, {plan['steps']} steps"
+           + (f", {plan['passes']} passes" if plan.get("passes") else ""),
+           f"  test set     {result.fingerprint[:12]} (step {result.step} of its ledger)", ""]
+    if result.metrics is not None:
+        out += [f"WARNING: {VOID}.", ""]
+    for clause in result.clauses:
+        where = f"  ({result.config_path}:{clause['line']})" if clause.get("line") else ""
+        out.append(f"  {_clause_label(clause['verdict'])}  {clause['text']}{where}")
+        if "tolerance" in clause:
+            out.append(f"        underpowered: decided at +/- {clause['tolerance']:.4g} "
+                       f"(configured +/- {clause['configured_tolerance']:.4g}) at reliability "
+                       f"{plan['reliability']}")
+    if result.metrics is not None:
+        out.append("")
+        for clause in result.metrics["clauses"]:
+            out.append(f"  estimate {clause['estimate']:.6g} -> {clause['answer']}  ({clause['text']})")
+        out.append(f"  on {result.metrics['test_examples']} test examples")
+    verdict = result.verdict.upper()
+    if result.verdict == "withheld":
+        verdict += " (adaptivity none: the team sees no results)"
+    out += ["", f"verdict:  {verdict}", f"budget:   {budget_line(result.budget)}",
+            f"next:     {_next_step(result)}"]
+    if result.underpowered:
+        out.append("note:     the test set is smaller than the plan needs; the verdict holds at "
+                   "the widened tolerances above, not the configured ones.")
+    if result.alert:
+        out += ["", render_alert(result.alert)]
+    return "\n".join(out)
+
+
+def render_alert(alert: dict) -> str:
+    lines = ["NEW TEST SET NEEDED", *("  " + line for line in alert["text"].splitlines())]
+    delivery = alert.get("delivery") or {}
+    if delivery.get("webhook"):
+        state = "delivered" if delivery.get("delivered") else f"NOT delivered ({delivery['detail']})"
+        lines.append(f"  webhook: {state}")
+    return "\n".join(lines)
+
+
+def render_json(result) -> str:
+    return json.dumps(result.to_dict(), sort_keys=True)
+
+
+def render_markdown(result) -> str:
+    """A Markdown block (job summary, PR comment) with the same content as the terminal report."""
+    icon = {"pass": "✅", "fail": "❌", "withheld": "🔒"}[result.verdict]
+    plan = result.plan
+    out = [f"### {icon} easeml-ci `{result.gate}`: **{result.verdict}**", ""]
+    if result.metrics is not None:
+        out += [f"> ⚠️ {VOID}.", ""]
+    out += ["| clause | verdict |", "|---|---|"]
+    for clause in result.clauses:
+        text = clause["text"]
+        if "tolerance" in clause:
+            text += f" (underpowered: +/- {clause['tolerance']:.4g})"
+        out.append(f"| `{text}` | {clause['verdict']} |")
+    out += ["", f"**Budget:** {budget_line(result.budget)}  ",
+            f"**Contract:** reliability {plan['reliability']}, {plan['mode']}, adaptivity "
+            f"{plan['adaptivity']}, test set `{result.fingerprint[:12]}`  ",
+            f"**Next:** {_next_step(result)}"]
+    if result.metrics is not None:
+        out += ["", "| clause | estimate | answer |", "|---|---|---|"]
+        out += [f"| `{c['text']}` | {c['estimate']:.6g} | {c['answer']} |"
+                for c in result.metrics["clauses"]]
+    if result.alert:
+        out += ["", "#### New test set needed", "", result.alert["text"]]
+    return "\n".join(out)
