@@ -1,0 +1,228 @@
+"""Gaussian-process models of candidate quality, one per tenant, updated incrementally.
+
+A tenant's qualities over the candidate catalogue are modelled as a draw from
+N(mu, K): ``mu[c]`` is candidate c's mean quality and ``K`` the covariance of candidate
+qualities, both learned from *other* tenants' results (the prior). Observing a few of a
+tenant's candidates then moves the posterior of all of them: a tenant on which a linear
+model does well will probably do well with the other linear models, and a dataset that is
+hard for one candidate is hard for all (the large common component of ``K``).
+
+Cost of an update. The scheduler asks for posteriors far more often than results arrive,
+and only the tenant that got a result changes, so each tenant keeps
+
+* ``L``: the Cholesky factor of ``K[S, S] + noise * I`` over its observed candidates S,
+* ``V = L^{-1} K[S, :]`` and ``alpha = L^{-1} (y - mu[S])``,
+* the posterior mean ``mu + V.T @ alpha`` and variance ``diag(K) - sum(V**2, axis=0)``.
+
+A new observation appends one row to each of them (a rank-one extension of the factor,
+``O(n^2 + n C)`` for n observations and C candidates); nothing is refitted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+
+# Observations are validation scores, themselves noisy at about this standard deviation
+# (a few hundred validation examples); it also keeps K[S, S] well conditioned when two
+# candidates are near duplicates.
+DEFAULT_NOISE_SD = 0.01
+
+# Without a prior: qualities around 0.75 with a large shared tenant-level component
+# (sd 0.15, "how hard is this dataset") and an independent candidate-level one (sd 0.08).
+FALLBACK_MEAN = 0.75
+FALLBACK_TENANT_SD = 0.15
+FALLBACK_CANDIDATE_SD = 0.08
+
+# Fewer prior tenants than this and an empirical covariance says nothing useful.
+MIN_PRIOR_TENANTS = 3
+
+
+@dataclass
+class CandidatePrior:
+    """Mean and covariance of candidate qualities for a tenant nobody has observed yet.
+
+    Candidates the prior has never seen can be added later (``add``): they get the mean of
+    the known means, the average variance, and the average covariance with every known
+    candidate (the shared tenant-level part), so a tenant's level still carries over.
+    """
+
+    names: list[str] = field(default_factory=list)
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    noise: float = DEFAULT_NOISE_SD**2
+    learned: bool = False  # True when mean/cov come from other tenants' results
+
+    def __post_init__(self) -> None:
+        self.index = {name: i for i, name in enumerate(self.names)}
+
+    @classmethod
+    def fallback(cls, names: Sequence[str] = ()) -> "CandidatePrior":
+        prior = cls()
+        for name in names:
+            prior.add(name)
+        return prior
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str, float, float]]) -> "CandidatePrior":
+        """Learn mean and covariance from (tenant, candidate, quality, cost) rows.
+
+        The covariance is the Ledoit-Wolf shrinkage estimate over tenants (there are
+        usually fewer prior tenants than candidates, so the sample covariance is singular);
+        a candidate missing for a tenant is filled with that candidate's mean first.
+        """
+        from sklearn.covariance import LedoitWolf
+
+        tenants: dict[str, int] = {}
+        names: dict[str, int] = {}
+        cells: list[tuple[int, int, float]] = []
+        for tenant, candidate, quality, _cost in rows:
+            t = tenants.setdefault(tenant, len(tenants))
+            c = names.setdefault(candidate, len(names))
+            cells.append((t, c, float(quality)))
+        if len(tenants) < MIN_PRIOR_TENANTS:
+            prior = cls.fallback(list(names))
+            if cells:  # still use what the few rows say about the level of each candidate
+                q = np.full((len(tenants), len(names)), np.nan)
+                for t, c, y in cells:
+                    q[t, c] = y
+                prior.mean = np.nanmean(q, axis=0)
+            return prior
+        q = np.full((len(tenants), len(names)), np.nan)
+        for t, c, y in cells:
+            q[t, c] = y
+        mean = np.nanmean(q, axis=0)
+        filled = np.where(np.isnan(q), mean[None, :], q)
+        cov = LedoitWolf().fit(filled).covariance_
+        # A floor on every variance: a candidate that scored the same on every prior
+        # tenant still need not score that on the next one.
+        floor = (0.25 * DEFAULT_NOISE_SD) ** 2 + 1e-4
+        cov = cov + np.diag(np.maximum(floor - np.diag(cov), 0.0))
+        return cls(names=list(names), mean=mean, cov=cov, learned=True)
+
+    def add(self, name: str) -> int:
+        """Index of candidate ``name``, adding it (see class docstring) when new."""
+        i = self.index.get(name)
+        if i is not None:
+            return i
+        c = len(self.names)
+        if c == 0:
+            m = FALLBACK_MEAN
+            var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
+            cross = np.zeros(0)
+        elif self.learned:
+            m = float(np.mean(self.mean))
+            var = float(np.mean(np.diag(self.cov)))
+            off = self.cov[~np.eye(c, dtype=bool)]
+            shared = float(np.mean(off)) if off.size else 0.0
+            cross = np.full(c, max(shared, 0.0))
+        else:
+            m = FALLBACK_MEAN
+            var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
+            cross = np.full(c, FALLBACK_TENANT_SD**2)
+        cov = np.empty((c + 1, c + 1))
+        cov[:c, :c] = self.cov
+        cov[c, :c] = cross
+        cov[:c, c] = cross
+        cov[c, c] = var
+        self.cov = cov
+        self.mean = np.append(self.mean, m)
+        self.names.append(name)
+        self.index[name] = c
+        return c
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class TenantGP:
+    """Posterior over one tenant's candidate qualities, kept up to date incrementally."""
+
+    def __init__(self, prior: CandidatePrior):
+        self.prior = prior
+        self.observed: list[int] = []
+        self.y: list[float] = []
+        self._L = np.zeros((0, 0))
+        self._V = np.zeros((0, len(prior)))
+        self._alpha = np.zeros(0)
+        self._mean = prior.mean.copy()
+        self._var = np.diag(prior.cov).copy()
+
+    # -- candidates added to the prior after this tenant was created -----------------
+    def _sync(self) -> None:
+        c_old, c_new = self._V.shape[1], len(self.prior)
+        if c_old == c_new:
+            return
+        new = np.arange(c_old, c_new)
+        k_sn = self.prior.cov[np.ix_(self.observed, new)]
+        v_new = (
+            solve_triangular(self._L, k_sn, lower=True) if self.observed else np.zeros((0, new.size))
+        )
+        self._V = np.hstack([self._V, v_new])
+        self._mean = np.append(self._mean, self.prior.mean[new] + v_new.T @ self._alpha)
+        self._var = np.append(self._var, np.diag(self.prior.cov)[new] - np.sum(v_new**2, axis=0))
+
+    def observe(self, c: int, quality: float) -> None:
+        """Condition on candidate index ``c`` having scored ``quality`` (a rank-one step)."""
+        self._sync()
+        K, S = self.prior.cov, self.observed
+        k_sc = K[S, c]
+        l_row = solve_triangular(self._L, k_sc, lower=True) if S else np.zeros(0)
+        d2 = K[c, c] + self.prior.noise - float(l_row @ l_row)
+        d = math.sqrt(max(d2, 1e-12))
+        n = len(S)
+        L = np.zeros((n + 1, n + 1))
+        L[:n, :n] = self._L
+        L[n, :n] = l_row
+        L[n, n] = d
+        v_row = (K[c, :] - l_row @ self._V) / d
+        a = (quality - self.prior.mean[c] - float(l_row @ self._alpha)) / d
+        self._L = L
+        self._V = np.vstack([self._V, v_row])
+        self._alpha = np.append(self._alpha, a)
+        self._mean = self._mean + v_row * a
+        self._var = self._var - v_row**2
+        self.observed.append(c)
+        self.y.append(float(quality))
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and variance of every candidate's quality (cached arrays)."""
+        self._sync()
+        return self._mean, np.maximum(self._var, 1e-12)
+
+    def fantasy_variance(self, running: Sequence[int]) -> np.ndarray:
+        """Posterior variance after also observing ``running`` at any values.
+
+        A GP's variance does not depend on the observed values, so this is the variance
+        under the "kriging believer" fantasy (running trials return their posterior mean):
+        the mean is unchanged and candidates correlated with a running one lose the
+        exploration value that trial is about to deliver.
+        """
+        mean_var = self.posterior()[1]
+        if not running:
+            return mean_var
+        K, R = self.prior.cov, list(running)
+        # Covariances conditional on the real observations: K_{.R|S} and K_{RR|S}.
+        cross = K[:, R] - self._V.T @ self._V[:, R]
+        schur = cross[R, :] + self.prior.noise * np.eye(len(R))
+        factor = cho_factor(schur, lower=True)
+        reduction = np.sum(cross * cho_solve(factor, cross.T).T, axis=1)
+        return np.maximum(mean_var - reduction, 1e-12)
+
+
+def direct_posterior(prior: CandidatePrior, observed: Sequence[int], y: Sequence[float]):
+    """Posterior mean and variance by one dense solve (the reference the tests compare to)."""
+    K, mu = prior.cov, prior.mean
+    S = list(observed)
+    if not S:
+        return mu.copy(), np.diag(K).copy()
+    kss = K[np.ix_(S, S)] + prior.noise * np.eye(len(S))
+    factor = cho_factor(kss, lower=True)
+    ks = K[S, :]
+    mean = mu + ks.T @ cho_solve(factor, np.asarray(y) - mu[S])
+    var = np.diag(K) - np.sum(ks * cho_solve(factor, ks), axis=0)
+    return mean, var

@@ -1,0 +1,197 @@
+"""Quality-and-cost matrices: loading and checking them, splitting them, and a synthetic one.
+
+A matrix is a CSV with the header ``tenant,candidate,quality,cost``: one row per trial,
+``quality`` the validation score (higher is better) and ``cost`` the training time in
+seconds. The real matrices under ``automl_runner/data/`` come from ``bench/build_matrices.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+COLUMNS = ("tenant", "candidate", "quality", "cost")
+DATA_DIR = Path(__file__).with_name("data")
+
+
+class MatrixError(ValueError):
+    """A matrix file is malformed; the message names the file, line and column."""
+
+
+@dataclass
+class QualityMatrix:
+    """Per tenant, per candidate: quality and cost (seconds)."""
+
+    rows: list[tuple[str, str, float, float]] = field(default_factory=list)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        self.quality: dict[str, dict[str, float]] = {}
+        self.cost: dict[str, dict[str, float]] = {}
+        for tenant, cand, q, c in self.rows:
+            self.quality.setdefault(tenant, {})[cand] = float(q)
+            self.cost.setdefault(tenant, {})[cand] = float(c)
+
+    @property
+    def tenants(self) -> list[str]:
+        return list(self.quality)
+
+    @property
+    def candidates(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for _t, cand, _q, _c in self.rows:
+            seen.setdefault(cand)
+        return list(seen)
+
+    def best(self, tenant: str) -> float:
+        return max(self.quality[tenant].values())
+
+    def subset(self, tenants: Iterable[str]) -> "QualityMatrix":
+        keep = set(tenants)
+        return QualityMatrix([r for r in self.rows if r[0] in keep], source=self.source)
+
+    def without(self, tenants: Iterable[str]) -> "QualityMatrix":
+        drop = set(tenants)
+        return QualityMatrix([r for r in self.rows if r[0] not in drop], source=self.source)
+
+    def to_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for tenant, cand, q, c in self.rows:
+                w.writerow([tenant, cand, f"{q:.6g}", f"{c:.6g}"])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def load_matrix(path: str | Path) -> QualityMatrix:
+    """Read and check a matrix CSV; any problem raises MatrixError naming file:line and column."""
+    path = Path(path)
+    try:
+        f = open(path, newline="")
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+    rows: list[tuple[str, str, float, float]] = []
+    seen: dict[tuple[str, str], int] = {}
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MatrixError(f"{path}: empty file; expected the header {','.join(COLUMNS)}") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
+        names = [h.strip() for h in header]
+        missing = [c for c in COLUMNS if c not in names]
+        if missing:
+            raise MatrixError(
+                f"{path}:1: missing column(s) {', '.join(missing)}; "
+                f"the header must name {','.join(COLUMNS)}, got {','.join(names) or '(nothing)'}"
+            )
+        pos = {c: names.index(c) for c in COLUMNS}
+        try:
+            for line, record in enumerate(reader, start=2):
+                if not record or all(not x.strip() for x in record):
+                    continue
+                if len(record) < len(names):
+                    raise MatrixError(
+                        f"{path}:{line}: expected {len(names)} fields, got {len(record)}"
+                    )
+                tenant = record[pos["tenant"]].strip()
+                cand = record[pos["candidate"]].strip()
+                for col, val in (("tenant", tenant), ("candidate", cand)):
+                    if not val:
+                        raise MatrixError(f"{path}:{line}: column {col} is empty")
+                q = _number(path, line, "quality", record[pos["quality"]])
+                c = _number(path, line, "cost", record[pos["cost"]])
+                if c < 0:
+                    raise MatrixError(f"{path}:{line}: column cost must be >= 0 seconds, got {c:g}")
+                key = (tenant, cand)
+                if key in seen:
+                    raise MatrixError(
+                        f"{path}:{line}: duplicate row for tenant {tenant!r}, candidate {cand!r} "
+                        f"(first on line {seen[key]})"
+                    )
+                seen[key] = line
+                rows.append((tenant, cand, q, c))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise MatrixError(f"{path}:{reader.line_num}: not a readable CSV line: {exc}") from None
+    if not rows:
+        raise MatrixError(f"{path}: no rows after the header")
+    return QualityMatrix(rows, source=str(path))
+
+
+def _number(path: Path, line: int, col: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MatrixError(f"{path}:{line}: column {col} must be a number, got {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise MatrixError(f"{path}:{line}: column {col} must be finite, got {text.strip()!r}")
+    return value
+
+
+def synthetic(
+    tenants: int = 40,
+    candidates: int = 30,
+    families: int = 6,
+    seed: int = 0,
+) -> QualityMatrix:
+    """A matrix with correlated candidate qualities and costs, shaped like the real ones.
+
+    Each tenant (dataset) has a difficulty level and a low-dimensional "character"; each
+    candidate belongs to a family (linear, trees, k-NN, ...) that responds to that
+    character, plus its own hyperparameter effect. So qualities are correlated across
+    candidates (strongly within a family) and across tenants by the common level. Cost:
+    log seconds = dataset size + family cost + candidate cost + noise; the expensive
+    families are somewhat better on average, as in practice.
+    """
+    rng = np.random.default_rng(seed)
+    k = 3
+    fam = np.arange(candidates) % families
+    fam_load = rng.normal(0, 1, (families, k))
+    cand_load = fam_load[fam] + rng.normal(0, 0.35, (candidates, k))
+    fam_cost = rng.normal(0, 1.2, families)
+    fam_quality = 0.02 * fam_cost  # pricier families a little better on average
+    cand_cost = fam_cost[fam] + rng.normal(0, 0.5, candidates)
+    cand_bias = fam_quality[fam] + rng.normal(0, 0.015, candidates)
+    rows = []
+    for t in range(tenants):
+        level = rng.uniform(0.62, 0.95)
+        character = rng.normal(0, 1, k)
+        head = 1.0 - level
+        spread = rng.uniform(0.02, 0.06)
+        size = rng.normal(0.0, 1.0)
+        for c in range(candidates):
+            q = level + spread * float(cand_load[c] @ character) / math.sqrt(k) + cand_bias[c]
+            q += rng.normal(0, 0.006)
+            q = float(np.clip(q, 0.3, min(1.0, level + head * 0.9 + 0.02)))
+            cost = math.exp(size + cand_cost[c] + rng.normal(0, 0.25))
+            rows.append((f"s{t:03d}", f"model{c:02d}", round(q, 6), round(cost, 6)))
+    return QualityMatrix(rows, source=f"synthetic(seed={seed})")
+
+
+def split_tenants(matrix: QualityMatrix, n: int, rng: np.random.Generator) -> tuple[QualityMatrix, QualityMatrix]:
+    """``n`` tenants drawn at random to schedule, and the rest as their prior."""
+    names = matrix.tenants
+    if n > len(names) - 1:
+        raise ValueError(f"need at least {n + 1} tenants to schedule {n} with a prior, have {len(names)}")
+    chosen = [names[i] for i in rng.choice(len(names), size=n, replace=False)]
+    return matrix.subset(chosen), matrix.without(chosen)
+
+
+def bundled(name: str) -> QualityMatrix:
+    """A committed matrix from ``automl_runner/data/`` by file stem (e.g. ``real``)."""
+    return load_matrix(DATA_DIR / f"{name}.csv")
+
+
+def as_rows(matrix: QualityMatrix | Sequence[tuple[str, str, float, float]] | None):
+    if matrix is None:
+        return None
+    return matrix.rows if isinstance(matrix, QualityMatrix) else list(matrix)

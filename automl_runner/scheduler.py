@@ -1,0 +1,309 @@
+"""Which (tenant, candidate) to train next when a device frees up.
+
+Three schedulers share one interface (``make_scheduler(name, prior=None, seed=0)``):
+
+* ``multitenant`` -- cost-aware GP-EI across tenants (ease.ml, PVLDB 2018). Each tenant has
+  a Gaussian-process posterior over its candidates' qualities (``gp.TenantGP``), the prior
+  learned from other tenants' results. The next trial is the pending pair with the largest
+  expected improvement over its tenant's best so far, per expected second of training.
+  Global regret is the sum over tenants of (best achievable - best found), so a trial's
+  expected reduction of global regret is exactly its EI over its own tenant's incumbent,
+  and EI / expected cost is the greedy rate of regret reduction per device-second. A
+  tenant with nothing trained yet has incumbent 0 (the regret convention of
+  ``simulate``), so every tenant first gets a cheap, likely-good model, and afterwards the
+  tenants whose best is furthest from what their posterior promises win the devices (the
+  paper's "serve the worst-off tenant" rule falls out of the EI term). Trials already
+  running are fantasised at their posterior mean: their tenant's variances shrink as if
+  their results were in (``TenantGP.fantasy_variance``), so a second device does not chase
+  the same hope.
+* ``round-robin`` -- tenants in turn; each tenant takes its candidates in one fixed order:
+  by decreasing prior mean quality when a prior is given (candidates the prior lacks come
+  after, in catalogue order), else in catalogue order (the order of the ``pending`` lists).
+  Reasonable, as users did before, but it never adapts to results or to cost.
+* ``random`` -- a uniformly random tenant with pending work, then a uniformly random
+  pending candidate of it; seeded.
+
+Cost of a decision: observations update one tenant's posterior incrementally; ``choose``
+only reads cached posterior arrays and evaluates EI for all pending pairs in one vectorised
+pass (see ``bench/scheduler_latency.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from .gp import CandidatePrior, TenantGP
+
+PriorRows = Iterable[tuple[str, str, float, float]]
+
+SCHEDULERS = ("multitenant", "round-robin", "random")
+
+
+class SchedulerError(ValueError):
+    """A scheduler was asked for something it cannot do (unknown name, nothing pending)."""
+
+
+class Scheduler:
+    """Common bookkeeping: what each tenant has finished, what is running, best so far."""
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self.done: dict[str, dict[str, float]] = {}
+        self.running: dict[str, set[str]] = {}
+
+    def observe(self, tenant: str, candidate: str, quality: float, cost: float) -> None:
+        """A trial finished: ``quality`` on the tenant's validation split, ``cost`` seconds."""
+        self.running.get(tenant, set()).discard(candidate)
+        self.done.setdefault(tenant, {})[candidate] = float(quality)
+
+    def start(self, tenant: str, candidate: str) -> None:
+        """A trial is now running (chosen by this scheduler or by anybody else)."""
+        self.running.setdefault(tenant, set()).add(candidate)
+
+    def best(self, tenant: str) -> float:
+        """Best quality found so far for ``tenant``; 0 before its first result."""
+        done = self.done.get(tenant)
+        return max(done.values()) if done else 0.0
+
+    def choose(self, pending: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+        """Pick the next (tenant, candidate) among ``pending`` (neither done nor running)."""
+        raise NotImplementedError
+
+    def _available(self, pending: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        # Defensive: callers pass pending = not done and not running, but a store read a
+        # moment ago may be stale; never hand out a pair we know is running.
+        out = {}
+        for tenant, cands in pending.items():
+            run = self.running.get(tenant, ())
+            keep = [c for c in cands if c not in run] if run else list(cands)
+            if keep:
+                out[tenant] = keep
+        if not out:
+            raise SchedulerError("nothing pending: every candidate of every tenant is done or running")
+        return out
+
+
+class RandomScheduler(Scheduler):
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, pending):
+        avail = self._available(pending)
+        tenants = list(avail)
+        tenant = tenants[int(self.rng.integers(len(tenants)))]
+        cands = avail[tenant]
+        return tenant, cands[int(self.rng.integers(len(cands)))]
+
+
+class RoundRobinScheduler(Scheduler):
+    name = "round-robin"
+
+    def __init__(self, prior: PriorRows | None = None) -> None:
+        super().__init__()
+        self.rank: dict[str, float] = {}
+        if prior is not None:
+            sums: dict[str, list[float]] = {}
+            for _t, cand, quality, _cost in prior:
+                sums.setdefault(cand, []).append(float(quality))
+            self.rank = {c: -float(np.mean(v)) for c, v in sums.items()}
+        self.order: list[str] = []  # tenants in order of first appearance
+        self.last: int = -1
+
+    def choose(self, pending):
+        avail = self._available(pending)
+        for tenant in avail:
+            if tenant not in self.order:
+                self.order.append(tenant)
+        n = len(self.order)
+        for step in range(1, n + 1):
+            tenant = self.order[(self.last + step) % n]
+            cands = avail.get(tenant)
+            if cands:
+                self.last = (self.last + step) % n
+                # sorted() is stable: unranked candidates keep their catalogue order.
+                first = min(range(len(cands)), key=lambda i: (self.rank.get(cands[i], math.inf), i))
+                return tenant, cands[first]
+        raise SchedulerError("nothing pending")  # unreachable: avail is non-empty
+
+
+class CostModel:
+    """Expected training seconds: log cost = tenant level + candidate effect.
+
+    Candidate effects come from the prior (each prior tenant's log costs centred on its
+    mean); without a prior they are learned from results as they arrive. A tenant's level
+    is the mean of its observed residuals, shrunk towards the typical level with the weight
+    of one pseudo-observation, so one slow first trial does not make a tenant look slow
+    forever, nor a dataset that is 100x larger than usual look usual for long.
+    """
+
+    PSEUDO = 1.0
+
+    def __init__(self, prior: PriorRows | None = None) -> None:
+        self.effect: dict[str, float] = {}
+        self.pseudo = self.PSEUDO
+        self.fixed = False
+        self.level0 = 0.0
+        self.tenant_sum: dict[str, float] = {}
+        self.tenant_n: dict[str, int] = {}
+        # Online statistics used when there is no prior.
+        self._cand_sum: dict[str, float] = {}
+        self._cand_n: dict[str, int] = {}
+        self._all_sum = 0.0
+        self._all_n = 0
+        rows = list(prior) if prior is not None else []
+        if rows:
+            by_tenant: dict[str, list[tuple[str, float]]] = {}
+            for tenant, cand, _q, cost in rows:
+                by_tenant.setdefault(tenant, []).append((cand, math.log(max(float(cost), 1e-9))))
+            resid: dict[str, list[float]] = {}
+            levels = []
+            for items in by_tenant.values():
+                level = float(np.mean([lc for _, lc in items]))
+                levels.append(level)
+                for cand, lc in items:
+                    resid.setdefault(cand, []).append(lc - level)
+            self.effect = {c: float(np.mean(v)) for c, v in resid.items()}
+            self.level0 = float(np.mean(levels))
+            self.fixed = True
+            if len(levels) >= 2:
+                within = [lc - level - self.effect[c]
+                          for items, level in zip(by_tenant.values(), levels) for c, lc in items]
+                between = float(np.var(levels, ddof=1))
+                if between > 0:
+                    self.pseudo = max(float(np.var(within)) / between, 1e-3)
+
+    def candidate_effect(self, cand: str) -> float:
+        if self.fixed:
+            return self.effect.get(cand, 0.0)
+        n = self._cand_n.get(cand, 0)
+        if n == 0 or self._all_n == 0:
+            return 0.0
+        return self._cand_sum[cand] / n - self._all_sum / self._all_n
+
+    def observe(self, tenant: str, cand: str, cost: float) -> None:
+        lc = math.log(max(float(cost), 1e-9))
+        if not self.fixed:
+            self._cand_sum[cand] = self._cand_sum.get(cand, 0.0) + lc
+            self._cand_n[cand] = self._cand_n.get(cand, 0) + 1
+            self._all_sum += lc
+            self._all_n += 1
+            self.level0 = self._all_sum / self._all_n
+        self.tenant_sum[tenant] = self.tenant_sum.get(tenant, 0.0) + lc - self.candidate_effect(cand)
+        self.tenant_n[tenant] = self.tenant_n.get(tenant, 0) + 1
+
+    def level(self, tenant: str) -> float:
+        n = self.tenant_n.get(tenant, 0)
+        return (self.tenant_sum.get(tenant, 0.0) + self.pseudo * self.level0) / (n + self.pseudo)
+
+    def expected(self, tenant: str, cands: Sequence[str]) -> np.ndarray:
+        level = self.level(tenant)
+        return np.exp(level + np.array([self.candidate_effect(c) for c in cands]))
+
+
+def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """E[max(f - best, 0)] for f ~ N(mean, sd^2), elementwise."""
+    gap = mean - best
+    z = gap / sd
+    # Far below the incumbent the two terms cancel to rounding error; EI is never < 0.
+    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+
+
+class MultiTenantScheduler(Scheduler):
+    name = "multitenant"
+
+    def __init__(self, prior: PriorRows | None = None, seed: int = 0) -> None:
+        super().__init__()
+        rows = list(prior) if prior is not None else []
+        self.prior = CandidatePrior.from_rows(rows) if rows else CandidatePrior.fallback()
+        self.costs = CostModel(rows or None)
+        self.gps: dict[str, TenantGP] = {}
+        self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
+        self._sd_size: dict[str, int] = {}
+        # Ties (e.g. identical candidates under the fallback prior) are broken at random.
+        self.rng = np.random.default_rng(seed)
+
+    def _gp(self, tenant: str) -> TenantGP:
+        gp = self.gps.get(tenant)
+        if gp is None:
+            gp = self.gps[tenant] = TenantGP(self.prior)
+        return gp
+
+    def _index(self, cand: str) -> int:
+        return self.prior.add(cand)
+
+    def observe(self, tenant, candidate, quality, cost):
+        if candidate in self.done.get(tenant, {}):
+            super().observe(tenant, candidate, quality, cost)  # a re-run: keep the first result
+            return
+        super().observe(tenant, candidate, quality, cost)
+        self._gp(tenant).observe(self._index(candidate), float(quality))
+        self.costs.observe(tenant, candidate, cost)
+        self._sd.pop(tenant, None)
+
+    def start(self, tenant, candidate):
+        super().start(tenant, candidate)
+        self._index(candidate)
+        self._sd.pop(tenant, None)
+
+    def _tenant_sd(self, tenant: str) -> np.ndarray:
+        sd = self._sd.get(tenant)
+        if sd is not None and self._sd_size[tenant] == len(self.prior):
+            return sd
+        gp = self._gp(tenant)
+        running = [self.prior.index[c] for c in self.running.get(tenant, ())]
+        sd = np.sqrt(gp.fantasy_variance(running))
+        self._sd[tenant], self._sd_size[tenant] = sd, len(self.prior)
+        return sd
+
+    def scores(self, pending: Mapping[str, Sequence[str]]):
+        """(segments, ei, expected cost) for every available pending pair, in one pass.
+
+        ``segments`` lists (tenant, candidates) in the order of the flat score arrays; no
+        per-pair objects are built (thousands of small tuples per decision would invite
+        garbage-collector pauses longer than the whole computation).
+        """
+        avail = self._available(pending)
+        segments = list(avail.items())
+        means, sds, bests, costs = [], [], [], []
+        for tenant, cands in segments:
+            idx = np.fromiter((self._index(c) for c in cands), dtype=np.intp, count=len(cands))
+            mean, _ = self._gp(tenant).posterior()
+            means.append(mean[idx])
+            sds.append(self._tenant_sd(tenant)[idx])
+            bests.append(np.full(len(cands), self.best(tenant)))
+            costs.append(self.costs.expected(tenant, cands))
+        ei = expected_improvement(np.concatenate(means), np.concatenate(sds), np.concatenate(bests))
+        return segments, ei, np.concatenate(costs)
+
+    def choose(self, pending):
+        segments, ei, cost = self.scores(pending)
+        score = ei / cost
+        top = np.flatnonzero(score >= score.max() * (1 - 1e-12))
+        pick = int(top[0]) if top.size == 1 else int(self.rng.choice(top))
+        for tenant, cands in segments:
+            if pick < len(cands):
+                return tenant, cands[pick]
+            pick -= len(cands)
+        raise SchedulerError("internal: score index out of range")  # unreachable
+
+
+def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0) -> Scheduler:
+    """A scheduler by name: ``multitenant``, ``round-robin`` or ``random``.
+
+    ``prior``: (tenant, candidate, quality, cost) rows from *other* tenants, or None.
+    """
+    if name == "multitenant":
+        return MultiTenantScheduler(prior=prior, seed=seed)
+    if name == "round-robin":
+        return RoundRobinScheduler(prior=prior)
+    if name == "random":
+        return RandomScheduler(seed=seed)
+    raise SchedulerError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")

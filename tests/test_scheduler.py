@@ -1,0 +1,245 @@
+"""Scheduler invariants and the GP's incremental algebra against dense solves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import integrate
+from scipy.stats import norm
+
+from automl_runner.gp import CandidatePrior, TenantGP, direct_posterior
+from automl_runner.matrices import synthetic
+from automl_runner.scheduler import (
+    CostModel,
+    SchedulerError,
+    expected_improvement,
+    make_scheduler,
+)
+
+
+def _prior_rows(tenants=12, candidates=7, seed=0):
+    return synthetic(tenants=tenants, candidates=candidates, seed=seed).rows
+
+
+# -- the GP ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_posterior_equals_dense_solve(seed):
+    rng = np.random.default_rng(seed)
+    prior = CandidatePrior.from_rows(_prior_rows(seed=seed))
+    gp = TenantGP(prior)
+    order = rng.permutation(len(prior))[:5]
+    ys = rng.uniform(0.5, 1.0, size=order.size)
+    for k, (c, y) in enumerate(zip(order, ys), start=1):
+        gp.observe(int(c), float(y))
+        mean, var = gp.posterior()
+        ref_mean, ref_var = direct_posterior(prior, order[:k], ys[:k])
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(var, np.maximum(ref_var, 1e-12), rtol=1e-7, atol=1e-10)
+    # observed candidates are pinned near their values (noise sd 0.01 against prior sd ~0.1)
+    assert np.all(np.abs(mean[order] - ys) < 0.02)
+
+
+def test_candidate_added_later_matches_dense_solve():
+    prior = CandidatePrior.from_rows(_prior_rows())
+    gp = TenantGP(prior)
+    gp.observe(0, 0.9)
+    gp.observe(3, 0.7)
+    new = prior.add("brand-new-candidate")
+    assert new == len(prior) - 1
+    # the new candidate shares the tenant-level covariance, so it moves with the tenant
+    assert prior.cov[new, 0] > 0
+    gp.observe(new, 0.8)
+    mean, var = gp.posterior()
+    ref_mean, ref_var = direct_posterior(prior, [0, 3, new], [0.9, 0.7, 0.8])
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(var, ref_var, rtol=1e-7, atol=1e-10)
+
+
+def test_fantasy_variance_equals_conditioning_on_running_trials():
+    prior = CandidatePrior.from_rows(_prior_rows(seed=4))
+    gp = TenantGP(prior)
+    gp.observe(1, 0.8)
+    gp.observe(2, 0.75)
+    fantasy = gp.fantasy_variance([4, 5])
+    # a GP's variance ignores the observed values: any y for the running pair gives it
+    _, ref_var = direct_posterior(prior, [1, 2, 4, 5], [0.8, 0.75, 0.0, 0.0])
+    np.testing.assert_allclose(fantasy, np.maximum(ref_var, 1e-12), rtol=1e-7, atol=1e-10)
+    assert np.all(fantasy <= gp.posterior()[1] + 1e-15)
+
+
+def test_prior_learns_the_shared_tenant_level():
+    prior = CandidatePrior.from_rows(_prior_rows(tenants=30))
+    assert prior.learned
+    corr = prior.cov / np.sqrt(np.outer(np.diag(prior.cov), np.diag(prior.cov)))
+    # datasets that are hard for one candidate are hard for all: positive correlations
+    assert np.mean(corr[~np.eye(len(prior), dtype=bool)]) > 0.3
+    # a good first result lifts every candidate's posterior mean of that tenant
+    gp = TenantGP(prior)
+    before = gp.posterior()[0].copy()
+    gp.observe(0, float(before[0] + 0.1))
+    assert np.all(gp.posterior()[0][1:] > before[1:])
+
+
+def test_fallback_prior_without_rows_is_usable():
+    prior = CandidatePrior.fallback(["a", "b", "c"])
+    assert not prior.learned
+    np.linalg.cholesky(prior.cov)  # positive definite
+    gp = TenantGP(prior)
+    gp.observe(prior.index["a"], 0.95)
+    mean, _ = gp.posterior()
+    assert mean[prior.index["b"]] > prior.mean[prior.index["b"]]
+
+
+def test_expected_improvement_matches_numerical_integral():
+    for m, s, b in [(0.8, 0.05, 0.82), (0.7, 0.1, 0.6), (0.5, 0.02, 0.9)]:
+        ref, _ = integrate.quad(lambda f: max(f - b, 0.0) * norm.pdf(f, m, s), b, m + 12 * s)
+        got = expected_improvement(np.array([m]), np.array([s]), np.array([b]))[0]
+        assert got == pytest.approx(ref, rel=1e-6, abs=1e-12)
+        assert got >= 0
+
+
+def test_cost_model_learns_tenant_level_and_candidate_effect():
+    prior = [("p1", "fast", 0.8, 1.0), ("p1", "slow", 0.9, 100.0),
+             ("p2", "fast", 0.7, 2.0), ("p2", "slow", 0.8, 200.0)]
+    cm = CostModel(prior)
+    e = cm.expected("new", ["fast", "slow"])
+    assert e[1] / e[0] == pytest.approx(100.0)
+    cm.observe("new", "fast", 50.0)  # a big dataset: 50 s where others took 1-2 s
+    e2 = cm.expected("new", ["fast", "slow"])
+    assert e2[0] > 10 * e[0]
+    assert e2[1] / e2[0] == pytest.approx(100.0)
+
+
+# -- scheduler invariants ---------------------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(["multitenant", "round-robin", "random"]),
+    seed=st.integers(0, 10_000),
+    with_prior=st.booleans(),
+)
+def test_choose_returns_a_pending_pair_and_never_a_running_one(name, seed, with_prior):
+    rng = np.random.default_rng(seed)
+    m = synthetic(tenants=5, candidates=6, seed=seed % 7)
+    prior = _prior_rows(seed=seed % 5) if with_prior else None
+    sched = make_scheduler(name, prior=prior, seed=seed)
+    pending = {t: list(m.quality[t]) for t in m.tenants}
+    running = []
+    for _ in range(18):
+        if running and rng.random() < 0.5:
+            t, c = running.pop(int(rng.integers(len(running))))
+            sched.observe(t, c, m.quality[t][c], m.cost[t][c])
+        # a stale view of pending that still lists the running pairs
+        stale = {t: cs + [c for (tt, c) in running if tt == t] for t, cs in pending.items()}
+        t, c = sched.choose(stale)
+        assert c in pending[t]
+        assert (t, c) not in running
+        pending[t].remove(c)
+        sched.start(t, c)
+        running.append((t, c))
+
+
+def test_choose_with_nothing_pending_raises():
+    for name in ("multitenant", "round-robin", "random"):
+        sched = make_scheduler(name)
+        with pytest.raises(SchedulerError, match="nothing pending"):
+            sched.choose({"a": [], "b": []})
+
+
+def test_unknown_scheduler_name_lists_the_allowed_ones():
+    with pytest.raises(SchedulerError, match="multitenant, round-robin, random"):
+        make_scheduler("fifo")
+
+
+def test_round_robin_cycles_tenants_in_order():
+    sched = make_scheduler("round-robin")
+    pending = {"a": ["x", "y"], "b": ["x", "y"], "c": ["x"]}
+    picks = []
+    for _ in range(5):
+        t, c = sched.choose(pending)
+        pending[t].remove(c)
+        sched.start(t, c)
+        picks.append((t, c))
+    # catalogue order without a prior; c runs out and is skipped
+    assert picks == [("a", "x"), ("b", "x"), ("c", "x"), ("a", "y"), ("b", "y")]
+
+
+def test_round_robin_orders_candidates_by_prior_mean():
+    prior = [("p", "weak", 0.6, 1.0), ("p", "strong", 0.9, 1.0), ("p", "mid", 0.8, 1.0)]
+    sched = make_scheduler("round-robin", prior=prior)
+    pending = {"a": ["weak", "unknown", "mid", "strong"]}
+    order = []
+    while pending["a"]:
+        t, c = sched.choose(pending)
+        pending[t].remove(c)
+        order.append(c)
+    assert order == ["strong", "mid", "weak", "unknown"]
+
+
+def test_random_is_reproducible_per_seed():
+    def run(seed):
+        sched = make_scheduler("random", seed=seed)
+        pending = {f"t{i}": [f"c{j}" for j in range(8)] for i in range(6)}
+        out = []
+        for _ in range(30):
+            t, c = sched.choose(pending)
+            pending[t].remove(c)
+            out.append((t, c))
+        return out
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_multitenant_prefers_the_cheaper_of_two_equally_promising_candidates():
+    prior = []
+    for i in range(6):
+        lvl = 0.6 + 0.05 * i
+        prior += [(f"p{i}", "cheap", lvl, 1.0), (f"p{i}", "pricey", lvl + 0.001, 30.0)]
+    sched = make_scheduler("multitenant", prior=prior)
+    assert sched.choose({"a": ["cheap", "pricey"]}) == ("a", "cheap")
+
+
+def test_multitenant_serves_the_tenant_with_the_most_to_gain():
+    prior = _prior_rows(tenants=20, candidates=6, seed=3)
+    sched = make_scheduler("multitenant", prior=prior)
+    cands = sorted({r[1] for r in prior})
+    # both tenants ran the same first candidate: one got a poor score, one a good one
+    sched.observe("poor", cands[0], 0.55, 1.0)
+    sched.observe("good", cands[0], 0.97, 1.0)
+    t, _ = sched.choose({"poor": cands[1:], "good": cands[1:]})
+    assert t == "poor"
+    # a tenant with no result at all (incumbent 0) comes first
+    t, _ = sched.choose({"poor": cands[1:], "good": cands[1:], "fresh": cands})
+    assert t == "fresh"
+
+
+def test_multitenant_running_trial_lowers_the_value_of_its_correlated_twin():
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(25):
+        base = rng.uniform(0.6, 0.9)
+        twin = rng.normal(0, 0.05)
+        rows += [(f"p{i}", "a1", base + twin, 1.0), (f"p{i}", "a2", base + twin + 0.001, 1.0),
+                 (f"p{i}", "b", base + rng.normal(0, 0.05), 1.0)]
+    sched = make_scheduler("multitenant", prior=rows)
+    sched.observe("t", "b", 0.75, 1.0)
+    _, ei_before, _ = sched.scores({"t": ["a2"]})
+    sched.start("t", "a1")
+    _, ei_after, _ = sched.scores({"t": ["a2"]})
+    assert ei_after[0] < 0.7 * ei_before[0]
+    sched.observe("t", "a1", 0.74, 1.0)
+    assert sched.running["t"] == set()
+
+
+def test_reobserving_a_candidate_keeps_the_gp_consistent():
+    prior = _prior_rows()
+    sched = make_scheduler("multitenant", prior=prior)
+    c = prior[0][1]
+    sched.observe("t", c, 0.8, 1.0)
+    sched.observe("t", c, 0.8, 1.0)  # a trial that ran twice (lease expired, re-run)
+    assert len(sched.gps["t"].observed) == 1
