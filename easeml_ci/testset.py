@@ -27,6 +27,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +221,15 @@ def _check_readable(path: Path, what: str) -> None:
 
 def _read_npz(path: Path, needs_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not head.startswith(b"PK"):
+        kind = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise InputError(f"{path} is not a readable .npz file ({kind}); save the test set with "
+                         f"numpy.savez(path, X=features, y=labels)")
+    try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
                 raise InputError(f"{path} holds a single array, not an .npz archive with "
@@ -258,23 +269,44 @@ def _csv_header(path: Path) -> list[str]:
     return [h.strip() for h in header]
 
 
-def _loadtxt(path: Path, cols: list[int], dtype, what: str) -> np.ndarray:
+def _loadtxt(path: Path, cols: list[int], dtype, what: str, names: list[str]) -> np.ndarray:
     try:
-        return np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, dtype=dtype,
-                          quotechar='"', ndmin=2 if dtype is not str else 1, encoding="utf-8-sig")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": we say so
+            return np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, dtype=dtype,
+                              quotechar='"', ndmin=2 if dtype is not str else 1,
+                              encoding="utf-8-sig")
     except ValueError as exc:
-        raise InputError(f"{path}: {what}: {_numpy_csv_message(exc)}") from None
+        raise InputError(f"{path}: {what}: {_numpy_csv_message(exc, names)}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text") from None
 
 
-def _numpy_csv_message(exc: ValueError) -> str:
-    """numpy counts data rows from 1 after the skipped header; say so, and use 'line'."""
+_NUMPY_CSV_ERROR = re.compile(r"could not convert string (?P<value>.*) to \w+ at row (?P<row>\d+), "
+                              r"column (?P<col>\d+)")
+
+
+_NUMPY_CSV_RAGGED = re.compile(r"invalid column index \d+ at row (?P<row>\d+) with (?P<have>\d+) columns")
+
+
+def _numpy_csv_message(exc: ValueError, names: list[str]) -> str:
+    """Restate numpy's message in our row numbering (data rows from 1, header not counted) and
+    with the column's name instead of its position."""
     text = str(exc).splitlines()[0]
-    return text.replace("at row ", "at data row ")
+    m = _NUMPY_CSV_RAGGED.search(text)
+    if m:  # numpy counts these rows from 1
+        return (f"data row {m['row']} has {m['have']} columns but the header has {len(names)}; "
+                f"every row needs a value for every column")
+    m = _NUMPY_CSV_ERROR.search(text)
+    if not m:
+        return text
+    col = int(m["col"])
+    name = names[col - 1] if 0 < col <= len(names) else f"#{col}"
+    return f"{m['value']} is not a number (data row {int(m['row']) + 1}, column {name!r})"
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(path: Path, label_column: str | None, parse_labels: bool = True,
+              ) -> tuple[np.ndarray, np.ndarray | None]:
     names = _csv_header(path)
     label_at = None
     if label_column is not None:
@@ -286,11 +318,12 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     if not features:
         raise InputError(f"{path}: no feature columns besides the label column {label_column!r}")
     y = None
-    if label_at is not None:
-        raw = _loadtxt(path, [label_at], str, f"label column {label_column!r}")
+    if label_at is not None and parse_labels:
+        raw = _loadtxt(path, [label_at], str, f"label column {label_column!r}", names)
         raw = np.atleast_1d(raw)
         y = _labels_from_text(raw, path, label_column)
-    X = _loadtxt(path, features, np.float32, "features (every column but the label must be numeric)")
+    X = _loadtxt(path, features, np.float32,
+                 "features (every column but the label must be numeric)", names)
     if X.shape[0] == 0 and X.shape[1] != len(features):
         X = X.reshape(0, len(features))
     return X, y
@@ -299,8 +332,9 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
 def _labels_from_text(raw: np.ndarray, path: Path, label_column: str) -> np.ndarray:
     stripped = np.char.strip(raw) if raw.size else raw
     what = f"labels in column {label_column!r}"
-    _refuse_missing(np.char.str_len(stripped) == 0 if raw.size else np.zeros(0, bool),
-                    path, what, 1, "data row")
+    if raw.size:
+        missing = (np.char.str_len(stripped) == 0) | (np.char.lower(stripped) == "nan")
+        _refuse_missing(missing, path, what, 1, "data row")
     try:
         numeric = stripped.astype(np.float64)
     except ValueError:
@@ -389,7 +423,7 @@ def load_pool(path, label_column: str | None = "label") -> np.ndarray:
     if suffix == ".npz":
         X, _ = _read_npz(path, needs_labels=False)
     elif suffix == ".csv":
-        X, _ = _read_csv(path, label_column)
+        X, _ = _read_csv(path, label_column, parse_labels=False)
     else:
         raise InputError(f"pool {path} has extension {path.suffix or '(none)'!r}; allowed: .npz, .csv")
     X = _canonical_features(np.asarray(X), path, "")
