@@ -1,0 +1,168 @@
+"""The planner: ease.ml/ci's figures to the unit, our tighter counts, and the error budget."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import conditions
+from conditions import PlanError, plan, query_count
+from conditions.bounds import binomial_cutoff, binomial_design
+
+ANCHORS = [  # DESIGN.md §3: ease.ml/ci's released code at H = 32
+    ("n - o > 0.02 +/- 0.01", 0.9999, "full", 641_684),
+    ("n - o > 0.02 +/- 0.01", 0.9999, "none", 267_385),
+    ("d < 0.1 +/- 0.01", 0.9999, "none", 63_381),
+    ("n > 0.8 +/- 0.05", 0.9999, "full", 6_279),
+    ("n - o > 0.1 +/- 0.1", 0.99, "full", 5_496),
+]
+
+
+@pytest.mark.parametrize("condition, reliability, adaptivity, expected", ANCHORS)
+def test_easeml_method_reproduces_their_released_code(condition, reliability, adaptivity, expected):
+    p = plan(condition, reliability, adaptivity=adaptivity, steps=32, method="easeml")
+    assert p.test_examples == expected
+
+
+@pytest.mark.parametrize("condition, reliability, adaptivity, expected", ANCHORS)
+def test_first_change_costs_what_none_costs_not_zero(condition, reliability, adaptivity, expected):
+    for method in ("easeml", "tight"):
+        first = plan(condition, reliability, adaptivity="firstChange", method=method)
+        none = plan(condition, reliability, adaptivity="none", method=method)
+        assert first.test_examples == none.test_examples > 0
+
+
+GRID = [(f"{lhs} {c} +/- {eps}", r, a)
+        for lhs, c in [("n >", 0.8), ("d <", 0.3), ("n - o >", 0.02)]
+        for eps in (0.1, 0.05, 0.01) for r in (0.99, 0.9999) for a in ("none", "full")]
+
+
+@pytest.mark.parametrize("condition, reliability, adaptivity", GRID)
+@pytest.mark.parametrize("mode", ["fp-free", "fn-free"])
+def test_tight_is_never_larger_than_easeml(condition, reliability, adaptivity, mode):
+    tight = plan(condition, reliability, mode=mode, adaptivity=adaptivity)
+    easeml = plan(condition, reliability, mode=mode, adaptivity=adaptivity, method="easeml")
+    assert 0 < tight.test_examples <= easeml.test_examples
+
+
+def _brute_force_floor(a, b, delta, start=1):
+    """Smallest N for which some threshold test errs <= delta at both edges (independent scan)."""
+    for n in range(start, 100_000):
+        k = np.arange(0, n + 2)
+        ok = (stats.binom.sf(k - 1, n, a) <= delta) & (stats.binom.cdf(k - 1, n, b) <= delta)
+        if ok.any():
+            return n
+    raise AssertionError("no floor found")
+
+
+@pytest.mark.parametrize("condition, reliability, steps", [
+    ("n > 0.8 +/- 0.05", 0.99, 1), ("n > 0.6 +/- 0.1", 0.999, 4), ("d < 0.1 +/- 0.02", 0.95, 2),
+    ("o < 0.3 +/- 0.05", 0.99, 1), ("2 * n > 1.6 +/- 0.1", 0.99, 1),
+])
+@pytest.mark.parametrize("mode", ["fp-free", "fn-free"])
+def test_one_variable_clauses_are_within_15_percent_of_the_exact_floor(condition, reliability, steps, mode):
+    p = plan(condition, reliability, mode=mode, adaptivity="none", steps=steps)
+    cp = p.clauses[0]
+    assert cp.method == "exact-binomial"
+    a, b = cp._bernoulli_scale(*cp.compiled.edges(mode))
+    floor = _brute_force_floor(a, b, cp.delta, start=max(1, p.test_examples // 2))
+    assert floor <= p.test_examples <= 1.15 * floor
+
+
+def test_boundary_variance_beats_worst_case_for_one_variable_clauses():
+    # n > 0.9 +/- 0.02: variance 0.09 at the boundary, not 0.25: far below Hoeffding's count.
+    p = plan("n > 0.9 +/- 0.02", 0.9999, adaptivity="none", steps=32)
+    assert p.test_examples < 0.5 * plan("n > 0.9 +/- 0.02", 0.9999, adaptivity="none", method="easeml").test_examples
+
+
+def test_a_d_clause_bounds_the_variance_of_n_minus_o():
+    alone = plan("n - o > 0.02 +/- 0.01", 0.9999, adaptivity="none")
+    paired = plan("n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01", 0.9999, adaptivity="none")
+    assert paired.clauses[0].method == "bennett-d"
+    assert paired.test_examples < alone.test_examples / 8
+    # The paper's Pattern 1 figures with d < 0.1 are 29,047 (none) and 67,705 (full).
+    assert paired.test_examples < 29_047
+    assert plan("n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01", 0.9999, adaptivity="full").test_examples < 67_705
+    # only disagreements need labels
+    assert paired.labels == math.ceil(paired.test_examples * 0.1)
+    assert plan("d < 0.1 +/- 0.01", 0.9999).labels == 0
+
+
+@pytest.mark.parametrize("adaptivity, steps, passes, expected", [
+    ("none", 32, None, 32), ("firstChange", 32, None, 32), ("full", 5, None, 31),
+    ("full", 5, 1, 5), ("full", 5, 5, 31), ("full", 5, 2, 1 + 2 + 3 + 4 + 5 - 4),
+])
+def test_query_counts_follow_the_transcript_tree(adaptivity, steps, passes, expected):
+    if passes == 2:
+        expected = sum(math.comb(k, 0) + (math.comb(k, 1) if k >= 1 else 0) for k in range(steps))
+    assert query_count(adaptivity, steps, passes) == expected
+
+
+def test_delta_is_split_over_clauses_and_queries():
+    p = plan("n > 0.5 +/- 0.1 /\\ d < 0.2 +/- 0.1", 0.99, adaptivity="full", steps=3)
+    assert all(c.delta == pytest.approx(0.01 / (2 * 7)) for c in p.clauses)
+    assert plan("n > 0.5 +/- 0.1", 0.99, adaptivity="full", steps=6, passes=2).queries < 2**6 - 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(reliability=1.5), "reliability must be in (0, 1), got 1.5"),
+    (dict(reliability=0), "reliability must be in (0, 1), got 0"),
+    (dict(steps=0), "steps must be an integer >= 1, got 0"),
+    (dict(mode="fp"), "mode must be one of fp-free, fn-free, got 'fp'"),
+    (dict(adaptivity="partial"), "adaptivity must be one of none, full, firstChange"),
+    (dict(adaptivity="none", passes=2), "passes applies to adaptivity 'full' only"),
+    (dict(passes=0), "passes must be an integer >= 1, got 0"),
+    (dict(method="magic"), "method must be one of tight, easeml"),
+])
+def test_bad_parameters_are_refused_with_the_allowed_values(kwargs, message):
+    args = dict(reliability=0.99) | kwargs
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan("n > 0.5 +/- 0.1", **args)
+
+
+def test_thresholds_outside_the_range_need_no_examples():
+    assert plan("n > 1.2 +/- 0.05", 0.99).test_examples == 0  # can never hold: always fail
+    assert plan("n > -0.5 +/- 0.05", 0.99).test_examples == 0  # always holds: always pass
+
+
+def test_decide_refuses_a_test_set_smaller_than_the_plan():
+    p = plan("n > 0.8 +/- 0.05", 0.99, adaptivity="none", steps=1)
+    y = np.ones(p.test_examples - 1)
+    with pytest.raises(conditions.SampleTooSmall, match=f"need {p.test_examples} labelled examples, have"):
+        p.decide(conditions.Outcomes.from_predictions(y, y))
+
+
+def test_decide_three_valued_answers_and_mode_verdicts():
+    p = plan("n > 0.8 +/- 0.05", 0.99, adaptivity="none", steps=1)
+    fn = plan("n > 0.8 +/- 0.05", 0.99, mode="fn-free", adaptivity="none", steps=1)
+    m = max(p.test_examples, fn.test_examples)
+    y = np.zeros(m, dtype=int)
+    for accuracy, answer, fp_pass, fn_pass in [(0.95, "true", True, True), (0.8, "unknown", False, True),
+                                               (0.6, "false", False, False)]:
+        pred = (np.arange(m) >= accuracy * m).astype(int)
+        v, w = (q.decide(conditions.Outcomes.from_predictions(y, pred)) for q in (p, fn))
+        assert v.clauses[0].answer == w.clauses[0].answer == answer
+        assert (v.passed, w.passed) == (fp_pass, fn_pass)
+        assert "estimate" not in v.to_dict()["clauses"][0]
+        assert v.to_dict(reveal_estimates=True)["clauses"][0]["estimate"] == pytest.approx(accuracy, abs=0.01)
+
+
+def test_for_sample_size_widens_tolerances_to_what_the_data_supports():
+    p = plan("n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01", 0.999, adaptivity="none", steps=4)
+    small = p.for_sample_size(2000)
+    assert small.test_examples <= 2000
+    assert all(s.tolerance > c.tolerance for s, c in zip(small.clauses, p.clauses))
+    # the widened tolerance is close to the smallest one that fits
+    tighter = plan(str(small.formula).replace(repr(small.clauses[1].tolerance),
+                                              repr(small.clauses[1].tolerance * 0.97)),
+                   0.999, adaptivity="none", steps=4)
+    assert tighter.clauses[1].test_examples > 2000
+    assert p.for_sample_size(10**7) is p
+
+
+def test_binomial_cutoff_controls_both_errors():
+    d = binomial_design(0.8, 0.9, 1e-3)
+    k = binomial_cutoff(d.sample_size, 0.8, 0.9, 1e-3)
+    assert stats.binom.sf(k - 1, d.sample_size, 0.8) <= 1e-3
+    assert stats.binom.cdf(k - 1, d.sample_size, 0.9) <= 1e-3
+    assert binomial_cutoff(d.sample_size - 50, 0.8, 0.9, 1e-3) is None
