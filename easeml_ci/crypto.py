@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ TAG_BYTES = 16
 KEY_BYTES = 32
 _MAX_HEADER_BYTES = 64 * 1024
 _KEY_ID_CONTEXT = b"easeml-ci/testset-key-id/v1"
+_URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def key_from_env(env_name: str = DEFAULT_KEY_ENV, *, purpose: str = "") -> bytes
         )
     text = value.strip()
     try:
+        if not _URLSAFE_B64.fullmatch(text):
+            raise ValueError("alphabet")
         key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InputError(

@@ -1,0 +1,251 @@
+"""Encrypted test sets: round trips, fingerprint binding, and every key/tamper failure (exit 2)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from conftest_h1 import KEY_ENV, arrays, cli, new_key, write_npz
+from easeml_ci import crypto
+from easeml_ci.errors import InputError
+from easeml_ci.testset import encrypt_testset, load_testset
+
+
+@pytest.fixture
+def key(monkeypatch):
+    k = new_key()
+    monkeypatch.setenv(KEY_ENV, k)
+    return k
+
+
+@pytest.fixture
+def plain(tmp_path):
+    X, y = arrays(rows=64, features=5, seed=11)
+    return write_npz(tmp_path / "plain.npz", X=X, y=y)
+
+
+def _encrypt(plain, out, key, chunk_bytes=crypto.DEFAULT_CHUNK_BYTES):
+    ts = load_testset(plain)
+    encrypt_testset(ts, out, base64.urlsafe_b64decode(key), chunk_bytes=chunk_bytes)
+    return ts
+
+
+# --- round trips --------------------------------------------------------------------------------
+
+def test_keygen_prints_a_fresh_32_byte_key_and_says_to_keep_it_secret():
+    first, second = cli(["testset", "keygen"]), cli(["testset", "keygen"])
+    assert first.exit_code == 0
+    key = first.stdout.strip()
+    assert len(base64.urlsafe_b64decode(key)) == 32
+    assert key != second.stdout.strip()
+    assert "secret" in first.stderr and KEY_ENV in first.stderr
+
+
+def test_cli_encrypt_then_decrypt_round_trips_and_keeps_the_fingerprint(tmp_path, plain, key):
+    enc = tmp_path / "t.enc"
+    result = cli(["testset", "encrypt", str(plain), str(enc)], env={KEY_ENV: key})
+    assert result.exit_code == 0, result.output
+    original = load_testset(plain)
+    assert result.stdout.strip() == original.fingerprint
+    assert crypto.read_header(enc).fingerprint == original.fingerprint
+    raw = enc.read_bytes()
+    assert original.X.tobytes()[:64] not in raw  # the features are not in the clear
+    for out_name in ("back.npz", "back.csv"):
+        out = tmp_path / out_name
+        result = cli(["testset", "decrypt", str(enc), str(out)], env={KEY_ENV: key})
+        assert result.exit_code == 0, result.output
+        assert (out.stat().st_mode & 0o777) == 0o600
+        back = load_testset(out)
+        np.testing.assert_array_equal(back.X, original.X)
+        np.testing.assert_array_equal(back.y, original.y)
+        assert back.fingerprint == original.fingerprint
+
+
+def test_reencryption_under_another_key_keeps_the_fingerprint(tmp_path, plain, key, monkeypatch):
+    first = tmp_path / "a.enc"
+    second = tmp_path / "b.enc"
+    fp = _encrypt(plain, first, key).fingerprint
+    other = new_key()
+    result = cli(["testset", "encrypt", str(first), str(second), "--key-env", "OTHER_KEY",
+                  "--in-key-env", KEY_ENV], env={KEY_ENV: key, "OTHER_KEY": other})
+    assert result.exit_code == 0, result.output
+    assert first.read_bytes() != second.read_bytes()
+    assert crypto.read_header(first).key_id != crypto.read_header(second).key_id
+    monkeypatch.setenv("OTHER_KEY", other)
+    assert load_testset(second, key_env="OTHER_KEY").fingerprint == fp
+    with pytest.raises(InputError, match="wrong key"):
+        load_testset(second)  # the old key no longer opens it
+    shown = cli(["testset", "fingerprint", str(second)], env={KEY_ENV: None})
+    assert shown.exit_code == 0 and shown.stdout.strip() == fp
+    assert "header" in shown.stderr  # says it is not verified without the key
+
+
+def test_many_small_chunks_round_trip(tmp_path, plain, key):
+    enc = tmp_path / "t.enc"
+    ts = _encrypt(plain, enc, key, chunk_bytes=100)
+    header = crypto.read_header(enc)
+    assert header.chunks > 10
+    back = load_testset(enc)
+    assert back.fingerprint == ts.fingerprint
+    np.testing.assert_array_equal(back.y, ts.y)
+
+
+def test_decryption_writes_nothing_to_disk(tmp_path, plain, key, monkeypatch):
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.chdir(scratch)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    ts = load_testset(enc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert list(scratch.iterdir()) == []
+    assert isinstance(ts.X.base, (bytearray, memoryview, np.ndarray))  # views of the buffer
+    assert not isinstance(ts.X.base, np.memmap)
+
+
+def test_no_command_accepts_the_key_as_an_argument(tmp_path, plain, key):
+    result = cli(["testset", "encrypt", str(plain), str(tmp_path / "t.enc"), "--key", key])
+    assert result.exit_code == 2 and "No such option" in result.output
+
+
+def test_encrypt_refuses_to_overwrite_without_force(tmp_path, plain, key):
+    enc = tmp_path / "t.enc"
+    enc.write_bytes(b"keep me")
+    result = cli(["testset", "encrypt", str(plain), str(enc)], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert enc.read_bytes() == b"keep me"
+    result = cli(["testset", "encrypt", str(plain), str(enc), "--force"], env={KEY_ENV: key})
+    assert result.exit_code == 0 and crypto.is_encrypted(enc)
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+def _flip_byte(path, offset_from_end=20):
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _swap_header_fingerprint(path):
+    data = path.read_bytes()
+    (length,) = struct.unpack("<I", data[8:12])
+    header = json.loads(data[12:12 + length])
+    header["fingerprint"] = "0" * 64
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    assert len(raw) == length
+    path.write_bytes(data[:12] + raw + data[12 + length:])
+
+
+def _swap_chunks(path):
+    header = crypto.read_header(path)
+    data = path.read_bytes()
+    size = crypto.NONCE_BYTES + header.chunk_bytes + crypto.TAG_BYTES
+    start = header.data_offset
+    a, b = data[start:start + size], data[start + size:start + 2 * size]
+    path.write_bytes(data[:start] + b + a + data[start + 2 * size:])
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def _drop_last_chunk(path):
+    header = crypto.read_header(path)
+    size = crypto.NONCE_BYTES + header.chunk_bytes + crypto.TAG_BYTES
+    data = path.read_bytes()
+    last = len(data) - ((len(data) - header.data_offset) - (header.chunks - 1) * size)
+    path.write_bytes(data[:last])
+
+
+def _append(path):
+    path.write_bytes(path.read_bytes() + b"\0" * 32)
+
+
+TAMPERING = {
+    "a flipped ciphertext bit": (_flip_byte, "modified or is truncated"),
+    "a swapped header fingerprint": (_swap_header_fingerprint, "modified or is truncated"),
+    "reordered chunks": (_swap_chunks, "modified or is truncated"),
+    "a truncated file": (_truncate, "modified or is truncated"),
+    "a dropped last chunk": (_drop_last_chunk, "modified or is truncated"),
+    "appended bytes": (_append, "modified or is truncated"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_tampering_fails_authentication(tmp_path, plain, key, case):
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key, chunk_bytes=256)
+    tamper, fragment = TAMPERING[case]
+    tamper(enc)
+    with pytest.raises(InputError, match=fragment) as info:
+        load_testset(enc)
+    assert "t.enc" in str(info.value)
+    result = cli(["testset", "decrypt", str(enc), str(tmp_path / "out.npz")], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "failed authentication" in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+KEY_PROBLEMS = {
+    "missing key": (None, [KEY_ENV, "is not set"]),
+    "empty key": ("  ", [KEY_ENV, "is not set"]),
+    "not base64": ("not*base64*at*all!", [KEY_ENV, "not URL-safe base64"]),
+    "wrong length": (base64.urlsafe_b64encode(b"x" * 16).decode(), [KEY_ENV, "16 bytes"]),
+    "wrong key": ("WRONG", ["wrong key", KEY_ENV, "t.enc"]),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_PROBLEMS))
+def test_key_problems_are_clear_input_errors(tmp_path, plain, key, case, monkeypatch):
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key)
+    value, fragments = KEY_PROBLEMS[case]
+    if value == "WRONG":
+        value = new_key()
+    if value is None:
+        monkeypatch.delenv(KEY_ENV)
+    else:
+        monkeypatch.setenv(KEY_ENV, value)
+    with pytest.raises(InputError) as info:
+        load_testset(enc)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    if value is not None and value.strip():
+        assert value not in str(info.value)  # never echo the key
+    result = cli(["testset", "decrypt", str(enc), str(tmp_path / "out.csv")],
+                 env={KEY_ENV: value})
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and fragments[0] in result.stderr
+
+
+def test_encrypt_without_a_key_names_the_variable(tmp_path, plain):
+    result = cli(["testset", "encrypt", str(plain), str(tmp_path / "t.enc"), "--key-env", "MY_KEY"],
+                 env={"MY_KEY": None})
+    assert result.exit_code == 2 and "MY_KEY is not set" in result.stderr
+    assert not (tmp_path / "t.enc").exists()
+
+
+def test_decrypt_of_a_plain_file_or_to_a_bad_extension_is_refused(tmp_path, plain, key):
+    result = cli(["testset", "decrypt", str(plain), str(tmp_path / "o.npz")], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "not an easeml-ci encrypted test set" in result.stderr
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key)
+    result = cli(["testset", "decrypt", str(enc), str(tmp_path / "o.parquet")], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "allowed: .npz, .csv" in result.stderr
+
+
+def test_header_is_readable_without_key_and_encrypted_file_is_found_by_content(tmp_path, plain, key,
+                                                                                 monkeypatch):
+    enc = tmp_path / "t.enc"
+    fp = _encrypt(plain, enc, key).fingerprint
+    renamed = tmp_path / "secret-data.bin"
+    os.rename(enc, renamed)
+    monkeypatch.delenv(KEY_ENV)
+    assert crypto.read_header(renamed).fingerprint == fp
+    monkeypatch.setenv(KEY_ENV, key)
+    assert load_testset(renamed).fingerprint == fp
