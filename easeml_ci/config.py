@@ -138,7 +138,7 @@ SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
 def _suggest(key: str, known) -> str:
     close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{hint} known keys: {', '.join(sorted(known))}"
+    return f"{hint}; known keys: {', '.join(sorted(known))}"
 
 
 class _Source:
