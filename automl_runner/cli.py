@@ -1,0 +1,248 @@
+"""The `easeml-automl` command line: submit tenants, watch the queue, run workers.
+
+User mistakes surface as :class:`~easeml_ci.errors.EasemlError` (or click's own usage errors) and
+become one line on stderr with exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from easeml_ci.errors import EasemlError
+
+from .errors import AutomlError
+
+STORE_ENV = "EASEML_AUTOML_STORE"
+
+
+class AutomlGroup(click.Group):
+    """A click group that maps domain errors to their exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EasemlError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+
+store_option = click.option(
+    "--store", "store_url", envvar=STORE_ENV, required=True, metavar="URL",
+    help=f"Queue database: a file path, sqlite:///PATH or postgresql://... (env {STORE_ENV}).",
+)
+
+
+@click.group(cls=AutomlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="easeml-ci")
+def main() -> None:
+    """The multi-tenant AutoML queue (ease.ml): many tenants, one pool of devices."""
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("dataset", metavar="DATASET")
+@store_option
+@click.option("--name", "tenant", required=True, help="Tenant name (letters, digits, '.', '_', '-').")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="Correct the inferred task.")
+@click.option("--categorical", multiple=True, metavar="COL", help="Treat COL as categorical (repeatable).")
+@click.option("--numeric", multiple=True, metavar="COL", help="Treat COL as numeric (repeatable).")
+@click.option("--ignore", multiple=True, metavar="COL", help="Leave COL out of the features (repeatable).")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Directory for the promoted model and its card.")
+@click.option("--repository", default=None, metavar="OWNER/NAME",
+              help="Open or update a pull request with each promoted model there.")
+@click.option("--model-path", default=None, metavar="PATH",
+              help="Path of the model in the repository (default models/<tenant>.onnx).")
+@click.option("--exclude", multiple=True, metavar="CAND", help="Never train candidate CAND for this tenant.")
+@click.option("--only", multiple=True, metavar="CAND", help="Train only these candidates (repeatable).")
+@click.option("--margin", type=float, default=0.01, show_default=True,
+              help="Promote only when the best score improves by at least this much.")
+@click.option("--validation-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split.")
+@click.option("--replace", is_flag=True, help="Resubmit an existing tenant (its trials start over).")
+@click.option("--dry-run", is_flag=True, help="Show the inferred schema, register nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignore, output, repository, model_path,
+           exclude, only, margin, validation_fraction, seed, replace, dry_run, as_json):
+    """Register a tenant's DATASET (CSV or .npz with a target column) and queue its candidates."""
+    from .catalogue import load_catalogue
+    from .schema import infer_schema
+    from .store import open_store
+
+    if exclude and only:
+        overlap = sorted(set(exclude) & set(only))
+        if overlap:
+            raise click.BadParameter(f"candidate {overlap[0]!r} is both excluded and in --only", param_hint="--exclude")
+    schema = infer_schema(dataset, target, task=task, categorical=categorical, numeric=numeric, ignore=ignore,
+                          validation_fraction=validation_fraction, seed=seed)
+    catalogue = load_catalogue()
+    accepted = [c.name for c in catalogue if c.accepts(schema)]
+    if not as_json:
+        click.echo(schema.describe())
+    queued: list[str] = []
+    if not dry_run:
+        with open_store(store_url) as store:
+            queued = store.add_tenant(
+                tenant, dataset, schema, catalogue, output=os.path.abspath(output) if output else None,
+                repository=repository, model_path=model_path, excluded=exclude, only=only or None, margin=margin,
+                replace=replace,
+            )
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "registered": not dry_run, "schema": schema.to_dict(),
+                               "accepted": accepted, "queued": queued}, sort_keys=True))
+    elif dry_run:
+        click.echo(f"dry run: {len(accepted)} candidates accept this schema; nothing registered")
+    else:
+        click.echo(f"tenant {tenant}: queued {len(queued)} candidates ({', '.join(queued)})")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_score(x):
+    return "-" if x is None else f"{x:.4f}"
+
+
+@main.command()
+@store_option
+@click.option("--tenant", default=None, help="Only this tenant, with its running trials and queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def status(store_url, tenant, as_json):
+    """Per tenant: best model, validation score, trials done and running, the queue."""
+    from .store import open_store
+
+    with open_store(store_url) as store:
+        rows = store.status()
+        if tenant is not None:
+            store.tenant(tenant)  # clear error for an unknown name
+            rows = [r for r in rows if r.name == tenant]
+    if as_json:
+        click.echo(json.dumps({"tenants": [r.to_dict() for r in rows]}, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no tenants yet; add one with `easeml-automl submit`")
+        return
+    head = f"{'tenant':<20} {'task':<14} {'best candidate':<28} {'score':>7} {'done':>5} {'run':>4} {'queue':>5} {'fail':>4}  promoted"
+    click.echo(head)
+    for r in rows:
+        promoted = "-"
+        if r.promoted_candidate:
+            promoted = f"{r.promoted_candidate} {_fmt_score(r.promoted_score)} [{r.promotion_status}]"
+            if r.pull_request:
+                promoted += f" {r.pull_request}"
+        click.echo(f"{r.name:<20} {r.task:<14} {(r.best_candidate or '-'):<28} {_fmt_score(r.best_score):>7} "
+                   f"{r.done:>5} {r.running:>4} {r.queued:>5} {r.failed:>4}  {promoted}")
+        if tenant is not None:
+            click.echo(f"  running: {', '.join(r.running_candidates) or '-'}")
+            click.echo(f"  queue:   {', '.join(r.queue) or '-'}")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@main.command()
+@store_option
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda:N.")
+@click.option("--once", is_flag=True, help="Run one trial, then exit.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Exit after K trials.")
+@click.option("--exit-when-idle", is_flag=True, help="Exit when nothing is queued or running.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds a trial stays ours without a heartbeat.")
+@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+              help="Seconds to wait when the queue is empty.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Fail a trial whose lease expired this many times.")
+@click.option("--scheduler", type=click.Choice(["multitenant", "round-robin", "random"]), default="multitenant",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--artifacts", type=click.Path(file_okay=False), default=None,
+              help="Where trial models go (default: <tenant output>/trials).")
+@click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
+@click.option("--no-promote", is_flag=True, help="Record results but never promote.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")
+def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts, scheduler,
+         seed, artifacts, worker_id, no_promote, as_json):
+    """Take trials from the queue and train them on DEVICE until stopped.
+
+    SIGTERM/SIGINT abort the trial in training, release it to the queue, and exit 0.
+    """
+    import re
+
+    from .worker import Progress, Worker, WorkerOptions
+
+    if not re.match(r"^(cpu|cuda:\d+)$", device):
+        raise click.BadParameter(f"must be cpu or cuda:N (N a GPU index), got {device!r}", param_hint="--device")
+    opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                         poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
+                         artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed,
+                         promote=not no_promote)
+
+    def emit(result):
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), sort_keys=True))
+            sys.stdout.flush()
+
+    worker = Worker(store_url, opts, progress=Progress(not as_json), on_result=emit)
+    worker.install_signal_handlers()
+    worker.progress.line(f"[{worker.id}] worker on {device}, store {worker.store.kind}")
+    results = worker.run()
+    done = sum(r.status == "done" for r in results)
+    worker.progress.line(f"[{worker.id}] stopped after {len(results)} trial(s), {done} done")
+    worker.store.close()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
+              help="Also register new candidates there and queue them for matching tenants.")
+@click.option("--json", "as_json", is_flag=True)
+def catalogue(store_url, as_json):
+    """List the candidate models (built-in and registered by entry point)."""
+    from .catalogue import load_catalogue
+    from .store import open_store
+
+    cands = load_catalogue()
+    queued: dict[str, list[str]] = {}
+    if store_url:
+        with open_store(store_url) as store:
+            queued = store.sync_catalogue(cands)
+    if as_json:
+        click.echo(json.dumps({"candidates": [c.spec() for c in cands], "queued": queued}, sort_keys=True))
+        return
+    for c in cands:
+        hp = ", ".join(f"{k}={v}" for k, v in c.hyperparameters.items())
+        gpu = " [gpu]" if c.uses_gpu else ""
+        click.echo(f"{c.name:<30} {c.family:<12} {'/'.join(t[:5] for t in c.tasks):<6} {hp}{gpu}")
+    for name, tenants in queued.items():
+        click.echo(f"queued {name} for {', '.join(tenants)}")
+
+
+@main.command("retry-failed")
+@store_option
+@click.option("--tenant", default=None)
+def retry_failed(store_url, tenant):
+    """Queue failed trials again."""
+    from .store import open_store
+
+    with open_store(store_url) as store:
+        if tenant:
+            store.tenant(tenant)
+        n = store.retry_failed(tenant)
+    click.echo(f"queued {n} failed trial(s) again")
+
+
+__all__ = ["main", "AutomlError"]
+
+# --- the scheduler benchmark (H5's module) ---------------------------------------------------
+from .simulate import simulate_command  # noqa: E402
+
+main.add_command(simulate_command, "simulate")

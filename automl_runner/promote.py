@@ -1,0 +1,219 @@
+"""Promotion: hand a tenant's new best model to the gate.
+
+When a finished trial is the tenant's best and beats the last promoted score by at least the
+tenant's margin (the store decides that atomically, see :meth:`Store.begin_promotion`), the worker
+that finished it
+
+1. writes ``model.onnx``, ``model-card.json`` and ``MODEL_CARD.md`` into the tenant's output
+   directory (atomically: temporary file, then rename);
+2. when the tenant has a GitHub repository, opens or updates ONE pull request there: branch
+   ``easeml-automl/<tenant>`` (created from the default branch the first time), the model and its
+   card written with the contents API, then the open PR from that branch is updated, or created.
+   The gate then judges the model on the secret test set.
+
+The token comes from ``EASEML_GITHUB_TOKEN`` or ``GITHUB_TOKEN``; the API root from
+``GITHUB_API_URL`` (GitHub Enterprise), default https://api.github.com. A failed pull request does
+not undo the local files; the promotion is recorded as ``pr-failed`` with the reason, shown by
+``easeml-automl status``, and the next promotion updates the same branch and PR.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .catalogue import Candidate
+from .errors import PromotionError
+from .store import Promotion, Store, Tenant
+
+BRANCH_PREFIX = "easeml-automl/"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    tenant: str
+    candidate: str
+    family: str
+    hyperparameters: dict
+    task: str
+    metric: str
+    validation_score: float
+    previous_score: float | None
+    validation_rows: int
+    train_rows: int
+    dataset: str
+    data_fingerprint: str
+    target: str
+    classes: list
+    features: list
+    trial_id: int
+    onnx_sha256: str
+    promoted_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+
+    def to_markdown(self) -> str:
+        prev = "none (first promotion)" if self.previous_score is None else f"{self.previous_score:.4f}"
+        hp = ", ".join(f"`{k}={v}`" for k, v in sorted(self.hyperparameters.items())) or "defaults"
+        feats = "\n".join(
+            f"| `{f['name']}` | {f['kind']} | "
+            + (", ".join(map(str, f.get("categories", [])[:8])) + (", ..." if len(f.get("categories", [])) > 8 else "")
+               + " (input value = index in this list, -1 if unseen)" if f["kind"] == "categorical" else "")
+            + " |"
+            for f in self.features
+        )
+        return (
+            f"# Model card: {self.tenant}\n\n"
+            f"| | |\n|---|---|\n"
+            f"| candidate | `{self.candidate}` ({self.family}) |\n"
+            f"| hyperparameters | {hp} |\n"
+            f"| task | {self.task}" + (f", {len(self.classes)} classes" if self.classes else "") + " |\n"
+            f"| validation {self.metric} | **{self.validation_score:.4f}** on {self.validation_rows} rows "
+            f"(previous promoted: {prev}) |\n"
+            f"| training rows | {self.train_rows} |\n"
+            f"| data | `{self.dataset}`, sha256 `{self.data_fingerprint}` |\n"
+            f"| target | `{self.target}` |\n"
+            f"| ONNX | input `X` float32 [n, {len(self.features)}], sha256 `{self.onnx_sha256}` |\n"
+            f"| promoted | {self.promoted_at} (trial {self.trial_id}) |\n\n"
+            "The validation score is the AutoML runner's own estimate; the gate decides on the secret test set.\n\n"
+            "## Input columns, in order\n\n| column | type | encoding |\n|---|---|---|\n" + feats + "\n"
+        )
+
+
+def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes) -> ModelCard:
+    import hashlib
+
+    s = tenant.schema
+    return ModelCard(
+        tenant=tenant.name, candidate=cand.name, family=cand.family,
+        hyperparameters=cand.spec()["hyperparameters"], task=s.task,
+        metric="accuracy" if s.task == "classification" else "r2",
+        validation_score=promo.score, previous_score=promo.previous_score,
+        validation_rows=s.n_validation, train_rows=s.n_train, dataset=s.source, data_fingerprint=s.fingerprint,
+        target=s.target, classes=list(s.classes), features=s.to_dict()["features"], trial_id=promo.trial_id,
+        onnx_sha256=hashlib.sha256(blob).hexdigest(),
+        promoted_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str]:
+    os.makedirs(output, exist_ok=True)
+    model = os.path.join(output, "model.onnx")
+    card_json = os.path.join(output, "model-card.json")
+    _atomic_write(model, blob)
+    _atomic_write(card_json, card.to_json().encode())
+    _atomic_write(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
+    return model, card_json
+
+
+# --------------------------------------------------------------------------------------------
+# GitHub
+
+
+def github_token() -> str | None:
+    return os.environ.get("EASEML_GITHUB_TOKEN") or os.environ.get("GITHUB_TOKEN") or None
+
+
+def open_or_update_pr(repository: str, tenant: str, model_path: str, card: ModelCard, blob: bytes,
+                      *, token: str | None = None, api_url: str | None = None, client: Any = None) -> str:
+    """Write the model and its card on the tenant's branch and open or update its one PR.
+
+    Returns the pull request's html URL. Raises :class:`PromotionError` with GitHub's reason.
+    """
+    from easeml_ci.github.api import GitHubClient, GitHubError, GitHubNotFound, RetryPolicy, repo_path
+
+    token = token if token is not None else github_token()
+    if not token:
+        raise PromotionError(
+            f"repository {repository} is configured but no token is set (EASEML_GITHUB_TOKEN or GITHUB_TOKEN)"
+        )
+    gh = client or GitHubClient(token, api_url, retry=RetryPolicy(attempts=3))
+    branch = BRANCH_PREFIX + tenant
+    owner = repository.split("/", 1)[0]
+    stem = model_path[:-5] if model_path.endswith(".onnx") else model_path
+    files = [
+        (model_path, blob),
+        (stem + ".card.json", card.to_json().encode()),
+        (stem + ".card.md", card.to_markdown().encode()),
+    ]
+    title = f"easeml-automl: {tenant} model {card.candidate} ({card.metric} {card.validation_score:.4f})"
+    body = (
+        f"The AutoML queue found a better model for **{tenant}**.\n\n" + card.to_markdown().split("\n", 2)[2]
+        + f"\nFiles: `{model_path}`, `{stem}.card.json`, `{stem}.card.md`.\n\n"
+        "This pull request is updated in place when a better model is found.\n"
+    )
+    try:
+        repo = gh.get(repo_path(repository))
+        base = repo.get("default_branch") or "main"
+        try:
+            gh.get(repo_path(repository, "git", "ref", "heads", branch))
+        except GitHubNotFound:
+            base_ref = gh.get(repo_path(repository, "git", "ref", "heads", base))
+            gh.post(repo_path(repository, "git", "refs"), {"ref": f"refs/heads/{branch}", "sha": base_ref["object"]["sha"]})
+        for path, data in files:
+            put: dict[str, Any] = {
+                "message": f"easeml-automl: {tenant} -> {card.candidate} ({card.metric} {card.validation_score:.4f})",
+                "content": base64.b64encode(data).decode(),
+                "branch": branch,
+            }
+            try:
+                existing = gh.request("GET", repo_path(repository, "contents", path), params={"ref": branch}).json()
+                if isinstance(existing, dict) and existing.get("sha"):
+                    put["sha"] = existing["sha"]
+            except GitHubNotFound:
+                pass
+            gh.put(repo_path(repository, "contents", path), put)
+        open_prs = gh.request("GET", repo_path(repository, "pulls"),
+                              params={"head": f"{owner}:{branch}", "state": "open"}).json()
+        if open_prs:
+            pr = gh.patch(repo_path(repository, "pulls", open_prs[0]["number"]), {"title": title, "body": body})
+        else:
+            pr = gh.post(repo_path(repository, "pulls"), {"title": title, "head": branch, "base": base, "body": body})
+    except GitHubError as exc:
+        raise PromotionError(f"pull request to {repository} failed: {exc}") from exc
+    return pr.get("html_url") or pr.get("url") or f"#{pr.get('number')}"
+
+
+def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, blob: bytes, score: float,
+                  *, progress=None) -> Promotion | None:
+    """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None."""
+    promo = store.begin_promotion(tenant.name, trial_id)
+    if promo is None:
+        return None
+    card = build_card(tenant, promo, cand, blob)
+    model_path = card_path = None
+    status, message, pr_url = "written", None, None
+    try:
+        if tenant.output:
+            model_path, card_path = write_local(tenant.output, card, blob)
+    except OSError as exc:
+        status, message = "write-failed", f"cannot write to {tenant.output}: {exc}"
+    if tenant.repository and status == "written":
+        try:
+            pr_url = open_or_update_pr(tenant.repository, tenant.name, tenant.model_path or f"models/{tenant.name}.onnx",
+                                       card, blob)
+            status = "pr-opened"
+        except PromotionError as exc:
+            status, message = "pr-failed", exc.message
+    store.finish_promotion(promo.id, status, model_path=model_path, card_path=card_path, pull_request=pr_url,
+                           message=message)
+    if progress is not None:
+        prev = "first" if promo.previous_score is None else f"was {promo.previous_score:.4f}"
+        where = pr_url or model_path or "(no output configured)"
+        extra = f"; {message}" if message else ""
+        progress.line(f"promoted {tenant.name}/{cand.name}: {promo.score:.4f} ({prev}) -> {where}{extra}")
+    return Promotion(promo.id, promo.tenant, promo.trial_id, promo.candidate, promo.score, promo.previous_score,
+                     status, model_path, card_path, pr_url, message)

@@ -1,0 +1,726 @@
+"""The shared state of the AutoML queue: tenants, candidates, trials, promotions.
+
+Workers never talk to each other; they coordinate only through this store, as ease.ml did.
+
+* SQLite (the default: a file path or ``sqlite:///path``) for one machine. Every write is a
+  ``BEGIN IMMEDIATE`` transaction, so two processes never both take the same trial.
+* PostgreSQL (``postgresql://...``, driver psycopg 3) when runners on several machines share one
+  queue. Taking a trial is ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``: two
+  workers racing for the same trial never block each other, and exactly one wins. An optional
+  ``?schema=NAME`` in the URL keeps one queue's tables in their own PostgreSQL schema.
+
+Each tenant has one trial per accepted candidate. A trial is ``queued``, ``running`` (under a lease
+with an expiry time that the worker's heartbeat pushes forward), ``done`` or ``failed``. A running
+trial whose lease has expired, because its worker was killed or lost its network, goes back to
+``queued`` and runs again elsewhere; after ``max_attempts`` expiries it is ``failed``. Every state
+change is also appended to ``trial_events`` so that an operator (and the tests) can audit who held
+which trial when. Times are the database's clock (seconds since the epoch), never the workers'.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .catalogue import Candidate
+from .errors import StoreError, TenantError
+from .schema import Schema
+
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_MAX_ATTEMPTS = 3
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    schema_json TEXT NOT NULL,
+    output TEXT,
+    repository TEXT,
+    model_path TEXT,
+    excluded TEXT NOT NULL,
+    only_candidates TEXT,
+    margin DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    name TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    added_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    id {serial},
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    candidate TEXT NOT NULL,
+    status TEXT NOT NULL,
+    worker TEXT,
+    device TEXT,
+    lease_token TEXT,
+    lease_expires DOUBLE PRECISION,
+    heartbeat DOUBLE PRECISION,
+    queued_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    score DOUBLE PRECISION,
+    cost DOUBLE PRECISION,
+    onnx_path TEXT,
+    onnx_sha256 TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    UNIQUE (tenant, candidate)
+);
+CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
+CREATE TABLE IF NOT EXISTS trial_events (
+    id {serial},
+    trial_id BIGINT NOT NULL,
+    worker TEXT,
+    lease_token TEXT,
+    event TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS promotions (
+    id {serial},
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    trial_id BIGINT NOT NULL,
+    candidate TEXT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    previous_score DOUBLE PRECISION,
+    status TEXT NOT NULL,
+    model_path TEXT,
+    card_path TEXT,
+    pull_request TEXT,
+    message TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    dataset: str
+    schema: Schema
+    output: str | None
+    repository: str | None
+    model_path: str | None
+    excluded: tuple[str, ...]
+    only: tuple[str, ...] | None
+    margin: float
+
+    def wants(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` should be queued for this tenant."""
+        if candidate.name in self.excluded:
+            return False
+        if self.only is not None and candidate.name not in self.only:
+            return False
+        return candidate.accepts(self.schema)
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    tenant: str
+    candidate: str
+    status: str
+    attempts: int
+    worker: str | None = None
+    lease_token: str | None = None
+    score: float | None = None
+    cost: float | None = None
+    onnx_path: str | None = None
+    error: str | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial this worker now holds; ``token`` proves it on every later write."""
+
+    trial_id: int
+    tenant: str
+    candidate: str
+    token: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a scheduler needs for one decision, read in one go."""
+
+    pending: dict[str, list[str]]
+    running: list[tuple[int, str, str, int]]  # (trial id, tenant, candidate, attempts)
+    finished: list[Trial]  # done trials finished since the watermark given
+
+
+@dataclass(frozen=True)
+class Promotion:
+    id: int
+    tenant: str
+    trial_id: int
+    candidate: str
+    score: float
+    previous_score: float | None
+    status: str
+    model_path: str | None = None
+    card_path: str | None = None
+    pull_request: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class TenantStatus:
+    name: str
+    task: str
+    metric: str
+    best_candidate: str | None
+    best_score: float | None
+    done: int
+    running: int
+    queued: int
+    failed: int
+    running_candidates: list[str] = field(default_factory=list)
+    queue: list[str] = field(default_factory=list)
+    promoted_candidate: str | None = None
+    promoted_score: float | None = None
+    pull_request: str | None = None
+    promotion_status: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------------------------
+# dialects
+
+
+class _Dialect:
+    name = "?"
+    now = ""
+    serial = ""
+
+    def sql(self, text: str) -> str:
+        return text
+
+
+class _SQLite(_Dialect):
+    name = "sqlite"
+    # julianday has millisecond resolution; good enough for leases of seconds.
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+
+class _Postgres(_Dialect):
+    name = "postgresql"
+    now = "extract(epoch from clock_timestamp())::double precision"
+    serial = "BIGSERIAL PRIMARY KEY"
+
+    def sql(self, text: str) -> str:
+        return text.replace("%", "%%").replace("?", "%s")
+
+
+def parse_store_url(url: str) -> tuple[str, str, str | None]:
+    """(kind, target, pg schema) for a store URL: ``sqlite``/path or ``postgresql``/conninfo."""
+    if not url or not url.strip():
+        raise StoreError("--store is empty; give a file path, sqlite:///PATH or postgresql://...")
+    url = url.strip()
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = None
+        rest = []
+        for k, v in query:
+            if k == "schema":
+                schema = v
+            else:
+                rest.append((k, v))
+        if schema is not None and not SCHEMA_NAME.match(schema):
+            raise StoreError(f"--store: schema {schema!r} is not a plain identifier (letters, digits, _)")
+        return "postgresql", urlunsplit(parts._replace(query=urlencode(rest))), schema
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        if path.startswith("///"):
+            path = path[3:] if not path.startswith("////") else path[3:]
+        elif path.startswith("//"):
+            raise StoreError(f"--store {url!r}: a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+        if not path:
+            raise StoreError(f"--store {url!r} names no file")
+        return "sqlite", path, None
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        scheme = url.split("://", 1)[0]
+        raise StoreError(
+            f"--store: unsupported database {scheme!r}; use a file path, sqlite:///PATH or postgresql://..."
+        )
+    return "sqlite", url, None
+
+
+def open_store(url: str, *, create: bool = True) -> "Store":
+    """Connect to the store at ``url`` (creating its tables when ``create``)."""
+    kind, target, schema = parse_store_url(url)
+    store = Store(kind, target, schema, url=url)
+    if create:
+        store.init()
+    return store
+
+
+class Store:
+    """One connection to the queue's database. Not shared between threads: open one per thread."""
+
+    def __init__(self, kind: str, target: str, pg_schema: str | None = None, *, url: str = ""):
+        self.url = url
+        self.kind = kind
+        self._lock = threading.Lock()
+        if kind == "sqlite":
+            self.dialect: _Dialect = _SQLite()
+            d = os.path.dirname(os.path.abspath(target))
+            if not os.path.isdir(d):
+                raise StoreError(f"--store: directory {d!r} for the SQLite file does not exist")
+            try:
+                self.conn = sqlite3.connect(target, timeout=60.0, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA busy_timeout = 60000")
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"--store {target!r} is not a usable SQLite database ({exc})")
+        else:
+            import psycopg
+
+            self.dialect = _Postgres()
+            try:
+                self.conn = psycopg.connect(target, autocommit=True, connect_timeout=10)
+            except psycopg.Error as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreError(f"--store: cannot connect to PostgreSQL ({msg})")
+            if pg_schema:
+                self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{pg_schema}"')
+                self.conn.execute(f'SET search_path TO "{pg_schema}"')
+        self.pg_schema = pg_schema
+
+    # -- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _q(self, text: str) -> str:
+        return self.dialect.sql(text.replace("{now}", self.dialect.now))
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A write transaction: BEGIN IMMEDIATE on SQLite (one writer at a time), plain on PG."""
+        with self._lock:
+            if self.kind == "sqlite":
+                cur = self.conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                else:
+                    cur.execute("COMMIT")
+            else:
+                with self.conn.transaction():
+                    with self.conn.cursor() as cur:
+                        yield cur
+
+    def _exec(self, cur, text: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._q(text), tuple(params))
+        return cur
+
+    def _read(self, text: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            cur = self.conn.cursor()
+            try:
+                cur.execute(self._q(text), tuple(params))
+                return list(cur.fetchall())
+            finally:
+                cur.close()
+
+    def init(self) -> None:
+        ddl = _TABLES.replace("{serial}", self.dialect.serial)
+        statements = [s.strip() for s in ddl.split(";") if s.strip()]
+        with self._tx() as cur:
+            if self.kind == "postgresql":
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide on PG's catalogue.
+                cur.execute("SELECT pg_advisory_xact_lock(7432101)")
+            for s in statements:
+                cur.execute(s)
+
+    def drop_all(self) -> None:
+        """Remove the queue's tables (or its whole PostgreSQL schema). For tests and resets."""
+        with self._tx() as cur:
+            if self.kind == "postgresql" and self.pg_schema:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{self.pg_schema}" CASCADE')
+            else:
+                for t in ("trial_events", "promotions", "trials", "candidates", "tenants"):
+                    cur.execute(f"DROP TABLE IF EXISTS {t}")
+
+    def now(self) -> float:
+        return float(self._read("SELECT {now}")[0][0])
+
+    def _event(self, cur, trial_id: int, worker: str | None, token: str | None, event: str) -> None:
+        self._exec(cur, "INSERT INTO trial_events (trial_id, worker, lease_token, event, at) VALUES (?, ?, ?, ?, {now})",
+                   (trial_id, worker, token, event))
+
+    # -- candidates and tenants -------------------------------------------------------------
+    def _upsert_candidate(self, cur, cand: Candidate) -> bool:
+        self._exec(cur, "SELECT spec FROM candidates WHERE name = ?", (cand.name,))
+        row = cur.fetchone()
+        spec = json.dumps(cand.spec(), sort_keys=True)
+        if row is None:
+            self._exec(cur, "INSERT INTO candidates (name, family, spec, added_at) VALUES (?, ?, ?, {now})",
+                       (cand.name, cand.family, spec))
+            return True
+        if row[0] != spec:
+            self._exec(cur, "UPDATE candidates SET family = ?, spec = ? WHERE name = ?", (cand.family, spec, cand.name))
+        return False
+
+    def _queue(self, cur, tenant: str, candidate: str) -> bool:
+        self._exec(cur, "SELECT 1 FROM trials WHERE tenant = ? AND candidate = ?", (tenant, candidate))
+        if cur.fetchone() is not None:
+            return False
+        self._exec(cur, "INSERT INTO trials (tenant, candidate, status, queued_at, attempts) VALUES (?, ?, 'queued', {now}, 0)",
+                   (tenant, candidate))
+        return True
+
+    def add_candidate(self, candidate: Candidate) -> list[str]:
+        """Register a candidate and queue it for every tenant whose schema it accepts.
+
+        This is the paper's knowledge-base maintenance: a new model becomes a pending trial for
+        every matching tenant, and the scheduler decides when (if ever) it is worth training.
+        Returns the tenants it was queued for.
+        """
+        queued = []
+        tenants = self.tenants()
+        with self._tx() as cur:
+            self._upsert_candidate(cur, candidate)
+            for t in tenants:
+                if t.wants(candidate) and self._queue(cur, t.name, candidate.name):
+                    queued.append(t.name)
+        return queued
+
+    def sync_catalogue(self, catalogue: Iterable[Candidate]) -> dict[str, list[str]]:
+        """:meth:`add_candidate` for each candidate; returns candidate -> tenants newly queued."""
+        out = {}
+        for c in catalogue:
+            q = self.add_candidate(c)
+            if q:
+                out[c.name] = q
+        return out
+
+    def candidate_names(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT name FROM candidates ORDER BY name")]
+
+    def candidate_spec(self, name: str) -> dict | None:
+        rows = self._read("SELECT spec FROM candidates WHERE name = ?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def add_tenant(
+        self,
+        name: str,
+        dataset: str,
+        schema: Schema,
+        catalogue: Iterable[Candidate],
+        *,
+        output: str | None = None,
+        repository: str | None = None,
+        model_path: str | None = None,
+        excluded: Iterable[str] = (),
+        only: Iterable[str] | None = None,
+        margin: float = 0.01,
+        replace: bool = False,
+    ) -> list[str]:
+        """Register a tenant and queue every candidate it accepts; returns the queued names."""
+        if not TENANT_NAME.match(name or ""):
+            raise TenantError(
+                f"--name {name!r}: a tenant name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        if not (margin >= 0.0 and margin < 1.0):
+            raise TenantError(f"--margin must be in [0, 1), got {margin}")
+        if repository is not None and not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", repository):
+            raise TenantError(f"--repository {repository!r}: expected OWNER/NAME")
+        catalogue = list(catalogue)
+        names = {c.name for c in catalogue}
+        excluded = tuple(excluded)
+        for opt, group in (("--exclude", excluded), ("--only", tuple(only or ()))):
+            for e in group:
+                if e not in names:
+                    shown = ", ".join(sorted(names))
+                    raise TenantError(f"{opt}: no candidate named {e!r}; candidates are {shown}")
+        only_t = tuple(only) if only else None
+        tenant = Tenant(name, os.path.abspath(dataset), schema, output, repository, model_path, excluded, only_t, margin)
+        with self._tx() as cur:
+            self._exec(cur, "SELECT 1 FROM tenants WHERE name = ?", (name,))
+            if cur.fetchone() is not None:
+                if not replace:
+                    raise TenantError(f"tenant {name!r} already exists; use --replace to submit it again")
+                self._exec(cur, "DELETE FROM trial_events WHERE trial_id IN (SELECT id FROM trials WHERE tenant = ?)", (name,))
+                self._exec(cur, "DELETE FROM trials WHERE tenant = ?", (name,))
+                self._exec(cur, "DELETE FROM promotions WHERE tenant = ?", (name,))
+                self._exec(cur, "DELETE FROM tenants WHERE name = ?", (name,))
+            self._exec(
+                cur,
+                "INSERT INTO tenants (name, dataset, fingerprint, schema_json, output, repository, model_path, excluded, "
+                "only_candidates, margin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now})",
+                (name, tenant.dataset, schema.fingerprint, schema.to_json(), output, repository, model_path,
+                 json.dumps(list(excluded)), json.dumps(list(only_t)) if only_t is not None else None, float(margin)),
+            )
+            queued = []
+            for c in catalogue:
+                self._upsert_candidate(cur, c)
+                if tenant.wants(c) and self._queue(cur, name, c.name):
+                    queued.append(c.name)
+        return queued
+
+    def _tenant_from_row(self, r) -> Tenant:
+        return Tenant(
+            name=r[0], dataset=r[1], schema=Schema.from_json(r[2]), output=r[3], repository=r[4], model_path=r[5],
+            excluded=tuple(json.loads(r[6])), only=tuple(json.loads(r[7])) if r[7] is not None else None, margin=float(r[8]),
+        )
+
+    _TENANT_COLS = "name, dataset, schema_json, output, repository, model_path, excluded, only_candidates, margin"
+
+    def tenants(self) -> list[Tenant]:
+        return [self._tenant_from_row(r) for r in self._read(f"SELECT {self._TENANT_COLS} FROM tenants ORDER BY name")]
+
+    def tenant(self, name: str) -> Tenant:
+        rows = self._read(f"SELECT {self._TENANT_COLS} FROM tenants WHERE name = ?", (name,))
+        if not rows:
+            known = ", ".join(t.name for t in self.tenants()) or "none"
+            raise TenantError(f"no tenant named {name!r}; tenants: {known}")
+        return self._tenant_from_row(rows[0])
+
+    # -- the queue --------------------------------------------------------------------------
+    def requeue_expired(self, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+        """Put running trials whose lease expired back in the queue (or fail them). Returns how many."""
+        with self._tx() as cur:
+            self._exec(cur, "SELECT id, worker, lease_token, attempts FROM trials WHERE status = 'running' AND lease_expires < {now}")
+            rows = cur.fetchall()
+            for tid, worker, token, attempts in rows:
+                if attempts >= max_attempts:
+                    self._exec(cur, "UPDATE trials SET status = 'failed', error = ?, lease_token = NULL, finished_at = {now} "
+                               "WHERE id = ? AND status = 'running' AND lease_token = ?",
+                               (f"lease expired on {attempts} attempts (last worker {worker})", tid, token))
+                else:
+                    self._exec(cur, "UPDATE trials SET status = 'queued', lease_token = NULL, lease_expires = NULL "
+                               "WHERE id = ? AND status = 'running' AND lease_token = ?", (tid, token))
+                if cur.rowcount:
+                    self._event(cur, tid, worker, token, "expired")
+        return len(rows)
+
+    def snapshot(self, since: float | None = None) -> Snapshot:
+        pending: dict[str, list[str]] = {}
+        for tenant, cand in self._read("SELECT tenant, candidate FROM trials WHERE status = 'queued' ORDER BY tenant, id"):
+            pending.setdefault(tenant, []).append(cand)
+        running = [tuple(r) for r in self._read(
+            "SELECT id, tenant, candidate, attempts FROM trials WHERE status = 'running' ORDER BY id")]
+        q = ("SELECT id, tenant, candidate, status, attempts, worker, score, cost, onnx_path, finished_at "
+             "FROM trials WHERE status = 'done'")
+        params: tuple = ()
+        if since is not None:
+            q += " AND finished_at >= ?"
+            params = (since,)
+        finished = [Trial(id=r[0], tenant=r[1], candidate=r[2], status=r[3], attempts=r[4], worker=r[5], score=r[6],
+                          cost=r[7], onnx_path=r[8], finished_at=r[9]) for r in self._read(q + " ORDER BY finished_at, id", params)]
+        return Snapshot(pending, running, finished)  # type: ignore[arg-type]
+
+    def try_claim(self, tenant: str, candidate: str, worker: str, device: str,
+                  lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Claim | None:
+        """Take the queued trial (tenant, candidate) under a new lease; None if another worker has it."""
+        token = uuid.uuid4().hex
+        with self._tx() as cur:
+            if self.kind == "postgresql":
+                self._exec(cur,
+                    "UPDATE trials SET status = 'running', worker = ?, device = ?, lease_token = ?, "
+                    "lease_expires = {now} + ?, heartbeat = {now}, started_at = {now}, attempts = attempts + 1, error = NULL "
+                    "WHERE id = (SELECT id FROM trials WHERE tenant = ? AND candidate = ? AND status = 'queued' "
+                    "FOR UPDATE SKIP LOCKED) RETURNING id, attempts",
+                    (worker, device, token, float(lease_seconds), tenant, candidate))
+            else:
+                self._exec(cur,
+                    "UPDATE trials SET status = 'running', worker = ?, device = ?, lease_token = ?, "
+                    "lease_expires = {now} + ?, heartbeat = {now}, started_at = {now}, attempts = attempts + 1, error = NULL "
+                    "WHERE tenant = ? AND candidate = ? AND status = 'queued' RETURNING id, attempts",
+                    (worker, device, token, float(lease_seconds), tenant, candidate))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self._event(cur, row[0], worker, token, "claimed")
+        return Claim(trial_id=int(row[0]), tenant=tenant, candidate=candidate, token=token, attempt=int(row[1]))
+
+    def heartbeat(self, claim: Claim, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        """Extend the lease; False when it was lost (expired and requeued or taken by another)."""
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE trials SET lease_expires = {now} + ?, heartbeat = {now} "
+                       "WHERE id = ? AND status = 'running' AND lease_token = ?",
+                       (float(lease_seconds), claim.trial_id, claim.token))
+            return cur.rowcount == 1
+
+    def complete(self, claim: Claim, worker: str, score: float, cost: float,
+                 onnx_path: str | None, onnx_sha256: str | None) -> bool:
+        """Record a finished trial. Accepted while this worker holds the lease, or when the lease
+        expired and nobody has taken the trial again yet (the work is done; no need to redo it)."""
+        with self._tx() as cur:
+            self._exec(cur,
+                "UPDATE trials SET status = 'done', score = ?, cost = ?, onnx_path = ?, onnx_sha256 = ?, "
+                "finished_at = {now}, worker = ?, lease_token = NULL, lease_expires = NULL, error = NULL "
+                "WHERE id = ? AND ((status = 'running' AND lease_token = ?) OR status = 'queued')",
+                (float(score), float(cost), onnx_path, onnx_sha256, worker, claim.trial_id, claim.token))
+            ok = cur.rowcount == 1
+            self._event(cur, claim.trial_id, worker, claim.token, "done" if ok else "lost")
+        return ok
+
+    def fail(self, claim: Claim, worker: str, error: str) -> bool:
+        """Mark a trial failed for good (training or export raised); it is not retried."""
+        with self._tx() as cur:
+            self._exec(cur,
+                "UPDATE trials SET status = 'failed', error = ?, finished_at = {now}, lease_token = NULL, lease_expires = NULL "
+                "WHERE id = ? AND status = 'running' AND lease_token = ?",
+                (error[:2000], claim.trial_id, claim.token))
+            ok = cur.rowcount == 1
+            self._event(cur, claim.trial_id, worker, claim.token, "failed" if ok else "lost")
+        return ok
+
+    def release(self, claim: Claim, worker: str) -> bool:
+        """Give a trial back to the queue at once (worker stopping); the attempt is not counted."""
+        with self._tx() as cur:
+            self._exec(cur,
+                "UPDATE trials SET status = 'queued', lease_token = NULL, lease_expires = NULL, "
+                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+                "WHERE id = ? AND status = 'running' AND lease_token = ?",
+                (claim.trial_id, claim.token))
+            ok = cur.rowcount == 1
+            if ok:
+                self._event(cur, claim.trial_id, worker, claim.token, "released")
+        return ok
+
+    def retry_failed(self, tenant: str | None = None) -> int:
+        """Queue failed trials again (after fixing what made them fail)."""
+        with self._tx() as cur:
+            if tenant:
+                self._exec(cur, "UPDATE trials SET status = 'queued', attempts = 0, error = NULL WHERE status = 'failed' AND tenant = ?", (tenant,))
+            else:
+                self._exec(cur, "UPDATE trials SET status = 'queued', attempts = 0, error = NULL WHERE status = 'failed'")
+            return cur.rowcount
+
+    # -- reading ----------------------------------------------------------------------------
+    def trials(self, tenant: str | None = None) -> list[Trial]:
+        q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+             "FROM trials")
+        params: tuple = ()
+        if tenant is not None:
+            q += " WHERE tenant = ?"
+            params = (tenant,)
+        return [Trial(*r) for r in self._read(q + " ORDER BY tenant, id", params)]
+
+    def events(self, trial_id: int | None = None) -> list[tuple]:
+        """(trial id, worker, token, event, time) rows in the order they happened."""
+        q = "SELECT trial_id, worker, lease_token, event, at FROM trial_events"
+        params: tuple = ()
+        if trial_id is not None:
+            q += " WHERE trial_id = ?"
+            params = (trial_id,)
+        return [tuple(r) for r in self._read(q + " ORDER BY id", params)]
+
+    def best_trial(self, tenant: str) -> Trial | None:
+        rows = self._read(
+            "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+            "FROM trials WHERE tenant = ? AND status = 'done' ORDER BY score DESC, finished_at ASC, id ASC LIMIT 1", (tenant,))
+        return Trial(*rows[0]) if rows else None
+
+    def status(self) -> list[TenantStatus]:
+        out = []
+        counts: dict[str, dict[str, int]] = {}
+        for tenant, st, n in self._read("SELECT tenant, status, COUNT(*) FROM trials GROUP BY tenant, status"):
+            counts.setdefault(tenant, {})[st] = int(n)
+        running: dict[str, list[str]] = {}
+        queued: dict[str, list[str]] = {}
+        for tenant, cand, st in self._read("SELECT tenant, candidate, status FROM trials WHERE status IN ('running', 'queued') ORDER BY id"):
+            (running if st == "running" else queued).setdefault(tenant, []).append(cand)
+        for t in self.tenants():
+            best = self.best_trial(t.name)
+            last = self.last_promotion(t.name)
+            c = counts.get(t.name, {})
+            out.append(TenantStatus(
+                name=t.name, task=t.schema.task, metric="accuracy" if t.schema.task == "classification" else "r2",
+                best_candidate=best.candidate if best else None, best_score=best.score if best else None,
+                done=c.get("done", 0), running=c.get("running", 0), queued=c.get("queued", 0), failed=c.get("failed", 0),
+                running_candidates=running.get(t.name, []), queue=queued.get(t.name, []),
+                promoted_candidate=last.candidate if last else None, promoted_score=last.score if last else None,
+                pull_request=last.pull_request if last else None, promotion_status=last.status if last else None,
+            ))
+        return out
+
+    # -- promotions -------------------------------------------------------------------------
+    _PROMO_COLS = "id, tenant, trial_id, candidate, score, previous_score, status, model_path, card_path, pull_request, message"
+
+    def last_promotion(self, tenant: str) -> Promotion | None:
+        rows = self._read(f"SELECT {self._PROMO_COLS} FROM promotions WHERE tenant = ? ORDER BY id DESC LIMIT 1", (tenant,))
+        return Promotion(*rows[0]) if rows else None
+
+    def promotions(self, tenant: str | None = None) -> list[Promotion]:
+        q = f"SELECT {self._PROMO_COLS} FROM promotions"
+        params: tuple = ()
+        if tenant:
+            q += " WHERE tenant = ?"
+            params = (tenant,)
+        return [Promotion(*r) for r in self._read(q + " ORDER BY id", params)]
+
+    def begin_promotion(self, tenant: str, trial_id: int) -> Promotion | None:
+        """Reserve a promotion of ``trial_id`` if it is the tenant's best and beats the last
+        promoted score by at least the tenant's margin (strictly better when the margin is 0).
+
+        Serialised per tenant (row lock on PG, BEGIN IMMEDIATE on SQLite), so two workers that
+        finish at once never promote twice nor promote the worse of two results last.
+        """
+        with self._tx() as cur:
+            if self.kind == "postgresql":
+                self._exec(cur, "SELECT margin FROM tenants WHERE name = ? FOR UPDATE", (tenant,))
+            else:
+                self._exec(cur, "SELECT margin FROM tenants WHERE name = ?", (tenant,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            margin = float(row[0])
+            self._exec(cur, "SELECT id, candidate, score FROM trials WHERE tenant = ? AND status = 'done' "
+                       "ORDER BY score DESC, finished_at ASC, id ASC LIMIT 1", (tenant,))
+            best = cur.fetchone()
+            if best is None or int(best[0]) != int(trial_id):
+                return None
+            self._exec(cur, "SELECT score FROM promotions WHERE tenant = ? ORDER BY id DESC LIMIT 1", (tenant,))
+            last = cur.fetchone()
+            prev = float(last[0]) if last else None
+            score = float(best[2])
+            if prev is not None and not (score > prev and score - prev >= margin - 1e-12):
+                return None
+            self._exec(cur, "INSERT INTO promotions (tenant, trial_id, candidate, score, previous_score, status, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, 'pending', {now}) RETURNING id", (tenant, trial_id, best[1], score, prev))
+            pid = int(cur.fetchone()[0])
+        return Promotion(pid, tenant, int(trial_id), best[1], score, prev, "pending")
+
+    def finish_promotion(self, promotion_id: int, status: str, *, model_path: str | None = None,
+                         card_path: str | None = None, pull_request: str | None = None, message: str | None = None) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE promotions SET status = ?, model_path = ?, card_path = ?, pull_request = ?, message = ? "
+                       "WHERE id = ?", (status, model_path, card_path, pull_request, message, promotion_id))
