@@ -1,0 +1,286 @@
+"""Model evaluation: ONNX (skl2onnx conventions), prediction files, git:REF:PATH, bad input."""
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest_h1 import write_npz
+from easeml_ci.errors import InputError
+from easeml_ci.models import OnnxModel, bare_inference, load_predictions
+from easeml_ci.testset import load_testset
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(300, 6, n_informative=4, n_classes=3, random_state=1)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture
+def testset(tmp_path, data):
+    X, y = data
+    return load_testset(write_npz(tmp_path / "t.npz", X=X, y=y))
+
+
+def _to_onnx(model, X, path: Path, zipmap=False, double=False) -> Path:
+    from skl2onnx import to_onnx
+
+    sample = X[:1].astype(np.float64) if double else X[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onx = to_onnx(model, sample, options={id(model): {"zipmap": zipmap}})
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = data
+    return {
+        "logreg": LogisticRegression(max_iter=500).fit(X, y),
+        "tree": DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y),
+    }
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["logreg", "tree"])
+@pytest.mark.parametrize("zipmap", [False, True], ids=["tensor-output", "zipmap-output"])
+def test_onnx_predictions_equal_sklearn(tmp_path, data, fitted, testset, name, zipmap):
+    X, _ = data
+    path = _to_onnx(fitted[name], X, tmp_path / "m.onnx", zipmap=zipmap)
+    preds = load_predictions(str(path), testset, batch_size=64)
+    assert preds.dtype == np.int64 and preds.shape == (len(testset),)
+    np.testing.assert_array_equal(preds, fitted[name].predict(X))
+
+
+def test_zipmap_is_cut_out_before_the_session_is_built(tmp_path, data, fitted):
+    X, _ = data
+    path = _to_onnx(fitted["logreg"], X, tmp_path / "m.onnx", zipmap=True)
+    assert "ZipMap" in {n.op_type for n in onnx.load(path).graph.node}
+    model = OnnxModel(path, str(path))
+    kinds = [o.type for o in model.session.get_outputs()]
+    assert all(k.startswith("tensor(") for k in kinds)
+    assert model.output_rule == "label"
+
+
+def test_text_class_labels_and_double_input(tmp_path, data):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    names = np.array(["ant", "bee", "cat"])[y]
+    model = LogisticRegression(max_iter=500).fit(X.astype(np.float64), names)
+    path = _to_onnx(model, X, tmp_path / "m.onnx", double=True)
+    ts = load_testset(write_npz(tmp_path / "s.npz", X=X, y=names))
+    preds = load_predictions(str(path), ts, batch_size=50)
+    assert preds.tolist() == model.predict(ts.X.astype(np.float64)).tolist()
+
+
+def _score_model(path: Path, W: np.ndarray) -> Path:
+    """A bare ONNX graph with one float score output [N, k] and no label output."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["scores"])],
+        "scores_only",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, W.shape[0]])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, W.shape[1]])],
+        initializer=[numpy_helper.from_array(W, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_argmax_of_scores_when_there_is_no_label_output(tmp_path, data, testset):
+    X, _ = data
+    W = np.random.default_rng(0).normal(size=(X.shape[1], 4)).astype(np.float32)
+    path = _score_model(tmp_path / "scores.onnx", W)
+    preds = load_predictions(str(path), testset, batch_size=7)
+    np.testing.assert_array_equal(preds, np.argmax(X @ W, axis=1))
+
+
+def test_batch_size_does_not_change_predictions(tmp_path, data, fitted, testset):
+    X, _ = data
+    path = _to_onnx(fitted["tree"], X, tmp_path / "m.onnx")
+    whole = load_predictions(str(path), testset, batch_size=10_000)
+    calls = []
+    pieces = load_predictions(str(path), testset, batch_size=13, progress=lambda d, n: calls.append((d, n)))
+    np.testing.assert_array_equal(whole, pieces)
+    assert calls[-1] == (len(testset), len(testset)) and len(calls) == -(-len(testset) // 13)
+    np.testing.assert_array_equal(bare_inference(path, testset.X), whole)
+
+
+# --- prediction files ------------------------------------------------------------------------------
+
+def test_prediction_files_csv_with_and_without_header_and_npy(tmp_path, data, testset):
+    _, y = data
+    preds = (y + 1) % 3
+    (tmp_path / "h.csv").write_text("prediction\n" + "\n".join(map(str, preds)) + "\n")
+    (tmp_path / "n.csv").write_text("\n".join(f"{p}.0" for p in preds))
+    np.save(tmp_path / "p.npy", preds.astype(np.int32))
+    scores = np.eye(3)[preds] * 0.8 + 0.1
+    np.save(tmp_path / "s.npy", scores)
+    for name in ("h.csv", "n.csv", "p.npy", "s.npy"):
+        got = load_predictions(str(tmp_path / name), testset)
+        assert got.dtype == np.int64, name
+        np.testing.assert_array_equal(got, preds)
+
+
+def test_text_predictions_with_header_detected_by_length(tmp_path, data):
+    X, y = data
+    names = np.array(["ant", "bee", "cat"])[y]
+    ts = load_testset(write_npz(tmp_path / "s.npz", X=X, y=names))
+    (tmp_path / "p.csv").write_text("species\n" + "\n".join(names) + "\n")
+    (tmp_path / "q.csv").write_text("\n".join(names) + "\n")
+    for name in ("p.csv", "q.csv"):
+        assert load_predictions(str(tmp_path / name), ts).tolist() == names.tolist()
+
+
+# --- git:REF:PATH ----------------------------------------------------------------------------------
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+                        "PATH": "/usr/bin:/bin", "HOME": str(repo)})
+
+
+def test_git_ref_path_reads_the_file_as_it_is_on_that_ref(tmp_path, data, fitted, testset):
+    X, _ = data
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    _to_onnx(fitted["logreg"], X, repo / "models" / "model.onnx")
+    np.savetxt(repo / "models" / "preds.csv", fitted["logreg"].predict(X), fmt="%d")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "old model")
+    _to_onnx(fitted["tree"], X, repo / "models" / "model.onnx")  # the working tree moves on
+    _git(repo, "commit", "-q", "-am", "new model")
+    old = load_predictions("git:HEAD~1:models/model.onnx", testset, repo=repo)
+    new = load_predictions("git:main:models/model.onnx", testset, repo=repo)
+    np.testing.assert_array_equal(old, fitted["logreg"].predict(X))
+    np.testing.assert_array_equal(new, fitted["tree"].predict(X))
+    from_csv = load_predictions("git:HEAD~1:models/preds.csv", testset, repo=repo)
+    np.testing.assert_array_equal(from_csv, old)
+    before = set(tmp_path.rglob("*"))
+    load_predictions("git:HEAD~1:models/model.onnx", testset, repo=repo)
+    assert set(tmp_path.rglob("*")) == before  # nothing written
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def _bad_width(tmp, data, fitted):
+    X, y = data
+    path = _to_onnx(fitted["logreg"], X, tmp / "m.onnx")
+    ts = load_testset(write_npz(tmp / "wide.npz", X=np.hstack([X, X[:, :2]]), y=y))
+    return str(path), ts, ["expects 6 features", "has 8"]
+
+
+def _short_predictions(tmp, data, fitted):
+    X, y = data
+    np.save(tmp / "p.npy", y[:-5])
+    return str(tmp / "p.npy"), None, ["have 295 rows", "has 300 examples"]
+
+
+def _long_csv_predictions(tmp, data, fitted):
+    X, y = data
+    (tmp / "p.csv").write_text("\n".join(map(str, np.concatenate([y, y[:3]]))))
+    return str(tmp / "p.csv"), None, ["have 303 rows", "has 300 examples"]
+
+
+def _corrupt_onnx(tmp, data, fitted):
+    (tmp / "m.onnx").write_bytes(b"\x08\x07garbage that is not protobuf")
+    return str(tmp / "m.onnx"), None, ["cannot load ONNX model", "m.onnx"]
+
+
+def _missing_model(tmp, data, fitted):
+    return str(tmp / "absent.onnx"), None, ["absent.onnx does not exist"]
+
+
+def _unknown_extension(tmp, data, fitted):
+    (tmp / "model.pkl").write_bytes(b"\x80\x04")
+    return str(tmp / "model.pkl"), None, ["'.pkl'", ".onnx, .csv, .npy"]
+
+
+def _two_column_csv(tmp, data, fitted):
+    (tmp / "p.csv").write_text("id,pred\n1,0\n2,1\n")
+    return str(tmp / "p.csv"), None, ["more than one column"]
+
+
+def _blank_prediction(tmp, data, fitted):
+    _, y = data
+    lines = list(map(str, y))
+    lines[10] = ""
+    (tmp / "p.csv").write_text("\n".join(lines) + "\n")
+    return str(tmp / "p.csv"), None, ["empty line", "line 11"]
+
+
+def _pickled_npy(tmp, data, fitted):
+    np.save(tmp / "p.npy", np.array([{"a": 1}] * 300, dtype=object), allow_pickle=True)
+    return str(tmp / "p.npy"), None, ["pickled"]
+
+
+def _git_repo(tmp):
+    repo = tmp / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "a.csv").write_text("0\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "x")
+    return repo
+
+
+def _git_unknown_ref(tmp, data, fitted):
+    return "git:no-such-branch:a.csv", _git_repo(tmp), ["'no-such-branch'", "a.csv"]
+
+
+def _git_unknown_path(tmp, data, fitted):
+    return "git:main:models/nope.onnx", _git_repo(tmp), ["models/nope.onnx", "'main'"]
+
+
+def _git_malformed(tmp, data, fitted):
+    return "git:main", _git_repo(tmp), ["git:REF:PATH"]
+
+
+BAD_MODELS = {
+    "ONNX input width differs from the test set": _bad_width,
+    "predictions shorter than the test set (npy)": _short_predictions,
+    "predictions longer than the test set (csv)": _long_csv_predictions,
+    "corrupt ONNX file": _corrupt_onnx,
+    "missing model file": _missing_model,
+    "unknown model extension": _unknown_extension,
+    "predictions CSV with two columns": _two_column_csv,
+    "blank line among predictions": _blank_prediction,
+    "pickled npy": _pickled_npy,
+    "git: unknown ref": _git_unknown_ref,
+    "git: unknown path": _git_unknown_path,
+    "git: spec without a path": _git_malformed,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_model_is_an_input_error_naming_the_problem(tmp_path, data, fitted, testset, case):
+    spec, extra, fragments = BAD_MODELS[case](tmp_path, data, fitted)
+    kwargs = {}
+    ts = testset
+    if isinstance(extra, Path):
+        kwargs["repo"] = extra
+    elif extra is not None:
+        ts = extra
+    with pytest.raises(InputError) as info:
+        load_predictions(spec, ts, **kwargs)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert info.value.exit_code == 2
