@@ -50,3 +50,7 @@ from .ledger_cmd import ledger  # noqa: E402
 
 main.add_command(check)
 main.add_command(ledger)
+
+from .action_cmd import action  # noqa: E402
+
+main.add_command(action)

@@ -65,6 +65,16 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * (2 ** attempt))
 
 
+def _env_backoff() -> float:
+    """``EASEML_GITHUB_BACKOFF``: the first retry's delay in seconds (default 1; tests use less)."""
+    raw = os.environ.get("EASEML_GITHUB_BACKOFF", "")
+    try:
+        value = float(raw) if raw else 1.0
+    except ValueError:
+        value = 1.0
+    return value if 0 <= value <= 60 else 1.0
+
+
 def _error_message(resp: requests.Response) -> str:
     try:
         body = resp.json()
@@ -95,7 +105,7 @@ class GitHubClient:
     ):
         self.token = token or None
         self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(base_delay=_env_backoff())
         self.sleep = sleep
         self.clock = clock
         self.timeout = timeout

@@ -1,0 +1,60 @@
+"""`easeml-ci action`: the GitHub Action's step (``action.yml`` runs exactly this).
+
+Inputs arrive as ``INPUT_*`` environment variables set by the composite action's ``env:``
+mapping (never interpolated into a shell line), or as options when run by hand. The test-set key
+comes from ``EASEML_TESTSET_KEY`` and the token from ``GITHUB_TOKEN``; neither is ever an option,
+so neither lands in a process listing.
+
+Exit code = the gate: 0 pass or withheld, 1 fail, 2 bad input/configuration, 3 test set spent.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .github.alerts import DEFAULT_LABELS
+
+
+def _opt(name: str, env: str, help: str, **kw):
+    return click.option(name, envvar=env, show_envvar=True, help=help, **kw)
+
+
+@click.command("action")
+@_opt("--config", "INPUT_CONFIG", "The gate's .easeml.yml.", default=".easeml.yml", show_default=True)
+@_opt("--new-model", "INPUT_NEW_MODEL", "The model to gate (.onnx, predictions, git:REF:PATH).")
+@_opt("--old-model", "INPUT_OLD_MODEL",
+      "The model to compare with; default: the same path on the pull request's base commit.")
+@_opt("--testset", "INPUT_TESTSET", "The test set; default: `testset:` in the config.")
+@_opt("--gate-name", "INPUT_GATE_NAME", "Name of the gate (keys the sticky comment); default: config `name`.")
+@_opt("--comment", "INPUT_COMMENT", "Post/update the sticky pull request comment (true/false).",
+      default="true", show_default=True)
+@_opt("--alert-issue", "INPUT_ALERT_ISSUE",
+      "Open an issue when a new test set is needed (true/false); default: config alerts.issue.")
+@_opt("--alert-labels", "INPUT_ALERT_LABELS", "Comma-separated labels of the alert issue.",
+      default=",".join(DEFAULT_LABELS), show_default=True)
+@_opt("--alert-webhook", "INPUT_ALERT_WEBHOOK", "Webhook URL for alerts; overrides config alerts.webhook.")
+@_opt("--pr-number", "INPUT_PR_NUMBER",
+      "Pull request to comment on; default: from the event (set it in a workflow_run job).")
+@_opt("--underpowered", "INPUT_UNDERPOWERED",
+      "Decide on a test set smaller than the plan, at the tolerance it supports (true/false).",
+      default="false", show_default=True)
+def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
+           alert_webhook, pr_number, underpowered):
+    """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
+    from .github.action import ActionInputs, parse_bool, parse_pr_number, run_action
+
+    inputs = ActionInputs(
+        config=config or ".easeml.yml",
+        new_model=new_model or None,
+        old_model=old_model or None,
+        testset=testset or None,
+        gate_name=gate_name or None,
+        comment=parse_bool("comment", comment, True),
+        alert_issue=parse_bool("alert-issue", alert_issue, None),
+        alert_labels=tuple(x.strip() for x in (alert_labels or "").split(",") if x.strip()),
+        alert_webhook=alert_webhook or None,
+        pr_number=parse_pr_number(pr_number),
+        underpowered=parse_bool("underpowered", underpowered, False),
+    )
+    sys.exit(run_action(inputs))

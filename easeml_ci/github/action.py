@@ -1,0 +1,354 @@
+"""The GitHub Action's entry point: one gated check, reported on the pull request.
+
+Order (commit, then reveal — DESIGN.md §4): :func:`easeml_ci.check.run_check` records the step in
+the ledger before it returns anything; only then are the summary, outputs, annotations, comment
+and alert issue written. A run that fails before the step is recorded (bad input, a token that
+may not write the repository ledger) reports the error and nothing about the test set.
+
+Exit code = the gate: 0 pass or withheld (adaptivity ``none`` never fails the job), 1 fail,
+2 bad input or configuration (including a ledger the token may not write), 3 test set retired,
+spent or too small. GitHub API trouble on the *reporting* side (a fork's read-only token, a
+missing ``pull-requests: write``) is a warning: the summary and the exit code still work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable
+
+from ..errors import BudgetExhausted, EasemlError, TestSetTooSmall, UsageError
+from . import workflow
+from .alerts import DEFAULT_LABELS, upsert_alert_issue
+from .api import GitHubClient, GitHubError, GitHubForbidden
+from .comment import marker, upsert_comment
+from .report import GateReport, render_comment, render_summary
+
+KEY_ENV = "EASEML_TESTSET_KEY"
+
+
+# --- inputs and context ----------------------------------------------------------------------
+
+@dataclass
+class ActionInputs:
+    """The action's inputs, already parsed (see ``action.yml`` for their documentation)."""
+
+    config: str = ".easeml.yml"
+    new_model: str | None = None
+    old_model: str | None = None
+    testset: str | None = None
+    gate_name: str | None = None
+    comment: bool = True
+    alert_issue: bool | None = None  # None: the config's alerts.issue
+    alert_labels: tuple[str, ...] = DEFAULT_LABELS
+    alert_webhook: str | None = None
+    pr_number: int | None = None
+    underpowered: bool = False
+    token: str | None = None
+
+
+def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("true", "yes", "1", "on"):
+        return True
+    if v in ("false", "no", "0", "off"):
+        return False
+    raise UsageError(f"input {name}: expected true or false, got {value!r}")
+
+
+def parse_pr_number(value: str | int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"input pr-number: expected a pull request number (1, 2, ...), got {value!r}")
+    return n
+
+
+@dataclass
+class ActionContext:
+    """What the runner tells a step through its environment (``GITHUB_*``)."""
+
+    repository: str | None
+    workspace: Path
+    event_name: str | None = None
+    event: dict = field(default_factory=dict)
+    sha: str | None = None
+    base_ref: str | None = None
+    server_url: str = "https://github.com"
+    run_id: str | None = None
+    api_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "ActionContext":
+        env = os.environ if env is None else env
+        event: dict = {}
+        path = env.get("GITHUB_EVENT_PATH")
+        if path:
+            try:
+                event = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"GITHUB_EVENT_PATH {path}: cannot read the event payload ({exc})") from None
+        return cls(repository=env.get("GITHUB_REPOSITORY"),
+                   workspace=Path(env.get("GITHUB_WORKSPACE") or "."),
+                   event_name=env.get("GITHUB_EVENT_NAME"), event=event or {},
+                   sha=env.get("GITHUB_SHA"), base_ref=env.get("GITHUB_BASE_REF") or None,
+                   server_url=env.get("GITHUB_SERVER_URL") or "https://github.com",
+                   run_id=env.get("GITHUB_RUN_ID"), api_url=env.get("GITHUB_API_URL"))
+
+    @property
+    def pull_request(self) -> dict | None:
+        pr = self.event.get("pull_request")
+        return pr if isinstance(pr, dict) else None
+
+    @property
+    def pr_number(self) -> int | None:
+        pr = self.pull_request
+        if pr and pr.get("number"):
+            return int(pr["number"])
+        return None
+
+    @property
+    def head_sha(self) -> str | None:
+        pr = self.pull_request
+        return (pr or {}).get("head", {}).get("sha") or self.sha
+
+    @property
+    def base_commitish(self) -> str | None:
+        """Where the old model lives: the PR's base commit, else the push's previous commit."""
+        pr = self.pull_request
+        if pr and pr.get("base", {}).get("sha"):
+            return pr["base"]["sha"]
+        if self.base_ref:
+            return f"origin/{self.base_ref}"
+        before = self.event.get("before")
+        if before and set(str(before)) != {"0"}:
+            return str(before)
+        return None
+
+    @property
+    def run_url(self) -> str | None:
+        if self.repository and self.run_id:
+            return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+        return None
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _rel(path: str, workspace: Path) -> str:
+    p = Path(path)
+    if p.is_absolute():
+        return workflow.relative_to_workspace(p, str(workspace))
+    return p.as_posix()
+
+
+def _ensure_commit(workspace: Path, commitish: str, say: Callable[[str], None]) -> None:
+    """Fetch the base commit when a shallow checkout lacks it (actions/checkout fetch-depth 1)."""
+    def git(*args: str) -> int:
+        try:
+            return subprocess.run(["git", "-C", str(workspace), *args], capture_output=True,
+                                  timeout=120).returncode
+        except (OSError, subprocess.TimeoutExpired):
+            return 1
+    if git("cat-file", "-e", f"{commitish}^{{commit}}") == 0:
+        return
+    target = commitish[len("origin/"):] if commitish.startswith("origin/") else commitish
+    say(f"fetching {target} for the old model")
+    git("fetch", "--no-tags", "--depth=1", "origin", target)
+
+
+def default_old_model(new_model: str, ctx: ActionContext) -> str | None:
+    """``git:BASE:PATH`` — the new model's path as it is on the pull request's base."""
+    base = ctx.base_commitish
+    if not base or new_model.startswith("git:"):
+        return None
+    return f"git:{base}:{_rel(new_model, ctx.workspace)}"
+
+
+class Reporter:
+    """Writes what the team sees; every GitHub API problem becomes a warning, never a crash."""
+
+    def __init__(self, ctx: ActionContext, inputs: ActionInputs, out: IO[str],
+                 client: GitHubClient | None):
+        self.ctx, self.inputs, self.out, self.client = ctx, inputs, out, client
+
+    def log(self, message: str) -> None:
+        self.out.write(message + "\n")
+        self.out.flush()
+
+    def warn(self, message: str) -> None:
+        workflow.annotate(self.out, "warning", message, title="easeml-ci")
+
+    def api_warning(self, what: str, exc: GitHubError) -> None:
+        if isinstance(exc, GitHubForbidden):
+            hint = ("the token may not do this — a pull request from a fork gets a read-only token, "
+                    "or the workflow lacks the permission")
+        else:
+            hint = "GitHub did not accept the call"
+        self.warn(f"could not {what} (HTTP {exc.status}: {exc.api_message}); {hint}. "
+                  "The job summary and the exit code are unaffected.")
+
+    def comment(self, report: GateReport, repository: str, config_rel: str) -> None:
+        number = self.inputs.pr_number or self.ctx.pr_number
+        if not self.inputs.comment or number is None:
+            return
+        if self.client is None:
+            self.warn("no github-token: the pull request comment was skipped")
+            return
+        mark = marker(repository, config_rel, report.gate)
+        try:
+            author = self.client.authenticated_login()
+            got = upsert_comment(self.client, repository, number, render_comment(report, mark),
+                                 mark, author)
+            self.log(f"easeml-ci: pull request comment {got.action}")
+        except GitHubError as exc:
+            self.api_warning(f"post the pull request comment on #{number}", exc)
+
+    def alert_issue(self, report: GateReport, repository: str, fingerprint: str | None) -> None:
+        if self.client is None:
+            self.warn("no github-token: the new-test-set alert issue was skipped")
+            return
+        if not fingerprint:
+            return
+        try:
+            got = upsert_alert_issue(self.client, repository, report.alert or {}, gate=report.gate,
+                                     fingerprint=fingerprint, labels=self.inputs.alert_labels,
+                                     run_url=self.ctx.run_url)
+            report.alert_issue = got.ref
+            self.log(f"easeml-ci: new-test-set alert issue {got.ref} {got.action}")
+        except GitHubError as exc:
+            self.api_warning("open the new-test-set alert issue", exc)
+
+
+def _history(backend, fingerprint: str | None) -> list[str]:
+    """Times of the spent steps (public: they count queries, not answers)."""
+    if backend is None or not fingerprint:
+        return []
+    try:
+        entries = backend.load(fingerprint)
+    except Exception:  # the chart is decoration; never let it break the report
+        return []
+    return [str(e.get("time")) for e in entries if e.get("kind") == "step" and e.get("time")]
+
+
+def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
+               out: IO[str] | None = None, client: GitHubClient | None = None,
+               summary_path: str | None = None, output_path: str | None = None) -> int:
+    """Run the gate as the action does; returns the exit code."""
+    from ..check import run_check
+    from ..config import load_config
+    from ..ledger import open_backend
+
+    out = out or sys.stdout
+    ctx = ctx or ActionContext.from_env()
+    workflow.mask(out, os.environ.get(KEY_ENV))
+    token = inputs.token or os.environ.get("GITHUB_TOKEN")
+    if client is None and token:
+        client = GitHubClient(token, ctx.api_url)
+    reporter = Reporter(ctx, inputs, out, client)
+    workspace = ctx.workspace
+    config_rel = _rel(inputs.config, workspace)
+    gate = inputs.gate_name or "easeml-ci"
+    cfg = None
+    backend = None
+    result = None
+    fingerprint = None
+    verdict, exit_code, message, alert, budget = "error", 2, None, None, None
+    try:
+        if not inputs.new_model:
+            raise UsageError("input new-model is required: the path of the model to gate "
+                             "(.onnx, .csv/.npy predictions, or git:REF:PATH)")
+        config_path = Path(inputs.config)
+        if not config_path.is_absolute():
+            config_path = workspace / config_path
+        cfg = load_config(config_path)
+        gate = inputs.gate_name or cfg.name or gate
+        if inputs.alert_webhook:
+            cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
+        old = inputs.old_model
+        if not old:
+            variables = getattr(cfg.formula, "variables", None)
+            needs_old = variables is None or bool(set(variables) & {"o", "d"})
+            if needs_old:
+                old = default_old_model(inputs.new_model, ctx)
+                if old is None:
+                    raise UsageError("input old-model is required here: the condition compares "
+                                     "with the old model and this run is not on a pull request "
+                                     "(no base commit to take it from)")
+                _ensure_commit(workspace, old.split(":", 2)[1], reporter.log)
+        backend = open_backend(cfg.ledger, base=workspace)
+        result = run_check(cfg, inputs.new_model, old, inputs.testset,
+                           underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
+                           backend=backend, progress=lambda m: reporter.log(f"... {m}"))
+        verdict, exit_code = result.verdict, result.exit_code
+        fingerprint, alert, budget = result.fingerprint, result.alert, result.budget
+    except BudgetExhausted as exc:
+        verdict, exit_code, message = "exhausted", exc.exit_code, exc.message
+        alert = getattr(exc, "alert", None)
+        budget = getattr(exc, "budget", None)
+        fingerprint = (alert or {}).get("testset")
+    except TestSetTooSmall as exc:
+        verdict, exit_code, message = "error", exc.exit_code, exc.message
+    except EasemlError as exc:
+        verdict, exit_code, message = "error", exc.exit_code, exc.message
+    except Exception as exc:  # a ConditionError from the language, or a bug: no traceback to the team
+        from conditions import ConditionError
+
+        if not isinstance(exc, ConditionError):
+            raise
+        verdict, exit_code, message = "error", 2, str(exc)
+
+    adaptivity = getattr(cfg, "adaptivity", None)
+    report = GateReport.build(
+        gate=gate, config_path=config_rel, verdict=verdict, exit_code=exit_code,
+        adaptivity=adaptivity, clauses=result.clauses if result else None, budget=budget,
+        show_metrics=bool(getattr(cfg, "show_metrics", False)),
+        metrics=getattr(result, "metrics", None), message=message, alert=alert,
+        history=_history(backend, fingerprint), commit=ctx.head_sha)
+
+    alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
+        getattr(cfg, "alert_issue", True))
+    repository = ctx.repository
+    if alert and alert_wanted and repository:
+        reporter.alert_issue(report, repository, fingerprint)
+
+    _annotate(reporter, report, cfg, config_rel)
+    workflow.append_summary(render_summary(report), summary_path)
+    workflow.write_outputs(report.outputs(), output_path)
+    reporter.log(f"easeml-ci: gate '{report.gate}': {report.verdict}"
+                 + (f" — {message}" if message else ""))
+    if repository:
+        reporter.comment(report, repository, config_rel)
+    return report.exit_code
+
+
+def _annotate(reporter: Reporter, report: GateReport, cfg, config_rel: str) -> None:
+    lines = getattr(cfg, "lines", None) or {}
+    out = reporter.out
+    if report.verdict == "fail":
+        for c in report.clauses:
+            if c.get("verdict") == "fail":
+                workflow.annotate(out, "error", f"clause `{c.get('text')}` failed",
+                                  file=config_rel, line=c.get("line") or lines.get("condition"),
+                                  title=f"easeml-ci gate {report.gate}")
+    elif report.verdict == "exhausted":
+        workflow.annotate(out, "error", report.message or "the test set is spent",
+                          file=config_rel, line=lines.get("testset") or lines.get("condition"),
+                          title=f"easeml-ci gate {report.gate}: new test set needed")
+    elif report.verdict == "error":
+        workflow.annotate(out, "error", report.message or "the gate could not run",
+                          title=f"easeml-ci gate {report.gate}")
+    elif report.verdict == "withheld":
+        workflow.annotate(out, "notice", "adaptivity none: the verdict went to the private sink",
+                          title=f"easeml-ci gate {report.gate}")

@@ -1,0 +1,327 @@
+"""The action end to end: action.yml run as a runner would, against the fake GitHub API.
+
+Each test builds a git workspace whose base commit holds the old model's predictions and whose
+head commit holds the pull request's model at the same path, so the action's default old model
+(``git:BASE_SHA:PATH``) is exercised for real.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from action_harness import VENV_BIN, ActionHarness, pull_request_event
+from github_fake import BOT_LOGIN, FakeGitHub, fake_github  # noqa: F401  (fixture)
+
+REPO = "acme/models"
+PR = 7
+ROWS = 6000
+CONDITION = "n - o > 0.1 +/- 0.05"
+
+
+# --- data and workspace ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A test set and three prediction files: new (~95% right), old (~70%), worse (~60%)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, ROWS)
+
+    def model(acc):
+        wrong = rng.random(ROWS) >= acc
+        return np.where(wrong, 1 - y, y)
+
+    X = rng.normal(size=(ROWS, 3))
+    np.savez(root / "testset.npz", X=X, y=y)
+    preds = {}
+    for name, acc in (("new", 0.95), ("old", 0.70), ("worse", 0.60)):
+        preds[name] = root / f"{name}.npy"
+        np.save(preds[name], model(acc))
+    return {"testset": root / "testset.npz", **preds}
+
+
+def git(ws: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+CONFIG_TEMPLATE = """\
+# the gate of this repository
+name: quality
+reliability: 0.99
+mode: fp-free
+adaptivity: {adaptivity}
+steps: {steps}
+condition: "{condition}"
+{extra}"""
+
+
+def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivity="full",
+                   steps=3, extra="") -> tuple[Path, str, str]:
+    """A git repo: base commit with the old model, head commit with ``head_model``."""
+    ws = root / "ws"
+    (ws / "models").mkdir(parents=True)
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "config", "user.email", "ci@example.com")
+    git(ws, "config", "user.name", "ci")
+    (ws / ".easeml.yml").write_text(CONFIG_TEMPLATE.format(
+        adaptivity=adaptivity, steps=steps, condition=CONDITION, extra=extra))
+    (ws / "models" / "model.npy").write_bytes(data["old"].read_bytes())
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "base")
+    base = git(ws, "rev-parse", "HEAD")
+    (ws / "models" / "model.npy").write_bytes(data[head_model].read_bytes())
+    git(ws, "commit", "-qam", "pr")
+    head = git(ws, "rev-parse", "HEAD")
+    return ws, base, head
+
+
+def condition_line(ws: Path) -> int:
+    lines = (ws / ".easeml.yml").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, start=1) if line.startswith("condition:"))
+
+
+@pytest.fixture
+def gh(fake_github):
+    fake_github.add_repo(REPO)
+    fake_github.add_pull_request(REPO, PR)
+    fake_github.add_token("ghs-write")                          # the workflow's GITHUB_TOKEN
+    fake_github.add_token("ghs-read", permission="read")        # a fork's read-only token
+    return fake_github
+
+
+def harness(gh: FakeGitHub, ws: Path, base: str, head: str, *, token="ghs-write", fork=False,
+            **kw):
+    event = pull_request_event(REPO, PR, base, head, fork=fork)
+    return ActionHarness(ws, api_url=gh.url, token=token, repository=REPO, event=event, **kw)
+
+
+def inputs(data, **kw) -> dict:
+    out = {"new-model": "models/model.npy", "testset": str(data["testset"])}
+    out.update(kw)
+    return out
+
+
+FLOAT = re.compile(r"(?<![\w.])\d+\.\d+")
+
+
+def assert_no_test_set_numbers(text: str) -> None:
+    """Only the verdict may leak: no decimal figures other than the condition's own."""
+    allowed = set(FLOAT.findall(CONDITION))
+    leaked = set(FLOAT.findall(text)) - allowed
+    assert not leaked, f"team-facing text shows figures {leaked}:\n{text}"
+    for word in ("accuracy", "estimate", "margin", "seconds"):
+        assert word not in text.lower()
+
+
+# --- the runs ------------------------------------------------------------------------------------
+
+def test_pass_writes_summary_outputs_and_one_sticky_comment(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    # this one runs the venv's real console script; the others fork a pre-imported interpreter
+    result = harness(gh, ws, base, head, bin_dir=VENV_BIN).run(inputs(data))
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "pass"
+    assert json.loads(result.outputs["clauses"]) == [
+        {"text": CONDITION, "verdict": "pass", "line": condition_line(ws)}]
+    assert result.outputs["budget-remaining"] == "2"
+    assert result.outputs["testset-status"] == "active"
+    summary = result.summary
+    assert "gate `quality` passed" in summary
+    assert f"| `{CONDITION}` | ✅ pass |" in summary
+    assert "1 of 3 steps used" in summary and "▰" in summary
+    assert "```mermaid" in summary and "xychart-beta" in summary and "line [1]" in summary
+    assert "**Next:**" in summary
+    comments = gh.comments_on(REPO, PR)
+    assert len(comments) == 1
+    body = comments[0]["body"]
+    assert body.startswith("<!-- easeml-ci:gate scope=") and "✅ pass" in body
+    assert comments[0]["user"]["login"] == BOT_LOGIN
+    for text in (summary, body, result.stdout):
+        assert_no_test_set_numbers(text)
+    # the token was the workflow token, sent as a bearer token; no traceback anywhere
+    assert {r.token for r in gh.calls()} == {"ghs-write"}
+    assert "Traceback" not in result.log
+
+
+def test_fail_exits_1_and_annotates_the_condition_line(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "worse")
+    result = harness(gh, ws, base, head).run(inputs(data))
+    assert result.exit_code == 1, result.log
+    assert result.outputs["verdict"] == "fail"
+    errors = [a for a in result.annotations if a.level == "error"]
+    assert len(errors) == 1
+    assert errors[0].props["file"] == ".easeml.yml"
+    assert errors[0].props["line"] == str(condition_line(ws))
+    assert CONDITION in errors[0].message
+    assert "❌ fail" in gh.comments_on(REPO, PR)[0]["body"]
+    assert_no_test_set_numbers(result.summary)
+
+
+def test_withheld_under_adaptivity_none_does_not_fail_and_hides_the_verdict(gh, data, tmp_path):
+    sink = tmp_path / "private" / "verdicts.jsonl"
+    sink.parent.mkdir()
+    ws, base, head = make_workspace(tmp_path, data, "worse", adaptivity="none",
+                                    extra=f"private_sink: {sink}\n")
+    result = harness(gh, ws, base, head).run(inputs(data))
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "withheld"
+    assert json.loads(result.outputs["clauses"])[0]["verdict"] == "withheld"
+    body = gh.comments_on(REPO, PR)[0]["body"]
+    for text in (result.summary, body, result.stdout):
+        assert "fail" not in text.lower().replace("does not fail", "")
+        assert "❌" not in text and "✅" not in text
+    # the real verdict went to the private sink only
+    record = json.loads(sink.read_text().splitlines()[-1])
+    assert record["verdict"] == "fail"
+
+
+def test_exhausted_budget_raises_exactly_one_alert_issue(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new", steps=1)
+    h = harness(gh, ws, base, head)
+    first = h.run(inputs(data))
+    assert first.exit_code == 0 and first.outputs["testset-status"] == "exhausted", first.log
+    issues = gh.issues_of(REPO)
+    assert len(issues) == 1, "the step that spent the budget raises the alert"
+    issue = issues[0]
+    assert {lab["name"] for lab in issue["labels"]} == {"easeml-ci", "new-test-set"}
+    assert "easeml-ci:alert fingerprint=" in issue["body"] and "event=exhausted" in issue["body"]
+    assert "test examples needed" in issue["body"]
+    assert first.outputs["alert-issue"] == f"#{issue['number']}"
+    runs = [h.run(inputs(data)) for _ in range(2)]
+    for r in runs:
+        assert r.exit_code == 3, r.log
+        assert r.outputs["verdict"] == "exhausted"
+        assert "new test set" in r.summary.lower()
+        assert "Traceback" not in r.log
+    assert len(gh.issues_of(REPO)) == 1
+    assert len(gh.calls("POST", r"/issues$")) == 1
+    assert not gh.calls("PATCH", r"/issues/\d+$"), "an unchanged alert is left alone"
+    # the repeated exhausted report is the same comment, left alone the second time
+    assert len(gh.comments_on(REPO, PR)) == 1
+    assert len(gh.calls("PATCH", r"/issues/comments/")) == 1
+    assert "pull request comment unchanged" in runs[1].stdout
+
+
+def test_comment_is_updated_not_duplicated_and_a_humans_copy_is_left_alone(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "worse")
+    h = harness(gh, ws, base, head)
+    assert h.run(inputs(data)).exit_code == 1
+    ours = gh.comments_on(REPO, PR)[0]
+    # a person quotes our comment, marker included: it must never be taken for ours
+    human = gh.add_comment(REPO, PR, ours["body"], login="octocat")
+    # the PR gets a better model; same gate, same PR
+    (ws / "models" / "model.npy").write_bytes(data["new"].read_bytes())
+    git(ws, "commit", "-qam", "better")
+    second = h.run(inputs(data))
+    assert second.exit_code == 0, second.log
+    comments = gh.comments_on(REPO, PR)
+    assert [c["id"] for c in comments] == [ours["id"], human]
+    assert "✅ pass" in comments[0]["body"] and "❌ fail" in comments[1]["body"]
+    assert len(gh.calls("POST", r"/issues/\d+/comments$")) == 1
+    assert len(gh.calls("PATCH", r"/issues/comments/")) == 1
+    # a second gate on the same PR keeps its own comment
+    third = h.run(inputs(data, **{"gate-name": "latency"}))
+    assert third.exit_code == 0
+    assert len(gh.comments_on(REPO, PR)) == 3
+
+
+def test_fork_pull_request_with_read_only_token_still_reports(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "pass"
+    assert "passed" in result.summary
+    warnings = [a for a in result.annotations if a.level == "warning"]
+    assert any("HTTP 403" in w.message and "fork" in w.message for w in warnings)
+    assert gh.comments_on(REPO, PR) == []
+    assert "Traceback" not in result.log
+
+
+def test_fork_cannot_spend_the_repository_ledger_and_reveals_nothing(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new",
+                                    extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
+    assert result.exit_code == 2, result.log
+    assert result.outputs["verdict"] == "error"
+    assert "contents: write" in result.summary and "nothing was revealed" in result.summary
+    assert "✅" not in result.summary and "❌" not in result.summary
+    assert json.loads(result.outputs["clauses"]) == []
+    assert "easeml-ledger" not in {r.split("/", 1)[1] for r in gh.repos[REPO].refs}
+    assert "Traceback" not in result.log
+
+
+def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new", steps=3,
+                                    extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
+    # hold both runs' first ledger read until the other has read too: both see the same state
+    barrier = threading.Barrier(2, timeout=20)
+    held: list[str] = []
+    lock = threading.Lock()
+
+    def line_up(method, path):
+        if method == "GET" and path.endswith(".jsonl"):
+            with lock:
+                if len(held) >= 2:
+                    return
+                held.append(path)
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+
+    gh.before_request = line_up
+    h = harness(gh, ws, base, head)
+    results: list = [None, None]
+
+    def go(i):
+        results[i] = h.run(inputs(data, **{"gate-name": f"g{i}"}))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    gh.before_request = None
+    assert all(r.exit_code == 0 for r in results), [r.log for r in results]
+    assert sorted(r.outputs["budget-remaining"] for r in results) == ["1", "2"]
+    (path,) = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
+               if p.endswith(".jsonl")]
+    entries = [json.loads(x) for x in gh.file_on_branch(REPO, "easeml-ledger", path).splitlines()]
+    steps = [e for e in entries if e["kind"] == "step"]
+    assert len(steps) == 2 and len({e["seq"] for e in steps}) == 2
+    assert sum(e["kind"] == "register" for e in entries) == 1
+    # the compare-and-swap was really contended: one writer was refused and retried
+    assert any(r.status in (409, 422) for r in gh.calls("PUT", r"\.jsonl$"))
+    from easeml_ci.ledger import Ledger
+    from easeml_ci.ledger.github_backend import GitHubBackend
+    from easeml_ci.github.api import GitHubClient
+    ledger = Ledger(GitHubBackend(REPO, client=GitHubClient("ghs-write", gh.url)), path[7:-6])
+    assert ledger.verify().ok
+
+
+def test_a_502_once_on_the_comment_is_retried(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    gh.fail_next("POST", r"/issues/\d+/comments$", 502)
+    result = harness(gh, ws, base, head).run(inputs(data))
+    assert result.exit_code == 0, result.log
+    assert [r.status for r in gh.calls("POST", r"/comments$")] == [502, 201]
+    assert len(gh.comments_on(REPO, PR)) == 1
+
+
+@pytest.mark.parametrize("given, needle", [
+    ({"comment": "maybe"}, "input comment: expected true or false, got 'maybe'"),
+    ({"pr-number": "x7"}, "input pr-number: expected a pull request number"),
+    ({"config": "missing.yml"}, "missing.yml"),
+    ({"new-model": "models/nope.npy"}, "models/nope.npy"),
+])
+def test_bad_inputs_are_one_line_errors_with_exit_2(gh, data, tmp_path, given, needle):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head).run(inputs(data, **given))
+    assert result.exit_code == 2, result.log
+    assert needle in result.log
+    assert "Traceback" not in result.log
