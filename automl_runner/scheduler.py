@@ -189,7 +189,9 @@ class CostModel:
         return self._cand_sum[cand] / n - self._all_sum / self._all_n
 
     def observe(self, tenant: str, cand: str, cost: float) -> None:
-        lc = math.log(max(float(cost), 1e-9))
+        if not cost or not math.isfinite(cost) or cost <= 0:
+            return  # unknown cost (e.g. a store row without timing): it says nothing
+        lc = math.log(float(cost))
         if not self.fixed:
             self._cand_sum[cand] = self._cand_sum.get(cand, 0.0) + lc
             self._cand_n[cand] = self._cand_n.get(cand, 0) + 1

@@ -243,3 +243,11 @@ def test_reobserving_a_candidate_keeps_the_gp_consistent():
     sched.observe("t", c, 0.8, 1.0)
     sched.observe("t", c, 0.8, 1.0)  # a trial that ran twice (lease expired, re-run)
     assert len(sched.gps["t"].observed) == 1
+
+
+def test_cost_model_ignores_unknown_costs():
+    cm = CostModel([("p1", "a", 0.8, 2.0), ("p2", "a", 0.7, 4.0)])
+    before = cm.expected("t", ["a"])[0]
+    cm.observe("t", "a", 0.0)
+    cm.observe("t", "a", float("nan"))
+    assert cm.expected("t", ["a"])[0] == pytest.approx(before)
