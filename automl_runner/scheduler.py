@@ -20,6 +20,8 @@ Three schedulers share one interface (``make_scheduler(name, prior=None, seed=0)
   by decreasing prior mean quality when a prior is given (candidates the prior lacks come
   after, in catalogue order), else in catalogue order (the order of the ``pending`` lists).
   Reasonable, as users did before, but it never adapts to results or to cost.
+* ``round-robin-catalogue`` -- the same, always in catalogue order (a second baseline for
+  the benchmark; not one of the three the CLI compares by default).
 * ``random`` -- a uniformly random tenant with pending work, then a uniformly random
   pending candidate of it; seeded.
 
@@ -41,6 +43,9 @@ from .gp import CandidatePrior, TenantGP
 PriorRows = Iterable[tuple[str, str, float, float]]
 
 SCHEDULERS = ("multitenant", "round-robin", "random")
+# Also available by name, for benchmarks: round-robin that ignores the prior and takes each
+# tenant's candidates in catalogue order (cheap linear models come first in ours).
+EXTRA_SCHEDULERS = ("round-robin-catalogue",)
 
 
 class SchedulerError(ValueError):
@@ -106,10 +111,12 @@ class RandomScheduler(Scheduler):
 class RoundRobinScheduler(Scheduler):
     name = "round-robin"
 
-    def __init__(self, prior: PriorRows | None = None) -> None:
+    def __init__(self, prior: PriorRows | None = None, use_prior: bool = True) -> None:
         super().__init__()
+        if not use_prior:
+            self.name = "round-robin-catalogue"
         self.rank: dict[str, float] = {}
-        if prior is not None:
+        if prior is not None and use_prior:
             sums: dict[str, list[float]] = {}
             for _t, cand, quality, _cost in prior:
                 sums.setdefault(cand, []).append(float(quality))
@@ -308,4 +315,8 @@ def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0) -> 
         return RoundRobinScheduler(prior=prior)
     if name == "random":
         return RandomScheduler(seed=seed)
-    raise SchedulerError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
+    if name == "round-robin-catalogue":
+        return RoundRobinScheduler(prior=prior, use_prior=False)
+    raise SchedulerError(
+        f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS + EXTRA_SCHEDULERS)}"
+    )

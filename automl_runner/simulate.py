@@ -27,7 +27,7 @@ import click
 import numpy as np
 
 from .matrices import MatrixError, QualityMatrix, as_rows, load_matrix
-from .scheduler import SCHEDULERS, make_scheduler
+from .scheduler import EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
 
 
 @dataclass
@@ -197,8 +197,8 @@ def _fail(message: str) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--target", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
               help="Mean regret (global regret / tenants) to reach.")
-@click.option("--scheduler", "schedulers", type=click.Choice(SCHEDULERS), multiple=True,
-              help="Only these schedulers (repeatable). Default: all three.")
+@click.option("--scheduler", "schedulers", type=click.Choice(SCHEDULERS + EXTRA_SCHEDULERS), multiple=True,
+              help="Only these schedulers (repeatable). Default: multitenant, round-robin, random.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def simulate_command(matrix_path, prior_path, devices, seeds, target, schedulers, as_json):
     """Replay a quality-and-cost matrix through the schedulers and compare time to target regret."""

@@ -151,7 +151,7 @@ def test_choose_with_nothing_pending_raises():
 
 
 def test_unknown_scheduler_name_lists_the_allowed_ones():
-    with pytest.raises(SchedulerError, match="multitenant, round-robin, random"):
+    with pytest.raises(SchedulerError, match="multitenant, round-robin, random, round-robin-catalogue"):
         make_scheduler("fifo")
 
 
@@ -251,3 +251,9 @@ def test_cost_model_ignores_unknown_costs():
     cm.observe("t", "a", 0.0)
     cm.observe("t", "a", float("nan"))
     assert cm.expected("t", ["a"])[0] == pytest.approx(before)
+
+
+def test_round_robin_catalogue_ignores_the_prior_order():
+    prior = [("p", "weak", 0.6, 1.0), ("p", "strong", 0.9, 1.0)]
+    sched = make_scheduler("round-robin-catalogue", prior=prior)
+    assert sched.choose({"a": ["weak", "strong"]}) == ("a", "weak")
