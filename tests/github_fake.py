@@ -83,6 +83,7 @@ class FakeGitHub:
         self.tokens: dict[str, Token] = {}
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.webhooks: list = []  # bodies POSTed to /hooks/... (no token needed)
         self.next_comment_id = 1000
         self.next_object = 1
         self.before_request: Callable[[str, str], None] | None = None
@@ -271,8 +272,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method, path, query, body, token):
         fake = self.server_fake
         tok = fake.tokens.get(token or "")
+        if path.startswith("/hooks/"):
+            tok = Token("webhook")
         if tok is None:
             return 401, {"message": "Bad credentials"}, {}
+        if path.startswith("/hooks/") and method == "POST":  # a Slack-style incoming webhook
+            fake.webhooks.append(body)
+            return 200, {"ok": True}, {}
         if path == "/user" and method == "GET":
             if tok.installation:
                 return 403, {"message": "Resource not accessible by integration"}, {}

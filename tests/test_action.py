@@ -145,6 +145,9 @@ def test_pass_writes_summary_outputs_and_one_sticky_comment(gh, data, tmp_path):
     assert comments[0]["user"]["login"] == BOT_LOGIN
     for text in (summary, body, result.stdout):
         assert_no_test_set_numbers(text)
+    # a file ledger on a throw-away runner forgets the budget: the action says so
+    assert any("ledger backend 'file'" in a.message for a in result.annotations
+               if a.level == "warning")
     # the token was the workflow token, sent as a bearer token; no traceback anywhere
     assert {r.token for r in gh.calls()} == {"ghs-write"}
     assert "Traceback" not in result.log
@@ -185,7 +188,8 @@ def test_withheld_under_adaptivity_none_does_not_fail_and_hides_the_verdict(gh, 
 def test_exhausted_budget_raises_exactly_one_alert_issue(gh, data, tmp_path):
     ws, base, head = make_workspace(tmp_path, data, "new", steps=1)
     h = harness(gh, ws, base, head)
-    first = h.run(inputs(data))
+    hook = {"alert-webhook": f"{gh.url}/hooks/T000/B000"}
+    first = h.run(inputs(data, **hook))
     assert first.exit_code == 0 and first.outputs["testset-status"] == "exhausted", first.log
     issues = gh.issues_of(REPO)
     assert len(issues) == 1, "the step that spent the budget raises the alert"
@@ -194,7 +198,7 @@ def test_exhausted_budget_raises_exactly_one_alert_issue(gh, data, tmp_path):
     assert "easeml-ci:alert fingerprint=" in issue["body"] and "event=exhausted" in issue["body"]
     assert "test examples needed" in issue["body"]
     assert first.outputs["alert-issue"] == f"#{issue['number']}"
-    runs = [h.run(inputs(data)) for _ in range(2)]
+    runs = [h.run(inputs(data, **hook)) for _ in range(2)]
     for r in runs:
         assert r.exit_code == 3, r.log
         assert r.outputs["verdict"] == "exhausted"
@@ -203,6 +207,9 @@ def test_exhausted_budget_raises_exactly_one_alert_issue(gh, data, tmp_path):
     assert len(gh.issues_of(REPO)) == 1
     assert len(gh.calls("POST", r"/issues$")) == 1
     assert not gh.calls("PATCH", r"/issues/\d+$"), "an unchanged alert is left alone"
+    # the webhook from the alert-webhook input got the alert once, for the one event
+    assert len(gh.webhooks) == 1
+    assert "test set" in gh.webhooks[0]["text"] and gh.webhooks[0]["easeml_ci"]["event"] == "exhausted"
     # the repeated exhausted report is the same comment, left alone the second time
     assert len(gh.comments_on(REPO, PR)) == 1
     assert len(gh.calls("PATCH", r"/issues/comments/")) == 1
@@ -288,6 +295,7 @@ def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, 
     [t.join() for t in threads]
     gh.before_request = None
     assert all(r.exit_code == 0 for r in results), [r.log for r in results]
+    assert not any("ledger backend" in a.message for r in results for a in r.annotations)
     assert sorted(r.outputs["budget-remaining"] for r in results) == ["1", "2"]
     (path,) = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
                if p.endswith(".jsonl")]

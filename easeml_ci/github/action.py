@@ -288,6 +288,11 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                                      "(no base commit to take it from)")
                 _ensure_commit(workspace, old.split(":", 2)[1], reporter.log)
         backend = open_backend(cfg.ledger, base=workspace)
+        if getattr(backend, "name", "") == "file" and os.environ.get("GITHUB_ACTIONS") == "true":
+            reporter.warn("ledger backend 'file' on a runner: the budget is forgotten when the "
+                          "runner is discarded, so every run starts a fresh budget and the "
+                          "guarantee does not hold across runs; use `ledger: {backend: github}` "
+                          "(or a path that persists on a self-hosted runner)")
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
                            backend=backend, progress=lambda m: reporter.log(f"... {m}"))
