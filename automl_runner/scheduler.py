@@ -217,20 +217,41 @@ class CostModel:
         return np.exp(level + np.array([self.candidate_effect(c) for c in cands]))
 
 
-def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """E[max(f - best, 0)] for f ~ N(mean, sd^2), elementwise."""
-    gap = mean - best
-    z = gap / sd
-    # Far below the incumbent the two terms cancel to rounding error; EI is never < 0.
-    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+def expected_improvement(
+    mean: np.ndarray, sd: np.ndarray, best: np.ndarray, ceiling: float | None = None
+) -> np.ndarray:
+    """E[max(min(f, ceiling) - best, 0)] for f ~ N(mean, sd^2), elementwise.
+
+    Validation scores (accuracy, balanced accuracy, R^2) never exceed 1, yet a Gaussian puts
+    mass above it; without the ceiling a tenant already at 1.0 would still look improvable.
+    For best <= ceiling, max(min(f, u) - b, 0) = max(f - b, 0) - max(f - u, 0), so the capped
+    EI is the difference of two plain ones.
+    """
+
+    def plain(b):
+        gap = mean - b
+        z = gap / sd
+        return gap * norm.cdf(z) + sd * norm.pdf(z)
+
+    ei = plain(best)
+    if ceiling is not None and math.isfinite(ceiling):
+        ei = ei - plain(ceiling)  # (best > ceiling: negative, clipped to 0 below)
+    # Far below the incumbent the terms cancel to rounding error; EI is never < 0.
+    return np.maximum(ei, 0.0)
 
 
 class MultiTenantScheduler(Scheduler):
     name = "multitenant"
 
+    #: Scores are at most 1 (accuracy, R^2); a result above it switches the cap off.
+    CEILING = 1.0
+
     def __init__(self, prior: PriorRows | None = None, seed: int = 0) -> None:
         super().__init__()
         rows = list(prior) if prior is not None else []
+        self.ceiling = self.CEILING
+        if any(float(r[2]) > self.ceiling for r in rows):
+            self.ceiling = math.inf
         self.prior = CandidatePrior.from_rows(rows) if rows else CandidatePrior.fallback()
         self.costs = CostModel(rows or None)
         self.gps: dict[str, TenantGP] = {}
@@ -253,6 +274,8 @@ class MultiTenantScheduler(Scheduler):
             super().observe(tenant, candidate, quality, cost)  # a re-run: keep the first result
             return
         super().observe(tenant, candidate, quality, cost)
+        if quality > self.ceiling:
+            self.ceiling = math.inf
         self._gp(tenant).observe(self._index(candidate), float(quality))
         self.costs.observe(tenant, candidate, cost)
         self._sd.pop(tenant, None)
@@ -289,7 +312,9 @@ class MultiTenantScheduler(Scheduler):
             sds.append(self._tenant_sd(tenant)[idx])
             bests.append(np.full(len(cands), self.best(tenant)))
             costs.append(self.costs.expected(tenant, cands))
-        ei = expected_improvement(np.concatenate(means), np.concatenate(sds), np.concatenate(bests))
+        ei = expected_improvement(
+            np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling
+        )
         return segments, ei, np.concatenate(costs)
 
     def choose(self, pending):

@@ -257,3 +257,22 @@ def test_round_robin_catalogue_ignores_the_prior_order():
     prior = [("p", "weak", 0.6, 1.0), ("p", "strong", 0.9, 1.0)]
     sched = make_scheduler("round-robin-catalogue", prior=prior)
     assert sched.choose({"a": ["weak", "strong"]}) == ("a", "weak")
+
+
+def test_capped_expected_improvement_matches_numerical_integral():
+    for m, s, b in [(0.98, 0.05, 0.97), (0.9, 0.1, 0.95), (1.02, 0.03, 0.99)]:
+        ref, _ = integrate.quad(lambda f: max(min(f, 1.0) - b, 0.0) * norm.pdf(f, m, s), b, m + 12 * s,
+                                points=[1.0])
+        got = expected_improvement(np.array([m]), np.array([s]), np.array([b]), ceiling=1.0)[0]
+        assert got == pytest.approx(ref, rel=1e-6, abs=1e-12)
+    # a tenant already at the ceiling has nothing left to gain
+    assert expected_improvement(np.array([1.0]), np.array([0.1]), np.array([1.0]), 1.0)[0] == 0.0
+
+
+def test_multitenant_leaves_a_perfect_tenant_alone():
+    prior = _prior_rows(tenants=20, candidates=6, seed=3)
+    cands = sorted({r[1] for r in prior})
+    sched = make_scheduler("multitenant", prior=prior)
+    sched.observe("perfect", cands[0], 1.0, 1.0)
+    sched.observe("other", cands[0], 0.9999, 1.0)
+    assert sched.choose({"perfect": cands[1:], "other": cands[1:]})[0] == "other"
