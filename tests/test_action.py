@@ -39,11 +39,29 @@ def data(tmp_path_factory):
 
     X = rng.normal(size=(ROWS, 3))
     np.savez(root / "testset.npz", X=X, y=y)
-    preds = {}
+    from easeml_ci import crypto
+    from easeml_ci.testset import encrypt_testset, load_testset
+
+    key = crypto.generate_key()
+    encrypt_testset(load_testset(root / "testset.npz", label_column="label", key_env="UNUSED"),
+                    root / "testset.enc", _key_bytes(key))
+    preds = {"key": key, "encrypted": root / "testset.enc"}
     for name, acc in (("new", 0.95), ("old", 0.70), ("worse", 0.60)):
         preds[name] = root / f"{name}.npy"
         np.save(preds[name], model(acc))
     return {"testset": root / "testset.npz", **preds}
+
+
+def _key_bytes(text: str) -> bytes:
+    import os
+
+    from easeml_ci import crypto
+
+    os.environ["_H3_TEST_KEY"] = text
+    try:
+        return crypto.key_from_env("_H3_TEST_KEY")
+    finally:
+        del os.environ["_H3_TEST_KEY"]
 
 
 def git(ws: Path, *args: str) -> str:
@@ -267,13 +285,14 @@ def test_fork_cannot_spend_the_repository_ledger_and_reveals_nothing(gh, data, t
 def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, data, tmp_path):
     ws, base, head = make_workspace(tmp_path, data, "new", steps=3,
                                     extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
-    # hold both runs' first ledger read until the other has read too: both see the same state
-    barrier = threading.Barrier(2, timeout=20)
+    # hold each run's first ledger write until the other's has arrived too: both were computed
+    # from the same (empty) ledger, so exactly one must be refused by the sha compare-and-swap
+    barrier = threading.Barrier(2, timeout=30)
     held: list[str] = []
     lock = threading.Lock()
 
     def line_up(method, path):
-        if method == "GET" and path.endswith(".jsonl"):
+        if method == "PUT" and path.endswith(".jsonl"):
             with lock:
                 if len(held) >= 2:
                     return
@@ -303,8 +322,10 @@ def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, 
     steps = [e for e in entries if e["kind"] == "step"]
     assert len(steps) == 2 and len({e["seq"] for e in steps}) == 2
     assert sum(e["kind"] == "register" for e in entries) == 1
-    # the compare-and-swap was really contended: one writer was refused and retried
-    assert any(r.status in (409, 422) for r in gh.calls("PUT", r"\.jsonl$"))
+    # the compare-and-swap was really contended: the first two writes raced, one was refused
+    puts = gh.calls("PUT", r"\.jsonl$")
+    assert sorted(r.status for r in puts[:2]) == [201, 422]
+    assert len(held) == 2
     from easeml_ci.ledger import Ledger
     from easeml_ci.ledger.github_backend import GitHubBackend
     from easeml_ci.github.api import GitHubClient
@@ -319,6 +340,30 @@ def test_a_502_once_on_the_comment_is_retried(gh, data, tmp_path):
     assert result.exit_code == 0, result.log
     assert [r.status for r in gh.calls("POST", r"/comments$")] == [502, 201]
     assert len(gh.comments_on(REPO, PR)) == 1
+
+
+def test_encrypted_test_set_with_the_key_from_a_secret(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head).run(
+        inputs(data, testset=str(data["encrypted"]), **{"testset-key": data["key"]}))
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "pass"
+    # the key is masked before anything else is printed, and appears nowhere else
+    first, rest = result.stdout.split("\n", 1)
+    assert first == f"::add-mask::{data['key']}"
+    for text in (rest, result.stderr, result.summary, gh.comments_on(REPO, PR)[0]["body"]):
+        assert data["key"] not in text
+
+
+def test_fork_without_secrets_cannot_open_the_test_set_and_says_why(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(
+        inputs(data, testset=str(data["encrypted"])))
+    assert result.exit_code == 2, result.log
+    assert result.outputs["verdict"] == "error"
+    assert "EASEML_TESTSET_KEY is not set" in result.summary
+    assert "testset-key input was empty" in result.summary and "forks" in result.summary
+    assert "Traceback" not in result.log
 
 
 @pytest.mark.parametrize("given, needle", [

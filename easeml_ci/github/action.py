@@ -307,6 +307,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         verdict, exit_code, message = "error", exc.exit_code, exc.message
     except EasemlError as exc:
         verdict, exit_code, message = "error", exc.exit_code, exc.message
+        if KEY_ENV in message and not os.environ.get(KEY_ENV):
+            message += (" — the testset-key input was empty: pass it from a secret; pull requests "
+                        "from forks get no secrets (see the fork-safe workflow_run pattern)")
     except Exception as exc:  # a ConditionError from the language, or a bug: no traceback to the team
         from conditions import ConditionError
 
