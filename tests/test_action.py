@@ -366,6 +366,34 @@ def test_fork_without_secrets_cannot_open_the_test_set_and_says_why(gh, data, tm
     assert "Traceback" not in result.log
 
 
+def test_too_small_test_set_exits_3_unless_run_underpowered(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new", steps=32)
+    h = harness(gh, ws, base, head)
+    small = h.run(inputs(data))
+    assert small.exit_code == 3, small.log
+    assert small.outputs["verdict"] == "error" and "need" in small.summary
+    under = h.run(inputs(data, underpowered="true"))
+    assert under.exit_code in (0, 1), under.log
+    assert "Underpowered:" in under.summary and "configured +/- 0.05" in under.summary
+    assert "tolerance" in json.loads(under.outputs["clauses"])[0]
+
+
+def test_workflow_run_job_comments_on_the_pr_named_by_input(gh, data, tmp_path):
+    """The trusted half of the fork-safe split: no pull_request in the event, PR number given."""
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    event = {"action": "completed", "workflow_run": {"id": 99, "head_sha": head,
+                                                     "conclusion": "success", "pull_requests": []}}
+    h = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO, event=event,
+                      event_name="workflow_run", sha=head)
+    result = h.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy",
+                                   "pr-number": str(PR)}))
+    assert result.exit_code == 0, result.log
+    assert len(gh.comments_on(REPO, PR)) == 1
+    # without an explicit old model there is no base commit to take it from: a clear error
+    missing = h.run(inputs(data, **{"pr-number": str(PR)}))
+    assert missing.exit_code == 2 and "input old-model is required" in missing.log
+
+
 @pytest.mark.parametrize("given, needle", [
     ({"comment": "maybe"}, "input comment: expected true or false, got 'maybe'"),
     ({"pr-number": "x7"}, "input pr-number: expected a pull request number"),

@@ -200,6 +200,15 @@ def test_show_metrics_shows_them_and_says_the_guarantee_is_void():
         assert "0.8123" in text and "guarantee is **void**" in text
 
 
+def test_underpowered_tolerance_depends_on_size_only_and_is_stated():
+    clause = dict(CLAUSE, tolerance=0.0731, configured_tolerance=0.05)
+    r = GateReport.build(gate="g", config_path=".easeml.yml", verdict="fail", exit_code=1,
+                         adaptivity="full", clauses=[clause], budget=None)
+    text = render_summary(r)
+    assert "decided at +/- 0.0731 (configured +/- 0.05)" in text and "0.8123" not in text
+    assert json.loads(r.outputs()["clauses"])[0]["tolerance"] == 0.0731
+
+
 def test_steps_chart_counts_steps_per_day():
     chart = steps_chart(["2026-11-20T10:00:00+00:00", "2026-11-20T11:00:00+00:00",
                          "2026-11-22T09:00:00+00:00"], total=8)

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 PUBLIC_CLAUSE_KEYS = ("text", "verdict", "line")
+# An underpowered run states the tolerance the test set's *size* supports: a function of the
+# plan and the number of examples, not of any label, so it may be shown.
+SIZE_ONLY_KEYS = ("tolerance", "configured_tolerance")
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "withheld": "🔒", "error": "⚠️", "exhausted": "⛔"}
 
 
@@ -48,10 +51,12 @@ class GateReport:
         public = []
         for c in clauses or []:
             row = {k: c.get(k) for k in PUBLIC_CLAUSE_KEYS}
+            row.update({k: c[k] for k in SIZE_ONLY_KEYS if c.get(k) is not None})
             if withhold:
                 row["verdict"] = "withheld"
             if show_metrics and not withhold:
-                row["metrics"] = {k: v for k, v in c.items() if k not in PUBLIC_CLAUSE_KEYS}
+                row["metrics"] = {k: v for k, v in c.items()
+                              if k not in PUBLIC_CLAUSE_KEYS + SIZE_ONLY_KEYS}
             public.append(row)
         if withhold and verdict in ("pass", "fail"):
             verdict = "withheld"
@@ -68,8 +73,8 @@ class GateReport:
         remaining = budget.get("remaining")
         return {
             "verdict": self.verdict,
-            "clauses": json.dumps([{k: c.get(k) for k in PUBLIC_CLAUSE_KEYS} for c in self.clauses],
-                                  separators=(",", ":")),
+            "clauses": json.dumps([{k: c[k] for k in PUBLIC_CLAUSE_KEYS + SIZE_ONLY_KEYS if k in c}
+                                   for c in self.clauses], separators=(",", ":")),
             "budget-remaining": "" if remaining is None else str(remaining),
             "testset-status": str(budget.get("status") or "unknown"),
             "alert-issue": self.alert_issue or "",
@@ -153,6 +158,12 @@ def _clause_table(r: GateReport) -> list[str]:
             m = c.get("metrics") or {}
             row += " " + ", ".join(f"{k}={v}" for k, v in m.items()).replace("|", "\\|") + " |"
         rows.append(row)
+    for c in r.clauses:
+        if c.get("tolerance") is not None:
+            rows.append("")
+            rows.append(f"Underpowered: `{c.get('text')}` was decided at +/- {c['tolerance']:.4g} "
+                        f"(configured +/- {c.get('configured_tolerance', float('nan')):.4g}), the "
+                        "tolerance this test set's size supports at the stated reliability.")
     return rows
 
 
