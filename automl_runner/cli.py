@@ -246,3 +246,7 @@ __all__ = ["main", "AutomlError"]
 from .simulate import simulate_command  # noqa: E402
 
 main.add_command(simulate_command, "simulate")
+
+
+if __name__ == "__main__":  # python -m automl_runner.cli
+    main()

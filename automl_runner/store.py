@@ -530,11 +530,18 @@ class Store:
         return len(rows)
 
     def snapshot(self, since: float | None = None) -> Snapshot:
+        # Queued and running come from ONE query: read separately, a trial requeued in between
+        # would be in neither list, and a scheduler told it runs would never see it queued.
         pending: dict[str, list[str]] = {}
-        for tenant, cand in self._read("SELECT tenant, candidate FROM trials WHERE status = 'queued' ORDER BY tenant, id"):
-            pending.setdefault(tenant, []).append(cand)
-        running = [tuple(r) for r in self._read(
-            "SELECT id, tenant, candidate, attempts FROM trials WHERE status = 'running' ORDER BY id")]
+        running = []
+        for tid, tenant, cand, st, attempts in self._read(
+                "SELECT id, tenant, candidate, status, attempts FROM trials WHERE status IN ('queued', 'running') "
+                "ORDER BY tenant, id"):
+            if st == "queued":
+                pending.setdefault(tenant, []).append(cand)
+            else:
+                running.append((tid, tenant, cand, attempts))
+        running.sort()
         q = ("SELECT id, tenant, candidate, status, attempts, worker, score, cost, onnx_path, finished_at "
              "FROM trials WHERE status = 'done'")
         params: tuple = ()

@@ -31,6 +31,7 @@ from typing import Callable, Protocol
 
 from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
 from .errors import AutomlError
+from .scheduler import SchedulerError
 from .schema import Dataset, load_dataset
 from .store import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, open_store
 
@@ -89,12 +90,10 @@ class SchedulerFeed:
 
     def refresh(self):
         snap = self.store.snapshot(since=None if self.watermark is None else self.watermark - self.SLACK)
-        running_ids = {r[0] for r in snap.running}
         queued_pairs = {(t, c) for t, cs in snap.pending.items() for c in cs}
-        if any(pair in queued_pairs for tid, pair in self.started.items() if tid not in running_ids):
+        if any(pair in queued_pairs for pair in self.started.values()):
             self._reset()
             snap = self.store.snapshot(since=None)
-            running_ids = {r[0] for r in snap.running}
         for tr in snap.finished:
             if tr.id in self.seen_done:
                 continue
@@ -104,12 +103,12 @@ class SchedulerFeed:
             if tr.finished_at is not None:
                 self.watermark = max(self.watermark or tr.finished_at, tr.finished_at)
         for tid, tenant, cand, _attempts in snap.running:
-            if tid not in self.started:
+            if tid not in self.started and tid not in self.seen_done:
                 self.started[tid] = (tenant, cand)
                 self.scheduler.start(tenant, cand)
-        for tid in [t for t in self.started if t not in running_ids]:
-            # finished as failed, or finished as done and observed above
-            self.started.pop(tid, None)
+        # A started trial that is neither running nor observed done has failed (or is between a
+        # requeue and our next read); it stays in `started` so that, if it is ever queued again,
+        # the check above rebuilds the scheduler.
         return snap
 
     def claimed(self, claim: Claim) -> None:
@@ -238,6 +237,7 @@ class Worker:
         """Decide and claim one trial; None when nothing this worker can run is queued."""
         self.store.requeue_expired(self.options.max_attempts)
         lost: set[tuple[str, str]] = set()
+        rebuilt = False
         for _ in range(50):
             snap = self.feed.refresh()
             pending = {}
@@ -247,7 +247,14 @@ class Worker:
                     pending[tenant] = keep
             if not pending:
                 return None
-            tenant, cand = self.feed.scheduler.choose(pending)
+            try:
+                tenant, cand = self.feed.scheduler.choose(pending)
+            except SchedulerError:  # its view of what runs went stale: rebuild it from the store once
+                if rebuilt:
+                    raise
+                rebuilt = True
+                self.feed._reset()
+                continue
             claim = self.store.try_claim(tenant, cand, self.id, self.options.device, self.options.lease_seconds)
             if claim is not None:
                 self.feed.claimed(claim)

@@ -1,0 +1,298 @@
+"""Workers against SQLite and the real PostgreSQL: four processes at once, one killed mid-trial.
+
+A test plugin (installed by entry point on a temporary path) adds a candidate that is slow to
+build, so a worker can be caught in the middle of a trial and killed (SIGKILL) or told to stop
+(SIGTERM). The audit trail in ``trial_events`` then shows whether any trial was held by two
+workers at once, and whether any was lost.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from automl_runner.catalogue import load_catalogue
+from automl_runner.schema import infer_schema
+from automl_runner.store import open_store
+from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+
+PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+PLUGIN = '''
+import os, time
+from sklearn.linear_model import LogisticRegression
+from automl_runner.catalogue import Candidate
+
+
+def _slow(C=1.0):
+    time.sleep(float(os.environ.get("SLOWPLUG_SLEEP", "0")))
+    return LogisticRegression(C=C)
+
+
+def candidates():
+    return [
+        Candidate("slow-logreg", "test", _slow, {"C": 0.5}),
+        Candidate("gpu-logreg", "test", LogisticRegression, {"C": 2.0}, uses_gpu=True),
+    ]
+'''
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    d = tmp_path / "plugin"
+    (d / "slowplug-0.1.dist-info").mkdir(parents=True)
+    (d / "slowplug.py").write_text(PLUGIN)
+    (d / "slowplug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slowplug\nVersion: 0.1\n")
+    (d / "slowplug-0.1.dist-info" / "entry_points.txt").write_text(
+        "[easeml_automl.candidates]\nslow = slowplug:candidates\n")
+    monkeypatch.syspath_prepend(str(d))
+    return str(d)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+        return
+    import psycopg
+
+    try:
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_URL} is required for the worker tests: {exc}")
+    url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema=automl_w_{uuid.uuid4().hex[:12]}"
+    yield url
+    s = open_store(url, create=False)
+    s.drop_all()
+    s.close()
+
+
+def _dataset(tmp_path, name="data.csv", n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / name
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["a", "b", "c", "label"])
+        for _ in range(n):
+            a, b, c = rng.normal(size=3)
+            w.writerow([round(a, 4), round(b, 4), round(c, 4), int(a - b + 0.3 * rng.normal() > 0)])
+    return str(path)
+
+
+def _spawn(url, plugin, *args, sleep="0"):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([plugin, os.environ.get("PYTHONPATH", "")]),
+               SLOWPLUG_SLEEP=sleep, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "automl_runner.cli", "work", "--store", url, "--json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_running(store, candidate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for t in store.trials():
+            if t.candidate == candidate and t.status == "running":
+                return t
+        time.sleep(0.05)
+    raise AssertionError(f"no worker started {candidate} within {timeout}s")
+
+
+def assert_never_held_twice(events):
+    """Per trial, a claim must end (done/failed/expired/released) before the next claim."""
+    holder: dict[int, str | None] = {}
+    for trial_id, _worker, token, event, _at in events:
+        if event == "claimed":
+            assert holder.get(trial_id) is None, f"trial {trial_id} claimed while held by lease {holder[trial_id]}"
+            holder[trial_id] = token
+        elif event in ("done", "failed", "expired", "released"):
+            if event != "done" or holder.get(trial_id) is not None:
+                assert holder.get(trial_id) == token, f"trial {trial_id}: {event} by a lease that did not hold it"
+            holder[trial_id] = None
+
+
+FAST = ["logreg-C1", "gaussian-nb", "decision-tree-d5", "lda"]
+
+
+def _worker_main(url, out_path, sleep):
+    # A forked child: the parent already imported scikit-learn and skl2onnx, so four workers
+    # start in milliseconds instead of seconds; each opens its own database connections.
+    os.environ["SLOWPLUG_SLEEP"] = sleep
+    w = Worker(url, WorkerOptions(lease_seconds=1.5, poll_seconds=0.2, exit_when_idle=True))
+    w.install_signal_handlers()
+    results = w.run()
+    with open(out_path, "w") as fh:
+        json.dump([r.to_dict() for r in results], fh)
+
+
+def test_four_workers_one_killed_mid_trial_lose_nothing(store_url, plugin_path, tmp_path):
+    import multiprocessing
+
+    import skl2onnx  # noqa: F401 - imported once here, inherited by the forked workers
+
+    data = _dataset(tmp_path)
+    cat = load_catalogue()
+    assert "slow-logreg" in {c.name for c in cat}
+    with open_store(store_url) as s:
+        for name in ("t1", "t2"):
+            s.add_tenant(name, data, infer_schema(data, "label"), cat, only=FAST + ["slow-logreg"],
+                         output=str(tmp_path / "out" / name))
+        n_trials = len(s.trials())
+        assert n_trials == 10
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker_main, args=(store_url, str(tmp_path / f"w{i}.json"), "2"))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        with open_store(store_url) as s:
+            victim_trial = _wait_running(s, "slow-logreg")
+        victim_pid = int(victim_trial.worker.rsplit(":", 1)[1])
+        victim = next(p for p in procs if p.pid == victim_pid)
+        os.kill(victim_pid, signal.SIGKILL)
+        for p in procs:
+            p.join(timeout=120)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert victim.exitcode == -signal.SIGKILL
+    assert [p.exitcode for p in procs if p is not victim] == [0, 0, 0]
+    with open_store(store_url) as s:
+        trials = s.trials()
+        assert [t.status for t in trials] == ["done"] * n_trials, [(t.candidate, t.status, t.error) for t in trials]
+        events = s.events()
+        assert_never_held_twice(events)
+        claims = {}
+        for trial_id, worker, _tok, ev, _at in events:
+            if ev == "claimed":
+                claims.setdefault(trial_id, []).append(worker)
+        killed = claims[victim_trial.id]
+        assert len(killed) == 2 and killed[0] == victim_trial.worker and killed[1] != victim_trial.worker
+        assert all(len(v) == 1 for k, v in claims.items() if k != victim_trial.id)
+        assert "expired" in [e[3] for e in events if e[0] == victim_trial.id]
+        # every result the survivors report is a trial they really finished, each exactly once
+        reported = [r for i, p in enumerate(procs) if p is not victim
+                    for r in json.load(open(tmp_path / f"w{i}.json"))]
+        assert sorted(r["trial_id"] for r in reported if r["status"] == "done") == sorted(t.id for t in trials)
+        # and each tenant's best was promoted into its output directory
+        for name in ("t1", "t2"):
+            best = s.best_trial(name)
+            promo = s.last_promotion(name)
+            assert promo.trial_id == best.id
+            with open(tmp_path / "out" / name / "model.onnx", "rb") as fh, open(best.onnx_path, "rb") as fb:
+                assert fh.read() == fb.read()
+
+
+def test_sigterm_releases_the_trial_and_exits_zero(plugin_path, tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    data = _dataset(tmp_path)
+    with open_store(url) as s:
+        s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=["slow-logreg"])
+    p = _spawn(url, plugin_path, "--lease", "30", "--once", sleep="60")
+    try:
+        with open_store(url) as s:
+            _wait_running(s, "slow-logreg")
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10  # did not wait for the 60 s build
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["status"] == "released"
+    with open_store(url) as s:
+        (t,) = s.trials()
+        assert (t.status, t.attempts) == ("queued", 0)
+        assert [e[3] for e in s.events()] == ["claimed", "released"]
+
+
+def test_cpu_worker_never_takes_a_gpu_candidate(plugin_path, tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    data = _dataset(tmp_path)
+    with open_store(url) as s:
+        s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=["gpu-logreg", "gaussian-nb"])
+    results = Worker(url, WorkerOptions(device="cpu", exit_when_idle=True, poll_seconds=0.05, promote=False)).run()
+    assert [(r.candidate, r.status) for r in results] == [("gaussian-nb", "done")]
+    with open_store(url) as s:
+        assert {t.candidate: t.status for t in s.trials()} == {"gpu-logreg": "queued", "gaussian-nb": "done"}
+    # a GPU worker can run it (these estimators ignore the device; the point is the routing)
+    results = Worker(url, WorkerOptions(device="cuda:0", once=True, promote=False)).run()
+    assert [(r.candidate, r.status) for r in results] == [("gpu-logreg", "done")]
+
+
+def test_failing_candidate_is_recorded_and_work_goes_on(tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    data = _dataset(tmp_path)
+    with open_store(url) as s:
+        s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=["logreg-C1", "gaussian-nb"])
+    with open(data, "a") as fh:  # the dataset changes after submit: trials must refuse it
+        fh.write("1,2,3,1\n")
+    results = Worker(url, WorkerOptions(exit_when_idle=True, poll_seconds=0.05)).run()
+    assert sorted(r.status for r in results) == ["failed", "failed"]
+    with open_store(url) as s:
+        assert all(t.status == "failed" and "changed since it was submitted" in t.error for t in s.trials())
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def observe(self, tenant, candidate, quality, cost):
+        self.calls.append(("observe", tenant, candidate))
+
+    def start(self, tenant, candidate):
+        self.calls.append(("start", tenant, candidate))
+
+    def choose(self, pending):
+        t = sorted(pending)[0]
+        return t, pending[t][0]
+
+
+def test_scheduler_feed_is_incremental_and_rebuilds_after_a_requeue(tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    data = _dataset(tmp_path)
+    made = []
+
+    def factory():
+        made.append(_Recorder())
+        return made[-1]
+
+    with open_store(url) as s:
+        s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=FAST)
+        feed = SchedulerFeed(s, factory)
+        feed.refresh()
+        c1 = s.try_claim("t1", "logreg-C1", "other", "cpu", lease_seconds=0.2)
+        s.complete(c1, "other", 0.8, 0.1, None, None)
+        c2 = s.try_claim("t1", "lda", "other", "cpu", lease_seconds=0.2)
+        feed.refresh()
+        feed.refresh()  # nothing new: nothing fed twice
+        assert made[0].calls == [("observe", "t1", "logreg-C1"), ("start", "t1", "lda")]
+        time.sleep(0.3)
+        s.requeue_expired()  # lda's worker died: the scheduler must forget it is running
+        feed.refresh()
+        assert len(made) == 2 and feed.rebuilds == 1
+        assert made[1].calls == [("observe", "t1", "logreg-C1")]
+        assert c2.trial_id not in feed.started
+
+
+def test_real_scheduler_drives_a_worker_over_two_tenants(tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    d1, d2 = _dataset(tmp_path, "a.csv", seed=1), _dataset(tmp_path, "b.csv", seed=2)
+    with open_store(url) as s:
+        s.add_tenant("a", d1, infer_schema(d1, "label"), load_catalogue(), only=FAST)
+        s.add_tenant("b", d2, infer_schema(d2, "label"), load_catalogue(), only=FAST)
+    w = Worker(url, WorkerOptions(max_trials=5, promote=False, scheduler="multitenant"))
+    results = w.run()
+    assert len(results) == 5 and all(r.status == "done" for r in results)
+    assert {r.tenant for r in results} == {"a", "b"}  # both tenants get trials early
+    with open_store(url) as s:
+        assert sum(t.status == "done" for t in s.trials()) == 5
+        assert sum(t.status == "queued" for t in s.trials()) == 3
