@@ -366,6 +366,24 @@ def test_fork_without_secrets_cannot_open_the_test_set_and_says_why(gh, data, tm
     assert "Traceback" not in result.log
 
 
+def test_config_from_base_keeps_a_pull_request_from_loosening_its_own_gate(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    # the pull request also turns on show_metrics (which would void the guarantee)
+    with open(ws / ".easeml.yml", "a") as fh:
+        fh.write("show_metrics: true\n")
+    git(ws, "commit", "-qam", "peek")
+    head = git(ws, "rev-parse", "HEAD")
+    h = harness(gh, ws, base, head)
+    trusted = h.run(inputs(data, **{"config-from-base": "true"}))
+    assert trusted.exit_code == 0, trusted.log
+    assert "void" not in trusted.summary
+    assert_no_test_set_numbers(trusted.summary)
+    assert "from the base commit" in trusted.stdout
+    untrusted = h.run(inputs(data))
+    assert "guarantee is **void**" in untrusted.summary
+    assert '"test_examples": 6000' in untrusted.summary  # the metrics really are shown
+
+
 def test_too_small_test_set_exits_3_unless_run_underpowered(gh, data, tmp_path):
     ws, base, head = make_workspace(tmp_path, data, "new", steps=32)
     h = harness(gh, ws, base, head)

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
@@ -48,6 +49,7 @@ class ActionInputs:
     alert_webhook: str | None = None
     pr_number: int | None = None
     underpowered: bool = False
+    config_from_base: bool = False
     token: str | None = None
 
 
@@ -260,6 +262,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     workspace = ctx.workspace
     config_rel = _rel(inputs.config, workspace)
     gate = inputs.gate_name or "easeml-ci"
+    scratch = tempfile.TemporaryDirectory(prefix="easeml-ci-")
     cfg = None
     backend = None
     result = None
@@ -272,6 +275,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         config_path = Path(inputs.config)
         if not config_path.is_absolute():
             config_path = workspace / config_path
+        if inputs.config_from_base:
+            config_path = _config_from_base(workspace, config_rel, ctx, reporter.log,
+                                            Path(scratch.name))
         cfg = load_config(config_path)
         gate = inputs.gate_name or cfg.name or gate
         if inputs.alert_webhook:
@@ -338,7 +344,28 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                  + (f" — {message}" if message else ""))
     if repository:
         reporter.comment(report, repository, config_rel)
+    scratch.cleanup()
     return report.exit_code
+
+
+def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,
+                      say: Callable[[str], None], scratch: Path) -> Path:
+    """The config as it is on the base commit, so a pull request cannot change its own gate."""
+    base = ctx.base_commitish
+    if not base:
+        raise UsageError("input config-from-base: this run has no base commit (not a pull "
+                         "request or push); set config-from-base: false")
+    _ensure_commit(workspace, base, say)
+    done = subprocess.run(["git", "-C", str(workspace), "show", f"{base}:{config_rel}"],
+                          capture_output=True, timeout=60)
+    if done.returncode != 0:
+        raise UsageError(f"input config-from-base: {config_rel} does not exist on the base "
+                         f"commit {base[:12]}; merge the config first, or set "
+                         "config-from-base: false for this pull request")
+    path = scratch / Path(config_rel).name
+    path.write_bytes(done.stdout)
+    say(f"... using {config_rel} from the base commit {base[:12]}")
+    return path
 
 
 def _annotate(reporter: Reporter, report: GateReport, cfg, config_rel: str) -> None:

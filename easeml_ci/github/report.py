@@ -219,9 +219,14 @@ def _alert_lines(r: GateReport) -> list[str]:
 def _metrics_warning(r: GateReport) -> list[str]:
     if not r.show_metrics:
         return []
-    return ["> [!WARNING]\n> `show_metrics: true`: this report shows test-set metrics. The "
-            "statistical guarantee is **void** for this test set: later verdicts can be overfitted "
-            "to what is shown here."]
+    out = ["> [!WARNING]\n> `show_metrics: true`: this report shows test-set metrics. The "
+           "statistical guarantee is **void** for this test set: later verdicts can be overfitted "
+           "to what is shown here."]
+    if r.metrics:
+        out += ["", "<details><summary>Test-set metrics</summary>", "", "```json",
+                json.dumps(r.metrics, indent=2, sort_keys=True, default=str), "```", "",
+                "</details>"]
+    return out
 
 
 def render_summary(r: GateReport) -> str:
