@@ -126,10 +126,6 @@ def plan_summary(plan) -> dict:
             "method": plan.method, "test_examples": plan.test_examples, "labels": plan.labels}
 
 
-def _needs_old(plan) -> bool:
-    return bool(plan.variables & {"o", "d"})
-
-
 def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerprint: str,
                   progress: Progress) -> tuple[str | None, str | None]:
     """Write the label-request CSV for ``cfg.pool``; returns (path, how it was ranked)."""
@@ -206,16 +202,15 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
 
     # 1. Validate everything that can be validated without evaluating a model.
     cfg = _load_config(config)
-    plan = _plan(cfg)
-    configured = plan
     sink = None
     if cfg.adaptivity == "none":
         sink = private_sink.validate(cfg.private_sink, workdir, _line(cfg, "private_sink"))
-    if _needs_old(plan) and not old:
-        used = ", ".join(sorted(plan.variables & {"o", "d"}))
-        raise UsageError(f"--old is required: the condition `{plan.formula}` uses {used}, "
-                         "which compare the new model with the old one")
-    if not _needs_old(plan):
+    comparing = cfg.formula.variables & {"o", "d"}
+    if comparing and not old:
+        raise UsageError(f"--old is required: the condition `{cfg.formula}` uses "
+                         f"{', '.join(sorted(comparing))}, which compare the new model with the "
+                         "old one")
+    if not comparing:
         old = None  # not needed: do not evaluate it, and do not record it
     testset = testset or getattr(cfg, "testset", None)
     if not testset:
@@ -233,6 +228,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     terms = pinned_terms(cfg)
     entries = ledger.entries()
     check_pinned(cfg, ledger.registration(entries), ts.fingerprint)
+    plan = configured = _plan(cfg)
     before = compute_budget(entries, terms)
     if not before.active:
         alert = raise_alert(cfg=cfg, plan=configured, budget=before, ledger=ledger, new=new,
