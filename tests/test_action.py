@@ -81,7 +81,7 @@ condition: "{condition}"
 
 
 def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivity="full",
-                   steps=3, extra="") -> tuple[Path, str, str]:
+                   steps=3, extra="", condition=CONDITION) -> tuple[Path, str, str]:
     """A git repo: base commit with the old model, head commit with ``head_model``."""
     ws = root / "ws"
     (ws / "models").mkdir(parents=True)
@@ -89,7 +89,7 @@ def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivit
     git(ws, "config", "user.email", "ci@example.com")
     git(ws, "config", "user.name", "ci")
     (ws / ".easeml.yml").write_text(CONFIG_TEMPLATE.format(
-        adaptivity=adaptivity, steps=steps, condition=CONDITION, extra=extra))
+        adaptivity=adaptivity, steps=steps, condition=condition, extra=extra))
     (ws / "models" / "model.npy").write_bytes(data["old"].read_bytes())
     git(ws, "add", "-A")
     git(ws, "commit", "-qm", "base")
@@ -183,6 +183,22 @@ def test_fail_exits_1_and_annotates_the_condition_line(gh, data, tmp_path):
     assert CONDITION in errors[0].message
     assert "❌ fail" in gh.comments_on(REPO, PR)[0]["body"]
     assert_no_test_set_numbers(result.summary)
+
+
+def test_only_the_failing_clause_is_annotated(gh, data, tmp_path):
+    # new is right ~95% of the time (passes n > 0.9) but disagrees with old on ~32% (fails d < 0.2)
+    condition = "n > 0.9 +/- 0.02 /\\\\ d < 0.2 +/- 0.05"
+    ws, base, head = make_workspace(tmp_path, data, "new", condition=condition)
+    result = harness(gh, ws, base, head).run(inputs(data))
+    assert result.exit_code == 1, result.log
+    clauses = json.loads(result.outputs["clauses"])
+    assert [(c["text"], c["verdict"]) for c in clauses] == [
+        ("n > 0.9 +/- 0.02", "pass"), ("d < 0.2 +/- 0.05", "fail")]
+    errors = [a for a in result.annotations if a.level == "error"]
+    assert [(a.props["line"], a.message) for a in errors] == [
+        (str(condition_line(ws)), "clause `d < 0.2 +/- 0.05` failed")]
+    assert "| `n > 0.9 +/- 0.02` | ✅ pass |" in result.summary
+    assert "| `d < 0.2 +/- 0.05` | ❌ fail |" in result.summary
 
 
 def test_withheld_under_adaptivity_none_does_not_fail_and_hides_the_verdict(gh, data, tmp_path):
