@@ -110,7 +110,7 @@ def _jsonable(value):
 
 
 def default_catalogue() -> list[Candidate]:
-    """The built-in candidates: 20 for classification, 12 for regression, all CPU, all ONNX-exportable."""
+    """The built-in candidates: 21 for classification, 12 for regression, all CPU, all ONNX-exportable."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import (
         ExtraTreesClassifier,
@@ -265,7 +265,9 @@ def export_onnx(estimator, schema: Schema, X_sample: np.ndarray, *, check: bool 
     if is_classifier(model):
         options = {id(model): {"zipmap": False} if hasattr(model, "predict_proba") else {"nocl": False}}
     try:
-        onx = to_onnx(estimator, initial_types=types, options=options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # converters read deprecated attributes
+            onx = to_onnx(estimator, initial_types=types, options=options)
     except Exception as exc:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
     blob = onx.SerializeToString()

@@ -232,8 +232,9 @@ class _Postgres(_Dialect):
         return text.replace("%", "%%").replace("?", "%s")
 
 
-def parse_store_url(url: str) -> tuple[str, str, str | None]:
+def parse_store_url(url: str | os.PathLike) -> tuple[str, str, str | None]:
     """(kind, target, pg schema) for a store URL: ``sqlite``/path or ``postgresql``/conninfo."""
+    url = os.fspath(url) if url is not None else ""
     if not url or not url.strip():
         raise StoreError("--store is empty; give a file path, sqlite:///PATH or postgresql://...")
     url = url.strip()
@@ -267,10 +268,10 @@ def parse_store_url(url: str) -> tuple[str, str, str | None]:
     return "sqlite", url, None
 
 
-def open_store(url: str, *, create: bool = True) -> "Store":
+def open_store(url: str | os.PathLike, *, create: bool = True) -> "Store":
     """Connect to the store at ``url`` (creating its tables when ``create``)."""
     kind, target, schema = parse_store_url(url)
-    store = Store(kind, target, schema, url=url)
+    store = Store(kind, target, schema, url=os.fspath(url))
     if create:
         store.init()
     return store
