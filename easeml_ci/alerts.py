@@ -28,7 +28,7 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 def post_json(url: str, payload: dict, *, attempts: int = 5, backoff: float = 0.5,
               max_delay: float = 8.0, timeout: float = 10.0, session=None,
-              sleep=time.sleep) -> tuple[bool, str]:
+              sleep=None) -> tuple[bool, str]:
     """POST ``payload`` as JSON, retrying connection errors, 5xx and 429 with exponential backoff.
 
     Bounded: at most ``attempts`` tries, waits ``backoff * 2**k`` (or the server's
@@ -36,6 +36,7 @@ def post_json(url: str, payload: dict, *, attempts: int = 5, backoff: float = 0.
     network trouble, because a lost alert must not turn a recorded step into a crash.
     """
     http = session or requests
+    sleep = sleep or time.sleep
     detail = ""
     for attempt in range(attempts):
         delay = min(backoff * 2 ** attempt, max_delay)
