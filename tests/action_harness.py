@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -359,13 +360,21 @@ import json, os, signal, socket, sys
 import easeml_ci.cli, easeml_ci.check, easeml_ci.config, easeml_ci.models, easeml_ci.testset
 import easeml_ci.github.action, easeml_ci.ledger.github_backend, requests, numpy
 path = sys.argv[1]
+parent = os.getppid()
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
 srv.listen(64)
+srv.settimeout(1.0)
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
 print("ready", flush=True)
 while True:
-    conn, _ = srv.accept()
+    try:
+        conn, _ = srv.accept()
+    except socket.timeout:
+        if os.getppid() != parent:  # the test process is gone: do not linger
+            sys.exit(0)
+        continue
+    conn.settimeout(None)
     msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
     if os.fork() == 0:
         srv.close()
@@ -432,6 +441,7 @@ class Zygote:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _zygote: Zygote | None = None
