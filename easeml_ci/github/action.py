@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-from ..errors import BudgetExhausted, EasemlError, TestSetTooSmall, UsageError
+from ..errors import BudgetExhausted, EasemlError, UsageError
 from . import workflow
 from .alerts import DEFAULT_LABELS, upsert_alert_issue
 from .api import GitHubClient, GitHubError, GitHubForbidden
@@ -248,6 +248,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                out: IO[str] | None = None, client: GitHubClient | None = None,
                summary_path: str | None = None, output_path: str | None = None) -> int:
     """Run the gate as the action does; returns the exit code."""
+    from conditions import ConditionError
+
     from ..check import run_check
     from ..config import load_config
     from ..ledger import open_backend
@@ -309,18 +311,12 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         alert = getattr(exc, "alert", None)
         budget = getattr(exc, "budget", None)
         fingerprint = (alert or {}).get("testset")
-    except TestSetTooSmall as exc:
-        verdict, exit_code, message = "error", exc.exit_code, exc.message
-    except EasemlError as exc:
+    except EasemlError as exc:  # bad input (2), a test set too small (3), a ledger we may not write (2)
         verdict, exit_code, message = "error", exc.exit_code, exc.message
         if KEY_ENV in message and not os.environ.get(KEY_ENV):
             message += (" — the testset-key input was empty: pass it from a secret; pull requests "
                         "from forks get no secrets (see the fork-safe workflow_run pattern)")
-    except Exception as exc:  # a ConditionError from the language, or a bug: no traceback to the team
-        from conditions import ConditionError
-
-        if not isinstance(exc, ConditionError):
-            raise
+    except ConditionError as exc:  # the language's own errors; anything else is a bug and says so
         verdict, exit_code, message = "error", 2, str(exc)
 
     adaptivity = getattr(cfg, "adaptivity", None)
