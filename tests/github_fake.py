@@ -164,6 +164,19 @@ class FakeGitHub:
                                            "type": "Bot" if login.endswith("[bot]") else "User"}}
             return cid
 
+    def commit_file(self, full_name: str, branch: str, path: str, data: bytes,
+                    message: str = "Update file") -> str:
+        """Commit ``data`` at ``path`` on ``branch`` as a person would (outside easeml-ci)."""
+        with self.lock:
+            repo = self.repos[full_name]
+            parent = repo.refs[f"heads/{branch}"]
+            tree = dict(repo.commits[parent]["tree"])
+            tree[path] = data
+            sha = self._new_sha("commit")
+            repo.commits[sha] = {"tree": tree, "parents": [parent], "message": message}
+            repo.refs[f"heads/{branch}"] = sha
+            return sha
+
     def fail_next(self, method: str, path_regex: str, status: int = 502, times: int = 1,
                   headers: dict | None = None, message: str = "Server Error") -> None:
         """Answer the next ``times`` matching requests with ``status`` (then behave)."""
@@ -395,8 +408,25 @@ class _Handler(BaseHTTPRequestHandler):
             if tree is None or any(p not in repo.commits for p in body.get("parents") or []):
                 return 422, {"message": "Validation Failed"}, {}
             sha = fake._new_sha("commit")
-            repo.commits[sha] = {"tree": dict(tree), "parents": list(body.get("parents") or [])}
+            repo.commits[sha] = {"tree": dict(tree), "parents": list(body.get("parents") or []),
+                                 "message": str(body.get("message", ""))}
             return 201, {"sha": sha}, {}
+
+        # commits touching a path (GET /commits?sha=BRANCH&path=P), newest first ---------
+        if rest == "/commits" and method == "GET":
+            start = repo.refs.get(f"heads/{query.get('sha', repo.default_branch)}",
+                                  query.get("sha"))
+            if start not in repo.commits:
+                return 404, {"message": "Not Found"}, {}
+            out, sha, path = [], start, query.get("path")
+            while sha:
+                commit = repo.commits[sha]
+                parent = commit["parents"][0] if commit["parents"] else None
+                before = repo.commits[parent]["tree"].get(path) if parent else None
+                if path is None or commit["tree"].get(path) != before:
+                    out.append({"sha": sha, "commit": {"message": commit.get("message", "")}})
+                sha = parent
+            return self._page(out, query)
 
         # contents ---------------------------------------------------------------------
         m = re.match(r"^/contents/(.+)$", rest)
@@ -442,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return 422, {"message": "content is not valid Base64"}, {}
                 tree[fpath] = data
                 new = fake._new_sha("commit")
-                repo.commits[new] = {"tree": tree, "parents": [csha]}
+                repo.commits[new] = {"tree": tree, "parents": [csha], "message": body["message"]}
                 repo.refs[f"heads/{branch}"] = new
                 return (201 if current is None else 200), {
                     "content": {"path": fpath, "sha": blob_sha(data)},

@@ -143,3 +143,22 @@ def test_bad_backend_settings_are_one_line_errors(spec, env, needle, monkeypatch
     with pytest.raises(LedgerCorrupt) as info:
         open_backend(spec)
     assert needle in info.value.message and info.value.exit_code == 2
+
+
+def test_verify_sees_edits_and_a_tail_cut_off_by_a_commit_outside_easeml_ci(repo):
+    ledger = Ledger(backend(repo), FP)
+    for _ in range(3):
+        ledger.record_step(passed=False, terms=TERMS)
+    report = ledger.verify()
+    assert report.ok, report.problems
+    path = f"ledger/{FP}.jsonl"
+    raw = repo.file_on_branch(REPO, "easeml-ledger", path)
+    lines = raw.splitlines(keepends=True)
+    # a person drops the last step through the web UI: the chain alone would still be valid
+    repo.commit_file(REPO, "easeml-ledger", path, b"".join(lines[:-1]))
+    assert not ledger.verify().ok
+    # a person edits an entry, keeping the length
+    edited = lines[1].replace(b'"passed":false', b'"passed":true')
+    repo.commit_file(REPO, "easeml-ledger", path, lines[0] + edited + b"".join(lines[2:]))
+    problems = " ".join(ledger.verify().problems)
+    assert "edited" in problems

@@ -188,8 +188,8 @@ class GitHubClient:
             return GitHubValidation(method, url, status, msg)
         return GitHubError(method, url, status, msg)
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params or None).json()
+    def get(self, endpoint: str, /, **params: Any) -> Any:
+        return self.request("GET", endpoint, params=params or None).json()
 
     def post(self, path: str, body: dict) -> Any:
         return self.request("POST", path, json=body).json()
@@ -200,10 +200,10 @@ class GitHubClient:
     def put(self, path: str, body: dict) -> Any:
         return self.request("PUT", path, json=body).json()
 
-    def paginate(self, path: str, **params: Any) -> Iterator[Any]:
+    def paginate(self, endpoint: str, /, **params: Any) -> Iterator[Any]:
         """Yield the items of a list endpoint, following ``Link: rel="next"``."""
         params.setdefault("per_page", 100)
-        resp = self.request("GET", path, params=params)
+        resp = self.request("GET", endpoint, params=params)
         while True:
             yield from resp.json()
             nxt = resp.links.get("next", {}).get("url")

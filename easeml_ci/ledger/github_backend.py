@@ -21,8 +21,12 @@ A token that may not write (a pull request from a fork, or a workflow without
 :class:`LedgerCorrupt` with exit code 2: the check stops before deciding anything, so nothing is
 revealed, and the message says which permission is missing.
 
-There is no head sidecar (``verify`` checks the chain only): the branch's commit history, one
-commit per append, is the outside record that shows a truncated or rewritten ledger.
+Truncation. A hash chain cannot show a cut-off tail (a prefix of a valid chain is valid), so the
+file backend keeps a head sidecar. Here the branch history plays that part: every append is one
+commit whose message records the new length and the last entry's hash, and :meth:`head` reads
+the latest commit that touched the ledger file. A tail cut off (or any edit) by a commit that
+easeml-ci did not make shows up in ``easeml-ci ledger verify``. A force-push back to an older
+state does not: protect the branch against force pushes.
 
 Known limit: the contents API returns file content inline up to 1 MB, i.e. several thousand
 steps per test set, far beyond any sensible ``steps`` setting.
@@ -50,6 +54,7 @@ DEFAULT_BRANCH = "easeml-ledger"
 DEFAULT_DIRECTORY = "ledger"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_HEAD_RECORD = re.compile(r"^easeml-ci: ledger [0-9a-f]+ entry (\d+) hash=([0-9a-f]{64})$")
 
 _README = """# easeml-ci ledger
 
@@ -148,6 +153,29 @@ class GitHubBackend:
         """All entries, oldest first; [] when the branch or the file does not exist yet."""
         return self._read(fingerprint)[0]
 
+    def head(self, fingerprint: str) -> dict | None:
+        """``{"length", "hash"}`` from the latest commit that changed the ledger file.
+
+        None when the file was never written. When that commit was not made by easeml-ci (its
+        message lacks the record), the head is reported unreadable, which ``verify`` flags.
+        """
+        path = self._file(fingerprint)
+        try:
+            commits = self.client.get(repo_path(self.repository, "commits"), sha=self.branch,
+                                      path=path, per_page=1)
+        except (GitHubNotFound, GitHubValidation):
+            return None
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot read the history of {path} on {self.where}: "
+                                f"{exc}") from None
+        if not commits:
+            return None
+        message = str((commits[0].get("commit") or {}).get("message", ""))
+        m = _HEAD_RECORD.search(message)
+        if not m:
+            return {"length": None, "hash": None, "unreadable": True}
+        return {"length": int(m.group(1)), "hash": m.group(2)}
+
     def fingerprints(self) -> list[str]:
         try:
             listing = self.client.get(self._contents(self.directory), ref=self.branch)
@@ -210,7 +238,8 @@ class GitHubBackend:
             data += b"\n"
         new = data + canonical(entry) + b"\n"
         body = {
-            "message": f"easeml-ci: ledger {fingerprint[:12]} step {expected_length + 1}",
+            "message": f"easeml-ci: ledger {fingerprint[:12]} entry {expected_length + 1} "
+                       f"hash={entry.get('hash')}",
             "content": base64.b64encode(new).decode(),
             "branch": self.branch,
         }
