@@ -530,7 +530,7 @@ class Store:
                     self._event(cur, tid, worker, token, "expired")
         return len(rows)
 
-    def snapshot(self, since: float | None = None) -> Snapshot:
+    def snapshot(self, since: float | None = None, seen: set[int] | frozenset = frozenset()) -> Snapshot:
         # Queued and running come from ONE query: read separately, a trial requeued in between
         # would be in neither list, and a scheduler told it runs would never see it queued.
         pending: dict[str, list[str]] = {}
@@ -550,7 +550,8 @@ class Store:
             q += " AND finished_at >= ?"
             params = (since,)
         finished = [Trial(id=r[0], tenant=r[1], candidate=r[2], status=r[3], attempts=r[4], worker=r[5], score=r[6],
-                          cost=r[7], onnx_path=r[8], finished_at=r[9]) for r in self._read(q + " ORDER BY finished_at, id", params)]
+                          cost=r[7], onnx_path=r[8], finished_at=r[9]) for r in self._read(q + " ORDER BY finished_at, id", params)
+                    if r[0] not in seen]
         return Snapshot(pending, running, finished)  # type: ignore[arg-type]
 
     def try_claim(self, tenant: str, candidate: str, worker: str, device: str,

@@ -68,13 +68,14 @@ class TrialResult:
 class SchedulerFeed:
     """Keeps a scheduler in step with the store without re-reading all history per decision.
 
-    Finished trials are fed once each (the store is read from a watermark a minute behind the
-    newest finish seen, so a transaction that commits late is not missed). Running trials are
+    Finished trials are fed once each. The store is read from a watermark a few seconds behind
+    the newest finish seen: a result's finish time is taken inside the short transaction that
+    commits it, so a result that commits a moment after a later-stamped one is not missed. Running trials are
     fed as ``start``; if one of them is later back in the queue (its worker died), the scheduler
     would still think it runs, so the scheduler is rebuilt from the store, which is rare.
     """
 
-    SLACK = 60.0
+    SLACK = 5.0
 
     def __init__(self, store: Store, factory: Callable[[], Chooser]):
         self.store = store
@@ -89,7 +90,8 @@ class SchedulerFeed:
         self.rebuilds = getattr(self, "rebuilds", -1) + 1
 
     def refresh(self):
-        snap = self.store.snapshot(since=None if self.watermark is None else self.watermark - self.SLACK)
+        snap = self.store.snapshot(since=None if self.watermark is None else self.watermark - self.SLACK,
+                                   seen=self.seen_done)
         queued_pairs = {(t, c) for t, cs in snap.pending.items() for c in cs}
         if any(pair in queued_pairs for pair in self.started.values()):
             self._reset()

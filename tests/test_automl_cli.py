@@ -307,3 +307,26 @@ def test_catalogue_command_lists_candidates(tmp_path, data):
     assert "logreg-C1" in names and "random-forest-100" in names
     r = run("catalogue")
     assert re.search(r"^mlp-64\s+mlp\s+class", r.output, re.M)
+
+
+def test_gpu_runner_workflow_runs_a_worker_with_valid_options():
+    import os
+    import shlex
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "workflows", "automl-worker.yml")
+    with open(path) as fh:
+        wf = yaml.safe_load(fh)
+    job = wf["jobs"]["work"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    assert "matrix.gpu" in job["concurrency"]["group"] and job["concurrency"]["cancel-in-progress"] is False
+    assert job["timeout-minutes"] > 0
+    assert job["env"]["EASEML_AUTOML_STORE"] == "${{ secrets.EASEML_AUTOML_STORE }}"
+    (cmd,) = [s["run"] for s in job["steps"] if "run" in s and "easeml-automl work" in s["run"]]
+    argv = shlex.split(re.sub(r"\$\{\{[^}]*\}\}", "X", cmd).replace('"$EASEML_AUTOML_STORE"', "postgresql://h/db"))
+    assert argv[:2] == [".venv/bin/easeml-automl", "work"]
+    argv = [a if a != "X" else "7" for a in argv[2:]]
+    ctx = main.commands["work"].make_context("work", argv)  # raises on an unknown or malformed option
+    assert ctx.params["device"] == "cuda:0" and ctx.params["exit_when_idle"] is True
+    assert ctx.params["store_url"] == "postgresql://h/db"
