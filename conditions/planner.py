@@ -78,10 +78,10 @@ class ClausePlan:
 
     @property
     def statistic(self) -> str:
+        """The clause's expression with its range over feasible outcomes, as the user wrote it."""
         c = self.compiled
-        expr = self.clause.expression_text()
-        return f"{expr} in [{format_number(c.low * c.sign if c.sign > 0 else -c.high)}, " \
-               f"{format_number(c.high if c.sign > 0 else -c.low)}]"
+        low, high = (c.low, c.high) if c.sign > 0 else (-c.high, -c.low)
+        return f"{self.clause.expression_text()} in [{format_number(low)}, {format_number(high)}]"
 
     def labels_for(self, n: int) -> int:
         """Labels needed on n test examples: none for d alone, disagreements only for n - o."""
@@ -99,19 +99,27 @@ class ClausePlan:
     # --- the test itself, on sufficient statistics (vectorised for Monte Carlo) ---
 
     def _zone_cutoff(self, mode: str, m: int):
-        """Cutoff for the zone of ``mode`` on m examples, on the scale of ``statistic``."""
+        """``(examples used, cutoff)`` of the test for ``mode``'s zone on m examples.
+
+        The cutoff is on the scale of :meth:`statistic_of`: a count for exact tests, a mean
+        otherwise. Only the plan's own mode carries the guarantee; the other zone's test serves
+        the three-valued answer on the same examples.
+        """
         a, b = self.compiled.edges(mode)
         if self.method == "exact-binomial":
             a_u, b_u = self._bernoulli_scale(a, b)
             k = binomial_cutoff(m, a_u, b_u, self.delta)
-            if k is None:  # the lattice rippled: the planned size is feasible by construction
-                k = binomial_cutoff(self.test_examples, a_u, b_u, self.delta)
-                return ("prefix", self.test_examples, k)
-            return ("all", m, k)
+            if k is not None:
+                return m, k
+            if mode == self.mode:
+                # The binomial lattice can make a size just above the planned one infeasible;
+                # the planned size is feasible by construction, so decide on its prefix.
+                return self.test_examples, binomial_cutoff(self.test_examples, a_u, b_u, self.delta)
+            return m, math.ceil(m * (a_u + b_u) / 2)  # ease.ml/ci's rule: the zone's middle
         if self.method == "easeml":
-            return ("all", m, (a + b) / 2)
+            return m, (a + b) / 2
         test = MeanTest(self.compiled.low, self.compiled.high, self.second_moment_cap)
-        return ("all", m, test.design(a, b, self.delta).cutoff)
+        return m, test.design(a, b, self.delta).cutoff
 
     def _bernoulli_scale(self, a: float, b: float) -> tuple[float, float]:
         """Map Z-scale edges to the Bernoulli variable u (= v or 1 - v) whose count is tested."""
@@ -135,8 +143,8 @@ class ClausePlan:
         m = len(values)
         passes = {}
         for mode in MODES:
-            scope, size, cutoff = self._zone_cutoff(mode, m)
-            x = values[:size] if scope == "prefix" else values
+            size, cutoff = self._zone_cutoff(mode, m)
+            x = values[:size]
             stat = float(np.sum(x)) if self.method == "exact-binomial" else float(np.mean(x))
             passes[mode] = stat >= cutoff
         answer = "true" if passes["fp-free"] else ("false" if not passes["fn-free"] else "unknown")
@@ -157,9 +165,9 @@ class ClausePlan:
 
     def decide_many(self, statistic_sums: np.ndarray, m: int) -> np.ndarray:
         """Vectorised mode verdicts for many simulated test sets of m examples (Monte Carlo)."""
-        scope, size, cutoff = self._zone_cutoff(self.mode, m)
-        if scope != "all":
-            raise ValueError("simulate with the planned size or larger")
+        size, cutoff = self._zone_cutoff(self.mode, m)
+        if size != m:
+            raise ValueError("simulate with a size whose exact test exists (the planned one does)")
         stat = statistic_sums if self.method == "exact-binomial" else statistic_sums / m
         return stat >= cutoff
 

@@ -166,3 +166,31 @@ def test_binomial_cutoff_controls_both_errors():
     assert stats.binom.sf(k - 1, d.sample_size, 0.8) <= 1e-3
     assert stats.binom.cdf(k - 1, d.sample_size, 0.9) <= 1e-3
     assert binomial_cutoff(d.sample_size - 50, 0.8, 0.9, 1e-3) is None
+
+
+@pytest.mark.parametrize("condition", ["n > 0.8 +/- 0.05", "d < 0.1 +/- 0.02", "n - o > 0.02 +/- 0.03"])
+@pytest.mark.parametrize("mode", ["fp-free", "fn-free"])
+def test_decide_at_exactly_the_planned_size_gives_all_three_answers(condition, mode):
+    """The other zone's test may not exist at the planned size; the answer must still be given."""
+    p = plan(condition, 0.99, mode=mode, adaptivity="none", steps=1)
+    m = p.test_examples
+    cp = p.clauses[0]
+    t, eps = cp.clause.threshold, cp.tolerance
+    seen = set()
+    for value in (t - 4 * eps, t, t + 4 * eps):
+        y = np.zeros(m, dtype=int)
+        if cp.clause.variables == {"n"}:
+            new = (np.arange(m) >= value * m).astype(int)  # right on the first value*m examples
+            outcomes = conditions.Outcomes.from_predictions(y, new)
+        elif cp.clause.variables == {"d"}:
+            new = np.zeros(m, dtype=int)
+            old = (np.arange(m) < value * m).astype(int)
+            outcomes = conditions.Outcomes.from_predictions(None, new, old)
+        else:  # the models differ on the first |value|*m examples, where one of them is right
+            differ = (np.arange(m) < abs(value) * m).astype(np.int8)
+            right_new = np.where(differ == 1, int(value > 0), 1).astype(np.int8)
+            right_old = np.where(differ == 1, int(value < 0), 1).astype(np.int8)
+            outcomes = conditions.Outcomes(right_new, right_old, differ)
+        seen.add(p.decide(outcomes).clauses[0].answer)
+    assert seen == {"true", "unknown", "false"} or seen == {"true", "false"}
+    assert "true" in seen and "false" in seen
