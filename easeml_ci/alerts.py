@@ -100,11 +100,11 @@ def build_alert(*, event: str, gate: str, fingerprint: str, budget: dict, plan_s
                "condition": plan_summary["condition"],
                "reliability": plan_summary["reliability"],
                "pool_csv": pool_csv}
-    next_step = (f"label a fresh test set of at least {need} examples, then run "
+    next_step = (f"label a fresh test set of at least {need:,} examples, then run "
                  f"`easeml-ci testset register NEW_TESTSET --config {config_path}`")
     lines = [f"easeml-ci [{gate}]: test set {fingerprint[:12]} {why} "
              f"({budget['used']} of {budget['total']} steps used).",
-             f"Label request: {need} test examples ({labels} labels) for "
+             f"Label request: {need:,} test examples ({labels:,} labels) for "
              f"`{plan_summary['condition']}` at reliability {plan_summary['reliability']}."]
     if pool_csv:
         lines.append(f"Which pool examples to label first: {pool_csv}"

@@ -127,7 +127,7 @@ def plan_summary(plan) -> dict:
 
 
 def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerprint: str,
-                  progress: Progress) -> tuple[str | None, str | None]:
+                  progress: Progress, requests_dir: Path) -> tuple[str | None, str | None]:
     """Write the label-request CSV for ``cfg.pool``; returns (path, how it was ranked)."""
     if not getattr(cfg, "pool", None):
         return None, None
@@ -149,11 +149,19 @@ def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerpri
     elif not plan.variables & {"o", "d"}:
         how = "pool order (the condition does not compare two models)"
     order, disagree = alerts.rank_pool(new_pred, old_pred, X.shape[0])
-    out = workdir / ".easeml" / "label-requests" / f"{fingerprint[:16]}.csv"
+    out = requests_dir / f"{fingerprint[:16]}.csv"
     alerts.write_label_request_csv(out, order, disagree, plan.labels)
     if disagree is not None:
         how += f"; {int(disagree.sum())} of {X.shape[0]} pool examples are disagreements"
     return str(out), how
+
+
+def _requests_dir(ledger: Ledger, workdir: Path) -> Path:
+    """Label requests sit beside a file ledger (``.easeml/label-requests``), else in the workdir."""
+    directory = getattr(ledger.backend, "directory", None)
+    if directory is not None:
+        return Path(directory).parent / "label-requests"
+    return workdir / ".easeml" / "label-requests"
 
 
 def _resolve(spec: str, workdir: Path) -> Path:
@@ -166,7 +174,7 @@ def raise_alert(*, cfg, plan, budget: Budget, ledger: Ledger, new: str, old: str
     """Build the new-test-set alert, write the pool CSV, and dispatch it once per event."""
     try:
         pool_csv, pool_info = _pool_ranking(cfg, plan, new, old, workdir, ledger.fingerprint,
-                                            progress)
+                                            progress, _requests_dir(ledger, workdir))
     except UsageError as exc:  # the alert still goes out; the pool problem is named in it
         pool_csv, pool_info = None, f"pool not ranked: {exc.message}"
     alert = alerts.build_alert(event=budget.status, gate=cfg.name or "default",
