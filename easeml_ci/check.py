@@ -84,6 +84,10 @@ def _load_config(config):
     return config
 
 
+def _config_name(cfg) -> str:
+    return str(cfg.path) if getattr(cfg, "path", None) else ".easeml.yml"
+
+
 def _line(cfg, key: str) -> int | None:
     lines = getattr(cfg, "lines", None) or {}
     return lines.get(key)
@@ -91,7 +95,7 @@ def _line(cfg, key: str) -> int | None:
 
 def _where(cfg, key: str) -> str:
     line = _line(cfg, key)
-    return f"{cfg.path}:{line}: {key}" if line else f"{cfg.path}: {key}"
+    return f"{_config_name(cfg)}:{line}: {key}" if line else f"{_config_name(cfg)}: {key}"
 
 
 def pinned_terms(cfg) -> dict:
@@ -117,7 +121,7 @@ def _plan(cfg):
     try:
         return cfg.plan()
     except conditions.PlanError as exc:
-        raise ConfigError(f"{cfg.path}: {exc}") from None
+        raise ConfigError(f"{_config_name(cfg)}: {exc}") from None
 
 
 def plan_summary(plan) -> dict:
@@ -131,7 +135,6 @@ def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerpri
     """Write the label-request CSV for ``cfg.pool``; returns (path, how it was ranked)."""
     if not getattr(cfg, "pool", None):
         return None, None
-    from .models import OnnxModel
     from .testset import load_pool
 
     pool_path = Path(cfg.pool)
@@ -140,11 +143,10 @@ def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerpri
     X = load_pool(pool_path, label_column=cfg.label_column)
     new_pred = old_pred = None
     how = "pool order (the models are prediction files, which say nothing about the pool)"
-    if plan.variables & {"o", "d"} and old and all(str(s).endswith(".onnx") and not
-                                                   str(s).startswith("git:") for s in (new, old)):
+    if plan.variables & {"o", "d"} and old and all(str(s).endswith(".onnx") for s in (new, old)):
         progress("ranking the pool by where the two models disagree")
-        new_pred = OnnxModel(_resolve(new, workdir), new).predict(X, source=pool_path)
-        old_pred = OnnxModel(_resolve(old, workdir), old).predict(X, source=pool_path)
+        new_pred = _onnx(new, workdir).predict(X, source=pool_path)
+        old_pred = _onnx(old, workdir).predict(X, source=pool_path)
         how = "examples where the old and new model disagree come first"
     elif not plan.variables & {"o", "d"}:
         how = "pool order (the condition does not compare two models)"
@@ -154,6 +156,14 @@ def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerpri
     if disagree is not None:
         how += f"; {int(disagree.sum())} of {X.shape[0]} pool examples are disagreements"
     return str(out), how
+
+
+def _onnx(spec: str, workdir: Path):
+    from .models import GIT_PREFIX, OnnxModel, read_git_blob
+
+    if str(spec).startswith(GIT_PREFIX):
+        return OnnxModel(read_git_blob(str(spec), workdir)[1], str(spec))
+    return OnnxModel(_resolve(spec, workdir), str(spec))
 
 
 def _requests_dir(ledger: Ledger, workdir: Path) -> Path:
@@ -179,7 +189,7 @@ def raise_alert(*, cfg, plan, budget: Budget, ledger: Ledger, new: str, old: str
         pool_csv, pool_info = None, f"pool not ranked: {exc.message}"
     alert = alerts.build_alert(event=budget.status, gate=cfg.name or "default",
                                fingerprint=ledger.fingerprint, budget=budget.to_dict(),
-                               plan_summary=plan_summary(plan), config_path=str(cfg.path),
+                               plan_summary=plan_summary(plan), config_path=_config_name(cfg),
                                pool_csv=pool_csv, pool_info=pool_info)
     return alerts.dispatch(alert, ledger, getattr(cfg, "webhook", None))
 
@@ -297,7 +307,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     result = CheckResult(
         verdict="withheld" if withheld else ("pass" if verdict.passed else "fail"),
         clauses=clauses, budget=after.to_dict(), fingerprint=ts.fingerprint,
-        plan=plan_summary(configured), config_path=str(cfg.path), gate=cfg.name or "default",
+        plan=plan_summary(configured), config_path=_config_name(cfg), gate=cfg.name or "default",
         step=entry["seq"], underpowered=plan is not configured)
     if withheld:
         sink.deliver({"gate": result.gate, "testset": ts.fingerprint, "step": entry["seq"],

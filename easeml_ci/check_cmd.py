@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import report
-from .errors import BudgetExhausted, UsageError
+from .errors import BudgetExhausted, TestSetTooSmall, UsageError
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 
@@ -50,6 +50,11 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
         elif alert:
             click.echo(report.render_alert(alert))
         raise
+    except TestSetTooSmall as exc:
+        if as_json:
+            click.echo(json.dumps({"verdict": None, "error": "too_small", "message": exc.message},
+                                  sort_keys=True))
+        raise
     click.echo(report.render_json(result) if as_json else report.render_terminal(result))
     sys.exit(result.exit_code)
 
@@ -64,7 +69,6 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 def register(path, config_path, key_env, underpowered, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
     from .check import _load_config, _plan, check_pinned, pinned_terms, plan_summary
-    from .errors import TestSetTooSmall
     from .ledger import Ledger, open_backend
     from .testset import load_testset
 

@@ -15,18 +15,23 @@ from .errors import UsageError
 from .report import budget_line
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
+DEFAULT_CONFIG = ".easeml.yml"
 
 
 def _select(config_path, testset, fingerprint, key_env):
     from .config import load_config
     from .ledger import Ledger, open_backend
 
-    cfg = load_config(config_path)
-    backend = open_backend(cfg.ledger, base=Path("."))
+    if config_path is None and not Path(DEFAULT_CONFIG).exists():
+        cfg = None  # no config here: the default ledger location, terms from the ledgers
+    else:
+        cfg = load_config(config_path or DEFAULT_CONFIG)
+    backend = open_backend(cfg.ledger if cfg else None, base=Path("."))
     if testset:
         from .testset import testset_fingerprint
 
-        fingerprints = [testset_fingerprint(testset, label_column=cfg.label_column,
+        label_column = cfg.label_column if cfg else "label"
+        fingerprints = [testset_fingerprint(testset, label_column=label_column,
                                             key_env=key_env)[0]]
     elif fingerprint:
         fingerprints = [fingerprint.lower()]
@@ -40,7 +45,8 @@ def _select(config_path, testset, fingerprint, key_env):
 
 
 def _options(fn):
-    fn = click.option("--config", "config_path", default=".easeml.yml", show_default=True)(fn)
+    fn = click.option("--config", "config_path", default=None,
+                      help="The gate's config (default: .easeml.yml if present).")(fn)
     fn = click.option("--testset", default=None, help="The test set whose ledger to read.")(fn)
     fn = click.option("--fingerprint", default=None, help="A test-set fingerprint (hex).")(fn)
     fn = click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True)(fn)
@@ -64,7 +70,11 @@ def status(config_path, testset, fingerprint, key_env, as_json):
     for led in ledgers:
         entries = led.entries()
         registered = led.registration(entries) is not None
-        budget = led.budget(pinned_terms(cfg), entries=entries)
+        if not registered and cfg is None:
+            rows.append({"fingerprint": led.fingerprint, "registered": False, "used": None,
+                         "total": None, "remaining": None, "status": "unregistered"})
+            continue
+        budget = led.budget(pinned_terms(cfg) if cfg else None, entries=entries)
         rows.append({"fingerprint": led.fingerprint, "registered": registered,
                      **budget.to_dict()})
     if as_json:
@@ -74,6 +84,10 @@ def status(config_path, testset, fingerprint, key_env, as_json):
         click.echo(f"no ledgers in {backend!r}")
         return
     for row in rows:
+        if row["used"] is None:
+            click.echo(f"test set {row['fingerprint'][:12]}  not registered (no budget terms; "
+                       "pass --config)")
+            continue
         note = "" if row["registered"] else "  [not registered yet]"
         click.echo(f"test set {row['fingerprint'][:12]}  {budget_line(row)}{note}")
 

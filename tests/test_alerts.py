@@ -207,3 +207,23 @@ def test_dispatch_without_webhook_records_the_printed_alert(tmp_path):
     alert = {"event": "exhausted", "text": "t"}
     assert alerts.dispatch(dict(alert), ledger, None)["delivery"]["delivered"] is True
     assert alerts.dispatch(dict(alert), ledger, None)["delivery"]["sent"] is False
+
+
+def test_private_sink_webhook_receives_the_withheld_verdict(gate, hook_factory):
+    hook = hook_factory()
+    gate.config(adaptivity="none", private_sink=hook.url)
+    result = gate.check("bad.npy", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["verdict"] == "withheld"
+    assert [(b["verdict"], b["step"]) for b in hook.bodies] == [("fail", 1)]
+    assert "127.0.0.1" in json.loads(result.stdout)["private_sink"]
+
+
+def test_private_sink_webhook_failure_says_the_step_was_spent(gate, hook_factory, monkeypatch):
+    monkeypatch.setattr(alerts.time, "sleep", lambda _s: None)
+    hook = hook_factory([403])
+    gate.config(adaptivity="none", private_sink=hook.url)
+    result = gate.check("good.npy")
+    assert result.exit_code == 2
+    assert "private_sink: step recorded, but the webhook did not take the verdict (HTTP 403)" \
+        in result.stderr
+    assert "PASS" not in result.stdout and len(gate.steps()) == 1

@@ -339,3 +339,28 @@ def test_ledger_status_log_and_verify(gate):
     ledger_file.write_text("".join(lines[:1] + lines[2:]))
     verify = runner.invoke(main, ["ledger", "verify"])
     assert verify.exit_code == 1 and "TAMPERED" in verify.stdout
+
+
+def test_too_small_under_json_is_still_one_object(gate):
+    gate.config(condition="n > 0.6 +/- 0.01")
+    result = gate.check("good.npy", "--json")
+    assert result.exit_code == 3
+    out = json.loads(result.stdout)
+    assert out["error"] == "too_small" and "labelled examples, have" in out["message"]
+
+
+def test_ledger_status_works_without_a_config(gate):
+    gate.check("good.npy")
+    (gate.root / ".easeml.yml").unlink()
+    result = CliRunner().invoke(main, ["ledger", "status"])
+    assert result.exit_code == 0
+    assert "1 of 4 steps used, 3 remaining (active)" in result.stdout
+
+
+def test_run_check_accepts_a_loaded_config(gate):
+    from easeml_ci.config import load_config
+
+    cfg = load_config(gate.root / ".easeml.yml")
+    result = run_check(cfg, "bad.npy", None, "ts.npz", workdir=gate.root)
+    assert (result.verdict, result.exit_code) == ("fail", 1)
+    assert result.to_dict()["budget"]["used"] == 1

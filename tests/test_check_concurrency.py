@@ -47,6 +47,8 @@ def test_eight_checks_at_once_spend_each_step_exactly_once(gate):
     assert revealed == [1, 2, 3, 4, 5]  # register is entry 0; no step revealed twice
     assert sum(kind == "refused" for kind, _ in outcomes) == 3
     assert len(gate.steps()) == 5
+    claims = [e for e in gate.entries() if e["kind"] == "alert"]
+    assert len(claims) == 1  # the losers and the last step all raise it; it goes out once
 
 
 def test_a_check_killed_while_writing_its_step_reveals_nothing_and_costs_a_step(gate):
