@@ -32,6 +32,10 @@ from .store import Promotion, Store, Tenant
 BRANCH_PREFIX = "easeml-automl/"
 
 
+class Superseded(PromotionError):
+    """A newer promotion of the same tenant got there first; this one has nothing to do."""
+
+
 @dataclass(frozen=True)
 class ModelCard:
     tenant: str
@@ -50,6 +54,7 @@ class ModelCard:
     classes: list
     features: list
     trial_id: int
+    promotion_id: int
     onnx_sha256: str
     promoted_at: str
 
@@ -95,6 +100,7 @@ def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes) -
         validation_score=promo.score, previous_score=promo.previous_score,
         validation_rows=s.n_validation, train_rows=s.n_train, dataset=s.source, data_fingerprint=s.fingerprint,
         target=s.target, classes=list(s.classes), features=s.to_dict()["features"], trial_id=promo.trial_id,
+        promotion_id=promo.id,
         onnx_sha256=hashlib.sha256(blob).hexdigest(),
         promoted_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     )
@@ -109,13 +115,37 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str]:
+def _card_promotion_id(text: str | bytes | None) -> int:
+    try:
+        return int(json.loads(text).get("promotion_id", -1)) if text else -1
+    except (ValueError, AttributeError, TypeError):
+        return -1
+
+
+def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str] | None:
+    """Write the model and its card unless a newer promotion already did; None when superseded.
+
+    Two workers may promote one after the other and write in the opposite order; the card on
+    disk carries its promotion id, and under a lock on the output directory the older
+    promotion never overwrites the newer one.
+    """
+    import fcntl
+
     os.makedirs(output, exist_ok=True)
     model = os.path.join(output, "model.onnx")
     card_json = os.path.join(output, "model-card.json")
-    _atomic_write(model, blob)
-    _atomic_write(card_json, card.to_json().encode())
-    _atomic_write(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
+    with open(os.path.join(output, ".promote.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(card_json, "rb") as fh:
+                current = _card_promotion_id(fh.read())
+        except OSError:
+            current = -1
+        if current > card.promotion_id:
+            return None
+        _atomic_write(model, blob)
+        _atomic_write(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
+        _atomic_write(card_json, card.to_json().encode())  # last: it marks the set complete
     return model, card_json
 
 
@@ -133,7 +163,15 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
 
     Returns the pull request's html URL. Raises :class:`PromotionError` with GitHub's reason.
     """
-    from easeml_ci.github.api import GitHubClient, GitHubError, GitHubNotFound, RetryPolicy, repo_path
+    from easeml_ci.github.api import (
+        GitHubClient,
+        GitHubConflict,
+        GitHubError,
+        GitHubNotFound,
+        GitHubValidation,
+        RetryPolicy,
+        repo_path,
+    )
 
     token = token if token is not None else github_token()
     if not token:
@@ -146,8 +184,8 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
     stem = model_path[:-5] if model_path.endswith(".onnx") else model_path
     files = [
         (model_path, blob),
-        (stem + ".card.json", card.to_json().encode()),
         (stem + ".card.md", card.to_markdown().encode()),
+        (stem + ".card.json", card.to_json().encode()),
     ]
     title = f"easeml-automl: {tenant} model {card.candidate} ({card.metric} {card.validation_score:.4f})"
     body = (
@@ -163,19 +201,41 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
         except GitHubNotFound:
             base_ref = gh.get(repo_path(repository, "git", "ref", "heads", base))
             gh.post(repo_path(repository, "git", "refs"), {"ref": f"refs/heads/{branch}", "sha": base_ref["object"]["sha"]})
-        for path, data in files:
-            put: dict[str, Any] = {
-                "message": f"easeml-automl: {tenant} -> {card.candidate} ({card.metric} {card.validation_score:.4f})",
-                "content": base64.b64encode(data).decode(),
-                "branch": branch,
-            }
+        card_path = stem + ".card.json"
+
+        def read(path):
             try:
-                existing = gh.request("GET", repo_path(repository, "contents", path), params={"ref": branch}).json()
-                if isinstance(existing, dict) and existing.get("sha"):
-                    put["sha"] = existing["sha"]
+                got = gh.request("GET", repo_path(repository, "contents", path), params={"ref": branch}).json()
             except GitHubNotFound:
-                pass
-            gh.put(repo_path(repository, "contents", path), put)
+                return None, None
+            if not isinstance(got, dict):
+                return None, None
+            content = got.get("content")
+            return got.get("sha"), (base64.b64decode(content) if content else None)
+
+        # The card goes last and carries the promotion id: an older promotion that reaches
+        # GitHub after a newer one stops instead of overwriting it (checked before every file).
+        # Every write is a compare-and-swap on the file's blob sha, so a concurrent writer
+        # between our read and our write makes us check again.
+        for attempt in range(5):
+            try:
+                for path, data in files:
+                    _, current = read(card_path)
+                    if _card_promotion_id(current) > card.promotion_id:
+                        raise Superseded(f"a newer promotion is already on {branch}")
+                    sha, _ = read(path)
+                    put: dict[str, Any] = {
+                        "message": f"easeml-automl: {tenant} -> {card.candidate} ({card.metric} {card.validation_score:.4f})",
+                        "content": base64.b64encode(data).decode(),
+                        "branch": branch,
+                    }
+                    if sha:
+                        put["sha"] = sha
+                    gh.put(repo_path(repository, "contents", path), put)
+                break
+            except (GitHubConflict, GitHubValidation):
+                if attempt == 4:
+                    raise
         open_prs = gh.request("GET", repo_path(repository, "pulls"),
                               params={"head": f"{owner}:{branch}", "state": "open"}).json()
         if open_prs:
@@ -198,7 +258,11 @@ def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, 
     status, message, pr_url = "written", None, None
     try:
         if tenant.output:
-            model_path, card_path = write_local(tenant.output, card, blob)
+            written = write_local(tenant.output, card, blob)
+            if written is None:
+                status, message = "superseded", "a newer promotion already wrote the output"
+            else:
+                model_path, card_path = written
     except OSError as exc:
         status, message = "write-failed", f"cannot write to {tenant.output}: {exc}"
     if tenant.repository and status == "written":
@@ -206,6 +270,8 @@ def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, 
             pr_url = open_or_update_pr(tenant.repository, tenant.name, tenant.model_path or f"models/{tenant.name}.onnx",
                                        card, blob)
             status = "pr-opened"
+        except Superseded as exc:
+            status, message = "superseded", exc.message
         except PromotionError as exc:
             status, message = "pr-failed", exc.message
     store.finish_promotion(promo.id, status, model_path=model_path, card_path=card_path, pull_request=pr_url,

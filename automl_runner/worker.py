@@ -287,6 +287,8 @@ class Worker:
                 self.progress.line(f"[{self.id}] training {label} on {self.options.device} (attempt {claim.attempt})")
                 self._in_training = True
                 try:
+                    if self.stop_requested:  # the signal came between the claim and now
+                        raise Interrupted()
                     ds = self._dataset(tenant)
                     X_tr, X_val, y_tr, y_val = ds.split()
                     with warnings.catch_warnings():

@@ -330,3 +330,32 @@ def test_gpu_runner_workflow_runs_a_worker_with_valid_options():
     ctx = main.commands["work"].make_context("work", argv)  # raises on an unknown or malformed option
     assert ctx.params["device"] == "cuda:0" and ctx.params["exit_when_idle"] is True
     assert ctx.params["store_url"] == "postgresql://h/db"
+
+
+def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github):
+    """Worker A promotes first but writes last: the output and the PR keep B's newer model."""
+    from automl_runner.promote import build_card, open_or_update_pr, write_local
+
+    schema = infer_schema(data, "species")
+    ds = load_dataset(data, schema)
+    with open_store(tmp_path / "q.db") as s:
+        s.add_tenant("flowers", data, schema, default_catalogue(), only=["gaussian-nb", "lda"], margin=0.0)
+        tenant = s.tenant("flowers")
+        promos = {}
+        for name, score in [("gaussian-nb", 0.6), ("lda", 0.8)]:
+            cand, blob = _fit(schema, ds, name)
+            c = s.try_claim("flowers", name, "w", "cpu")
+            s.complete(c, "w", score, 0.1, None, None)
+            promos[name] = (s.begin_promotion("flowers", c.trial_id), cand, blob)
+    (p_old, c_old, b_old), (p_new, c_new, b_new) = promos["gaussian-nb"], promos["lda"]
+    assert p_old.id < p_new.id
+    out = str(tmp_path / "out")
+    assert write_local(out, build_card(tenant, p_new, c_new, b_new), b_new) is not None
+    assert write_local(out, build_card(tenant, p_old, c_old, b_old), b_old) is None
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b_new
+    open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_new, c_new, b_new), b_new)
+    from automl_runner.promote import Superseded
+
+    with pytest.raises(Superseded):
+        open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_old, c_old, b_old), b_old)
+    assert github.files[("easeml-automl/flowers", "m.onnx")] == b_new
