@@ -77,7 +77,7 @@ def write_label_request_csv(path: Path, order: np.ndarray, disagree: np.ndarray 
                             labels_needed: int) -> Path:
     """Write ``rank,pool_index,models_disagree,label_now`` rows, most useful first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent checks each write their own
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "pool_index", "models_disagree", "label_now"])
