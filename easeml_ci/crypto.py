@@ -12,7 +12,7 @@ File layout (all integers little-endian)::
                                plaintext_bytes, chunks
     chunk 0..k-1     12-byte random nonce, then ciphertext + 16-byte GCM tag
 
-The plaintext is cut into chunks (64 MiB by default) so that a test set of any size can be
+The plaintext is cut into chunks (4 MiB by default) so that a test set of any size can be
 decrypted chunk by chunk straight into one preallocated buffer: peak memory is the plaintext
 plus one chunk, not ciphertext plus plaintext. Every chunk is authenticated together with the
 whole header (which carries the test set's fingerprint), its index and whether it is the last
@@ -44,7 +44,7 @@ FORMAT = "easeml-ci-testset"
 VERSION = 1
 CIPHER = "AES-256-GCM"
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
-DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32

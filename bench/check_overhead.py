@@ -1,0 +1,329 @@
+#!/usr/bin/env python
+"""What does a gate check cost on top of running the two models?
+
+Builds (once, cached under bench/out/check_overhead/) a 1,000,000-row test set, encrypts it, and
+trains two scikit-learn models exported to ONNX. Then, alternating, it runs
+
+* the full ``easeml-ci check --json`` as a subprocess against a fresh ledger (decrypt in memory,
+  fingerprint, ledger, both models, decision, commit), and
+* the bare baseline in a subprocess: a default onnxruntime session per model and one ``run`` on
+  the same arrays (already in memory: only session creation + inference are timed),
+
+and prints a Markdown table: median wall times, their ratio (target <= 1.25x), CPU times (less
+sensitive to a busy machine), and the check's peak resident memory against 3 x (decrypted test
+set + model files). A second table splits the check into phases (same code as the check, run
+in-process) to show where any overhead goes.
+
+Model pairs (--models): ``gbdt-mlp`` (default; a 100-tree gradient-boosted ensemble as the old
+model and a (128, 128) MLP as the new one — the kind of models a 1M-row test set is kept for)
+and ``small`` (logistic regression vs a (64, 64) MLP: inference is cheap, so this shows the
+check's fixed cost at its worst).
+
+Usage: .venv/bin/python bench/check_overhead.py [--rows 1000000] [--reps 3] [--models gbdt-mlp]
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "check_overhead"
+CONDITION = "n - o > 0.01 +/- 0.01"
+RELIABILITY = 0.999
+ADAPTIVITY, STEPS = "full", 8
+KEY_ENV = "EASEML_BENCH_TESTSET_KEY"
+
+
+# --- building the inputs (cached) ---------------------------------------------------------------
+
+def _models(kind: str, seed: int):
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    if kind == "gbdt-mlp":
+        return {"old": GradientBoostingClassifier(n_estimators=100, max_depth=4, random_state=seed),
+                "new": MLPClassifier((128, 128), max_iter=40, early_stopping=True, random_state=seed)}
+    if kind == "small":
+        return {"old": LogisticRegression(max_iter=1000),
+                "new": MLPClassifier((64, 64), max_iter=100, early_stopping=True, random_state=seed)}
+    raise click.BadParameter(f"unknown model pair {kind!r}; allowed: gbdt-mlp, small")
+
+
+def build(rows: int, features: int, kind: str, seed: int = 7) -> Path:
+    """Write testset.npz/.enc, old.onnx, new.onnx and key.txt into a cache folder; reuse it."""
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification
+
+    from easeml_ci import crypto
+    from easeml_ci.testset import encrypt_testset, load_testset
+
+    folder = OUT / f"{kind}-{rows}x{features}"
+    done = folder / "done.json"
+    if done.exists():
+        enc = folder / "testset.enc"
+        if crypto.read_header(enc).chunk_bytes != crypto.DEFAULT_CHUNK_BYTES:  # format changed
+            key = base64.urlsafe_b64decode((folder / "key.txt").read_text().strip())
+            encrypt_testset(load_testset(folder / "testset.npz"), enc, key)
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    n_train = 10_000
+    X, y = make_classification(n_samples=n_train + rows, n_features=features, n_informative=8,
+                               n_redundant=4, n_clusters_per_class=3, class_sep=1.2,
+                               flip_y=0.02, random_state=seed)
+    X = X.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, model in _models(kind, seed).items():
+            click.echo(f"training {name}: {type(model).__name__}", err=True)
+            model.fit(X[:n_train], y[:n_train])
+            onx = to_onnx(model, X[:1], options={id(model): {"zipmap": False}})
+            (folder / f"{name}.onnx").write_bytes(onx.SerializeToString())
+    np.savez(folder / "testset.npz", X=X[n_train:], y=y[n_train:])
+    del X, y
+    key = crypto.generate_key()
+    (folder / "key.txt").write_text(key + "\n")
+    ts = load_testset(folder / "testset.npz")
+    encrypt_testset(ts, folder / "testset.enc", base64.urlsafe_b64decode(key))
+    done.write_text(json.dumps({"build_s": round(time.perf_counter() - started, 1)}))
+    return folder
+
+
+# --- one measured run of each side ------------------------------------------------------------------
+
+TIME = Path("/usr/bin/time")
+
+
+def spawn(cmd: list[str], **kwargs) -> dict:
+    """Run ``cmd``; return its output, wall time, CPU time and peak RSS.
+
+    The peak comes from /usr/bin/time (GNU time's %M): Linux carries a process's ru_maxrss
+    over fork+exec, so wait4() on a child of this (large) benchmark process would report our
+    own footprint instead of the child's. GNU time is a tiny parent, so its figure is the
+    child's own. Without it, the figure is an upper bound and is marked so.
+    """
+    with tempfile.NamedTemporaryFile(prefix="rusage-", suffix=".txt") as stats:
+        wrapped = ([str(TIME), "-f", "%M %U %S", "-o", stats.name] + cmd) if TIME.exists() else cmd
+        started = time.perf_counter()
+        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - started
+        if TIME.exists():
+            fields = Path(stats.name).read_text().split()[-3:]
+            peak, cpu = int(fields[0]) * 1024, float(fields[1]) + float(fields[2])
+        else:  # pragma: no cover - machines without GNU time
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            peak, cpu = usage.ru_maxrss * 1024, float("nan")
+    return {"code": proc.returncode, "out": out, "err": err, "wall_s": wall, "cpu_s": cpu,
+            "peak_rss_bytes": peak}
+
+
+def run_check(folder: Path, easeml_ci: str) -> dict:
+    """The full command line, in a fresh working directory (fresh ledger), timed from outside."""
+    env = dict(os.environ, **{KEY_ENV: (folder / "key.txt").read_text().strip()})
+    with tempfile.TemporaryDirectory(prefix="check-overhead-") as work:
+        config = Path(work) / ".easeml.yml"
+        config.write_text(f'condition: "{CONDITION}"\nreliability: {RELIABILITY}\n'
+                          f"mode: fp-free\nadaptivity: {ADAPTIVITY}\nsteps: {STEPS}\n")
+        cmd = [easeml_ci, "check", "--config", str(config), "--new", str(folder / "new.onnx"),
+               "--old", str(folder / "old.onnx"), "--testset", str(folder / "testset.enc"),
+               "--key-env", KEY_ENV, "--json"]
+        run = spawn(cmd, cwd=work, env=env)
+    if run["code"] not in (0, 1):
+        raise SystemExit(f"easeml-ci check exited {run['code']}: "
+                         f"{run['err'].decode(errors='replace').strip()}")
+    run["verdict"] = json.loads(run["out"])["verdict"]
+    return run
+
+
+def run_bare(folder: Path, batch_rows: int) -> dict:
+    run = spawn([sys.executable, __file__, "--bare-child", str(folder),
+                 "--bare-batch", str(batch_rows)])
+    if run["code"] != 0:
+        raise SystemExit(f"bare inference failed: {run['err'].decode(errors='replace').strip()}")
+    inner = json.loads(run["out"])  # timed inside: inference only, not loading the arrays
+    return {"wall_s": inner["wall_s"], "cpu_s": inner["cpu_s"], "peak_rss_bytes": run["peak_rss_bytes"]}
+
+
+def bare_child(folder: Path, batch_rows: int) -> None:
+    """Child process: load the plaintext arrays (untimed), then time the two models alone:
+    a default session per model, and ``run`` on the whole array (``batch_rows`` 0) or on
+    slices of ``batch_rows`` rows (the check's batch size, which is faster for wide models)."""
+    import onnxruntime as ort
+
+    with np.load(folder / "testset.npz") as data:
+        X = np.ascontiguousarray(data["X"], dtype=np.float32)
+    wall = cpu = 0.0
+    for name in ("new", "old"):
+        c0, t0 = _cpu_self(), time.perf_counter()
+        session = ort.InferenceSession(str(folder / f"{name}.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        feed, label = session.get_inputs()[0].name, session.get_outputs()[0].name
+        step = batch_rows or len(X)
+        for start in range(0, len(X), step):
+            session.run([label], {feed: X[start:start + step]})
+        wall += time.perf_counter() - t0
+        cpu += _cpu_self() - c0
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def phases_child(folder: Path) -> None:
+    """Child process: the check's own steps, timed one by one (where does the time go?)."""
+    def peak() -> int:  # this process's own high-water mark (per address space, reset by exec)
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+    marks = []
+    t0, c0 = time.perf_counter(), _cpu_self()
+
+    def mark(name: str) -> None:
+        nonlocal t0, c0
+        t, c = time.perf_counter(), _cpu_self()
+        marks.append((name, t - t0, c - c0, peak()))
+        t0, c0 = t, c
+
+    import conditions  # (what the check imports)
+    import onnxruntime  # noqa: F401
+    from cryptography.hazmat.primitives.ciphers import aead  # noqa: F401
+
+    from easeml_ci import check, cli  # noqa: F401
+    from easeml_ci.models import load_predictions
+    from easeml_ci.testset import load_testset
+    mark("imports (interpreter already up)")
+    os.environ[KEY_ENV] = (folder / "key.txt").read_text().strip()
+    ts = load_testset(folder / "testset.enc", key_env=KEY_ENV)
+    mark("read + decrypt + fingerprint the test set")
+    new = load_predictions(str(folder / "new.onnx"), ts)
+    mark("new model: session + batched inference")
+    old = load_predictions(str(folder / "old.onnx"), ts)
+    mark("old model: session + batched inference")
+    plan = conditions.plan(conditions.parse(CONDITION), reliability=RELIABILITY, mode="fp-free",
+                           adaptivity=ADAPTIVITY, steps=STEPS, passes=None, method="tight")
+    plan.decide(conditions.Outcomes.from_predictions(ts.y, new, old))
+    mark("plan + decide")
+    print(json.dumps(marks))
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def import_baseline() -> int:
+    """Peak RSS of a process that only imports what a check imports (interpreter + libraries)."""
+    code = ("import conditions, onnxruntime, easeml_ci.cli, easeml_ci.check, easeml_ci.models, "
+            "easeml_ci.testset; from cryptography.hazmat.primitives.ciphers import aead")
+    return spawn([sys.executable, "-c", code])["peak_rss_bytes"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--rows", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--features", default=20, show_default=True, type=click.IntRange(min=8))
+@click.option("--models", "kind", default="gbdt-mlp", show_default=True,
+              type=click.Choice(["gbdt-mlp", "small"]))
+@click.option("--condition", default=CONDITION, show_default=True,
+              help="The gate's condition (its plan must fit --rows).")
+@click.option("--reps", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--bare-child", "bare_dir", default=None, hidden=True, type=click.Path(path_type=Path))
+@click.option("--bare-batch", default=0, hidden=True, type=int)
+@click.option("--phases-child", "phases_dir", default=None, hidden=True, type=click.Path(path_type=Path))
+def main(rows, features, kind, condition, reps, bare_dir, bare_batch, phases_dir):
+    """Time `easeml-ci check` against bare onnxruntime inference on a 1M-row test set."""
+    global CONDITION
+    CONDITION = condition
+    if bare_dir:
+        return bare_child(bare_dir, bare_batch)
+    if phases_dir:
+        return phases_child(phases_dir)
+    from easeml_ci.models import DEFAULT_BATCH_ROWS
+
+    folder = build(rows, features, kind)
+    easeml_ci = shutil.which("easeml-ci", path=str(Path(sys.executable).parent)) or "easeml-ci"
+    checks, whole, batched = [], [], []
+    for rep in range(reps):  # interleaved, so a busy machine slows every side alike
+        whole.append(run_bare(folder, 0))
+        batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))
+        checks.append(run_check(folder, easeml_ci))
+        click.echo(f"rep {rep + 1}/{reps}: check {checks[-1]['wall_s']:.2f} s; bare "
+                   f"{whole[-1]['wall_s']:.2f} s whole-array, {batched[-1]['wall_s']:.2f} s "
+                   f"batched", err=True)
+    phases = json.loads(subprocess.run([sys.executable, __file__, "--phases-child", str(folder),
+                                        "--condition", condition],
+                                       check=True, capture_output=True).stdout)
+    baseline = import_baseline()
+
+    with np.load(folder / "testset.npz") as data:
+        data_bytes = data["X"].astype(np.float32).nbytes + data["y"].astype(np.int64).nbytes
+    model_bytes = sum((folder / f"{m}.onnx").stat().st_size for m in ("old", "new"))
+
+    def med(runs, key):
+        return statistics.median(r[key] for r in runs)
+
+    check_wall, check_cpu = med(checks, "wall_s"), med(checks, "cpu_s")
+    bare_wall = min(med(whole, "wall_s"), med(batched, "wall_s"))  # the faster baseline
+    bare_cpu = min(med(whole, "cpu_s"), med(batched, "cpu_s"))
+    peak = max(c["peak_rss_bytes"] for c in checks)
+    bound = 3 * (data_bytes + model_bytes)
+    names = {"gbdt-mlp": "old: gradient boosting, 100 trees of depth 4; new: MLP (128, 128)",
+             "small": "old: logistic regression; new: MLP (64, 64)"}[kind]
+    lines = [
+        f"{rows:,} rows x {features} features; {names}; `{CONDITION}` at reliability "
+        f"{RELIABILITY}, adaptivity {ADAPTIVITY}, {STEPS} steps; medians of {reps} interleaved "
+        f"runs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| decrypted test set (X float32 + y int64) / model files | {_mb(data_bytes)} / "
+        f"{_mb(model_bytes)} |",
+        f"| bare inference, both models, whole array in one `run` (wall / CPU) | "
+        f"{med(whole, 'wall_s'):.2f} s / {med(whole, 'cpu_s'):.2f} s |",
+        f"| bare inference, both models, {DEFAULT_BATCH_ROWS:,}-row batches (wall / CPU) | "
+        f"{med(batched, 'wall_s'):.2f} s / {med(batched, 'cpu_s'):.2f} s |",
+        f"| `easeml-ci check --json`, whole command incl. interpreter start (wall / CPU) | "
+        f"{check_wall:.2f} s / {check_cpu:.2f} s |",
+        f"| **ratio check / faster bare (wall)** (target <= 1.25) | **{check_wall / bare_wall:.2f}x** |",
+        f"| ratio check / faster bare (CPU time) | {check_cpu / bare_cpu:.2f}x |",
+        f"| check peak resident memory (whole process) | {_mb(peak)} |",
+        f"| of which interpreter + imported libraries (a process that only imports them) | "
+        f"{_mb(baseline)} |",
+        f"| bare inference peak resident memory, whole array / batched | "
+        f"{_mb(max(r['peak_rss_bytes'] for r in whole))} / "
+        f"{_mb(max(r['peak_rss_bytes'] for r in batched))} |",
+        f"| **bound: 3 x (test set + models)** | {_mb(bound)}: whole-process peak is "
+        f"**{peak / bound:.2f}x** the bound, peak above the import baseline "
+        f"**{(peak - baseline) / bound:.2f}x** |",
+        f"| verdicts | {', '.join(sorted(set(c['verdict'] for c in checks)))} |",
+        "",
+        "Where the check's time and memory go (the same steps in-process, one run):",
+        "",
+        "| phase | wall | CPU | peak RSS after |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {wall:.2f} s | {cpu:.2f} s | {_mb(rss)} |"
+              for name, wall, cpu, rss in phases]
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
