@@ -276,3 +276,18 @@ def test_multitenant_leaves_a_perfect_tenant_alone():
     sched.observe("perfect", cands[0], 1.0, 1.0)
     sched.observe("other", cands[0], 0.9999, 1.0)
     assert sched.choose({"perfect": cands[1:], "other": cands[1:]})[0] == "other"
+
+
+def test_calibration_scales_variances_and_keeps_means():
+    rows = _prior_rows(tenants=30, candidates=8, seed=6)
+    raw = CandidatePrior.from_rows(rows, calibrate=False)
+    cal = CandidatePrior.from_rows(rows, calibrate=True)
+    s2 = cal.noise / raw.noise
+    assert s2 != pytest.approx(1.0)  # the synthetic prior is not calibrated by accident
+    np.testing.assert_allclose(cal.cov, raw.cov * s2)
+    obs, ys = [0, 3], [0.8, 0.7]
+    m_raw, v_raw = direct_posterior(raw, obs, ys)
+    m_cal, v_cal = direct_posterior(cal, obs, ys)
+    np.testing.assert_allclose(m_cal, m_raw, rtol=1e-9)
+    np.testing.assert_allclose(v_cal, v_raw * s2, rtol=1e-9)
+
