@@ -35,6 +35,12 @@ def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
     workers = [ctx.Process(target=_spend_until_gone, args=(str(tmp_path), queue)) for _ in range(8)]
     for w in workers:
         w.start()
+    watcher = Ledger(FileBackend(tmp_path), FP)
+    while any(w.is_alive() for w in workers):  # readers never see a torn line or a false truncation
+        report = watcher.verify()
+        assert report.ok and not report.warnings, report
+        if queue.qsize() == len(workers):
+            break
     revealed = [seq for _ in workers for seq in queue.get(timeout=60)]
     for w in workers:
         w.join(timeout=60)

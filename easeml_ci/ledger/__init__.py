@@ -11,7 +11,8 @@ Public surface::
 A backend implements :class:`LedgerBackend`: ``load`` returns every entry, oldest first;
 ``append`` stores one entry iff the stored length equals ``expected_length`` (else raises
 :class:`LedgerConflict`), durably before it returns. It may also offer ``head(fingerprint)``
-(for truncation checks) and ``fingerprints()`` (to list its ledgers).
+(for truncation checks), ``snapshot(fingerprint) -> (entries, head)`` (both as of one moment)
+and ``fingerprints()`` (to list its ledgers).
 
 Backends: ``file`` (built in) and ``github`` (loaded lazily from
 ``easeml_ci.ledger.github_backend``, which provides ``open_backend(spec, base)``).

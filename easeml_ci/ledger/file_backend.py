@@ -61,11 +61,13 @@ class FileBackend:
         lock_path = self._path(fingerprint, ".lock")
         if exclusive:
             self.directory.mkdir(parents=True, exist_ok=True)
-        elif not lock_path.exists():
-            # Reading a ledger that was never written creates nothing on disk.
-            yield False
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            if exclusive:
+                raise LedgerCorrupt(f"ledger: cannot write {lock_path}: permission denied") from None
+            yield False  # a read-only copy of a ledger: no writer can be active in it
             return
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield True
@@ -95,9 +97,25 @@ class FileBackend:
         return entries, data
 
     def load(self, fingerprint: str) -> list[dict]:
-        """All entries, oldest first (torn lines as ``{"kind": "torn"}`` entries)."""
+        """All entries, oldest first (torn lines as ``{"kind": "torn"}`` entries).
+
+        Read under the shared lock, so a line a writer is still writing is never mistaken for
+        a torn one. A ledger that was never written is read without creating anything (writers
+        create the lock file before the data file, so "neither exists" is a consistent view).
+        """
+        if not self._path(fingerprint, ".lock").exists() and \
+                not self._path(fingerprint, ".jsonl").exists():
+            return []
         with self._locked(fingerprint, exclusive=False):
             return self._read(fingerprint)[0]
+
+    def snapshot(self, fingerprint: str) -> tuple[list[dict], dict | None]:
+        """Entries and head read under one shared lock: a consistent view for ``verify``."""
+        if not self._path(fingerprint, ".lock").exists() and \
+                not self._path(fingerprint, ".jsonl").exists():
+            return [], self.head(fingerprint)
+        with self._locked(fingerprint, exclusive=False):
+            return self._read(fingerprint)[0], self.head(fingerprint)
 
     def head(self, fingerprint: str) -> dict | None:
         """The sidecar written after the last append, or None if there is none."""

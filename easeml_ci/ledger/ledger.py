@@ -187,7 +187,15 @@ class Ledger:
         local file is only as trustworthy as the people who can write it (the GitHub backend
         adds the repository's history as an outside witness).
         """
-        entries = self.entries()
+        head_fn = getattr(self.backend, "head", None)
+        snapshot = getattr(self.backend, "snapshot", None)
+        if snapshot is not None:  # entries and head as of one moment
+            entries, head = snapshot(self.fingerprint)
+        else:
+            # The head first: it is written after each append, so entries read after it can
+            # only be longer, and a concurrent writer cannot fake a truncation.
+            head = head_fn(self.fingerprint) if head_fn else None
+            entries = self.entries()
         report = VerifyReport(entries=len(entries))
         prev = GENESIS
         for index, entry in enumerate(entries):
@@ -211,8 +219,6 @@ class Ledger:
             prev = entry.get("hash")
         if entries and budget_mod.registration(entries[:2]) is None:
             report.problems.append("entry 1: the ledger does not start with its registration")
-        head_fn = getattr(self.backend, "head", None)
-        head = head_fn(self.fingerprint) if head_fn else None
         if head is not None:
             length = head.get("length")
             if not isinstance(length, int):
