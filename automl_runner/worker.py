@@ -30,12 +30,33 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
-from .errors import AutomlError
+from .errors import AutomlError, StoreError
 from .scheduler import SchedulerError
 from .schema import Dataset, load_dataset
 from .store import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, open_store
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
+
+
+MAX_STORE_FAILURES = 8
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: list[type[BaseException]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        errors.append(psycopg.OperationalError)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Chooser(Protocol):
@@ -206,26 +227,52 @@ class Worker:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> list[TrialResult]:
-        """Work until stopped, idle (with ``exit_when_idle``), or ``max_trials``/``once`` reached."""
+        """Work until stopped, idle (with ``exit_when_idle``), or ``max_trials``/``once`` reached.
+
+        A database that goes away (PostgreSQL restart, network cut) is retried with backoff on a
+        fresh connection; a trial whose result could not be recorded runs again once its lease
+        expires. After ``MAX_STORE_FAILURES`` failures in a row the worker gives up.
+        """
         self.store.sync_catalogue(self.catalogue.values())
         done = 0
+        failures = 0
         limit = 1 if self.options.once else self.options.max_trials
         while not self.stop_requested and (limit is None or done < limit):
-            claim = self.take()
-            if claim is None:
-                if self.options.once or self.stop_requested:
-                    break
-                if self.options.exit_when_idle and not self._anything_running():
-                    break
-                self._sleep(self.options.poll_seconds)
+            try:
+                claim = self.take()
+                if claim is None:
+                    if self.options.once or self.stop_requested:
+                        break
+                    if self.options.exit_when_idle and not self._anything_running():
+                        break
+                    failures = 0
+                    self._sleep(self.options.poll_seconds)
+                    continue
+                result = self.run_trial(claim)
+                failures = 0
+            except _store_errors() as exc:
+                failures += 1
+                if failures >= MAX_STORE_FAILURES:
+                    raise StoreError(f"store unreachable after {failures} attempts: {_first_line(exc)}") from exc
+                self.progress.line(f"[{self.id}] store error ({_first_line(exc)}); reconnecting")
+                self._sleep(min(30.0, 0.5 * 2 ** failures))
+                self._reconnect()
                 continue
-            result = self.run_trial(claim)
             self.results.append(result)
             if self.on_result:
                 self.on_result(result)
             if result.status != "released":
                 done += 1
         return self.results
+
+    def _reconnect(self) -> None:
+        self.store.close()
+        try:
+            self.store = open_store(self.store_url, create=False)
+        except StoreError:
+            return  # still down: the next loop fails fast and backs off again
+        self.feed.store = self.store
+        self.feed._reset()
 
     def _anything_running(self) -> bool:
         return bool(self.store.snapshot(since=float("inf")).running)
@@ -359,17 +406,23 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         store = None
         try:
-            store = open_store(self.url, create=False)
             while not self._halt.wait(min(self.interval, 0.5) if self.progress.tty else self.interval):
                 elapsed = time.monotonic() - self.t0
                 self.progress.live(f"[{self.worker_id}] training {self.label} ... {elapsed:.0f}s")
-                if time.monotonic() - getattr(self, "_last", self.t0) >= self.interval - 1e-3:
-                    self._last = time.monotonic()
+                if time.monotonic() - getattr(self, "_last", self.t0) < self.interval - 1e-3:
+                    continue
+                self._last = time.monotonic()
+                try:
+                    if store is None:
+                        store = open_store(self.url, create=False)
                     if not store.heartbeat(self.claim, self.options.lease_seconds):
                         self.lost = True
                         return
-        except Exception as exc:  # a broken heartbeat must not kill the training; the lease will tell
-            self.progress.line(f"[{self.worker_id}] heartbeat failed: {exc}")
+                except Exception as exc:  # a missed beat is not fatal; the next one reconnects
+                    self.progress.line(f"[{self.worker_id}] heartbeat failed ({_first_line(exc)}); retrying")
+                    if store is not None:
+                        store.close()
+                    store = None
         finally:
             if store is not None:
                 store.close()

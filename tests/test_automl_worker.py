@@ -296,3 +296,38 @@ def test_real_scheduler_drives_a_worker_over_two_tenants(tmp_path):
     with open_store(url) as s:
         assert sum(t.status == "done" for t in s.trials()) == 5
         assert sum(t.status == "queued" for t in s.trials()) == 3
+
+
+def test_worker_survives_its_postgres_connection_being_cut(tmp_path):
+    import threading
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_URL} is required for the worker tests: {exc}")
+    app = f"easeml-w-{uuid.uuid4().hex[:10]}"
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}schema=automl_r_{uuid.uuid4().hex[:12]}&application_name={app}"
+    data = _dataset(tmp_path)
+    try:
+        w = Worker(url, WorkerOptions(poll_seconds=0.1, max_trials=2, promote=False))
+        first = w.store
+        th = threading.Thread(target=w.run, daemon=True)
+        th.start()
+        time.sleep(0.5)  # idle: nothing queued yet
+        killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = %s", (app,)).fetchone()[0]
+        assert killed >= 1
+        with open_store(url) as s:
+            s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=["gaussian-nb", "lda"])
+        th.join(timeout=60)
+        assert not th.is_alive()
+        assert sorted((r.candidate, r.status) for r in w.results) == [("gaussian-nb", "done"), ("lda", "done")]
+        assert w.store is not first  # it did reconnect
+    finally:
+        s = open_store(url, create=False)
+        s.drop_all()
+        s.close()
+        admin.close()
