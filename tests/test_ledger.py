@@ -237,3 +237,15 @@ def test_verify_accepts_a_torn_tail_with_a_warning(filled):
     assert report.ok
     assert any("torn write" in w for w in report.warnings)
     assert any("after the recorded head" in w for w in report.warnings)
+
+
+def test_a_torn_registration_still_counts_and_the_ledger_recovers(ledger):
+    (ledger.backend.directory).mkdir(parents=True)
+    (ledger.backend.directory / f"{FP}.jsonl").write_bytes(b'{"kind":"regis')
+    t = terms(steps=3)
+    assert ledger.budget(t).used == 1  # unknown line: assume a step was spent
+    entry, after = ledger.record_step(passed=True, terms=t)
+    assert [e["kind"] for e in ledger.entries()] == ["torn", "register", "step"]
+    assert entry["seq"] == 2 and after.used == 2 and after.remaining == 1
+    report = ledger.verify()
+    assert report.ok, report.problems
