@@ -248,7 +248,7 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
 
 
 def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, blob: bytes, score: float,
-                  *, progress=None) -> Promotion | None:
+                  *, progress=None, who: str = "") -> Promotion | None:
     """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None."""
     promo = store.begin_promotion(tenant.name, trial_id)
     if promo is None:
@@ -280,6 +280,6 @@ def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, 
         prev = "first" if promo.previous_score is None else f"was {promo.previous_score:.4f}"
         where = pr_url or model_path or "(no output configured)"
         extra = f"; {message}" if message else ""
-        progress.line(f"promoted {tenant.name}/{cand.name}: {promo.score:.4f} ({prev}) -> {where}{extra}")
+        progress.line(f"{who}promoted {tenant.name}/{cand.name}: {promo.score:.4f} ({prev}) -> {where}{extra}")
     return Promotion(promo.id, promo.tenant, promo.trial_id, promo.candidate, promo.score, promo.previous_score,
                      status, model_path, card_path, pr_url, message)

@@ -379,7 +379,8 @@ class Worker:
         if self.options.promote:
             from .promote import maybe_promote
 
-            promo = maybe_promote(self.store, tenant, claim.trial_id, cand, blob, score, progress=self.progress)
+            promo = maybe_promote(self.store, tenant, claim.trial_id, cand, blob, score, progress=self.progress,
+                                  who=f"[{self.id}] ")
             if promo is not None:
                 result.promoted = True
                 result.pull_request = promo.pull_request
