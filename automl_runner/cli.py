@@ -163,7 +163,7 @@ def status(store_url, tenant, as_json):
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
-              help="Where trial models go (default: <tenant output>/trials).")
+              help="Trial models go to DIR/<tenant>/ (default: <tenant output>/trials, else ~/.cache/easeml-automl).")
 @click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
 @click.option("--no-promote", is_flag=True, help="Record results but never promote.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")

@@ -318,8 +318,13 @@ class Worker:
         return self._datasets[key]
 
     def _artifact_path(self, tenant: Tenant, claim: Claim) -> str:
-        base = self.options.artifacts or (os.path.join(tenant.output, "trials") if tenant.output
-                                          else os.path.join("easeml-automl-artifacts", tenant.name))
+        if self.options.artifacts:
+            base = os.path.join(self.options.artifacts, tenant.name)
+        elif tenant.output:
+            base = os.path.join(tenant.output, "trials")
+        else:  # no output configured: keep trial models out of the working directory
+            cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            base = os.path.join(cache, "easeml-automl", "artifacts", tenant.name)
         os.makedirs(base, exist_ok=True)
         return os.path.join(base, f"{claim.candidate}.onnx")
 

@@ -57,6 +57,12 @@ def plugin_path(tmp_path, monkeypatch):
     return str(d)
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    # Tenants without an output directory keep trial models in the user's cache: keep it here.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
