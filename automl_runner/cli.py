@@ -118,7 +118,7 @@ def status(store_url, tenant, as_json):
     """Per tenant: best model, validation score, trials done and running, the queue."""
     from .store import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, must_exist=True) as store:
         rows = store.status()
         if tenant is not None:
             store.tenant(tenant)  # clear error for an unknown name
@@ -233,7 +233,7 @@ def retry_failed(store_url, tenant):
     """Queue failed trials again."""
     from .store import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, must_exist=True) as store:
         if tenant:
             store.tenant(tenant)
         n = store.retry_failed(tenant)

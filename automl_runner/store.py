@@ -268,9 +268,15 @@ def parse_store_url(url: str | os.PathLike) -> tuple[str, str, str | None]:
     return "sqlite", url, None
 
 
-def open_store(url: str | os.PathLike, *, create: bool = True) -> "Store":
-    """Connect to the store at ``url`` (creating its tables when ``create``)."""
+def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool = False) -> "Store":
+    """Connect to the store at ``url`` (creating its tables when ``create``).
+
+    ``must_exist``: refuse a SQLite file that is not there yet (a typo in a read-only command
+    would otherwise create an empty queue and report that it is empty).
+    """
     kind, target, schema = parse_store_url(url)
+    if must_exist and kind == "sqlite" and not os.path.exists(target):
+        raise StoreError(f"--store: SQLite file {target!r} does not exist; `easeml-automl submit` creates it")
     store = Store(kind, target, schema, url=os.fspath(url))
     if create:
         store.init()

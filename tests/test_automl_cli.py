@@ -181,7 +181,11 @@ def test_submit_json_and_dry_run(tmp_path, data):
     assert out["registered"] is False and out["queued"] == []
     assert {f["name"]: f["kind"] for f in out["schema"]["features"]}["f1"] == "categorical"
     assert "logreg-C1" in out["accepted"]
+    assert not store.exists()  # a dry run creates nothing
+    run("catalogue", "--store", store)
     assert json.loads(run("status", "--store", store, "--json").output) == {"tenants": []}
+    r = CliRunner().invoke(main, ["status", "--store", str(store), "--tenant", "ghost"])
+    assert r.exit_code == 2 and "error: no tenant named 'ghost'; tenants: none" in r.output
 
 
 @pytest.mark.parametrize(
@@ -207,14 +211,15 @@ def test_submit_bad_input_exits_2_with_one_line(tmp_path, data, args, message):
     [
         (["submit", "missing.csv", "--store", "{db}", "--name", "t", "--target", "y"], "error: dataset 'missing.csv' does not exist"),
         (["status", "--store", "mysql://h/db"], "error: --store: unsupported database 'mysql'"),
-        (["status", "--store", "{db}", "--tenant", "ghost"], "error: no tenant named 'ghost'; tenants: none"),
+        (["status", "--store", "{db}"], "error: --store: SQLite file '{db}' does not exist; `easeml-automl submit` creates it"),
         (["work", "--store", "{db}", "--device", "gpu0"], "must be cpu or cuda:N"),
-        (["status", "--store", "/no/such/dir/q.db"], "error: --store: directory '/no/such/dir' for the SQLite file does not exist"),
+        (["work", "--store", "/no/such/dir/q.db"], "error: --store: directory '/no/such/dir' for the SQLite file does not exist"),
         (["status", "--store", "postgresql://postgres@127.0.0.1:1/test"], "error: --store: cannot connect to PostgreSQL"),
     ],
 )
 def test_other_bad_input_exits_2(tmp_path, args, message):
     args = [a.replace("{db}", str(tmp_path / "q.db")) for a in args]
+    message = message.replace("{db}", str(tmp_path / "q.db"))
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
