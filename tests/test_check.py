@@ -364,3 +364,41 @@ def test_run_check_accepts_a_loaded_config(gate):
     result = run_check(cfg, "bad.npy", None, "ts.npz", workdir=gate.root)
     assert (result.verdict, result.exit_code) == ("fail", 1)
     assert result.to_dict()["budget"]["used"] == 1
+
+
+class MemoryBackend:
+    """The backend protocol in memory, as a stand-in for the GitHub backend the Action injects."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.store: dict[str, list[dict]] = {}
+
+    def load(self, fingerprint):
+        return [dict(e) for e in self.store.get(fingerprint, [])]
+
+    def append(self, fingerprint, entry, expected_length):
+        from easeml_ci.ledger import LedgerConflict
+
+        entries = self.store.setdefault(fingerprint, [])
+        if len(entries) != expected_length:
+            raise LedgerConflict(expected_length, len(entries))
+        entries.append(dict(entry))
+
+
+def test_run_check_with_an_injected_backend(gate):
+    backend = MemoryBackend()
+    gate.config(steps=2, pool="pool.npz")
+    np.savez(gate.root / "pool.npz", X=np.zeros((5, 3), dtype=np.float32))
+    first = run_check(gate.root / ".easeml.yml", "good.npy", None, "ts.npz", workdir=gate.root,
+                      backend=backend)
+    second = run_check(gate.root / ".easeml.yml", "bad.npy", None, "ts.npz", workdir=gate.root,
+                       backend=backend)
+    assert (first.verdict, second.verdict) == ("pass", "fail")
+    assert second.alert is not None and second.budget["status"] == "exhausted"
+    pool_csv = second.alert["label_request"]["pool_csv"]
+    assert pool_csv == str(gate.root / ".easeml" / "label-requests" / f"{first.fingerprint[:16]}.csv")
+    assert "the condition does not compare two models" in second.alert["text"]
+    [entries] = backend.store.values()
+    assert [e["kind"] for e in entries] == ["register", "step", "step", "alert", "alert-result"]
+    assert not (gate.root / ".easeml" / "ledger").exists()  # the file backend was not used

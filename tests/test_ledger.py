@@ -249,3 +249,40 @@ def test_a_torn_registration_still_counts_and_the_ledger_recovers(ledger):
     assert entry["seq"] == 2 and after.used == 2 and after.remaining == 1
     report = ledger.verify()
     assert report.ok, report.problems
+
+
+# --- invariants over random histories ---------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(adaptivity=st.sampled_from(["none", "firstChange", "full"]),
+       steps=st.integers(1, 6), passes=st.one_of(st.none(), st.integers(1, 3)),
+       verdicts=st.lists(st.booleans(), max_size=10))
+def test_no_history_spends_more_than_its_budget(tmp_path_factory, adaptivity, steps, passes, verdicts):
+    if adaptivity != "full":
+        passes = None
+    ledger = Ledger(FileBackend(tmp_path_factory.mktemp("inv")), FP)
+    t = terms(adaptivity, steps=steps, passes=passes)
+    revealed = []
+    for verdict in verdicts:
+        try:
+            ledger.record_step(passed=None if adaptivity == "none" else verdict, terms=t)
+        except LedgerSpent as spent:
+            assert spent.budget.status in ("retired", "exhausted")
+            assert ledger.budget().used == len(revealed)  # a refusal writes nothing
+            continue
+        revealed.append(verdict)
+    final = ledger.budget(t)
+    assert final.used == len(revealed) <= steps
+    limit = {"firstChange": 1, "full": passes}.get(adaptivity)
+    if adaptivity != "none" and limit is not None:
+        assert sum(revealed) <= limit
+        # the test set retires exactly when the limit is reached, and nothing follows
+        if sum(revealed) == limit:
+            assert final.status == "retired" and revealed[-1] is True
+    if final.status == "exhausted":
+        assert final.used == steps
+    if final.status == "active":
+        assert len(revealed) == len(verdicts) and final.remaining == steps - final.used
