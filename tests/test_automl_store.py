@@ -158,7 +158,7 @@ def test_add_candidate_queues_it_for_matching_tenants_only(store_url, dataset, r
 def test_claim_is_exclusive_and_lease_expiry_requeues(store_url, dataset):
     with open_store(store_url) as a, open_store(store_url) as b:
         _submit(a, "alpha", dataset, only=FAST)
-        c1 = a.try_claim("alpha", "logreg-C1", "w1", "cpu", lease_seconds=0.4)
+        c1 = a.try_claim("alpha", "logreg-C1", "w1", "cpu", lease_seconds=30)
         assert c1 is not None and c1.attempt == 1
         assert b.try_claim("alpha", "logreg-C1", "w2", "cpu") is None
         assert ("alpha", "logreg-C1") not in {(t, c) for t, cs in b.snapshot().pending.items() for c in cs}
