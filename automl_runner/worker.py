@@ -69,6 +69,10 @@ class Interrupted(BaseException):
     """Raised inside training when the worker is told to stop."""
 
 
+class _Unavailable(Exception):
+    """The tenant's dataset is not on this machine."""
+
+
 @dataclass
 class TrialResult:
     tenant: str
@@ -211,6 +215,9 @@ class Worker:
         self.stop_requested = False
         self._in_training = False
         self._datasets: dict[tuple[str, str], Dataset] = {}
+        #: Tenants whose dataset path does not exist on this machine: their trials are left to
+        #: workers that can read it (released, never failed).
+        self.unavailable: set[str] = set()
         self.results: list[TrialResult] = []
 
     # -- signals ----------------------------------------------------------------------------
@@ -291,6 +298,8 @@ class Worker:
             snap = self.feed.refresh()
             pending = {}
             for tenant, cands in snap.pending.items():
+                if tenant in self.unavailable:
+                    continue
                 keep = [c for c in cands if c in self.runnable and (tenant, c) not in lost]
                 if keep:
                     pending[tenant] = keep
@@ -298,9 +307,10 @@ class Worker:
                 return None
             try:
                 tenant, cand = self.feed.scheduler.choose(pending)
-            except SchedulerError:  # its view of what runs went stale: rebuild it from the store once
+            except SchedulerError as exc:  # its view of what runs went stale: rebuild it from the store once
                 if rebuilt:
-                    raise
+                    self.progress.line(f"[{self.id}] scheduler refused to choose ({exc}); waiting")
+                    return None
                 rebuilt = True
                 self.feed._reset()
                 continue
@@ -341,6 +351,8 @@ class Worker:
                 try:
                     if self.stop_requested:  # the signal came between the claim and now
                         raise Interrupted()
+                    if not os.path.exists(tenant.dataset):
+                        raise _Unavailable()
                     ds = self._dataset(tenant)
                     X_tr, X_val, y_tr, y_val = ds.split()
                     with warnings.catch_warnings():
@@ -352,8 +364,10 @@ class Worker:
                         blob = export_onnx(est, tenant.schema, X_val)
                 finally:
                     self._in_training = False
-            except Interrupted:
+            except (Interrupted, _Unavailable):
                 raise
+            except _store_errors():
+                raise  # the store, not the candidate, failed: the run loop reconnects
             except Exception as exc:  # the candidate failed on this data: record it, keep working
                 beat.stop()
                 msg = f"{type(exc).__name__}: {exc}".strip()
@@ -365,6 +379,14 @@ class Worker:
             self.store.release(claim, self.id)
             self.progress.line(f"[{self.id}] released {label} back to the queue")
             return TrialResult(claim.tenant, claim.candidate, claim.trial_id, "released")
+        except _Unavailable:
+            beat.stop()
+            self.store.release(claim, self.id)
+            self.unavailable.add(claim.tenant)
+            self.progress.line(f"[{self.id}] dataset {tenant.dataset} of tenant {claim.tenant} is not on this "
+                               "machine; leaving its trials to other workers")
+            return TrialResult(claim.tenant, claim.candidate, claim.trial_id, "released",
+                               error=f"dataset {tenant.dataset} not on this machine")
         finally:
             beat.stop()
         path = self._artifact_path(tenant, claim)

@@ -337,3 +337,23 @@ def test_worker_survives_its_postgres_connection_being_cut(tmp_path):
         s.drop_all()
         s.close()
         admin.close()
+
+
+def test_dataset_missing_on_this_machine_is_left_to_other_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    here, away = _dataset(tmp_path, "here.csv", seed=1), _dataset(tmp_path, "away.csv", seed=2)
+    with open_store(url) as s:
+        s.add_tenant("here", here, infer_schema(here, "label"), load_catalogue(), only=["gaussian-nb"])
+        s.add_tenant("away", away, infer_schema(away, "label"), load_catalogue(), only=["gaussian-nb", "lda"])
+    os.rename(away, away + ".elsewhere")  # another machine has it; this one does not
+    w = Worker(url, WorkerOptions(exit_when_idle=True, poll_seconds=0.05, promote=False))
+    results = w.run()
+    assert [(r.tenant, r.status) for r in results if r.status == "done"] == [("here", "done")]
+    assert all(r.status == "released" for r in results if r.tenant == "away")
+    assert w.unavailable == {"away"}
+    with open_store(url) as s:
+        away_trials = [t for t in s.trials() if t.tenant == "away"]
+        assert [(t.status, t.attempts) for t in away_trials] == [("queued", 0), ("queued", 0)]
+    os.rename(away + ".elsewhere", away)  # a worker that has the file takes them
+    results = Worker(url, WorkerOptions(exit_when_idle=True, poll_seconds=0.05, promote=False)).run()
+    assert sorted(r.candidate for r in results if r.status == "done") == ["gaussian-nb", "lda"]
