@@ -292,13 +292,18 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
                             new=new, old=old, workdir=workdir, progress=say)
         raise _exhausted(spent.budget, alert, ts.fingerprint) from None
 
-    # 6. Reveal.
+    # 6. Reveal. Under the adaptive modes the union bound counts one bit per step (the
+    # formula's verdict): per-clause verdicts of a multi-clause formula would be more bits, so
+    # they stay undisclosed unless the user opted into show_metrics (which voids the guarantee).
     line = _line(cfg, "condition")
+    one_bit = not withheld and len(verdict.clauses) > 1 and not cfg.show_metrics
     clauses = []
     for index, cv in enumerate(verdict.clauses):
+        shown = "withheld" if withheld else ("undisclosed" if one_bit else
+                                             ("pass" if cv.passed else "fail"))
         row = {"text": configured.clauses[index].text if index < len(configured.clauses)
                else cv.text,
-               "verdict": "withheld" if withheld else ("pass" if cv.passed else "fail"),
+               "verdict": shown,
                "line": line}
         if plan is not configured:
             row["tolerance"] = plan.clauses[index].tolerance

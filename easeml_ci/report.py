@@ -40,7 +40,7 @@ def budget_line(budget: dict) -> str:
 
 
 def _clause_label(verdict: str) -> str:
-    return {"pass": "PASS", "fail": "FAIL", "withheld": "----"}[verdict]
+    return {"pass": "PASS", "fail": "FAIL", "withheld": "----", "undisclosed": "  ? "}[verdict]
 
 
 def render_terminal(result) -> str:

@@ -185,10 +185,26 @@ def test_fail_exits_1_and_annotates_the_condition_line(gh, data, tmp_path):
     assert_no_test_set_numbers(result.summary)
 
 
-def test_only_the_failing_clause_is_annotated(gh, data, tmp_path):
-    # new is right ~95% of the time (passes n > 0.9) but disagrees with old on ~32% (fails d < 0.2)
+def test_multi_clause_verdicts_stay_one_bit_under_adaptive_modes(gh, data, tmp_path):
+    # new is right ~95% of the time (passes n > 0.9) but disagrees with old on ~32% (fails d < 0.2);
+    # under adaptivity full the team may learn the formula's bit only, not which clause failed.
     condition = "n > 0.9 +/- 0.02 /\\\\ d < 0.2 +/- 0.05"
     ws, base, head = make_workspace(tmp_path, data, "new", condition=condition)
+    result = harness(gh, ws, base, head).run(inputs(data))
+    assert result.exit_code == 1, result.log
+    clauses = json.loads(result.outputs["clauses"])
+    assert [(c["text"], c["verdict"]) for c in clauses] == [
+        ("n > 0.9 +/- 0.02", "undisclosed"), ("d < 0.2 +/- 0.05", "undisclosed")]
+    errors = [a for a in result.annotations if a.level == "error"]
+    assert len(errors) == 1 and errors[0].props["line"] == str(condition_line(ws))
+    assert "per-clause verdicts are not disclosed" in errors[0].message
+    assert "pass" not in result.summary.split("| clause |")[1].split("\n\n")[0]
+
+
+def test_only_the_failing_clause_is_annotated_when_metrics_are_shown(gh, data, tmp_path):
+    condition = "n > 0.9 +/- 0.02 /\\\\ d < 0.2 +/- 0.05"
+    ws, base, head = make_workspace(tmp_path, data, "new", condition=condition,
+                                    extra="show_metrics: true\n")
     result = harness(gh, ws, base, head).run(inputs(data))
     assert result.exit_code == 1, result.log
     clauses = json.loads(result.outputs["clauses"])
@@ -197,8 +213,8 @@ def test_only_the_failing_clause_is_annotated(gh, data, tmp_path):
     errors = [a for a in result.annotations if a.level == "error"]
     assert [(a.props["line"], a.message) for a in errors] == [
         (str(condition_line(ws)), "clause `d < 0.2 +/- 0.05` failed")]
-    assert "| `n > 0.9 +/- 0.02` | ✅ pass |" in result.summary
     assert "| `d < 0.2 +/- 0.05` | ❌ fail |" in result.summary
+    assert "void" in result.summary.lower()
 
 
 def test_withheld_under_adaptivity_none_does_not_fail_and_hides_the_verdict(gh, data, tmp_path):

@@ -130,6 +130,17 @@ def test_adaptive_output_reveals_only_the_verdict_bit(gate):
     assert "answer" not in text  # the three-valued answer carries more than the bit
 
 
+def test_a_multi_clause_formula_reveals_one_bit_not_which_clause_failed(gate):
+    # good is ~92% right and disagrees with old on ~30%: n passes, d < 0.1 fails.
+    gate.config(condition="n > 0.6 +/- 0.1 /\\ d < 0.1 +/- 0.05")
+    out = json.loads(gate.check("good.npy", "--json", old="old.npy").stdout)
+    assert out["verdict"] == "fail"
+    assert [c["verdict"] for c in out["clauses"]] == ["undisclosed", "undisclosed"]
+    gate.config(condition="n > 0.6 +/- 0.1 /\\ d < 0.1 +/- 0.05", show_metrics=True)
+    out = json.loads(gate.check("good.npy", "--json", old="old.npy").stdout)
+    assert [c["verdict"] for c in out["clauses"]] == ["pass", "fail"]
+
+
 def test_show_metrics_shows_estimates_and_says_the_guarantee_is_void(gate):
     gate.config(show_metrics=True)
     result = gate.check("good.npy")

@@ -368,11 +368,16 @@ def _annotate(reporter: Reporter, report: GateReport, cfg, config_rel: str) -> N
     lines = getattr(cfg, "lines", None) or {}
     out = reporter.out
     if report.verdict == "fail":
-        for c in report.clauses:
-            if c.get("verdict") == "fail":
-                workflow.annotate(out, "error", f"clause `{c.get('text')}` failed",
-                                  file=config_rel, line=c.get("line") or lines.get("condition"),
-                                  title=f"easeml-ci gate {report.gate}")
+        failed = [c for c in report.clauses if c.get("verdict") == "fail"]
+        for c in failed:
+            workflow.annotate(out, "error", f"clause `{c.get('text')}` failed",
+                              file=config_rel, line=c.get("line") or lines.get("condition"),
+                              title=f"easeml-ci gate {report.gate}")
+        if not failed:  # one bit per step: which clause failed stays undisclosed
+            workflow.annotate(out, "error", "the condition failed (per-clause verdicts are not "
+                              "disclosed under adaptive modes: one bit per step)",
+                              file=config_rel, line=lines.get("condition"),
+                              title=f"easeml-ci gate {report.gate}")
     elif report.verdict == "exhausted":
         workflow.annotate(out, "error", report.message or "the test set is spent",
                           file=config_rel, line=lines.get("testset") or lines.get("condition"),

@@ -21,7 +21,8 @@ PUBLIC_CLAUSE_KEYS = ("text", "verdict", "line")
 # An underpowered run states the tolerance the test set's *size* supports: a function of the
 # plan and the number of examples, not of any label, so it may be shown.
 SIZE_ONLY_KEYS = ("tolerance", "configured_tolerance")
-VERDICT_ICON = {"pass": "✅", "fail": "❌", "withheld": "🔒", "error": "⚠️", "exhausted": "⛔"}
+VERDICT_ICON = {"pass": "✅", "fail": "❌", "withheld": "🔒", "error": "⚠️", "exhausted": "⛔",
+                "undisclosed": "🔒"}
 
 
 @dataclass
