@@ -37,20 +37,12 @@ def main() -> None:
 
 
 # --- subcommands (each module adds one command or group) ---------------------------------
+from .action_cmd import action  # noqa: E402
+from .check_cmd import check, register  # noqa: E402
+from .ledger_cmd import ledger  # noqa: E402
 from .plan_cmd import plan  # noqa: E402
-
-main.add_command(plan)
-
 from .testset_cmd import testset  # noqa: E402
 
-main.add_command(testset)
-
-from .check_cmd import check  # noqa: E402
-from .ledger_cmd import ledger  # noqa: E402
-
-main.add_command(check)
-main.add_command(ledger)
-
-from .action_cmd import action  # noqa: E402
-
-main.add_command(action)
+testset.add_command(register)  # `easeml-ci testset register`: start the next test set
+for command in (plan, check, ledger, testset, action):
+    main.add_command(command)

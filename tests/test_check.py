@@ -315,22 +315,25 @@ def test_a_failed_append_reveals_nothing(gate, monkeypatch):
 def test_register_starts_a_ledger_and_refuses_a_spent_test_set(gate):
     gate.config(steps=1)
     runner = CliRunner()
-    from easeml_ci.check_cmd import register
 
-    first = runner.invoke(register, ["ts.npz", "--config", ".easeml.yml"])
+    def register(args):
+        return runner.invoke(main, ["testset", "register", *args])
+
+    first = register(["ts.npz", "--config", ".easeml.yml"])
     assert first.exit_code == 0 and first.stdout.startswith("registered: test set")
     assert [e["kind"] for e in gate.entries()] == ["register"]
-    again = runner.invoke(register, ["ts.npz", "--config", ".easeml.yml", "--json"])
+    again = register(["ts.npz", "--config", ".easeml.yml", "--json"])
     assert json.loads(again.stdout)["status"] == "already registered"
     gate.check("good.npy")
     spent = runner.invoke(main, ["check", "--new", "good.npy", "--testset", "ts.npz"])
     assert spent.exit_code == 3
-    refused = runner.invoke(register, ["ts.npz", "--config", ".easeml.yml"])
-    assert refused.exit_code != 0 and "already exhausted" in str(refused.exception or refused.output)
+    refused = register(["ts.npz", "--config", ".easeml.yml"])
+    assert refused.exit_code == 2 and "already exhausted" in refused.output
+    assert "Traceback" not in refused.output
     # the next test set starts fresh
     (gate.root / "next").mkdir()
     other = Gate(gate.root / "next", seed=1)
-    fresh = runner.invoke(register, [str(other.root / "ts.npz"), "--config", ".easeml.yml"])
+    fresh = register([str(other.root / "ts.npz"), "--config", ".easeml.yml"])
     assert fresh.exit_code == 0
     assert gate.check(str(other.root / "good.npy"), testset=str(other.root / "ts.npz")).exit_code == 0
 
