@@ -232,6 +232,17 @@ class _Postgres(_Dialect):
         return text.replace("%", "%%").replace("?", "%s")
 
 
+def _integrity_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.IntegrityError]
+    try:
+        import psycopg
+
+        errors.append(psycopg.IntegrityError)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(errors)
+
+
 def parse_store_url(url: str | os.PathLike) -> tuple[str, str, str | None]:
     """(kind, target, pg schema) for a store URL: ``sqlite``/path or ``postgresql``/conninfo."""
     url = os.fspath(url) if url is not None else ""
@@ -391,25 +402,23 @@ class Store:
                    (trial_id, worker, token, event))
 
     # -- candidates and tenants -------------------------------------------------------------
+    # Both inserts below race between workers that start at once (each registers the catalogue
+    # it knows): ON CONFLICT DO NOTHING makes the loser a no-op instead of a unique violation.
     def _upsert_candidate(self, cur, cand: Candidate) -> bool:
-        self._exec(cur, "SELECT spec FROM candidates WHERE name = ?", (cand.name,))
-        row = cur.fetchone()
         spec = json.dumps(cand.spec(), sort_keys=True)
-        if row is None:
-            self._exec(cur, "INSERT INTO candidates (name, family, spec, added_at) VALUES (?, ?, ?, {now})",
-                       (cand.name, cand.family, spec))
+        self._exec(cur, "INSERT INTO candidates (name, family, spec, added_at) VALUES (?, ?, ?, {now}) "
+                   "ON CONFLICT (name) DO NOTHING", (cand.name, cand.family, spec))
+        if cur.rowcount == 1:
             return True
-        if row[0] != spec:
-            self._exec(cur, "UPDATE candidates SET family = ?, spec = ? WHERE name = ?", (cand.family, spec, cand.name))
+        self._exec(cur, "UPDATE candidates SET family = ?, spec = ? WHERE name = ? AND spec <> ?",
+                   (cand.family, spec, cand.name, spec))
         return False
 
     def _queue(self, cur, tenant: str, candidate: str) -> bool:
-        self._exec(cur, "SELECT 1 FROM trials WHERE tenant = ? AND candidate = ?", (tenant, candidate))
-        if cur.fetchone() is not None:
-            return False
-        self._exec(cur, "INSERT INTO trials (tenant, candidate, status, queued_at, attempts) VALUES (?, ?, 'queued', {now}, 0)",
+        self._exec(cur, "INSERT INTO trials (tenant, candidate, status, queued_at, attempts) "
+                   "VALUES (?, ?, 'queued', {now}, 0) ON CONFLICT (tenant, candidate) DO NOTHING",
                    (tenant, candidate))
-        return True
+        return cur.rowcount == 1
 
     def add_candidate(self, candidate: Candidate) -> list[str]:
         """Register a candidate and queue it for every tenant whose schema it accepts.
@@ -477,6 +486,15 @@ class Store:
                     raise TenantError(f"{opt}: no candidate named {e!r}; candidates are {shown}")
         only_t = tuple(only) if only else None
         tenant = Tenant(name, os.path.abspath(dataset), schema, output, repository, model_path, excluded, only_t, margin)
+        try:
+            return self._add_tenant(tenant, catalogue, replace)
+        except _integrity_errors() as exc:  # a concurrent submit of the same name won the race
+            raise TenantError(f"tenant {name!r} already exists; use --replace to submit it again") from exc
+
+    def _add_tenant(self, tenant: Tenant, catalogue: list[Candidate], replace: bool) -> list[str]:
+        name, schema = tenant.name, tenant.schema
+        output, repository, model_path = tenant.output, tenant.repository, tenant.model_path
+        excluded, only_t, margin = tenant.excluded, tenant.only, tenant.margin
         with self._tx() as cur:
             self._exec(cur, "SELECT 1 FROM tenants WHERE name = ?", (name,))
             if cur.fetchone() is not None:

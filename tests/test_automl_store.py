@@ -261,3 +261,34 @@ def test_promotion_needs_the_best_trial_and_the_margin(store_url, dataset):
         assert (st.best_candidate, st.best_score, st.done, st.queued) == ("decision-tree-d5", 0.90, 3, 1)
         assert (st.promoted_candidate, st.promotion_status) == ("decision-tree-d5", "written")
         assert st.queue == ["knn-5"]
+
+
+def test_workers_registering_the_catalogue_at_once_do_not_collide(store_url, dataset):
+    """Every worker registers its catalogue on start; on a fresh store they all insert at once."""
+    with open_store(store_url) as s:
+        # alpha was submitted where only half the catalogue was installed
+        half = [c for c in CAT if c.name not in ("lda", "knn-5", "ridge-a1")]
+        schema = infer_schema(dataset, "label")
+        s.add_tenant("alpha", dataset, schema, half)
+        assert "lda" not in {t.candidate for t in s.trials()}
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def register():
+        try:
+            st = open_store(store_url)
+            barrier.wait()
+            st.sync_catalogue(CAT)
+            st.close()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    with open_store(store_url) as s:
+        assert sorted(s.candidate_names()) == sorted(c.name for c in CAT)
+        assert sorted(t.candidate for t in s.trials()) == sorted(c.name for c in CAT if c.accepts(schema))
