@@ -364,3 +364,20 @@ def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github)
     with pytest.raises(Superseded):
         open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_old, c_old, b_old), b_old)
     assert github.files[("easeml-automl/flowers", "m.onnx")] == b_new
+
+
+def test_promoted_model_is_readable_by_the_gate(tmp_path, data):
+    """The gate's ONNX loader takes the promoted model and predicts the same labels."""
+    from easeml_ci.models import OnnxModel
+
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    out = tmp_path / "out"
+    run("submit", data, "--store", store, "--name", "flowers", "--target", "species", "--output", out,
+        "--only", "logreg-C1")
+    assert run("work", "--store", store, "--once", "--json").exit_code == 0
+    schema = infer_schema(data, "species")
+    _, X_val, _, _ = load_dataset(data, schema).split()
+    gate = OnnxModel(out / "model.onnx", "promoted").predict(X_val.astype(np.float32))
+    est = {c.name: c for c in default_catalogue()}["logreg-C1"].build(schema)
+    X_tr, _, y_tr, _ = load_dataset(data, schema).split()
+    assert list(np.asarray(gate).astype(str)) == list(est.fit(X_tr, y_tr).predict(X_val.astype(np.float32)))
