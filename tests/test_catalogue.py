@@ -178,5 +178,5 @@ def test_entry_point_candidates_join_the_catalogue(tmp_path, monkeypatch):
     names = [c.name for c in cat]
     assert set(names[-2:]) == {"plug-tree-d2", "plug-tree-d3"}
     assert len(names) == len(default_catalogue()) + 2
-    with pytest.raises(AutomlError, match="two candidates are named 'logreg-C1'"):
+    with pytest.raises(AutomlError, match="two candidates are named 'logreg-C1'"), pytest.warns(UserWarning):
         load_catalogue(extra=[next(c for c in default_catalogue() if c.name == "logreg-C1")])
