@@ -162,13 +162,16 @@ def status(store_url, tenant, as_json):
 @click.option("--scheduler", type=click.Choice(["multitenant", "round-robin", "random"]), default="multitenant",
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prior", "prior_path", default=None, metavar="FILE|builtin",
+              help="Scheduler prior: a CSV tenant,candidate,quality,cost of other tenants' results, or "
+                   "'builtin' (the catalogue measured on 71 datasets).")
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Trial models go to DIR/<tenant>/ (default: <tenant output>/trials, else ~/.cache/easeml-automl).")
 @click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
 @click.option("--no-promote", is_flag=True, help="Record results but never promote.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")
 def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts, scheduler,
-         seed, artifacts, worker_id, no_promote, as_json):
+         seed, prior_path, artifacts, worker_id, no_promote, as_json):
     """Take trials from the queue and train them on DEVICE until stopped.
 
     SIGTERM/SIGINT abort the trial in training, release it to the queue, and exit 0.
@@ -179,9 +182,17 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
 
     if not re.match(r"^(cpu|cuda:\d+)$", device):
         raise click.BadParameter(f"must be cpu or cuda:N (N a GPU index), got {device!r}", param_hint="--device")
+    prior = None
+    if prior_path is not None:
+        from .matrices import MatrixError, bundled, load_matrix
+
+        try:
+            prior = (bundled("real") if prior_path == "builtin" else load_matrix(prior_path)).rows
+        except MatrixError as exc:
+            raise click.BadParameter(str(exc), param_hint="--prior")
     opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
                          poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
-                         artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed,
+                         artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed, prior=prior,
                          promote=not no_promote)
 
     def emit(result):

@@ -143,10 +143,11 @@ class SchedulerFeed:
         self.scheduler.start(claim.tenant, claim.candidate)
 
 
-def default_scheduler_factory(name: str = "multitenant", seed: int = 0) -> Callable[[], Chooser]:
+def default_scheduler_factory(name: str = "multitenant", seed: int = 0,
+                              prior: list[tuple[str, str, float, float]] | None = None) -> Callable[[], Chooser]:
     from .scheduler import make_scheduler
 
-    return lambda: make_scheduler(name, prior=None, seed=seed)
+    return lambda: make_scheduler(name, prior=prior, seed=seed)
 
 
 class Progress:
@@ -192,6 +193,8 @@ class WorkerOptions:
     worker_id: str | None = None
     scheduler: str = "multitenant"
     seed: int = 0
+    #: (tenant, candidate, quality, cost) rows of other tenants: the scheduler's prior.
+    prior: list[tuple[str, str, float, float]] | None = None
     promote: bool = True
 
 
@@ -210,7 +213,7 @@ class Worker:
         self.runnable = {n for n, c in self.catalogue.items() if c.runs_on(options.device)}
         self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.progress = progress or Progress(False)
-        self.feed = SchedulerFeed(self.store, chooser_factory or default_scheduler_factory(options.scheduler, options.seed))
+        self.feed = SchedulerFeed(self.store, chooser_factory or default_scheduler_factory(options.scheduler, options.seed, options.prior))
         self.on_result = on_result
         self.stop_requested = False
         self._in_training = False

@@ -213,6 +213,7 @@ def test_submit_bad_input_exits_2_with_one_line(tmp_path, data, args, message):
         (["status", "--store", "mysql://h/db"], "error: --store: unsupported database 'mysql'"),
         (["status", "--store", "{db}"], "error: --store: SQLite file '{db}' does not exist; `easeml-automl submit` creates it"),
         (["work", "--store", "{db}", "--device", "gpu0"], "must be cpu or cuda:N"),
+        (["work", "--store", "{db}", "--prior", "/no/prior.csv"], "Invalid value for --prior: /no/prior.csv: cannot read matrix file"),
         (["work", "--store", "/no/such/dir/q.db"], "error: --store: directory '/no/such/dir' for the SQLite file does not exist"),
         (["status", "--store", "postgresql://postgres@127.0.0.1:1/test"], "error: --store: cannot connect to PostgreSQL"),
     ],
@@ -255,6 +256,15 @@ def test_work_trains_reports_and_promotes_into_one_pull_request(tmp_path, data, 
     # the human status shows the promotion and the PR
     r = run("status", "--store", store)
     assert "flowers" in r.output and best.candidate in r.output and "[pr-opened]" in r.output
+
+
+def test_work_with_the_builtin_prior(tmp_path, data):
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
+        "--only", "logreg-C1", "--only", "lda", "--only", "gaussian-nb")
+    r = run("work", "--store", store, "--prior", "builtin", "--max-trials", "2", "--json")
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["status"] for x in r.stdout.splitlines() if x.startswith("{")] == ["done", "done"]
 
 
 def _fit(schema, ds, name):
