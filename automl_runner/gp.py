@@ -42,71 +42,95 @@ FALLBACK_CANDIDATE_SD = 0.08
 MIN_PRIOR_TENANTS = 3
 
 
-def _shrunk_covariance(x: np.ndarray) -> np.ndarray:
-    # Ledoit-Wolf; on the real matrix OAS and the plain sample covariance scheduled no
-    # better (within noise over 64 paired runs), so the standard choice stays.
+# Below this many prior tenants leave-one-out selection is itself too noisy: Ledoit-Wolf.
+MIN_CALIBRATION_TENANTS = 8
+CALIBRATION_OBSERVED = (1, 3, 6)
+CALIBRATION_CLIP = (0.2, 3.0)
+SHRINKAGE_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def _fill(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means of q (tenants x candidates, NaN = missing) and q with NaN set to them."""
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(q, axis=0)
+    mean = np.where(np.isnan(mean), np.nanmean(q), mean)
+    return mean, np.where(np.isnan(q), mean[None, :], q)
+
+
+def _floor(cov: np.ndarray) -> np.ndarray:
+    # A floor on every variance: a candidate that scored the same on every prior tenant
+    # still need not score that on the next one.
+    floor = (0.25 * DEFAULT_NOISE_SD) ** 2 + 1e-4
+    return cov + np.diag(np.maximum(floor - np.diag(cov), 0.0))
+
+
+def _constant_correlation(cov: np.ndarray) -> np.ndarray:
+    """Ledoit and Wolf's (2003) shrinkage target: own variances, one average correlation."""
+    sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+    corr = cov / np.outer(sd, sd)
+    c = cov.shape[0]
+    rbar = (corr.sum() - c) / (c * (c - 1)) if c > 1 else 0.0
+    target = rbar * np.outer(sd, sd)
+    np.fill_diagonal(target, np.diag(cov))
+    return target
+
+
+def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
     from sklearn.covariance import ledoit_wolf
 
     return ledoit_wolf(x)[0]
 
 
-# Below this many prior tenants the leave-one-out calibration is itself too noisy.
-MIN_CALIBRATION_TENANTS = 8
-CALIBRATION_OBSERVED = (1, 3, 6)
-CALIBRATION_CLIP = (0.2, 3.0)
+def _select(q: np.ndarray, noise: float, seed: int = 0) -> tuple[float, float]:
+    """Shrinkage intensity and variance scale with the best leave-one-out predictive fit.
 
-
-def _estimate(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and shrunk covariance of candidate qualities (tenants x candidates, NaN = missing)."""
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(q, axis=0)
-    mean = np.where(np.isnan(mean), np.nanmean(q), mean)
-    filled = np.where(np.isnan(q), mean[None, :], q)
-    cov = _shrunk_covariance(filled)
-    # A floor on every variance: a candidate that scored the same on every prior tenant
-    # still need not score that on the next one.
-    floor = (0.25 * DEFAULT_NOISE_SD) ** 2 + 1e-4
-    return mean, cov + np.diag(np.maximum(floor - np.diag(cov), 0.0))
-
-
-def _calibration_scale(q: np.ndarray, noise: float, seed: int = 0) -> float:
-    """Root mean square of standardised leave-one-tenant-out prediction errors.
-
-    Each prior tenant in turn is predicted by a model estimated from the others, after
-    observing 1, 3 or 6 of its candidates at random; the errors on its other candidates,
-    divided by the predicted sd, should have mean square 1. On real matrices shrinkage
-    estimators come out under-confident (scale ~0.5), which inflates the EI of candidates
-    whose mean is below the incumbent; the scale corrects that.
+    Each prior tenant in turn is predicted by a model estimated from the others (sample
+    covariance shrunk by ``lam`` towards the constant-correlation target) after observing
+    1, 3 or 6 of its candidates at random, as the scheduler will use the prior. For each
+    intensity on a grid, the held-out errors' Gaussian log likelihood at its best
+    variance scale s^2 = mean(z^2) is -1/2 sum(log v) - n/2 log(mean z^2) (+ const), z the
+    standardised errors and v the predicted variances; the best intensity wins, with its
+    s. With many prior tenants the plain sample covariance predicts best, with few a
+    shrunk one does.
     """
     rng = np.random.default_rng(seed)
-    z: list[np.ndarray] = []
-    n_t = q.shape[0]
-    for i in range(n_t):
+    sum_log_v = np.zeros(len(SHRINKAGE_GRID))
+    sum_z2 = np.zeros(len(SHRINKAGE_GRID))
+    n = 0
+    for i in range(q.shape[0]):
         have = np.flatnonzero(~np.isnan(q[i]))
         if have.size < 2:
             continue
-        mean, cov = _estimate(np.delete(q, i, axis=0))
+        mean, filled = _fill(np.delete(q, i, axis=0))
+        sample = np.cov(filled, rowvar=False, ddof=1)
+        target = _constant_correlation(sample)
         k = min(CALIBRATION_OBSERVED[i % len(CALIBRATION_OBSERVED)], have.size - 1)
         obs = rng.choice(have, size=k, replace=False)
         rest = np.setdiff1d(have, obs)
-        factor = cho_factor(cov[np.ix_(obs, obs)] + noise * np.eye(k), lower=True)
-        cross = cov[np.ix_(obs, rest)]
-        m = mean[rest] + cross.T @ cho_solve(factor, q[i, obs] - mean[obs])
-        v = np.diag(cov)[rest] - np.sum(cross * cho_solve(factor, cross), axis=0)
-        z.append((q[i, rest] - m) / np.sqrt(np.maximum(v, 1e-12)))
-    if not z:
-        return 1.0
-    zz = np.concatenate(z)
-    return float(np.clip(np.sqrt(np.mean(zz**2)), *CALIBRATION_CLIP))
+        n += rest.size
+        for g, lam in enumerate(SHRINKAGE_GRID):
+            cov = _floor((1 - lam) * sample + lam * target)
+            factor = cho_factor(cov[np.ix_(obs, obs)] + noise * np.eye(k), lower=True)
+            cross = cov[np.ix_(obs, rest)]
+            m = mean[rest] + cross.T @ cho_solve(factor, q[i, obs] - mean[obs])
+            v = np.maximum(np.diag(cov)[rest] - np.sum(cross * cho_solve(factor, cross), axis=0), 1e-12)
+            sum_log_v[g] += float(np.sum(np.log(v)))
+            sum_z2[g] += float(np.sum((q[i, rest] - m) ** 2 / v))
+    if n == 0:
+        return 0.5, 1.0
+    ms = sum_z2 / n
+    score = -0.5 * sum_log_v - 0.5 * n * np.log(ms)
+    g = int(np.argmax(score))
+    return SHRINKAGE_GRID[g], float(np.clip(np.sqrt(ms[g]), *CALIBRATION_CLIP))
 
 
 @dataclass
 class CandidatePrior:
     """Mean and covariance of candidate qualities for a tenant nobody has observed yet.
 
-    Candidates the prior has never seen can be added later (``add``): they get the mean of
-    the known means, the average variance, and the average covariance with every known
-    candidate (the shared tenant-level part), so a tenant's level still carries over.
+    Candidates the prior has never seen can be added later (``add``): one is modelled as
+    the average known candidate plus an independent part of the average candidate-specific
+    variance, so a tenant's level still carries over to it.
     """
 
     names: list[str] = field(default_factory=list)
@@ -114,6 +138,8 @@ class CandidatePrior:
     cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     noise: float = DEFAULT_NOISE_SD**2
     learned: bool = False  # True when mean/cov come from other tenants' results
+    shrinkage: float | None = None  # chosen intensity, when selected by cross-validation
+    scale: float = 1.0  # variance calibration applied (sd multiplier)
 
     def __post_init__(self) -> None:
         self.index = {name: i for i, name in enumerate(self.names)}
@@ -130,19 +156,19 @@ class CandidatePrior:
         cls,
         rows: Iterable[tuple[str, str, float, float]],
         calibrate: bool = True,
-        noise: float = DEFAULT_NOISE_SD**2,
+        noise: float | None = None,
     ) -> "CandidatePrior":
         """Learn mean and covariance from (tenant, candidate, quality, cost) rows.
 
-        The covariance is a shrinkage estimate over tenants (Ledoit-Wolf: there may be fewer
-        prior tenants than candidates, and the sample covariance is then singular); a
-        candidate missing for a tenant is filled with that candidate's mean first.
-
-        ``calibrate``: scale kernel and noise by s^2 so that the prior's own tenants, each
-        predicted from the others after a few observations, get standardised errors of
-        mean square 1 (see ``_calibration_scale``). Scaling both leaves every posterior mean
-        unchanged and multiplies every posterior variance by s^2: it fixes the
-        *confidence* of the model, which expected improvement depends on, not its guesses.
+        A candidate missing for a tenant is filled with that candidate's mean first. The
+        covariance is the sample covariance over tenants shrunk towards a constant-
+        correlation target, the intensity chosen by leave-one-tenant-out prediction (see
+        ``_select``), then kernel and noise scaled by s^2 so that those held-out
+        predictions have standardised errors of mean square 1. Scaling both leaves every
+        posterior mean unchanged and multiplies every posterior variance by s^2: it fixes
+        the model's *confidence*, which expected improvement depends on. With fewer than
+        MIN_CALIBRATION_TENANTS prior tenants (or ``calibrate=False``): Ledoit-Wolf,
+        unscaled.
         """
         tenants: dict[str, int] = {}
         names: dict[str, int] = {}
@@ -159,12 +185,17 @@ class CandidatePrior:
             if cells:  # still use what the few rows say about the level of each candidate
                 prior.mean = np.nanmean(q, axis=0)
             return prior
-        mean, cov = _estimate(q)
-        prior = cls(names=list(names), mean=mean, cov=cov, noise=noise, learned=True)
+        noise = DEFAULT_NOISE_SD**2 if noise is None else noise
+        mean, filled = _fill(q)
         if calibrate and len(tenants) >= MIN_CALIBRATION_TENANTS:
-            s2 = _calibration_scale(q, prior.noise) ** 2
-            prior.cov = prior.cov * s2
-            prior.noise = prior.noise * s2
+            lam, scale = _select(q, noise)
+            sample = np.cov(filled, rowvar=False, ddof=1)
+            cov = _floor((1 - lam) * sample + lam * _constant_correlation(sample))
+            s2 = scale**2
+            prior = cls(names=list(names), mean=mean, cov=cov * s2, noise=noise * s2, learned=True)
+            prior.shrinkage, prior.scale = lam, scale
+            return prior
+        prior = cls(names=list(names), mean=mean, cov=_floor(_ledoit_wolf(filled)), noise=noise, learned=True)
         return prior
 
     def add(self, name: str) -> int:
@@ -178,11 +209,14 @@ class CandidatePrior:
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
             cross = np.zeros(0)
         elif self.learned:
+            # The new candidate is modelled as the average known candidate plus an
+            # independent part: f_new = mean_c f_c + e. Its covariances are then the row
+            # means of K and the matrix stays positive semi-definite by construction.
             m = float(np.mean(self.mean))
-            var = float(np.mean(np.diag(self.cov)))
-            off = self.cov[~np.eye(c, dtype=bool)]
-            shared = float(np.mean(off)) if off.size else 0.0
-            cross = np.full(c, max(shared, 0.0))
+            cross = self.cov.mean(axis=1)
+            shared = float(cross.mean())
+            own = max(float(np.mean(np.diag(self.cov))) - shared, (FALLBACK_CANDIDATE_SD / 2) ** 2)
+            var = shared + own
         else:
             m = FALLBACK_MEAN
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
