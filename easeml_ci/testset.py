@@ -389,7 +389,9 @@ def _load_encrypted(path: Path, key_env: str) -> TestSet:
         raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
     if X.ndim != 2 or X.dtype != np.dtype("<f4") or y.ndim != 1:
         raise InputError(f"{path}: decrypted content is not in canonical form")
-    return _finish_encrypted(X, y, fp, path)
+    # y gets its own memory (8 bytes a row) so that a caller that is done with the features can
+    # drop X and free the whole decrypted buffer while keeping the labels.
+    return _finish_encrypted(X, y.copy(), fp, path)
 
 
 def _finish_encrypted(X, y, fp, path) -> TestSet:
