@@ -54,6 +54,25 @@ class Design:
 
 # --- exact binomial ---------------------------------------------------------------------------
 
+def _smallest_safe_cutoff(n: np.ndarray, a: float, delta: float) -> np.ndarray:
+    """Per n, the smallest k with ``P(X >= k) = sf(k - 1; n, a) <= delta`` (bisection on k,
+    vectorised over n; sf is decreasing in k and sf(n; n, a) = 0, so k = n + 1 always works)."""
+    lo = np.zeros_like(n)
+    hi = n + 1
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        ok = stats.binom.sf(mid - 1, n, a) <= delta
+        hi = np.where(ok & (lo < hi), mid, hi)
+        lo = np.where(~ok & (lo < hi), mid + 1, lo)
+    return lo
+
+
+def _cutoffs(n: np.ndarray, a: float, b: float, delta: float) -> np.ndarray:
+    """Vectorised :func:`binomial_cutoff` for n >= 1; -1 where no test on n examples works."""
+    k = _smallest_safe_cutoff(n, a, delta)
+    return np.where(stats.binom.cdf(k - 1, n, b) <= delta, k, -1)
+
+
 def binomial_cutoff(n: int, a: float, b: float, delta: float) -> int | None:
     """The cutoff k of an exact test on n examples, or None when no test on n examples works."""
     if a < 0:
@@ -62,15 +81,8 @@ def binomial_cutoff(n: int, a: float, b: float, delta: float) -> int | None:
         return n + 1  # E >= b is impossible: always failing never errs on that side
     if n <= 0:
         return None
-    k = int(stats.binom.isf(delta, n, a)) + 1
-    # isf works in floating point on a discrete law: settle the exact cutoff by direct checks.
-    while k > 0 and stats.binom.sf(k - 2, n, a) <= delta:
-        k -= 1
-    while stats.binom.sf(k - 1, n, a) > delta:
-        k += 1
-    if stats.binom.cdf(k - 1, n, b) <= delta:
-        return k
-    return None
+    k = int(_cutoffs(np.array([n]), a, b, delta)[0])
+    return None if k < 0 else k
 
 
 def binomial_design(a: float, b: float, delta: float) -> Design:
@@ -89,10 +101,9 @@ def binomial_design(a: float, b: float, delta: float) -> Design:
         else:
             hi = mid
     # The lattice makes feasibility ripple near the boundary: look a little below for a smaller n.
-    best = hi
-    for n in range(hi - 1, max(0, int(hi * 0.98)) - 1, -1):
-        if binomial_cutoff(n, a, b, delta) is not None:
-            best = n
+    below = np.arange(max(1, int(hi * 0.98)), hi)
+    feasible = below[_cutoffs(below, a, b, delta) >= 0] if len(below) else below
+    best = int(feasible[0]) if len(feasible) else hi
     return Design(best, float(binomial_cutoff(best, a, b, delta)))
 
 

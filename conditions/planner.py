@@ -41,14 +41,34 @@ ADAPTIVITIES = ("none", "full", "firstChange")
 METHODS = ("tight", "easeml")
 
 
-def query_count(adaptivity: str, steps: int, passes: int | None = None, *, easeml: bool = False) -> int:
-    """How many queries a test set may answer under an adaptivity mode (see module docstring)."""
+# Below this per-query error budget no test set is realistic and floating point gives out.
+SMALLEST_QUERY_DELTA = 1e-300
+MAX_STEPS = 100_000
+
+
+def query_count(adaptivity: str, steps: int, passes: int | None = None, *, easeml: bool = False,
+                limit: int | None = None) -> int:
+    """How many queries a test set may answer under an adaptivity mode (see module docstring).
+
+    With ``limit``, counting stops as soon as the count exceeds it (the caller only needs to
+    know that it is too many), so absurd step counts cannot hang the planner.
+    """
     if adaptivity in ("none", "firstChange"):
         return steps
     if passes is None or passes >= steps:
         # ease.ml/ci's code divides by 2^H; the transcript tree has 2^H - 1 nodes.
+        if limit is not None and steps > limit.bit_length() + 1:
+            return limit + 1
         return 2**steps if easeml else 2**steps - 1
-    return sum(math.comb(k, j) for k in range(steps) for j in range(min(passes, k + 1)))
+    # Row k of the tree holds sum_{j<B} C(k, j) nodes; Pascal's rule gives the next row as
+    # 2 * row - C(k, B - 1), so the count takes O(H) big-integer steps.
+    total, row = 0, 1
+    for k in range(steps):
+        total += row
+        if limit is not None and total > limit:
+            return limit + 1
+        row = 2 * row - math.comb(k, passes - 1)
+    return total
 
 
 def _log(count: int) -> float:
@@ -364,6 +384,15 @@ def validate_parameters(reliability, mode, adaptivity, steps, passes, method) ->
             raise PlanError(f"passes applies to adaptivity 'full' only, got adaptivity {adaptivity!r}")
     if method not in METHODS:
         raise PlanError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if steps > MAX_STEPS:
+        raise PlanError(f"steps must be at most {MAX_STEPS:,}, got {steps:,}")
+    limit = int((1.0 - reliability) / SMALLEST_QUERY_DELTA)
+    if query_count(adaptivity, steps, passes, easeml=True, limit=limit) > limit:
+        raise PlanError(
+            f"adaptivity {adaptivity} with steps {steps}"
+            + (f" and passes {passes}" if passes is not None else "")
+            + " splits delta over more queries than any test set can serve (under 1e-300 per "
+              "query); use fewer steps, passes: B, or firstChange")
 
 
 def plan(formula: Formula | str, reliability: float = 0.9999, mode: str = "fp-free",

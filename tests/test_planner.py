@@ -194,3 +194,25 @@ def test_decide_at_exactly_the_planned_size_gives_all_three_answers(condition, m
         seen.add(p.decide(outcomes).clauses[0].answer)
     assert seen == {"true", "unknown", "false"} or seen == {"true", "false"}
     assert "true" in seen and "false" in seen
+
+
+def test_query_count_recurrence_matches_the_binomial_sum():
+    for steps in range(1, 14):
+        for passes in range(1, steps + 2):
+            expected = sum(math.comb(k, j) for k in range(steps) for j in range(min(passes, k + 1)))
+            assert query_count("full", steps, passes) == expected
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(adaptivity="full", steps=1000),
+    dict(adaptivity="full", steps=5000, passes=2500),
+    dict(adaptivity="none", steps=10**6),
+])
+def test_absurd_step_counts_are_refused_at_once_not_planned_forever(kwargs):
+    with pytest.raises(PlanError, match="steps"):
+        plan("n > 0.8 +/- 0.05", 0.9999, **kwargs)
+
+
+def test_large_but_sane_step_counts_plan_quickly():
+    assert plan("n > 0.8 +/- 0.05", 0.9999, adaptivity="full", steps=900).test_examples > 0
+    assert plan("n > 0.8 +/- 0.05", 0.9999, adaptivity="full", steps=100_000, passes=3).test_examples > 0
