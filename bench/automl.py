@@ -83,17 +83,43 @@ def table(results, targets) -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
+def per_seed(results, targets) -> str:
+    """How often, over every (tenants, devices, seed) run, multitenant was the slower one."""
+    total = sum(len(runs["multitenant"]) for runs in results.values())
+    lines = [
+        f"Runs (of {total}: every tenants x devices x seed) in which multitenant reached T later than:",
+        "",
+        "| T | " + " | ".join(s for s in BENCH if s != "multitenant") + " |",
+        "|---:|" + "---:|" * (len(BENCH) - 1),
+    ]
+    for T in targets:
+        cells = []
+        for s in BENCH:
+            if s == "multitenant":
+                continue
+            slower = sum(
+                mt.time_to(T) > other.time_to(T)
+                for runs in results.values()
+                for mt, other in zip(runs["multitenant"], runs[s])
+            )
+            cells.append(str(slower))
+        lines.append(f"| {T:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def curves(runs, points=240):
+    """Median mean regret on a log-spaced time grid, from the first results to the last."""
+    start = min(float(np.median([tr.times[1] for tr in runs[s]])) for s in BENCH) / 2
     end = max(float(np.median([tr.times[-1] for tr in runs[s]])) for s in BENCH)
-    grid = np.linspace(0.0, end, points)
+    grid = np.geomspace(start, end, points)
     return grid, {s: np.median([tr.regret_at(grid) / tr.tenants for tr in runs[s]], axis=0) for s in BENCH}
 
 
 def svg_chart(panels, title: str) -> str:
-    """Small multiples: median mean regret (log scale) against simulated time, one per panel."""
-    W, H, pad_l, pad_r, pad_t, pad_b, gap = 420, 260, 58, 14, 34, 46, 30
+    """Small multiples: median mean regret against simulated time, both on log scales."""
+    W, H, pad_l, pad_r, pad_t, pad_b, gap = 430, 300, 58, 14, 34, 46, 24
     width = len(panels) * (W + gap) - gap + 20
-    height = H + 60
+    height = H + 40
     ymin, ymax = 1e-3, 1.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -106,10 +132,10 @@ def svg_chart(panels, title: str) -> str:
         y0 = 24
         px0, px1 = x0 + pad_l, x0 + W - pad_r
         py0, py1 = y0 + pad_t, y0 + H - pad_b
-        tmax = float(grid[-1]) or 1.0
+        lo, hi = math.floor(math.log10(grid[0])), math.ceil(math.log10(grid[-1]))
 
         def sx(t):
-            return px0 + (px1 - px0) * t / tmax
+            return px0 + (px1 - px0) * (math.log10(t) - lo) / (hi - lo)
 
         def sy(r):
             r = min(max(r, ymin), ymax)
@@ -121,32 +147,33 @@ def svg_chart(panels, title: str) -> str:
             y = sy(10.0**e)
             parts.append(f'<line x1="{px0}" y1="{y:.1f}" x2="{px1}" y2="{y:.1f}" stroke="#eee"/>')
             parts.append(f'<text x="{px0 - 6}" y="{y + 4:.1f}" text-anchor="end">{10.0**e:g}</text>')
+        for e in range(lo, hi + 1):
+            x = sx(10.0**e)
+            parts.append(f'<line x1="{x:.1f}" y1="{py0}" x2="{x:.1f}" y2="{py1}" stroke="#eee"/>')
+            parts.append(f'<text x="{x:.1f}" y="{py1 + 16}" text-anchor="middle">{10.0**e:g}</text>')
         for T in targets:
             y = sy(T)
             parts.append(f'<line x1="{px0}" y1="{y:.1f}" x2="{px1}" y2="{y:.1f}" stroke="#888" stroke-dasharray="4 3"/>')
             parts.append(f'<text x="{px1 - 2}" y="{y - 3:.1f}" text-anchor="end" fill="#666" font-size="10">T={T:g}</text>')
-        for i in range(6):
-            t = tmax * i / 5
-            parts.append(f'<text x="{sx(t):.1f}" y="{py1 + 16}" text-anchor="middle">{t:.3g}</text>')
-        parts.append(f'<text x="{(px0 + px1) / 2}" y="{py1 + 34}" text-anchor="middle">simulated time (CPU s of training)</text>')
+        parts.append(f'<text x="{(px0 + px1) / 2}" y="{py1 + 34}" text-anchor="middle">'
+                     'simulated time, CPU seconds of training (log scale)</text>')
         parts.append(
             f'<text x="{x0 + 14}" y="{(py0 + py1) / 2}" text-anchor="middle" '
-            f'transform="rotate(-90 {x0 + 14} {(py0 + py1) / 2})">mean regret (median over seeds)</text>'
+            f'transform="rotate(-90 {x0 + 14} {(py0 + py1) / 2})">mean regret, median over seeds</text>'
         )
         for s, ys in med.items():
-            # a step function: horizontal then vertical
-            pts = []
-            prev = None
+            pts, prev = [], None  # a step function: across, then down
             for t, r in zip(grid, ys):
                 if prev is not None:
                     pts.append(f"{sx(t):.1f},{sy(prev):.1f}")
                 pts.append(f"{sx(t):.1f},{sy(r):.1f}")
                 prev = r
             parts.append(f'<polyline fill="none" stroke="{COLOURS[s]}" stroke-width="2" points="{" ".join(pts)}"/>')
+        # legend bottom-left: every curve starts near the top, so that corner stays empty
         for j, s in enumerate(BENCH):
-            ly = py0 + 16 + 16 * j
-            parts.append(f'<line x1="{px1 - 170}" y1="{ly - 4}" x2="{px1 - 150}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
-            parts.append(f'<text x="{px1 - 145}" y="{ly}">{s}</text>')
+            ly = py1 - 10 - 16 * (len(BENCH) - 1 - j)
+            parts.append(f'<line x1="{px0 + 8}" y1="{ly - 4}" x2="{px0 + 28}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
+            parts.append(f'<text x="{px0 + 33}" y="{ly}">{s}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -174,7 +201,9 @@ def main() -> None:
     if problems:
         print("multitenant slower than a baseline at: " + "; ".join(problems))
     else:
-        print("multitenant is never slower than round-robin or random at any T.")
+        print("At the median, multitenant is never slower than any baseline at any T.")
+    print()
+    print(per_seed(results, TARGETS))
     print(f"({time.time() - t0:.0f} s wall)", file=sys.stderr)
 
     if args.svg:

@@ -16,6 +16,7 @@ Output: ``automl_runner/data/real.csv`` (header ``tenant,candidate,quality,cost`
 
     OMP_NUM_THREADS=1 python bench/build_matrices.py [--out automl_runner/data/real.csv]
         [--budget-s 900] [--only NAME ...]
+    python bench/build_matrices.py --split 32   # real_scheduled.csv + real_prior.csv for the CLI
 """
 
 from __future__ import annotations
@@ -212,7 +213,20 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=900.0, help="stop after this many CPU seconds in total")
     ap.add_argument("--only", nargs="*", help="only these datasets")
     ap.add_argument("--list", action="store_true", help="list the datasets and exit")
+    ap.add_argument("--split", type=int, metavar="N", default=None,
+                    help="only write a fixed split of --out for the CLI: N tenants to schedule "
+                         "(<stem>_scheduled.csv) and the rest as their prior (<stem>_prior.csv)")
     args = ap.parse_args()
+
+    if args.split is not None:
+        from automl_runner.matrices import load_matrix, split_tenants
+
+        out = Path(args.out)
+        sched, prior = split_tenants(load_matrix(out), args.split, np.random.default_rng(2018))
+        sched.to_csv(out.with_name(out.stem + "_scheduled.csv"))
+        prior.to_csv(out.with_name(out.stem + "_prior.csv"))
+        print(f"{len(sched.tenants)} scheduled, {len(prior.tenants)} prior tenants")
+        return
 
     data = datasets()
     if args.list:
