@@ -270,13 +270,16 @@ def decrypt_file(path: Path, key: bytes, *, key_env: str = DEFAULT_KEY_ENV) -> t
                 f"wrong key for encrypted test set {path}: the key in {key_env} (key id "
                 f"{key_id(key)}) is not the one it was encrypted with (key id {header.key_id})"
             )
-        aead = AESGCM(key)
-        plain = bytearray(header.plaintext_bytes)
-        out = memoryview(plain)
         tampered = InputError(
             f"encrypted test set {path} failed authentication: the file was modified or is "
             f"truncated (the key is right); restore it from the owner's copy"
         )
+        expected = header.data_offset + header.chunks * (NONCE_BYTES + TAG_BYTES) + header.plaintext_bytes
+        if os.fstat(fh.fileno()).st_size != expected:
+            raise tampered  # checked before allocating: a forged size cannot make us allocate it
+        aead = AESGCM(key)
+        plain = bytearray(header.plaintext_bytes)
+        out = memoryview(plain)
         for index in range(header.chunks):
             size = min(header.chunk_bytes, header.plaintext_bytes - index * header.chunk_bytes)
             blob = fh.read(NONCE_BYTES + size + TAG_BYTES)

@@ -218,7 +218,8 @@ def _normalise(arr: np.ndarray, label: str) -> np.ndarray:
     if kind == "f":
         finite = np.isfinite(arr)
         if finite.all():
-            as_int = arr.astype(np.int64)
+            with np.errstate(invalid="ignore"):
+                as_int = arr.astype(np.int64)
             if np.array_equal(as_int, arr):
                 return as_int
         return arr.astype(np.float64, copy=False)

@@ -184,7 +184,8 @@ def _canonical_labels(y: np.ndarray, source: Path, what: str, row_base: int = 0,
             first = int(np.flatnonzero(np.isinf(y))[0])
             raise InputError(f"{source}: {what} contain infinite values (first at {row_word} "
                              f"{first + row_base})")
-        as_int = y.astype(np.int64)
+        with np.errstate(invalid="ignore"):  # huge floats do not fit int64: they stay float
+            as_int = y.astype(np.int64)
         if np.array_equal(as_int, y):
             return np.ascontiguousarray(as_int, dtype="<i8")
         return np.ascontiguousarray(y, dtype="<f8")

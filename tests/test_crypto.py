@@ -249,3 +249,30 @@ def test_header_is_readable_without_key_and_encrypted_file_is_found_by_content(t
     assert crypto.read_header(renamed).fingerprint == fp
     monkeypatch.setenv(KEY_ENV, key)
     assert load_testset(renamed).fingerprint == fp
+
+
+def test_a_forged_size_in_the_header_is_refused_before_allocating(tmp_path, plain, key):
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key)
+    data = enc.read_bytes()
+    (length,) = struct.unpack("<I", data[8:12])
+    header = json.loads(data[12:12 + length])
+    header["plaintext_bytes"] = 10 ** 15  # 1 PB: allocating it would fail loudly
+    header["chunks"] = -(-10 ** 15 // header["chunk_bytes"])
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    enc.write_bytes(data[:8] + struct.pack("<I", len(raw)) + raw + data[12 + length:])
+    with pytest.raises(InputError, match="modified or is truncated"):
+        load_testset(enc)
+
+
+def test_an_unknown_format_version_is_named(tmp_path, plain, key):
+    enc = tmp_path / "t.enc"
+    _encrypt(plain, enc, key)
+    data = enc.read_bytes()
+    (length,) = struct.unpack("<I", data[8:12])
+    header = json.loads(data[12:12 + length])
+    header["version"] = 99
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    enc.write_bytes(data[:8] + struct.pack("<I", len(raw)) + raw + data[12 + length:])
+    with pytest.raises(InputError, match="format version 99"):
+        load_testset(enc)

@@ -284,3 +284,56 @@ def test_bad_model_is_an_input_error_naming_the_problem(tmp_path, data, fitted, 
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     assert info.value.exit_code == 2
+
+
+def _graph_model(path: Path, inputs, output_shape, nodes, initializers=()) -> Path:
+    graph = helper.make_graph(nodes, "g", inputs,
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, output_shape)],
+                              initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("case", ["two inputs", "3-D input", "dynamic width, wrong at run time"])
+def test_onnx_inputs_that_do_not_fit_are_input_errors(tmp_path, testset, case):
+    if case == "two inputs":
+        path = _graph_model(tmp_path / "m.onnx",
+                            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 3]),
+                             helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 3])],
+                            [None, 3], [helper.make_node("Add", ["a", "b"], ["out"])])
+        fragment = "has 2 inputs (a, b)"
+    elif case == "3-D input":
+        path = _graph_model(tmp_path / "m.onnx",
+                            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 6, 1])],
+                            [None, 6, 1], [helper.make_node("Identity", ["a"], ["out"])])
+        fragment = "2-D [examples, features]"
+    else:
+        W = np.ones((4, 2), np.float32)  # needs 4 features, declares an unknown width
+        path = _graph_model(tmp_path / "m.onnx",
+                            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, None])],
+                            [None, 2], [helper.make_node("MatMul", ["a", "W"], ["out"])],
+                            [numpy_helper.from_array(W, "W")])
+        fragment = "failed on the test set"
+    with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_predictions(str(path), testset)
+
+
+def test_wide_inputs_get_smaller_batches(tmp_path):
+    from easeml_ci import models
+
+    rows, width = 600, 4096  # 16 KiB per row: the 32 MiB cap allows 2,048 rows per call
+    X = np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
+    W = np.random.default_rng(1).normal(size=(width, 3)).astype(np.float32)
+    path = _score_model(tmp_path / "wide.onnx", W)
+    calls = []
+    model = OnnxModel(path, "wide.onnx")
+    cap = models._MAX_BATCH_INPUT_BYTES
+    models._MAX_BATCH_INPUT_BYTES = 256 * width * 4  # 256 rows per call, to keep the test small
+    try:
+        preds = model.predict(X, progress=lambda d, n: calls.append(d))
+    finally:
+        models._MAX_BATCH_INPUT_BYTES = cap
+    assert calls == [256, 512, 600]
+    np.testing.assert_array_equal(preds, np.argmax(X @ W, axis=1))

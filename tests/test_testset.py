@@ -289,3 +289,25 @@ def test_bad_pool_is_an_input_error(tmp_path, case, fragment):
         path = tmp_path / "none.npz"
     with pytest.raises(InputError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         load_pool(path)
+
+
+def test_csv_with_bom_crlf_quoted_header_and_padded_labels(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes('\ufeff"f0","f1","label"\r\n1.5,2, 1\r\n"0.5",-1,0 \r\n'.encode("utf-8"))
+    ts = load_testset(path)
+    np.testing.assert_array_equal(ts.X, np.array([[1.5, 2], [0.5, -1]], np.float32))
+    assert ts.y.tolist() == [1, 0] and ts.y.dtype == np.int64
+
+
+def test_non_integral_and_huge_float_labels_stay_float(tmp_path, recwarn):
+    X, _ = arrays(rows=3)
+    ts = load_testset(write_npz(tmp_path / "t.npz", X=X, y=np.array([0.5, 1e300, -2.0])))
+    assert ts.y.dtype == np.float64 and ts.y.tolist() == [0.5, 1e300, -2.0]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_bool_and_unsigned_labels_are_int64(tmp_path):
+    X, _ = arrays(rows=4)
+    a = load_testset(write_npz(tmp_path / "a.npz", X=X, y=np.array([True, False, True, True])))
+    b = load_testset(write_npz(tmp_path / "b.npz", X=X, y=np.array([1, 0, 1, 1], np.uint8)))
+    assert a.y.dtype == b.y.dtype == np.int64 and a.fingerprint == b.fingerprint
