@@ -1,7 +1,9 @@
 """Model evaluation: ONNX (skl2onnx conventions), prediction files, git:REF:PATH, bad input."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest_h1 import write_npz
 from easeml_ci.errors import InputError
 from easeml_ci.models import OnnxModel, bare_inference, load_predictions
-from easeml_ci.testset import load_testset
+from easeml_ci.testset import load_pool, load_testset
 
 
 @pytest.fixture(scope="module")
@@ -337,3 +339,27 @@ def test_wide_inputs_get_smaller_batches(tmp_path):
         models._MAX_BATCH_INPUT_BYTES = cap
     assert calls == [256, 512, 600]
     np.testing.assert_array_equal(preds, np.argmax(X @ W, axis=1))
+
+
+def test_demo_data_builder_keeps_its_promises(tmp_path, monkeypatch):
+    """examples/make_demo_data.py: what examples/demo.sh relies on (files, key, model order)."""
+    out = tmp_path / "demo"
+    monkeypatch.delenv("EASEML_DEMO_KEY", raising=False)
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "examples" / "make_demo_data.py"),
+                           str(out), "--rows", "4000", "--pool-rows", "300", "--key-env", "EASEML_DEMO_KEY"],
+                          capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "EASEML_DEMO_KEY"})
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} == {"testset.npz", "testset.enc", "pool.npz", "key.txt",
+                                               "old.onnx", "new.onnx", "worse.onnx"}
+    assert (out / "key.txt").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("EASEML_DEMO_KEY", (out / "key.txt").read_text().strip())
+    ts = load_testset(out / "testset.enc", key_env="EASEML_DEMO_KEY")
+    assert len(ts) == 4000 and ts.fingerprint == load_testset(out / "testset.npz").fingerprint
+    assert load_pool(out / "pool.npz").shape == (300, ts.n_features)
+    acc = {m: float(np.mean(load_predictions(str(out / f"{m}.onnx"), ts) == ts.y))
+           for m in ("old", "new", "worse")}
+    # n - o > 0.02 +/- 0.02 must pass reliably (needs > 0.06) and fail for worse; n > 0.8 +/- 0.05
+    # must pass for new (needs > 0.9) and fail for worse.
+    assert acc["new"] - acc["old"] > 0.1, acc
+    assert acc["worse"] < acc["old"] and acc["worse"] < 0.75 and acc["new"] > 0.92, acc
