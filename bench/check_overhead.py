@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """What does a gate check cost on top of running the two models?
 
-Builds (once, cached under bench/out/check_overhead/) a 1,000,000-row test set, encrypts it, and
-trains two scikit-learn models exported to ONNX. Then, alternating, it runs
+Builds (once, cached under bench/out/check_overhead/; 1-2 minutes) a 1,000,000-row test set,
+encrypts it, and trains two scikit-learn models exported to ONNX. Then, interleaved, it runs
 
 * the full ``easeml-ci check --json`` as a subprocess against a fresh ledger (decrypt in memory,
   fingerprint, ledger, both models, decision, commit), and
-* the bare baseline in a subprocess: a default onnxruntime session per model and one ``run`` on
-  the same arrays (already in memory: only session creation + inference are timed),
+* the bare baseline in a subprocess: a default onnxruntime session per model and ``run`` on the
+  same arrays (already in memory: only session creation + inference are timed), once on the
+  whole array and once in the check's batch size; the faster of the two is the baseline,
 
 and prints a Markdown table: CPU and wall times and their ratios (target <= 1.25x; CPU time is
-the figure a busy shared machine disturbs least, wall time is given as medians and best runs), and the check's peak resident memory against 3 x (decrypted test
-set + model files). A second table splits the check into phases (same code as the check, run
-in-process) to show where any overhead goes.
+the figure a busy shared machine disturbs least, wall time is given as medians and best runs),
+and the check's peak resident memory (GNU time) against 3 x (decrypted test set + model files).
+A second table splits the check into phases (the same calls, in-process) to show where any
+overhead goes.
 
 Model pairs (--models): ``gbdt-mlp`` (default; a 100-tree gradient-boosted ensemble as the old
 model and a (128, 128) MLP as the new one — the kind of models a 1M-row test set is kept for)
