@@ -90,6 +90,33 @@ def load_predictions(spec: str, testset: TestSet, *, repo: Path = Path("."),
     return preds
 
 
+def validate_model_spec(spec: str, repo: Path = Path(".")) -> None:
+    """Cheap up-front check of a model reference (extension, file, git ref and path) without
+    reading or running the model, so a check can refuse a typo before decrypting anything."""
+    spec = str(spec)
+    if spec.startswith(GIT_PREFIX):
+        ref, path = parse_git_spec(spec)
+        name, label = path, spec
+    else:
+        _check_file(Path(spec))
+        name, label = Path(spec).name, spec
+    if Path(name).suffix.lower() not in MODEL_SUFFIXES:
+        raise InputError(f"model {label} has extension {Path(name).suffix or '(none)'!r}; allowed: "
+                         f"{', '.join(MODEL_SUFFIXES)} or git:REF:PATH to one of those")
+    if spec.startswith(GIT_PREFIX):
+        if ref.startswith("-"):
+            raise InputError(f"model {spec!r}: a git ref cannot start with '-'")
+        try:
+            done = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{ref}:{path}"],
+                                  capture_output=True, check=False)
+        except FileNotFoundError:
+            raise InputError(f"model {spec!r}: git is not installed or not on PATH") from None
+        if done.returncode != 0:
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = why[-1] if why else f"git exited with {done.returncode}"
+            raise InputError(f"model {spec!r}: cannot read {path!r} at ref {ref!r} in {repo}: {reason}")
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"model {path} does not exist")

@@ -363,3 +363,23 @@ def test_demo_data_builder_keeps_its_promises(tmp_path, monkeypatch):
     # must pass for new (needs > 0.9) and fail for worse.
     assert acc["new"] - acc["old"] > 0.1, acc
     assert acc["worse"] < acc["old"] and acc["worse"] < 0.75 and acc["new"] > 0.92, acc
+
+
+@pytest.mark.parametrize("case", ["missing model file", "unknown model extension", "git: unknown ref",
+                                  "git: unknown path", "git: spec without a path"])
+def test_model_specs_are_validated_up_front_without_running_them(tmp_path, data, fitted, case):
+    from easeml_ci.models import validate_model_spec
+
+    spec, extra, fragments = BAD_MODELS[case](tmp_path, data, fitted)
+    repo = extra if isinstance(extra, Path) else tmp_path
+    with pytest.raises(InputError) as info:
+        validate_model_spec(spec, repo)
+    assert all(f in str(info.value) for f in fragments), str(info.value)
+
+
+def test_valid_model_specs_pass_validation(tmp_path, data, fitted):
+    from easeml_ci.models import validate_model_spec
+
+    repo = _git_repo(tmp_path)
+    validate_model_spec("git:main:a.csv", repo)
+    validate_model_spec(str(_to_onnx(fitted["tree"], data[0], tmp_path / "m.onnx")), repo)
