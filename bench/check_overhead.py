@@ -121,6 +121,8 @@ def spawn(cmd: list[str], **kwargs) -> dict:
     """
     with tempfile.NamedTemporaryFile(prefix="rusage-", suffix=".txt") as stats:
         wrapped = ([str(TIME), "-f", "%M %U %S", "-o", stats.name] + cmd) if TIME.exists() else cmd
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = children.ru_utime + children.ru_stime
         started = time.perf_counter()
         proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
         out, err = proc.communicate()
@@ -128,9 +130,11 @@ def spawn(cmd: list[str], **kwargs) -> dict:
         if TIME.exists():
             fields = Path(stats.name).read_text().split()[-3:]
             peak, cpu = int(fields[0]) * 1024, float(fields[1]) + float(fields[2])
-        else:  # pragma: no cover - machines without GNU time
+        else:  # machines without GNU time: CPU from our children's totals, peak an upper bound
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            peak, cpu = usage.ru_maxrss * 1024, float("nan")
+            peak = usage.ru_maxrss * 1024
+            cpu = usage.ru_utime + usage.ru_stime - before
+            click.echo("note: /usr/bin/time not found; peak memory is an upper bound", err=True)
     return {"code": proc.returncode, "out": out, "err": err, "wall_s": wall, "cpu_s": cpu,
             "peak_rss_bytes": peak}
 
