@@ -246,8 +246,28 @@ class TenantGP:
         self._L = np.zeros((0, 0))
         self._V = np.zeros((0, len(prior)))
         self._alpha = np.zeros(0)
+        self._shift = np.zeros(len(prior))  # tenant-specific offset of the prior mean
         self._mean = prior.mean.copy()
         self._var = np.diag(prior.cov).copy()
+
+    def _mu(self) -> np.ndarray:
+        return self.prior.mean + self._shift
+
+    def shift_prior_mean(self, shift: np.ndarray) -> None:
+        """Use ``prior.mean + shift`` as this tenant's prior mean from now on.
+
+        The factorisation does not depend on the mean: only alpha and the posterior mean
+        are recomputed, O(n^2 + nC).
+        """
+        self._sync()
+        self._shift = np.asarray(shift, dtype=float).copy()
+        mu = self._mu()
+        if self.observed:
+            resid = np.asarray(self.y) - mu[self.observed]
+            self._alpha = solve_triangular(self._L, resid, lower=True)
+            self._mean = mu + self._V.T @ self._alpha
+        else:
+            self._mean = mu.copy()
 
     # -- candidates added to the prior after this tenant was created -----------------
     def _sync(self) -> None:
@@ -260,6 +280,7 @@ class TenantGP:
             solve_triangular(self._L, k_sn, lower=True) if self.observed else np.zeros((0, new.size))
         )
         self._V = np.hstack([self._V, v_new])
+        self._shift = np.append(self._shift, np.zeros(new.size))
         self._mean = np.append(self._mean, self.prior.mean[new] + v_new.T @ self._alpha)
         self._var = np.append(self._var, np.diag(self.prior.cov)[new] - np.sum(v_new**2, axis=0))
 
@@ -277,7 +298,7 @@ class TenantGP:
         L[n, :n] = l_row
         L[n, n] = d
         v_row = (K[c, :] - l_row @ self._V) / d
-        a = (quality - self.prior.mean[c] - float(l_row @ self._alpha)) / d
+        a = (quality - self.prior.mean[c] - self._shift[c] - float(l_row @ self._alpha)) / d
         self._L = L
         self._V = np.vstack([self._V, v_row])
         self._alpha = np.append(self._alpha, a)

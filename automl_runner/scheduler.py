@@ -240,6 +240,55 @@ def expected_improvement(
     return np.maximum(ei, 0.0)
 
 
+class CandidateEffects:
+    """Without a prior: how much better or worse than a tenant's average each candidate does.
+
+    Learned online from the tenants being scheduled: a tenant with at least two results
+    contributes, per candidate it ran, the candidate's quality minus the mean of the
+    tenant's results. A tenant's prior mean for candidate c is then the fallback mean plus
+    the average contribution of the *other* tenants (its own results are already in its
+    GP), shrunk towards 0 with the weight of one pseudo-tenant.
+    """
+
+    SHRINK = 1.0
+
+    def __init__(self) -> None:
+        self.sum = np.zeros(0)
+        self.n = np.zeros(0)
+        self.contrib: dict[str, dict[int, float]] = {}
+        self.version = 0
+
+    def _grow(self, size: int) -> None:
+        if self.sum.size < size:
+            pad = size - self.sum.size
+            self.sum = np.append(self.sum, np.zeros(pad))
+            self.n = np.append(self.n, np.zeros(pad))
+
+    def update(self, tenant: str, results: Mapping[int, float]) -> None:
+        """``results``: all of the tenant's results so far, by candidate index."""
+        self._grow(max(results, default=-1) + 1)
+        for c, r in self.contrib.get(tenant, {}).items():
+            self.sum[c] -= r
+            self.n[c] -= 1
+        new: dict[int, float] = {}
+        if len(results) >= 2:  # one result says nothing about candidates relative to each other
+            level = float(np.mean(list(results.values())))
+            new = {c: y - level for c, y in results.items()}
+            for c, r in new.items():
+                self.sum[c] += r
+                self.n[c] += 1
+        self.contrib[tenant] = new
+        self.version += 1
+
+    def shift_for(self, tenant: str, size: int) -> np.ndarray:
+        self._grow(size)
+        total, count = self.sum[:size].copy(), self.n[:size].copy()
+        for c, r in self.contrib.get(tenant, {}).items():
+            total[c] -= r
+            count[c] -= 1
+        return total / (count + self.SHRINK)
+
+
 class MultiTenantScheduler(Scheduler):
     name = "multitenant"
 
@@ -254,11 +303,12 @@ class MultiTenantScheduler(Scheduler):
             self.ceiling = math.inf
         self.prior = CandidatePrior.from_rows(rows) if rows else CandidatePrior.fallback()
         self.costs = CostModel(rows or None)
+        # With no learned prior, candidate effects are learned from the tenants themselves.
+        self.effects = None if self.prior.learned else CandidateEffects()
+        self._effects_seen: dict[str, int] = {}
         self.gps: dict[str, TenantGP] = {}
         self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
         self._sd_size: dict[str, int] = {}
-        # Ties (e.g. identical candidates under the fallback prior) are broken at random.
-        self.rng = np.random.default_rng(seed)
 
     def _gp(self, tenant: str) -> TenantGP:
         gp = self.gps.get(tenant)
@@ -278,6 +328,8 @@ class MultiTenantScheduler(Scheduler):
             self.ceiling = math.inf
         self._gp(tenant).observe(self._index(candidate), float(quality))
         self.costs.observe(tenant, candidate, cost)
+        if self.effects is not None:
+            self.effects.update(tenant, {self._index(c): q for c, q in self.done[tenant].items()})
         self._sd.pop(tenant, None)
 
     def start(self, tenant, candidate):
@@ -307,7 +359,11 @@ class MultiTenantScheduler(Scheduler):
         means, sds, bests, costs = [], [], [], []
         for tenant, cands in segments:
             idx = np.fromiter((self._index(c) for c in cands), dtype=np.intp, count=len(cands))
-            mean, _ = self._gp(tenant).posterior()
+            gp = self._gp(tenant)
+            if self.effects is not None and self._effects_seen.get(tenant) != self.effects.version:
+                gp.shift_prior_mean(self.effects.shift_for(tenant, len(self.prior)))
+                self._effects_seen[tenant] = self.effects.version
+            mean, _ = gp.posterior()
             means.append(mean[idx])
             sds.append(self._tenant_sd(tenant)[idx])
             bests.append(np.full(len(cands), self.best(tenant)))
@@ -320,8 +376,9 @@ class MultiTenantScheduler(Scheduler):
     def choose(self, pending):
         segments, ei, cost = self.scores(pending)
         score = ei / cost
-        top = np.flatnonzero(score >= score.max() * (1 - 1e-12))
-        pick = int(top[0]) if top.size == 1 else int(self.rng.choice(top))
+        # Ties (only without a prior, before anything is known) go to the first pending pair:
+        # tenants in order of arrival, candidates in catalogue order.
+        pick = int(np.argmax(score))
         for tenant, cands in segments:
             if pick < len(cands):
                 return tenant, cands[pick]

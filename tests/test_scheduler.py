@@ -13,6 +13,7 @@ from scipy.stats import norm
 from automl_runner.gp import CandidatePrior, TenantGP, direct_posterior
 from automl_runner.matrices import synthetic
 from automl_runner.scheduler import (
+    CandidateEffects,
     CostModel,
     SchedulerError,
     expected_improvement,
@@ -318,3 +319,43 @@ def test_few_prior_tenants_fall_back_to_ledoit_wolf_unscaled():
     prior = CandidatePrior.from_rows(_prior_rows(tenants=5))
     assert prior.learned and prior.shrinkage is None and prior.scale == 1.0
     np.linalg.cholesky(prior.cov)
+
+
+def test_shifted_prior_mean_matches_dense_solve():
+    prior = CandidatePrior.from_rows(_prior_rows(seed=8))
+    gp = TenantGP(prior)
+    gp.observe(1, 0.8)
+    shift = np.linspace(-0.05, 0.05, len(prior))
+    gp.shift_prior_mean(shift)
+    gp.observe(4, 0.7)  # an observation after the shift uses the shifted mean too
+    shifted = CandidatePrior(names=list(prior.names), mean=prior.mean + shift, cov=prior.cov,
+                             noise=prior.noise, learned=True)
+    ref_mean, ref_var = direct_posterior(shifted, [1, 4], [0.8, 0.7])
+    mean, var = gp.posterior()
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(var, np.maximum(ref_var, 1e-12), rtol=1e-7, atol=1e-10)
+
+
+def test_candidate_effects_leave_the_tenant_itself_out():
+    eff = CandidateEffects()
+    eff.update("A", {0: 0.9, 1: 0.7})
+    eff.update("B", {0: 0.8, 1: 0.6})
+    eff.update("C", {0: 0.5})  # a single result says nothing about relative effects
+    np.testing.assert_allclose(eff.shift_for("C", 3), [0.2 / 3, -0.2 / 3, 0.0])
+    np.testing.assert_allclose(eff.shift_for("A", 2), [0.1 / 2, -0.1 / 2])
+    eff.update("A", {0: 0.9, 1: 0.7, 2: 0.8})  # A's contribution is replaced, not added
+    np.testing.assert_allclose(eff.shift_for("C", 3), [0.2 / 3, -0.2 / 3, 0.0 / 2], atol=1e-12)
+
+
+def test_multitenant_without_prior_learns_from_the_other_tenants():
+    sched = make_scheduler("multitenant")
+    for t, (x, y, z) in {"A": (0.95, 0.6, 0.7), "B": (0.9, 0.55, 0.65)}.items():
+        for c, q in (("x", x), ("y", y), ("z", z)):
+            sched.observe(t, c, q, 1.0)
+    sched.observe("C", "z", 0.7, 1.0)
+    assert sched.choose({"C": ["y", "x"]}) == ("C", "x")
+
+
+def test_multitenant_without_prior_breaks_ties_in_catalogue_order():
+    sched = make_scheduler("multitenant")
+    assert sched.choose({"a": ["c1", "c2", "c3"], "b": ["c1"]}) == ("a", "c1")
