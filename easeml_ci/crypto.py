@@ -35,7 +35,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Protocol
 
 from .errors import InputError
 
@@ -248,12 +248,50 @@ def _read_header(fh: BinaryIO, path: Path) -> EncryptedHeader:
     return parsed
 
 
-def decrypt_file(path: Path, key: bytes, *, key_env: str = DEFAULT_KEY_ENV) -> tuple[EncryptedHeader, bytearray]:
-    """Decrypt ``path`` into a fresh in-memory buffer (never to disk).
+class PlaintextSink(Protocol):
+    """Where :func:`decrypt_into_sink` puts the plaintext, chunk by chunk, in order.
 
-    Reads and decrypts one chunk at a time into a preallocated buffer, so the ciphertext is
-    never held whole. Any authentication failure is an InputError that says whether the key is
-    wrong or the file was changed.
+    ``target`` may hand out a writable view for a whole chunk (it is then decrypted in place,
+    no copy); otherwise the chunk is decrypted into a scratch buffer. Either way ``accept`` is
+    called once per chunk, after it has been authenticated, with ``in_place`` telling which.
+    """
+
+    def target(self, offset: int, size: int) -> memoryview | None: ...
+
+    def accept(self, offset: int, data: memoryview, in_place: bool) -> None: ...
+
+
+class _ContiguousSink:
+    def __init__(self, size: int):
+        self.buffer = bytearray(size)
+        self._view = memoryview(self.buffer)
+
+    def target(self, offset: int, size: int) -> memoryview:
+        return self._view[offset:offset + size]
+
+    def accept(self, offset: int, data: memoryview, in_place: bool) -> None:
+        pass
+
+
+def decrypt_file(path: Path, key: bytes, *, key_env: str = DEFAULT_KEY_ENV) -> tuple[EncryptedHeader, bytearray]:
+    """Decrypt ``path`` into one fresh in-memory buffer (never to disk)."""
+    holder: list[_ContiguousSink] = []
+
+    def make(header: EncryptedHeader) -> _ContiguousSink:
+        holder.append(_ContiguousSink(header.plaintext_bytes))
+        return holder[0]
+
+    header = decrypt_into_sink(path, key, make, key_env=key_env)
+    return header, holder[0].buffer
+
+
+def decrypt_into_sink(path: Path, key: bytes, make_sink, *, key_env: str = DEFAULT_KEY_ENV
+                      ) -> EncryptedHeader:
+    """Decrypt ``path`` chunk by chunk into ``make_sink(header)`` (a :class:`PlaintextSink`).
+
+    Reads one chunk at a time, so the ciphertext is never held whole, and checks the file size
+    against the header before the sink allocates anything. Any authentication failure is an
+    InputError that says whether the key is wrong or the file was changed.
     """
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -278,21 +316,28 @@ def decrypt_file(path: Path, key: bytes, *, key_env: str = DEFAULT_KEY_ENV) -> t
         if os.fstat(fh.fileno()).st_size != expected:
             raise tampered  # checked before allocating: a forged size cannot make us allocate it
         aead = AESGCM(key)
-        plain = bytearray(header.plaintext_bytes)
-        out = memoryview(plain)
+        sink = make_sink(header)
+        scratch: memoryview | None = None
         for index in range(header.chunks):
-            size = min(header.chunk_bytes, header.plaintext_bytes - index * header.chunk_bytes)
+            offset = index * header.chunk_bytes
+            size = min(header.chunk_bytes, header.plaintext_bytes - offset)
             blob = fh.read(NONCE_BYTES + size + TAG_BYTES)
             if len(blob) != NONCE_BYTES + size + TAG_BYTES:
                 raise tampered
             nonce, sealed = blob[:NONCE_BYTES], memoryview(blob)[NONCE_BYTES:]
             aad = _aad(header.raw, index, index == header.chunks - 1)
+            out = sink.target(offset, size)
+            in_place = out is not None
+            if out is None:
+                if scratch is None:
+                    scratch = memoryview(bytearray(min(header.chunk_bytes, header.plaintext_bytes)))
+                out = scratch[:size]
             try:
-                offset = index * header.chunk_bytes
-                aead.decrypt_into(nonce, sealed, aad, out[offset:offset + size])
+                aead.decrypt_into(nonce, sealed, aad, out)
             except InvalidTag:
                 raise tampered from None
             del blob, sealed
+            sink.accept(offset, out, in_place)
         if fh.read(1):
             raise tampered
-    return header, plain
+    return header

@@ -107,26 +107,100 @@ def fingerprint_arrays(X: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _parse_canonical(buf: bytearray, source: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-copy views of X and y in a canonical buffer (the plaintext of an encrypted set)."""
-    end = buf.find(b"\n", 0, 4096)
-    if not buf.startswith(_PREAMBLE_MAGIC) or end < 0:
-        raise InputError(f"{source}: decrypted content is not an easeml-ci test set")
-    try:
-        meta = json.loads(bytes(buf[len(_PREAMBLE_MAGIC):end]).decode("ascii"))
-        xd, xs = np.dtype(meta["X"][0]), tuple(int(v) for v in meta["X"][1])
-        yd, ys = np.dtype(meta["y"][0]), tuple(int(v) for v in meta["y"][1])
-        offset = end + 1
-        n_x = int(np.prod(xs, dtype=np.int64))
-        X = np.frombuffer(buf, dtype=xd, count=n_x, offset=offset).reshape(xs)
-        offset += X.nbytes + _pad(X.nbytes)
-        y = np.frombuffer(buf, dtype=yd, count=int(np.prod(ys, dtype=np.int64)), offset=offset)
-        y = y.reshape(ys)
-    except (ValueError, KeyError, TypeError, IndexError):
-        raise InputError(f"{source}: decrypted content is not a readable easeml-ci test set") from None
-    if offset + y.nbytes != len(buf):
-        raise InputError(f"{source}: decrypted content has {len(buf)} bytes, expected {offset + y.nbytes}")
-    return X, y
+class _CanonicalAssembler:
+    """Receives the decrypted canonical bytes of an encrypted test set, chunk by chunk.
+
+    Hashes them in order (the fingerprint), parses the preamble, and lays X and y out in two
+    buffers of their own: chunks that fall inside one of them are decrypted in place, the rest
+    (the preamble and chunks straddling a boundary) are copied from a scratch chunk. Why two
+    buffers: the labels never share memory with the features, so a caller that is done with
+    the features can drop them and free 80% of the test set while keeping the labels.
+    """
+
+    _MAX_PREAMBLE = 4096
+
+    def __init__(self, header: crypto.EncryptedHeader, source: Path):
+        self.total = header.plaintext_bytes
+        self.source = source
+        self.hash = hashlib.sha256()
+        self.head = bytearray()
+        self.meta: tuple | None = None  # (X dtype, X shape, y dtype, y shape)
+        self.buffers: dict[str, bytearray] = {}
+        self.regions: list[tuple[int, int, memoryview]] = []
+
+    def _bad(self, why: str) -> InputError:
+        return InputError(f"{self.source}: decrypted content is not an easeml-ci test set ({why})")
+
+    def target(self, offset: int, size: int) -> memoryview | None:
+        for start, end, view in self.regions:
+            if start <= offset and offset + size <= end:
+                return view[offset - start:offset - start + size]
+        return None
+
+    def accept(self, offset: int, data: memoryview, in_place: bool) -> None:
+        self.hash.update(data)
+        if in_place:
+            return
+        pos = 0
+        while pos < len(data):
+            if self.meta is None:
+                room = self._MAX_PREAMBLE - len(self.head)
+                piece = bytes(data[pos:pos + min(room, len(data) - pos)])
+                newline = piece.find(b"\n")
+                if newline < 0:
+                    self.head += piece
+                    pos += len(piece)
+                    if len(self.head) >= self._MAX_PREAMBLE:
+                        raise self._bad("no header line")
+                    continue
+                self.head += piece[:newline + 1]
+                pos += newline + 1
+                self._lay_out()
+                continue
+            at = offset + pos
+            for start, end, view in self.regions:
+                if start <= at < end:
+                    n = min(end - at, len(data) - pos)
+                    view[at - start:at - start + n] = data[pos:pos + n]
+                    pos += n
+                    break
+            else:
+                raise self._bad("more bytes than its header line describes")
+
+    def _lay_out(self) -> None:
+        head = bytes(self.head)
+        if not head.startswith(_PREAMBLE_MAGIC):
+            raise self._bad("no easeml-ci header line")
+        try:
+            meta = json.loads(head[len(_PREAMBLE_MAGIC):].decode("ascii"))
+            xd, xs = np.dtype(meta["X"][0]), tuple(int(v) for v in meta["X"][1])
+            yd, ys = np.dtype(meta["y"][0]), tuple(int(v) for v in meta["y"][1])
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+            raise self._bad("unreadable header line") from None
+        if xd != np.dtype("<f4") or len(xs) != 2 or len(ys) != 1 or min(xs + ys) < 0:
+            raise self._bad("not in canonical form")
+        x_bytes = xs[0] * xs[1] * xd.itemsize
+        y_bytes = ys[0] * yd.itemsize
+        start = len(head)
+        if start + x_bytes + _pad(x_bytes) + y_bytes != self.total:
+            raise self._bad("its size does not match its header line")
+        self.meta = (xd, xs, yd, ys)
+        self.buffers = {"X": bytearray(x_bytes + _pad(x_bytes)), "y": bytearray(y_bytes)}
+        for name in ("X", "y"):
+            size = len(self.buffers[name])
+            if size:
+                self.regions.append((start, start + size, memoryview(self.buffers[name])))
+            start += size
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.meta is None:
+            raise self._bad("no header line")
+        xd, xs, yd, ys = self.meta
+        X = np.frombuffer(self.buffers["X"], dtype=xd, count=xs[0] * xs[1]).reshape(xs)
+        y = np.frombuffer(self.buffers["y"], dtype=yd, count=ys[0])
+        if bytes(self.head) != _preamble(X, y) or any(self.buffers["X"][X.nbytes:]):
+            raise self._bad("not in canonical form")
+        return X, y
 
 
 # --- validation and normalisation --------------------------------------------------------------
@@ -383,16 +457,21 @@ def load_testset(path, label_column: str = "label", key_env: str = crypto.DEFAUL
 
 def _load_encrypted(path: Path, key_env: str) -> TestSet:
     key = crypto.key_from_env(key_env, purpose=f"needed to decrypt the test set {path}")
-    header, plain = crypto.decrypt_file(path, key, key_env=key_env)
-    X, y = _parse_canonical(plain, path)
-    fp = hashlib.sha256(plain).hexdigest()
+    sinks: list[_CanonicalAssembler] = []
+
+    def make_sink(header: crypto.EncryptedHeader) -> _CanonicalAssembler:
+        sinks.append(_CanonicalAssembler(header, path))
+        return sinks[0]
+
+    header = crypto.decrypt_into_sink(path, key, make_sink, key_env=key_env)
+    assembler = sinks[0]
+    X, y = assembler.arrays()
+    fp = assembler.hash.hexdigest()
     if fp != header.fingerprint:
         raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
-    if X.ndim != 2 or X.dtype != np.dtype("<f4") or y.ndim != 1:
-        raise InputError(f"{path}: decrypted content is not in canonical form")
-    # y gets its own memory (8 bytes a row) so that a caller that is done with the features can
-    # drop X and free the whole decrypted buffer while keeping the labels.
-    return _finish_encrypted(X, y.copy(), fp, path)
+    if _canonical_labels(y, path, "labels").dtype != y.dtype:
+        raise assembler._bad("labels not in canonical form")
+    return _finish_encrypted(X, y, fp, path)
 
 
 def _finish_encrypted(X, y, fp, path) -> TestSet:

@@ -276,3 +276,59 @@ def test_an_unknown_format_version_is_named(tmp_path, plain, key):
     enc.write_bytes(data[:8] + struct.pack("<I", len(raw)) + raw + data[12 + length:])
     with pytest.raises(InputError, match="format version 99"):
         load_testset(enc)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100, 129, 4096, crypto.DEFAULT_CHUNK_BYTES])
+def test_any_chunking_decrypts_to_separate_feature_and_label_buffers(tmp_path, plain, key, chunk_bytes):
+    enc = tmp_path / "t.enc"
+    original = _encrypt(plain, enc, key, chunk_bytes=chunk_bytes)
+    back = load_testset(enc)
+    assert back.fingerprint == original.fingerprint
+    np.testing.assert_array_equal(back.X, original.X)
+    np.testing.assert_array_equal(back.y, original.y)
+    assert not np.shares_memory(back.X, back.y)  # dropping X frees the features, keeps y
+
+
+def _encrypt_raw(path, parts, key, fingerprint=None):
+    import hashlib
+
+    blob = b"".join(bytes(p) for p in parts)
+    fp = fingerprint or hashlib.sha256(blob).hexdigest()
+    crypto.encrypt_to_file([blob], len(blob), fp, base64.urlsafe_b64decode(key), path)
+
+
+@pytest.mark.parametrize("case", ["float64 features", "nonzero padding", "float labels that are integers",
+                                  "not a test set", "extra bytes"])
+def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
+    from easeml_ci import testset as ts_mod
+
+    X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    y = np.array([0, 1, 1], dtype="<i8")
+    parts = ts_mod.canonical_parts(X, y)
+    if case == "float64 features":
+        X64 = X.astype("<f8")
+        parts = [ts_mod._preamble(X64, y), X64.tobytes(), b"\0" * ts_mod._pad(X64.nbytes), y.tobytes()]
+    elif case == "nonzero padding":
+        parts[2] = b"\1" * len(parts[2])
+    elif case == "float labels that are integers":
+        yf = y.astype("<f8")
+        parts = ts_mod.canonical_parts(X, yf)
+    elif case == "not a test set":
+        parts = [b"hello, world\n" * 10]
+    else:
+        parts.append(b"\0" * 8)
+    enc = tmp_path / "t.enc"
+    _encrypt_raw(enc, parts, key)
+    with pytest.raises(InputError, match="not an easeml-ci test set|canonical"):
+        load_testset(enc)
+
+
+def test_a_header_fingerprint_that_does_not_match_the_content_is_refused(tmp_path, key):
+    from easeml_ci import testset as ts_mod
+
+    X = np.ones((2, 2), np.float32)
+    y = np.array([0, 1], dtype="<i8")
+    enc = tmp_path / "t.enc"
+    _encrypt_raw(enc, ts_mod.canonical_parts(X, y), key, fingerprint="f" * 64)
+    with pytest.raises(InputError, match="does not match the fingerprint"):
+        load_testset(enc)
