@@ -224,8 +224,9 @@ def simulate_command(matrix_path, prior_path, devices, seeds, target, schedulers
         f"{result.tenants} tenants, {devices} device(s), {seeds} seed(s); "
         f"time until mean regret <= {target:g} (median over seeds, simulated seconds)"
     )
-    click.echo(f"{'scheduler':<14}{'time_to_target':>16}{'vs multitenant':>16}")
+    width = max(len("scheduler"), *(len(n) for n in result.schedulers)) + 2
+    click.echo(f"{'scheduler':<{width}}{'time_to_target':>16}{'vs multitenant':>16}")
     for name, r in result.schedulers.items():
         t = r.time_to_target(target)
         ratio = f"{t / base_t:.2f}x" if base_t and np.isfinite(t) and base_t > 0 else "-"
-        click.echo(f"{name:<14}{t:>16.4g}{ratio:>16}")
+        click.echo(f"{name:<{width}}{t:>16.4g}{ratio:>16}")

@@ -39,7 +39,7 @@ TARGETS = (0.05, 0.02, 0.01)
 COLOURS = {"multitenant": "#1b7837", "round-robin": "#2166ac", "round-robin-catalogue": "#92c5de", "random": "#b2182b"}
 
 
-def run(matrix, tenants, devices, seeds, targets):
+def run(matrix, tenants, devices, seeds, targets, use_prior=True):
     """{(n, m): {scheduler: [Trace per seed]}}; the split depends on (n, seed) only."""
     out = {}
     for n in tenants:
@@ -49,7 +49,7 @@ def run(matrix, tenants, devices, seeds, targets):
                 rng = np.random.default_rng([n, seed])
                 sched, prior = split_tenants(matrix, n, rng)
                 for name in BENCH:
-                    runs[name].append(run_once(sched, prior.rows, name, m, seed))
+                    runs[name].append(run_once(sched, prior.rows if use_prior else None, name, m, seed))
             out[(n, m)] = runs
     return out
 
@@ -187,15 +187,18 @@ def main() -> None:
     ap.add_argument("--devices", type=int, nargs="*", default=list(DEVICES))
     ap.add_argument("--svg", default=None, help="write the regret-over-time chart here")
     ap.add_argument("--json", default=None, help="write per-seed times to target here")
+    ap.add_argument("--no-prior", action="store_true",
+                    help="give the schedulers no prior at all (multitenant's fallback mode)")
     args = ap.parse_args()
 
     matrix = synthetic(tenants=72, candidates=20, seed=0) if args.matrix == "synthetic" else load_matrix(args.matrix)
     t0 = time.time()
-    results = run(matrix, args.tenants, args.devices, args.seeds, TARGETS)
+    results = run(matrix, args.tenants, args.devices, args.seeds, TARGETS, use_prior=not args.no_prior)
     md, problems = table(results, TARGETS)
     n_c = len(matrix.candidates)
+    prior_note = "no prior" if args.no_prior else "prior from the tenants not scheduled"
     print(f"matrix {args.matrix}: {len(matrix.tenants)} tenants x {n_c} candidates; {args.seeds} seeds; "
-          f"prior from the tenants not scheduled; times in simulated seconds (median over seeds)\n")
+          f"{prior_note}; times in simulated seconds (median over seeds)\n")
     print(md)
     print()
     if problems:
