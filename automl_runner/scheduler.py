@@ -15,7 +15,7 @@ Three schedulers share one interface (``make_scheduler(name, prior=None, seed=0)
   paper's "serve the worst-off tenant" rule falls out of the EI term). Trials already
   running are fantasised at their posterior mean: their tenant's variances shrink as if
   their results were in (``TenantGP.fantasy_variance``), so a second device does not chase
-  the same hope.
+  the same hope. Without a prior it is much weaker (docs/scheduler.md): give it one.
 * ``round-robin`` -- tenants in turn; each tenant takes its candidates in one fixed order:
   by decreasing prior mean quality when a prior is given (candidates the prior lacks come
   after, in catalogue order), else in catalogue order (the order of the ``pending`` lists).
@@ -135,7 +135,7 @@ class RoundRobinScheduler(Scheduler):
             cands = avail.get(tenant)
             if cands:
                 self.last = (self.last + step) % n
-                # sorted() is stable: unranked candidates keep their catalogue order.
+                # the index breaks ties: unranked candidates keep their catalogue order
                 first = min(range(len(cands)), key=lambda i: (self.rank.get(cands[i], math.inf), i))
                 return tenant, cands[first]
         raise SchedulerError("nothing pending")  # unreachable: avail is non-empty
@@ -296,6 +296,7 @@ class MultiTenantScheduler(Scheduler):
     CEILING = 1.0
 
     def __init__(self, prior: PriorRows | None = None, seed: int = 0) -> None:
+        # ``seed`` is accepted for a uniform interface; the scheduler is deterministic.
         super().__init__()
         rows = list(prior) if prior is not None else []
         self.ceiling = self.CEILING

@@ -12,7 +12,9 @@ with "best found" = 0 before a tenant's first result. The time to target T is th
 simulated time at which the *mean* regret (global regret / number of tenants) is <= T.
 
 Seeds vary the order in which tenants are registered (which tenant round-robin serves
-first), the random scheduler's draws and the multitenant scheduler's tie-breaks.
+first; the order ties among equal choices are broken in) and the random scheduler's draws.
+With a fixed matrix, round-robin and multitenant differ across seeds only through that
+order; ``bench/automl.py`` also draws a different set of tenants per seed.
 """
 
 from __future__ import annotations
