@@ -8,7 +8,8 @@ records the global regret
 
     regret(t) = sum over tenants of (best quality in the matrix - best found by time t)
 
-with "best found" = 0 before a tenant's first result. The time to target T is the first
+with "best found" = 0 before a tenant's first result (its worst score instead, when that is
+negative, as R^2 can be). The time to target T is the first
 simulated time at which the *mean* regret (global regret / number of tenants) is <= T.
 
 Seeds vary the order in which tenants are registered (which tenant round-robin serves
@@ -122,8 +123,10 @@ def run_once(
     pending = {t: list(matrix.quality[t]) for t in order}
     sched = make_scheduler(scheduler, prior=prior_rows, seed=seed)
     best = {t: matrix.best(t) for t in order}
-    found = {t: 0.0 for t in order}
-    regret = sum(best.values())
+    # Nothing found yet counts as quality 0 (accuracy's floor); a score scale that goes
+    # below 0 (R^2) starts at the tenant's worst score instead, so regret is never negative.
+    found = {t: min(0.0, min(matrix.quality[t].values())) for t in order}
+    regret = sum(best[t] - found[t] for t in order)
     times, regrets = [0.0], [regret]
     events: list[tuple[float, int, str, str]] = []
     counter = 0
@@ -150,9 +153,9 @@ def run_once(
         sched.observe(tenant, cand, q, matrix.cost[tenant][cand])
         trials += 1
         if q > found[tenant]:
-            regret -= min(q, best[tenant]) - found[tenant]
+            regret -= q - found[tenant]
             found[tenant] = q
-        regret = max(regret, 0.0)
+        regret = max(regret, 0.0)  # rounding only
         times.append(now)
         regrets.append(regret)
         if stop_when_solved and regret <= 1e-12:

@@ -177,3 +177,12 @@ def test_csv_round_trip(tmp_path):
     TINY.to_csv(p)
     back = load_matrix(p)
     assert back.rows == TINY.rows
+
+
+def test_negative_scores_start_from_the_worst_score():
+    # R^2 can be negative: before any result, the tenant counts as having its worst score
+    m = QualityMatrix([("A", "x", -0.5, 1.0), ("A", "y", 0.25, 2.0)])
+    tr = run_once(m, None, "round-robin", devices=1, seed=0)
+    assert tr.regret[0] == pytest.approx(0.75)
+    assert tr.regret[1:].tolist() == pytest.approx([0.75, 0.0])
+    assert np.all(tr.regret >= 0)
