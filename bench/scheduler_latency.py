@@ -25,13 +25,14 @@ def main() -> None:
     ap.add_argument("--finished", type=int, default=2000)
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--decisions", type=int, default=500)
+    ap.add_argument("--no-prior", action="store_true", help="time the no-prior mode (online candidate effects)")
     args = ap.parse_args()
 
     m = synthetic(tenants=args.tenants + 40, candidates=args.candidates, seed=7)
     names = m.tenants
     prior = m.without(names[: args.tenants]).rows
     live = m.subset(names[: args.tenants])
-    sched = make_scheduler("multitenant", prior=prior, seed=0)
+    sched = make_scheduler("multitenant", prior=None if args.no_prior else prior, seed=0)
     rng = np.random.default_rng(0)
     pending = {t: list(live.quality[t]) for t in live.tenants}
     per_tenant = args.finished // args.tenants
@@ -66,7 +67,7 @@ def main() -> None:
             break
     finished = sum(len(d) for d in sched.done.values())
     print(f"{args.tenants} tenants x {args.candidates} candidates, {finished} finished trials at the end, "
-          f"{args.devices} running, {len(choose_ms)} decisions")
+          f"{args.devices} running, {len(choose_ms)} decisions, {'no prior' if args.no_prior else 'prior of 40 tenants'}")
     print("| step | median ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|")
     for label, xs in (("choose", choose_ms), ("observe + choose + start", cycle_ms)):

@@ -359,3 +359,26 @@ def test_multitenant_without_prior_learns_from_the_other_tenants():
 def test_multitenant_without_prior_breaks_ties_in_catalogue_order():
     sched = make_scheduler("multitenant")
     assert sched.choose({"a": ["c1", "c2", "c3"], "b": ["c1"]}) == ("a", "c1")
+
+
+def test_effect_refresh_is_bounded_per_decision_and_catches_up():
+    sched = make_scheduler("multitenant")
+    tenants = [f"t{i:02d}" for i in range(20)]
+    for t in tenants:
+        sched.observe(t, "a", 0.9, 1.0)
+        sched.observe(t, "b", 0.7, 1.0)
+    pending = {t: ["c", "d"] for t in tenants}
+    sched.scores(pending)
+    version = sched.effects.version
+    fresh = [t for t in tenants if sched._effects_seen.get(t) == version]
+    assert len(fresh) == sched.MAX_EFFECT_REFRESH
+    sched.scores(pending)
+    assert all(sched._effects_seen.get(t) == version for t in tenants)
+    # and a refreshed tenant's posterior is the dense one with the shifted prior mean
+    t = tenants[0]
+    gp = sched.gps[t]
+    shift = sched.effects.shift_for(t, len(sched.prior))
+    shifted = CandidatePrior(names=list(sched.prior.names), mean=sched.prior.mean + shift,
+                             cov=sched.prior.cov, noise=sched.prior.noise)
+    ref_mean, _ = direct_posterior(shifted, gp.observed, gp.y)
+    np.testing.assert_allclose(gp.posterior()[0], ref_mean, rtol=1e-9, atol=1e-10)
