@@ -21,6 +21,7 @@ A new observation appends one row to each of them (a rank-one extension of the f
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -51,9 +52,11 @@ SHRINKAGE_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 def _fill(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means of q (tenants x candidates, NaN = missing) and q with NaN set to them."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a candidate no tenant ran yet: all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(q, axis=0)
-    mean = np.where(np.isnan(mean), np.nanmean(q), mean)
+        overall = np.nanmean(q) if np.isfinite(q).any() else FALLBACK_MEAN
+    mean = np.where(np.isnan(mean), overall, mean)
     return mean, np.where(np.isnan(q), mean[None, :], q)
 
 

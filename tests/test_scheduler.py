@@ -382,3 +382,15 @@ def test_effect_refresh_is_bounded_per_decision_and_catches_up():
                              cov=sched.prior.cov, noise=sched.prior.noise)
     ref_mean, _ = direct_posterior(shifted, gp.observed, gp.y)
     np.testing.assert_allclose(gp.posterior()[0], ref_mean, rtol=1e-9, atol=1e-10)
+
+
+def test_prior_with_a_candidate_seen_on_one_tenant_only_is_quiet_and_sound():
+    import warnings
+
+    rows = _prior_rows(tenants=12, candidates=5, seed=2) + [("s000", "rare", 0.9, 1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prior = CandidatePrior.from_rows(rows)
+    i = prior.index["rare"]
+    assert np.isfinite(prior.mean[i]) and np.all(np.isfinite(prior.cov))
+    np.linalg.cholesky(prior.cov + prior.noise * np.eye(len(prior)))
