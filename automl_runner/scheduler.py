@@ -308,6 +308,8 @@ class MultiTenantScheduler(Scheduler):
         self.effects = None if self.prior.learned else CandidateEffects()
         self._effects_seen: dict[str, int] = {}
         self.gps: dict[str, TenantGP] = {}
+        self._effect_size = -1
+        self._effect_arr = np.zeros(0)
         self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
         self._sd_size: dict[str, int] = {}
 
@@ -329,6 +331,8 @@ class MultiTenantScheduler(Scheduler):
             self.ceiling = math.inf
         self._gp(tenant).observe(self._index(candidate), float(quality))
         self.costs.observe(tenant, candidate, cost)
+        if not self.costs.fixed:
+            self._effect_size = -1  # online candidate effects moved: rebuild the array
         if self.effects is not None:
             self.effects.update(tenant, {self._index(c): q for c, q in self.done[tenant].items()})
         self._sd.pop(tenant, None)
@@ -337,6 +341,13 @@ class MultiTenantScheduler(Scheduler):
         super().start(tenant, candidate)
         self._index(candidate)
         self._sd.pop(tenant, None)
+
+    def _cost_effects(self) -> np.ndarray:
+        """The cost model's candidate effects as an array in prior-index order (cached)."""
+        if self._effect_size != len(self.prior):
+            self._effect_arr = np.array([self.costs.candidate_effect(c) for c in self.prior.names])
+            self._effect_size = len(self.prior)
+        return self._effect_arr
 
     def _tenant_sd(self, tenant: str) -> np.ndarray:
         sd = self._sd.get(tenant)
@@ -375,13 +386,17 @@ class MultiTenantScheduler(Scheduler):
         if self.effects is not None:
             self._refresh_effects(avail)
         means, sds, bests, costs = [], [], [], []
+        index = self.prior.index
         for tenant, cands in segments:
-            idx = np.fromiter((self._index(c) for c in cands), dtype=np.intp, count=len(cands))
+            try:
+                idx = np.fromiter(map(index.__getitem__, cands), dtype=np.intp, count=len(cands))
+            except KeyError:  # a candidate new to the scheduler
+                idx = np.fromiter(map(self._index, cands), dtype=np.intp, count=len(cands))
             mean, _ = self._gp(tenant).posterior()
             means.append(mean[idx])
             sds.append(self._tenant_sd(tenant)[idx])
             bests.append(np.full(len(cands), self.best(tenant)))
-            costs.append(self.costs.expected(tenant, cands))
+            costs.append(np.exp(self.costs.level(tenant) + self._cost_effects()[idx]))
         ei = expected_improvement(
             np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling
         )
