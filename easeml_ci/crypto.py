@@ -13,8 +13,8 @@ File layout (all integers little-endian)::
     chunk 0..k-1     12-byte random nonce, then ciphertext + 16-byte GCM tag
 
 The plaintext is cut into chunks (4 MiB by default) so that a test set of any size can be
-decrypted chunk by chunk straight into one preallocated buffer: peak memory is the plaintext
-plus one chunk, not ciphertext plus plaintext. Every chunk is authenticated together with the
+decrypted chunk by chunk straight into the memory where it will live (a sink decides where):
+peak memory is the plaintext plus one chunk, not ciphertext plus plaintext. Every chunk is authenticated together with the
 whole header (which carries the test set's fingerprint), its index and whether it is the last
 one, so a swapped or edited header, reordered, dropped or appended chunks all fail
 authentication. The header's ``key_id`` (an HMAC of a constant under the key; it reveals nothing

@@ -17,8 +17,8 @@ normalises to one canonical form before hashing:
 
 The canonical byte layout (a padded JSON line with dtypes and shapes, then X's bytes, zero
 padding to 64 bytes, then y's bytes) is also the plaintext of an encrypted test set, so loading
-an encrypted file is a decryption plus zero-copy views, and the fingerprint is the SHA-256 of
-exactly these bytes.
+an encrypted file is a decryption straight into the arrays' memory (features and labels in
+separate buffers), and the fingerprint is the SHA-256 of exactly these bytes.
 """
 from __future__ import annotations
 
