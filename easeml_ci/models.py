@@ -87,6 +87,24 @@ def load_predictions(spec: str, testset: TestSet, *, repo: Path = Path("."),
         raise InputError(f"predictions from {label} have {preds.shape[0]} rows but the test set "
                          f"{testset.source} has {len(testset)} examples; one prediction per test "
                          f"example is needed")
+    return _same_kind_as_labels(preds, testset, label)
+
+
+def _same_kind_as_labels(preds: np.ndarray, testset: TestSet, label: str) -> np.ndarray:
+    """Text predictions against numeric labels (or the reverse) would compare unequal
+    everywhere and fail the model silently; numeric text is converted, the rest refused."""
+    text_preds, text_labels = preds.dtype.kind == "U", testset.y.dtype.kind == "U"
+    if text_preds and not text_labels:
+        try:
+            return _normalise(preds.astype(np.float64), label)
+        except ValueError:
+            raise InputError(f"predictions from {label} are text but "
+                             f"the test set {testset.source} has numeric labels; the model must "
+                             f"predict the same kind of label") from None
+    if text_labels and not text_preds:
+        raise InputError(f"predictions from {label} are numbers but the test set "
+                         f"{testset.source} has text labels; the model must predict the same "
+                         f"kind of label")
     return preds
 
 

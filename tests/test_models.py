@@ -383,3 +383,16 @@ def test_valid_model_specs_pass_validation(tmp_path, data, fitted):
     repo = _git_repo(tmp_path)
     validate_model_spec("git:main:a.csv", repo)
     validate_model_spec(str(_to_onnx(fitted["tree"], data[0], tmp_path / "m.onnx")), repo)
+
+
+def test_predictions_of_another_kind_than_the_labels_are_refused_or_converted(tmp_path, data, testset):
+    X, y = data
+    (tmp_path / "words.csv").write_text("\n".join(["cat"] * len(y)) + "\n")
+    with pytest.raises(InputError, match="are text .* numeric labels"):
+        load_predictions(str(tmp_path / "words.csv"), testset)
+    np.save(tmp_path / "digits.npy", np.array([str(v) for v in y]))  # text that holds numbers
+    np.testing.assert_array_equal(load_predictions(str(tmp_path / "digits.npy"), testset), y)
+    text_ts = load_testset(write_npz(tmp_path / "s.npz", X=X, y=np.array(["a", "b", "c"])[y]))
+    np.save(tmp_path / "ints.npy", y)
+    with pytest.raises(InputError, match="are numbers but .* text labels"):
+        load_predictions(str(tmp_path / "ints.npy"), text_ts)
