@@ -146,12 +146,13 @@ class CostModel:
 
     Candidate effects come from the prior (each prior tenant's log costs centred on its
     mean); without a prior they are learned from results as they arrive. A tenant's level
-    is the mean of its observed residuals, shrunk towards the typical level with the weight
-    of one pseudo-observation, so one slow first trial does not make a tenant look slow
-    forever, nor a dataset that is 100x larger than usual look usual for long.
+    is a normal-normal posterior mean: its observed residuals shrunk towards the typical
+    level with a weight, in pseudo-observations, of the prior's within-tenant residual
+    variance over the variance of tenant levels. Dataset size varies far more than one
+    trial's time is noisy, so one result mostly sets the level.
     """
 
-    PSEUDO = 1.0
+    PSEUDO = 1.0  # the weight without a prior to estimate it from
 
     def __init__(self, prior: PriorRows | None = None) -> None:
         self.effect: dict[str, float] = {}
