@@ -15,7 +15,9 @@ and only the tenant that got a result changes, so each tenant keeps
 * the posterior mean ``mu + V.T @ alpha`` and variance ``diag(K) - sum(V**2, axis=0)``.
 
 A new observation appends one row to each of them (a rank-one extension of the factor,
-``O(n^2 + n C)`` for n observations and C candidates); nothing is refitted.
+``O(n^2 + n C)`` for n observations and C candidates); nothing is refitted. A tenant's
+prior mean can be shifted (``shift_prior_mean``, used when there is no prior and
+candidate effects are learned online): only alpha and the mean are recomputed.
 """
 
 from __future__ import annotations
