@@ -186,3 +186,14 @@ def test_negative_scores_start_from_the_worst_score():
     assert tr.regret[0] == pytest.approx(0.75)
     assert tr.regret[1:].tolist() == pytest.approx([0.75, 0.0])
     assert np.all(tr.regret >= 0)
+
+
+def test_the_committed_real_matrices_load_and_split_cleanly():
+    from automl_runner.matrices import bundled
+
+    real = bundled("real")
+    assert len(real.tenants) >= 60 and len(real.candidates) >= 15
+    assert all(0.0 <= q <= 1.0 and c > 0 for _t, _c, q, c in real.rows)
+    sched, prior = bundled("real_scheduled"), bundled("real_prior")
+    assert not set(sched.tenants) & set(prior.tenants)
+    assert sorted(sched.tenants + prior.tenants) == sorted(real.tenants)
