@@ -216,3 +216,13 @@ def test_absurd_step_counts_are_refused_at_once_not_planned_forever(kwargs):
 def test_large_but_sane_step_counts_plan_quickly():
     assert plan("n > 0.8 +/- 0.05", 0.9999, adaptivity="full", steps=900).test_examples > 0
     assert plan("n > 0.8 +/- 0.05", 0.9999, adaptivity="full", steps=100_000, passes=3).test_examples > 0
+
+
+def test_binomial_tails_match_scipy_stats():
+    """bounds.py computes the tails with scipy.special (cheaper import); they are scipy.stats'."""
+    from conditions.bounds import binomial_cdf, binomial_sf
+    for n in (1, 2, 5, 50, 1000, 100_000):
+        for p in (0.0, 1e-9, 0.1, 0.5, 0.9, 1.0):
+            k = np.arange(-2, n + 3)
+            assert np.allclose(binomial_sf(k, n, p), stats.binom.sf(k, n, p), rtol=1e-9, atol=1e-290)
+            assert np.allclose(binomial_cdf(k, n, p), stats.binom.cdf(k, n, p), rtol=1e-9, atol=1e-290)
