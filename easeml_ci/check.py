@@ -212,7 +212,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
               workdir: Path = Path("."), backend=None,
               progress: Progress | None = None) -> CheckResult:
     """Gate ``new`` (against ``old``) on ``testset`` under ``config``; see the module docstring."""
-    from .models import load_predictions
+    from .models import load_predictions, validate_model_spec
     from .testset import load_testset
 
     say = progress or (lambda _msg: None)
@@ -237,6 +237,9 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     for spec, flag in ((new, "--new"), (old, "--old")):
         if spec and not str(spec).startswith("git:") and not _resolve(spec, workdir).is_file():
             raise UsageError(f"{flag}: model {spec} does not exist or is not a file")
+        if spec:  # extension, git ref and path: refuse a typo before decrypting anything
+            validate_model_spec(str(spec) if str(spec).startswith("git:") else
+                                str(_resolve(spec, workdir)), repo=workdir)
     say(f"loading test set {testset}")
     ts = load_testset(testset_path, label_column=cfg.label_column, key_env=key_env)
 
@@ -271,8 +274,11 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
         old_pred = load_predictions(str(old) if str(old).startswith("git:") else
                                     str(_resolve(old, workdir)), ts, repo=repo)
 
-    # 4. Decide (in memory only).
-    outcomes = conditions.Outcomes.from_predictions(ts.y, new_pred, old_pred)
+    # 4. Decide (in memory only). The features are no longer needed: free them first (the
+    # labels own their buffer), so deciding adds nothing to the models' peak memory.
+    labels, fingerprint = ts.y, ts.fingerprint
+    del ts
+    outcomes = conditions.Outcomes.from_predictions(labels, new_pred, old_pred)
     try:
         verdict = plan.decide(outcomes)
     except conditions.SampleTooSmall as exc:
@@ -290,7 +296,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     except LedgerSpent as spent:  # another check took the last step while we evaluated
         alert = raise_alert(cfg=cfg, plan=configured, budget=spent.budget, ledger=ledger,
                             new=new, old=old, workdir=workdir, progress=say)
-        raise _exhausted(spent.budget, alert, ts.fingerprint) from None
+        raise _exhausted(spent.budget, alert, fingerprint) from None
 
     # 6. Reveal. Under the adaptive modes the union bound counts one bit per step (the
     # formula's verdict): per-clause verdicts of a multi-clause formula would be more bits, so
@@ -311,11 +317,11 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
         clauses.append(row)
     result = CheckResult(
         verdict="withheld" if withheld else ("pass" if verdict.passed else "fail"),
-        clauses=clauses, budget=after.to_dict(), fingerprint=ts.fingerprint,
+        clauses=clauses, budget=after.to_dict(), fingerprint=fingerprint,
         plan=plan_summary(configured), config_path=_config_name(cfg), gate=cfg.name or "default",
         step=entry["seq"], underpowered=plan is not configured)
     if withheld:
-        sink.deliver({"gate": result.gate, "testset": ts.fingerprint, "step": entry["seq"],
+        sink.deliver({"gate": result.gate, "testset": fingerprint, "step": entry["seq"],
                       "time": entry["time"], "new": str(new), "old": details["old"],
                       "verdict": "pass" if verdict.passed else "fail",
                       "clauses": [cv.to_dict(reveal_estimates=bool(cfg.show_metrics))
