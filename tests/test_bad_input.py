@@ -140,6 +140,9 @@ CASES = {
     "corrupt test set file": (_corrupt_npz, ["corrupt.npz"]),
     "unknown model extension": (_write("model.pkl", "x"), ["model.pkl"], {"new": "model.pkl"}),
     "old model needed but missing": (_config(condition="n - o > 0.02 +/- 0.05"), ["--old", "o"]),
+    "old model at an unknown git ref": (_config(condition="n - o > 0.02 +/- 0.05"),
+                                        ["git:no-such-ref:old.npy", "no-such-ref"],
+                                        {"old": "git:no-such-ref:old.npy"}),
     # encryption
     "wrong key": (_wrong_key, ["ts.enc"]),
     "missing decryption key": (_no_key, [KEY_ENV]),
@@ -165,6 +168,8 @@ def test_bad_input_exits_2_names_the_thing_and_writes_nothing(case, tmp_path, mo
     env = {KEY_ENV: "", **args.get("env", {})}
     cli = ["check", "--config", args.get("config", ".easeml.yml"), "--new", args.get("new", "good.npy"),
            "--testset", args.get("testset", "ts.npz"), "--key-env", KEY_ENV]
+    if "old" in args:
+        cli += ["--old", args["old"]]
     result = CliRunner().invoke(main, cli, env=env)
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit)
