@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score

@@ -224,8 +224,3 @@ class MeanTest:
         """The larger of the two bounded error probabilities of "pass iff mean >= c" on n examples."""
         g = min(self.upper_exponent(a, c), self.lower_exponent(b, c))
         return math.exp(-n * g)
-
-
-def hoeffding_size(eps: float, delta: float) -> int:
-    """ease.ml/ci's count for one variable in [0, 1]: P(|mean - mu| >= eps) <= delta one-sided."""
-    return math.ceil(math.log(1.0 / delta) / (2 * eps * eps))

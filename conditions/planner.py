@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 import numpy as np
 
 from .ast import Clause, Formula, format_number
-from .bounds import MeanTest, binomial_cutoff, binomial_design, hoeffding_size
+from .bounds import MeanTest, binomial_cutoff, binomial_design
 from .compiler import CompiledClause, compile_clause, disagreement_bound
 from .errors import PlanError, SampleTooSmall
 from .parser import parse

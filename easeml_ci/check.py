@@ -21,7 +21,7 @@ import conditions
 
 from . import alerts, private_sink
 from .errors import BudgetExhausted, ConfigError, TestSetTooSmall, UsageError
-from .ledger import PINNED_TERMS, Budget, Ledger, LedgerSpent, open_backend
+from .ledger import Budget, Ledger, LedgerSpent, open_backend
 from .ledger.budget import compute as compute_budget
 
 Progress = Callable[[str], None]

@@ -6,7 +6,6 @@ into one line on stderr and the error's exit code, never a traceback.
 """
 from __future__ import annotations
 
-import functools
 import sys
 
 import click

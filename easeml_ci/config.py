@@ -279,7 +279,6 @@ def config_from_options(condition: str, reliability: float = 0.9999, mode: str =
               "adaptivity": adaptivity, "steps": steps, "method": method}
     if passes is not None:
         values["passes"] = passes
-    src = _Source("options")
     for key, value in values.items():
         try:
             TOP_LEVEL[key](value)

@@ -113,7 +113,7 @@ def validate_model_spec(spec: str, repo: Path = Path(".")) -> None:
     reading or running the model, so a check can refuse a typo before decrypting anything."""
     spec = str(spec)
     if spec.startswith(GIT_PREFIX):
-        ref, path = parse_git_spec(spec)
+        _, path = parse_git_spec(spec)
         name, label = path, spec
     else:
         _check_file(Path(spec))
@@ -122,17 +122,7 @@ def validate_model_spec(spec: str, repo: Path = Path(".")) -> None:
         raise InputError(f"model {label} has extension {Path(name).suffix or '(none)'!r}; allowed: "
                          f"{', '.join(MODEL_SUFFIXES)} or git:REF:PATH to one of those")
     if spec.startswith(GIT_PREFIX):
-        if ref.startswith("-"):
-            raise InputError(f"model {spec!r}: a git ref cannot start with '-'")
-        try:
-            done = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{ref}:{path}"],
-                                  capture_output=True, check=False)
-        except FileNotFoundError:
-            raise InputError(f"model {spec!r}: git is not installed or not on PATH") from None
-        if done.returncode != 0:
-            why = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            reason = why[-1] if why else f"git exited with {done.returncode}"
-            raise InputError(f"model {spec!r}: cannot read {path!r} at ref {ref!r} in {repo}: {reason}")
+        _git(spec, repo, "cat-file", "-e")
 
 
 def _check_file(path: Path) -> None:
@@ -156,13 +146,14 @@ def parse_git_spec(spec: str) -> tuple[str, str]:
     return ref, path
 
 
-def read_git_blob(spec: str, repo: Path) -> tuple[str, bytes]:
-    """The bytes of PATH as it is on REF, via ``git show`` (into memory, nothing on disk)."""
+def _git(spec: str, repo: Path, *command: str) -> bytes:
+    """Run ``git -C repo COMMAND REF:PATH`` for a ``git:REF:PATH`` spec; its stdout, or an
+    InputError that names the spec and git's own reason."""
     ref, path = parse_git_spec(spec)
     if ref.startswith("-"):
         raise InputError(f"model {spec!r}: a git ref cannot start with '-'")
     try:
-        done = subprocess.run(["git", "-C", str(repo), "show", f"{ref}:{path}"],
+        done = subprocess.run(["git", "-C", str(repo), *command, f"{ref}:{path}"],
                               capture_output=True, check=False)
     except FileNotFoundError:
         raise InputError(f"model {spec!r}: git is not installed or not on PATH") from None
@@ -170,7 +161,13 @@ def read_git_blob(spec: str, repo: Path) -> tuple[str, bytes]:
         why = done.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = why[-1] if why else f"git exited with {done.returncode}"
         raise InputError(f"model {spec!r}: cannot read {path!r} at ref {ref!r} in {repo}: {reason}")
-    blob = done.stdout
+    return done.stdout
+
+
+def read_git_blob(spec: str, repo: Path) -> tuple[str, bytes]:
+    """The bytes of PATH as it is on REF, via ``git show`` (into memory, nothing on disk)."""
+    ref, path = parse_git_spec(spec)
+    blob = _git(spec, repo, "show")
     if blob.startswith(b"version https://git-lfs.github.com/spec/"):
         raise InputError(f"model {spec!r} is a Git LFS pointer on {ref}; fetch the LFS objects "
                          f"(`git lfs fetch origin {ref}`) or name a predictions file instead")

@@ -230,6 +230,23 @@ def _metrics_warning(r: GateReport) -> list[str]:
     return out
 
 
+def _body(r: GateReport, *, with_chart: bool) -> list[str]:
+    """What the summary and the comment share: message, clauses, budget, alert, next steps."""
+    parts: list[str] = []
+    if r.message:
+        parts += [f"> {r.message}", ""]
+    parts += _metrics_warning(r) + ([""] if r.show_metrics else [])
+    sections = [_clause_table(r), _budget_lines(r)]
+    if with_chart:
+        chart = steps_chart(r.history, (r.budget or {}).get("total"))
+        sections.append([chart] if chart else [])
+    sections.append(_alert_lines(r))
+    for section in sections:
+        if section:
+            parts += section + [""]
+    return parts + _next_steps(r)
+
+
 def render_summary(r: GateReport) -> str:
     """The job summary: verdict, clauses, budget gauge, steps chart, what to do next."""
     parts: list[str] = [f"## {_headline(r)}", ""]
@@ -238,23 +255,7 @@ def render_summary(r: GateReport) -> str:
         meta += f" · adaptivity `{r.adaptivity}`"
     if r.commit:
         meta += f" · commit `{r.commit[:12]}`"
-    parts += [meta, ""]
-    if r.message:
-        parts += [f"> {r.message}", ""]
-    parts += _metrics_warning(r) + ([""] if r.show_metrics else [])
-    table = _clause_table(r)
-    if table:
-        parts += table + [""]
-    budget = _budget_lines(r)
-    if budget:
-        parts += budget + [""]
-    chart = steps_chart(r.history, (r.budget or {}).get("total"))
-    if chart:
-        parts += [chart, ""]
-    alert = _alert_lines(r)
-    if alert:
-        parts += alert + [""]
-    parts += _next_steps(r)
+    parts += [meta, ""] + _body(r, with_chart=True)
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -263,20 +264,7 @@ def render_comment(r: GateReport, marker: str) -> str:
 
     Deterministic for the same report, so an unchanged gate leaves the comment alone.
     """
-    parts = [marker, f"### {_headline(r)}", ""]
-    if r.message:
-        parts += [f"> {r.message}", ""]
-    parts += _metrics_warning(r) + ([""] if r.show_metrics else [])
-    table = _clause_table(r)
-    if table:
-        parts += table + [""]
-    budget = _budget_lines(r)
-    if budget:
-        parts += budget + [""]
-    alert = _alert_lines(r)
-    if alert:
-        parts += alert + [""]
-    parts += _next_steps(r)
+    parts = [marker, f"### {_headline(r)}", ""] + _body(r, with_chart=False)
     foot = f"<sub>config `{r.config_path}`"
     if r.commit:
         foot += f" · commit `{r.commit[:12]}`"

@@ -39,6 +39,23 @@ def torn_entry(raw: bytes, line: int) -> dict:
     }
 
 
+def parse_lines(data: bytes) -> list[dict]:
+    """The entries of a JSON-lines ledger, whichever backend stored it; a line that does not
+    parse to an object (a write torn by a killed process) becomes a :func:`torn_entry`."""
+    entries = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw:
+            continue  # the empty string after the final newline
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError
+        except ValueError:
+            entry = torn_entry(raw, number)
+        entries.append(entry)
+    return entries
+
+
 def seal(entry: dict, seq: int, prev_hash: str) -> dict:
     """Return a copy of ``entry`` placed at ``seq`` after ``prev_hash``, with its hash."""
     sealed = {k: v for k, v in entry.items() if k not in ("hash", "seq", "prev_hash")}

@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .chain import canonical, torn_entry
+from .chain import canonical, parse_lines
 from .errors import LedgerConflict, LedgerCorrupt
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
@@ -83,18 +83,7 @@ class FileBackend:
             return [], b""
         except OSError as exc:
             raise LedgerCorrupt(f"ledger: cannot read {path}: {exc.strerror}") from None
-        entries = []
-        for number, raw in enumerate(data.split(b"\n"), start=1):
-            if not raw:
-                continue  # the empty string after the final newline
-            try:
-                entry = json.loads(raw)
-                if not isinstance(entry, dict):
-                    raise ValueError
-            except ValueError:
-                entry = torn_entry(raw, number)
-            entries.append(entry)
-        return entries, data
+        return parse_lines(data), data
 
     def load(self, fingerprint: str) -> list[dict]:
         """All entries, oldest first (torn lines as ``{"kind": "torn"}`` entries).

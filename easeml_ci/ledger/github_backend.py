@@ -34,7 +34,6 @@ steps per test set, far beyond any sensible ``steps`` setting.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 
@@ -47,7 +46,7 @@ from ..github.api import (
     GitHubValidation,
     repo_path,
 )
-from .chain import canonical, torn_entry
+from .chain import canonical, parse_lines
 from .errors import LedgerConflict, LedgerCorrupt
 
 DEFAULT_BRANCH = "easeml-ledger"
@@ -136,18 +135,7 @@ class GitHubBackend:
         if not isinstance(doc, dict) or doc.get("type") != "file":
             raise LedgerCorrupt(f"ledger: {path} on {self.where} is not a file")
         data = base64.b64decode(doc.get("content") or "")
-        entries = []
-        for number, raw in enumerate(data.split(b"\n"), start=1):
-            if not raw:
-                continue
-            try:
-                entry = json.loads(raw)
-                if not isinstance(entry, dict):
-                    raise ValueError
-            except ValueError:
-                entry = torn_entry(raw, number)
-            entries.append(entry)
-        return entries, data, doc.get("sha")
+        return parse_lines(data), data, doc.get("sha")
 
     def load(self, fingerprint: str) -> list[dict]:
         """All entries, oldest first; [] when the branch or the file does not exist yet."""
