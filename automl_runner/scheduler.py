@@ -1,6 +1,6 @@
 """Which (tenant, candidate) to train next when a device frees up.
 
-Three schedulers share one interface (``make_scheduler(name, prior=None, seed=0)``):
+The schedulers share one interface (``make_scheduler(name, prior=None, seed=0)``):
 
 * ``multitenant`` -- cost-aware GP-EI across tenants (ease.ml, PVLDB 2018). Each tenant has
   a Gaussian-process posterior over its candidates' qualities (``gp.TenantGP``), the prior
@@ -24,6 +24,10 @@ Three schedulers share one interface (``make_scheduler(name, prior=None, seed=0)
   the benchmark; not one of the three the CLI compares by default).
 * ``random`` -- a uniformly random tenant with pending work, then a uniformly random
   pending candidate of it; seeded.
+* ``round-robin-gp`` and ``random-gp`` -- ease.ml's own baselines: the tenant in strict turn
+  (or uniformly at random), then, within it, the candidate ``multitenant`` would pick among
+  that tenant's candidates (same GP posterior, prior, cost model, running trials). Only the
+  choice of tenant differs (``TenantTurnScheduler``).
 
 Cost of a decision: observations update one tenant's posterior incrementally; ``choose``
 only reads cached posterior arrays and evaluates EI for all pending pairs in one vectorised
@@ -44,8 +48,9 @@ PriorRows = Iterable[tuple[str, str, float, float]]
 
 SCHEDULERS = ("multitenant", "round-robin", "random")
 # Also available by name, for benchmarks: round-robin that ignores the prior and takes each
-# tenant's candidates in catalogue order (cheap linear models come first in ours).
-EXTRA_SCHEDULERS = ("round-robin-catalogue",)
+# tenant's candidates in catalogue order (cheap linear models come first in ours), and the
+# paper's own baselines: the tenant by turn or at random, the candidate by multitenant's rule.
+EXTRA_SCHEDULERS = ("round-robin-catalogue", "round-robin-gp", "random-gp")
 
 
 class SchedulerError(ValueError):
@@ -108,6 +113,26 @@ class RandomScheduler(Scheduler):
         return tenant, cands[int(self.rng.integers(len(cands)))]
 
 
+class TenantTurns:
+    """Tenants in strict turn, in order of first appearance, skipping those with nothing pending."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.last: int = -1
+
+    def next(self, avail: Mapping[str, Sequence[str]]) -> str:
+        for tenant in avail:
+            if tenant not in self.order:
+                self.order.append(tenant)
+        n = len(self.order)
+        for step in range(1, n + 1):
+            k = (self.last + step) % n
+            if avail.get(self.order[k]):
+                self.last = k
+                return self.order[k]
+        raise SchedulerError("nothing pending")  # unreachable: avail is non-empty
+
+
 class RoundRobinScheduler(Scheduler):
     name = "round-robin"
 
@@ -121,24 +146,15 @@ class RoundRobinScheduler(Scheduler):
             for _t, cand, quality, _cost in prior:
                 sums.setdefault(cand, []).append(float(quality))
             self.rank = {c: -float(np.mean(v)) for c, v in sums.items()}
-        self.order: list[str] = []  # tenants in order of first appearance
-        self.last: int = -1
+        self.turns = TenantTurns()
 
     def choose(self, pending):
         avail = self._available(pending)
-        for tenant in avail:
-            if tenant not in self.order:
-                self.order.append(tenant)
-        n = len(self.order)
-        for step in range(1, n + 1):
-            tenant = self.order[(self.last + step) % n]
-            cands = avail.get(tenant)
-            if cands:
-                self.last = (self.last + step) % n
-                # the index breaks ties: unranked candidates keep their catalogue order
-                first = min(range(len(cands)), key=lambda i: (self.rank.get(cands[i], math.inf), i))
-                return tenant, cands[first]
-        raise SchedulerError("nothing pending")  # unreachable: avail is non-empty
+        tenant = self.turns.next(avail)
+        cands = avail[tenant]
+        # the index breaks ties: unranked candidates keep their catalogue order
+        first = min(range(len(cands)), key=lambda i: (self.rank.get(cands[i], math.inf), i))
+        return tenant, cands[first]
 
 
 class CostModel:
@@ -404,6 +420,14 @@ class MultiTenantScheduler(Scheduler):
         return segments, ei, np.concatenate(costs)
 
     def choose(self, pending):
+        return self.best_pair(pending)
+
+    def best_pair(self, pending: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+        """The pending pair with the largest EI per expected second (the multitenant rule).
+
+        ``TenantTurnScheduler`` calls it with one tenant's candidates only: the same
+        per-tenant model selection, with the tenant chosen by turn or at random.
+        """
         segments, ei, cost = self.scores(pending)
         score = ei / cost
         # Ties (only without a prior, before anything is known) go to the first pending pair:
@@ -416,8 +440,43 @@ class MultiTenantScheduler(Scheduler):
         raise SchedulerError("internal: score index out of range")  # unreachable
 
 
+class TenantTurnScheduler(MultiTenantScheduler):
+    """ease.ml's own baselines: the tenant by turn (or at random), then the multitenant rule in it.
+
+    In the paper, round-robin and random differ from the multi-tenant scheduler only in which
+    tenant is served next; within that tenant the candidate is chosen by the same model
+    selection. Here: the same GP posterior, prior, cost model and running-trial fantasies as
+    ``multitenant`` (this is a subclass that changes nothing but ``choose``), and the tenant's
+    pending candidate with the largest EI per expected second (``best_pair`` restricted to the
+    tenant). A tenant whose candidates all have zero EI (its best is already 1.0) still gets
+    its turn; the tie goes to its first pending candidate, as in ``multitenant``.
+
+    * ``round-robin-gp``: tenants in strict turn (order of first appearance), skipping tenants
+      with nothing pending.
+    * ``random-gp``: a uniformly random tenant with pending work; seeded.
+    """
+
+    def __init__(self, prior: PriorRows | None = None, seed: int = 0, turn: str = "round-robin") -> None:
+        super().__init__(prior=prior, seed=seed)
+        if turn not in ("round-robin", "random"):
+            raise SchedulerError(f"unknown tenant turn {turn!r}")
+        self.name = f"{turn}-gp"
+        self.turns = TenantTurns() if turn == "round-robin" else None
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, pending):
+        avail = self._available(pending)
+        if self.turns is not None:
+            tenant = self.turns.next(avail)
+        else:
+            tenants = list(avail)
+            tenant = tenants[int(self.rng.integers(len(tenants)))]
+        return self.best_pair({tenant: avail[tenant]})
+
+
 def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0) -> Scheduler:
-    """A scheduler by name: ``multitenant``, ``round-robin`` or ``random``.
+    """A scheduler by name: ``multitenant``, ``round-robin`` or ``random`` (or one of
+    ``EXTRA_SCHEDULERS``: ``round-robin-catalogue``, ``round-robin-gp``, ``random-gp``).
 
     ``prior``: (tenant, candidate, quality, cost) rows from *other* tenants, or None.
     """
@@ -429,6 +488,10 @@ def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0) -> 
         return RandomScheduler(seed=seed)
     if name == "round-robin-catalogue":
         return RoundRobinScheduler(prior=prior, use_prior=False)
+    if name == "round-robin-gp":
+        return TenantTurnScheduler(prior=prior, seed=seed, turn="round-robin")
+    if name == "random-gp":
+        return TenantTurnScheduler(prior=prior, seed=seed, turn="random")
     raise SchedulerError(
         f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS + EXTRA_SCHEDULERS)}"
     )

@@ -5,7 +5,8 @@ tenants at random from the matrix and gives the schedulers a prior learned only 
 *other* tenants (never from the scheduled ones), then replays the matrix
 (``automl_runner.simulate.run_once``). It prints a Markdown table of the median time until
 the mean regret (global regret / tenants) is <= T, for T in {0.05, 0.02, 0.01}, the
-ratios round-robin / multitenant and random / multitenant, and writes a chart of the median
+ratio of each baseline's time to multitenant's (round-robin, round-robin in catalogue
+order, random, and the paper's round-robin-gp and random-gp), and writes a chart of the median
 mean regret over time (SVG, drawn by hand: no plotting library, no network).
 
     python bench/automl.py [--matrix automl_runner/data/real.csv] [--seeds 20]
@@ -29,14 +30,21 @@ sys.path.insert(0, str(ROOT))
 from automl_runner.matrices import load_matrix, split_tenants, synthetic  # noqa: E402
 from automl_runner.scheduler import SCHEDULERS  # noqa: E402
 
-# round-robin-catalogue: round-robin in catalogue order, a second, prior-free baseline
-BENCH = SCHEDULERS + ("round-robin-catalogue",)
+# round-robin-catalogue: round-robin in catalogue order, a second, prior-free baseline;
+# round-robin-gp, random-gp: the paper's baselines (tenant by turn / at random, candidate by
+# multitenant's per-tenant rule)
+BASELINES = ["round-robin", "round-robin-catalogue", "random", "round-robin-gp", "random-gp"]
+BENCH = ("multitenant",) + tuple(BASELINES)
+assert set(SCHEDULERS) <= set(BENCH)
+SHORT = {"round-robin": "RR", "round-robin-catalogue": "RR-cat", "random": "random",
+         "round-robin-gp": "RR-GP", "random-gp": "random-GP"}
 from automl_runner.simulate import run_once  # noqa: E402
 
 TENANTS = (8, 16, 32)
 DEVICES = (1, 4)
 TARGETS = (0.05, 0.02, 0.01)
-COLOURS = {"multitenant": "#1b7837", "round-robin": "#2166ac", "round-robin-catalogue": "#92c5de", "random": "#b2182b"}
+COLOURS = {"multitenant": "#1b7837", "round-robin": "#2166ac", "round-robin-catalogue": "#92c5de",
+           "random": "#b2182b", "round-robin-gp": "#e08214", "random-gp": "#8073ac"}
 
 
 def run(matrix, tenants, devices, seeds, targets, use_prior=True):
@@ -61,48 +69,47 @@ def fmt_time(t: float) -> str:
 
 
 def table(results, targets) -> tuple[str, list[str]]:
+    heads = {"round-robin-catalogue": "RR catalogue order", "round-robin-gp": "RR-GP", "random-gp": "random-GP"}
+    cols = ["multitenant"] + BASELINES
     lines = [
-        "| tenants | devices | T | multitenant | round-robin | RR catalogue order | random "
-        "| RR / MT | RR-cat / MT | random / MT |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tenants | devices | T | " + " | ".join(heads.get(s, s) for s in cols) + " | "
+        + " | ".join(f"{SHORT[s]} / MT" for s in BASELINES) + " |",
+        "|" + "---:|" * (3 + len(cols) + len(BASELINES)),
     ]
     problems = []
     for (n, m), runs in results.items():
         for T in targets:
             med = {s: float(np.median([tr.time_to(T) for tr in runs[s]])) for s in BENCH}
             mt = med["multitenant"]
-            rr, rrc, rnd = (med[s] / mt for s in ("round-robin", "round-robin-catalogue", "random"))
+            ratio = {s: med[s] / mt for s in BASELINES}
             lines.append(
-                f"| {n} | {m} | {T:g} | {fmt_time(mt)} | {fmt_time(med['round-robin'])} | "
-                f"{fmt_time(med['round-robin-catalogue'])} | {fmt_time(med['random'])} | "
-                f"{rr:.1f}x | {rrc:.1f}x | {rnd:.1f}x |"
+                f"| {n} | {m} | {T:g} | " + " | ".join(fmt_time(med[s]) for s in cols) + " | "
+                + " | ".join(f"{ratio[s]:.2f}x" if s.endswith("-gp") else f"{ratio[s]:.1f}x" for s in BASELINES) + " |"
             )
-            if min(rr, rrc, rnd) < 1:
-                problems.append(f"{n} tenants, {m} device(s), T={T:g}: multitenant slower "
-                                f"(RR {rr:.2f}x, RR-cat {rrc:.2f}x, random {rnd:.2f}x)")
+            if min(ratio.values()) < 1:
+                problems.append(f"{n} tenants, {m} device(s), T={T:g}: multitenant slower ("
+                                + ", ".join(f"{SHORT[s]} {ratio[s]:.2f}x" for s in BASELINES) + ")")
     return "\n".join(lines), problems
 
 
 def per_seed(results, targets) -> str:
-    """How often, over every (tenants, devices, seed) run, multitenant was the slower one."""
+    """Over every (tenants, devices, seed) run: how often multitenant was later, and sooner."""
     total = sum(len(runs["multitenant"]) for runs in results.values())
     lines = [
-        f"Runs (of {total}: every tenants x devices x seed) in which multitenant reached T later than:",
+        f"Runs (of {total}: every tenants x devices x seed) in which multitenant reached T later "
+        "than / sooner than each baseline (the rest: the same time):",
         "",
-        "| T | " + " | ".join(s for s in BENCH if s != "multitenant") + " |",
-        "|---:|" + "---:|" * (len(BENCH) - 1),
+        "| T | " + " | ".join(BASELINES) + " |",
+        "|---:|" + "---:|" * len(BASELINES),
     ]
     for T in targets:
         cells = []
-        for s in BENCH:
-            if s == "multitenant":
-                continue
-            slower = sum(
-                mt.time_to(T) > other.time_to(T)
-                for runs in results.values()
-                for mt, other in zip(runs["multitenant"], runs[s])
-            )
-            cells.append(str(slower))
+        for s in BASELINES:
+            pairs = [(mt.time_to(T), other.time_to(T))
+                     for runs in results.values() for mt, other in zip(runs["multitenant"], runs[s])]
+            later = sum(a > b for a, b in pairs)
+            sooner = sum(a < b for a, b in pairs)
+            cells.append(f"{later} / {sooner}")
         lines.append(f"| {T:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,7 +126,7 @@ def svg_chart(panels, title: str) -> str:
     """Small multiples: median mean regret against simulated time, both on log scales."""
     W, H, pad_l, pad_r, pad_t, pad_b, gap = 430, 300, 58, 14, 34, 46, 24
     width = len(panels) * (W + gap) - gap + 20
-    height = H + 40
+    height = H + 56
     ymin, ymax = 1e-3, 1.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -169,11 +176,12 @@ def svg_chart(panels, title: str) -> str:
                 pts.append(f"{sx(t):.1f},{sy(r):.1f}")
                 prev = r
             parts.append(f'<polyline fill="none" stroke="{COLOURS[s]}" stroke-width="2" points="{" ".join(pts)}"/>')
-        # legend bottom-left: every curve starts near the top, so that corner stays empty
-        for j, s in enumerate(BENCH):
-            ly = py1 - 10 - 16 * (len(BENCH) - 1 - j)
-            parts.append(f'<line x1="{px0 + 8}" y1="{ly - 4}" x2="{px0 + 28}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
-            parts.append(f'<text x="{px0 + 33}" y="{ly}">{s}</text>')
+    # one legend row under the panels (six curves: inside a panel it covered some of them)
+    lx, ly = 10 + pad_l, H + 44
+    for s in BENCH:
+        parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
+        parts.append(f'<text x="{lx + 25}" y="{ly}">{s}</text>')
+        lx += 25 + 7 * len(s) + 22
     parts.append("</svg>")
     return "\n".join(parts)
 

@@ -40,7 +40,7 @@ def test_one_device_runs_trials_back_to_back():
     assert np.all(np.diff(tr.times) > 0)
 
 
-@pytest.mark.parametrize("name", ["multitenant", "round-robin", "random"])
+@pytest.mark.parametrize("name", ["multitenant", "round-robin", "random", "round-robin-gp", "random-gp"])
 def test_regret_falls_to_zero_and_never_rises(name):
     m = synthetic(tenants=6, candidates=8, seed=2)
     tr = run_once(m, None, name, devices=3, seed=1)
@@ -57,6 +57,17 @@ def test_multitenant_beats_round_robin_on_a_synthetic_matrix():
     mt = res.schedulers["multitenant"].time_to_target(0.02)
     assert mt < res.schedulers["round-robin"].time_to_target(0.02)
     assert mt < res.schedulers["random"].time_to_target(0.02)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_turn_schedulers_replay_like_multitenant_with_one_tenant(devices):
+    m = synthetic(tenants=9, candidates=8, seed=3)
+    one, prior = m.subset(m.tenants[:1]), m.without(m.tenants[:1])
+    ref = run_once(one, prior.rows, "multitenant", devices=devices, seed=0, stop_when_solved=False)
+    for name in ("round-robin-gp", "random-gp"):
+        tr = run_once(one, prior.rows, name, devices=devices, seed=0, stop_when_solved=False)
+        assert tr.times.tolist() == ref.times.tolist()
+        assert tr.regret.tolist() == ref.regret.tolist()
 
 
 # -- the CLI -------------------------------------------------------------------------
@@ -88,6 +99,24 @@ def test_cli_json_shape(tmp_path):
         assert entry["time_to_target"] == pytest.approx(float(np.median(entry["time_to_target_per_seed"])))
         assert len(entry["curve"]["time"]) == len(entry["curve"]["mean_regret"])
     assert obj["tenants"] == 4 and obj["devices"] == 2
+
+
+def test_cli_accepts_the_turn_schedulers(tmp_path):
+    m = synthetic(tenants=9, candidates=6, seed=1)
+    names = m.tenants
+    mp, pp = tmp_path / "m.csv", tmp_path / "p.csv"
+    m.subset(names[:4]).to_csv(mp)
+    m.without(names[:4]).to_csv(pp)
+    r = _run("--matrix", str(mp), "--prior", str(pp), "--devices", "2", "--seeds", "2", "--target", "0.02",
+             "--scheduler", "multitenant", "--scheduler", "round-robin-gp", "--scheduler", "random-gp", "--json")
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.output)
+    assert list(obj["schedulers"]) == ["multitenant", "round-robin-gp", "random-gp"]
+    for entry in obj["schedulers"].values():
+        assert entry["time_to_target"] > 0 and len(entry["time_to_target_per_seed"]) == 2
+    r = _run("--matrix", str(mp), "--prior", str(pp), "--seeds", "2", "--scheduler", "round-robin-gp")
+    assert r.exit_code == 0, r.output
+    assert "round-robin-gp" in r.output
 
 
 def test_cli_table_lists_each_scheduler(tmp_path):
