@@ -14,8 +14,10 @@ The schedulers share one interface (``make_scheduler(name, prior=None, seed=0)``
   tenants whose best is furthest from what their posterior promises win the devices (the
   paper's "serve the worst-off tenant" rule falls out of the EI term). Trials already
   running are fantasised at their posterior mean: their tenant's variances shrink as if
-  their results were in (``TenantGP.fantasy_variance``), so a second device does not chase
-  the same hope. Without a prior it is much weaker (docs/scheduler.md): give it one.
+  their results were in (``TenantGP.fantasy_variance``), and for the choice of tenant its
+  incumbent becomes max(best, their means) (``believed_best``), so a second device does not
+  chase the same hope. The candidate within the chosen tenant is picked by ``best_pair`` on
+  that tenant alone, exactly as the turn baselines pick it. Without a prior it is much weaker (docs/scheduler.md): give it one.
 * ``round-robin`` -- tenants in turn; each tenant takes its candidates in one fixed order:
   by decreasing prior mean quality when a prior is given (candidates the prior lacks come
   after, in catalogue order), else in catalogue order (the order of the ``pending`` lists).
@@ -391,12 +393,31 @@ class MultiTenantScheduler(Scheduler):
             self._gp(tenant).shift_prior_mean(self.effects.shift_for(tenant, len(self.prior)))
             self._effects_seen[tenant] = version
 
-    def scores(self, pending: Mapping[str, Sequence[str]]):
+    def believed_best(self, tenant: str) -> float:
+        """The tenant's incumbent with its running trials fantasised at their posterior mean.
+
+        Kriging believer, applied to the incumbent as well as to the variances: a running
+        trial is expected to return its posterior mean, so the tenant's best is expected to
+        become max(best so far, that mean). Without it a tenant with no result yet keeps
+        incumbent 0 while its first trial runs, and every free device looks just as valuable
+        on it as the first one did (a second, third, fourth trial on the same tenant).
+        """
+        best = self.best(tenant)
+        running = self.running.get(tenant)
+        if running:
+            mean, _ = self._gp(tenant).posterior()
+            index = self.prior.index
+            believed = max(float(mean[index[c]]) for c in running)
+            best = max(best, min(believed, self.ceiling))
+        return best
+
+    def scores(self, pending: Mapping[str, Sequence[str]], believe_running: bool = False):
         """(segments, ei, expected cost) for every available pending pair, in one pass.
 
         ``segments`` lists (tenant, candidates) in the order of the flat score arrays; no
         per-pair objects are built (thousands of small tuples per decision would invite
-        garbage-collector pauses longer than the whole computation).
+        garbage-collector pauses longer than the whole computation). ``believe_running``:
+        EI over ``believed_best`` instead of the best so far (the choice of tenant).
         """
         avail = self._available(pending)
         segments = list(avail.items())
@@ -412,7 +433,8 @@ class MultiTenantScheduler(Scheduler):
             mean, _ = self._gp(tenant).posterior()
             means.append(mean[idx])
             sds.append(self._tenant_sd(tenant)[idx])
-            bests.append(np.full(len(cands), self.best(tenant)))
+            inc = self.believed_best(tenant) if believe_running else self.best(tenant)
+            bests.append(np.full(len(cands), inc))
             costs.append(np.exp(self.costs.level(tenant) + self._cost_effects()[idx]))
         ei = expected_improvement(
             np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling
@@ -420,7 +442,20 @@ class MultiTenantScheduler(Scheduler):
         return segments, ei, np.concatenate(costs)
 
     def choose(self, pending):
-        return self.best_pair(pending)
+        """The tenant whose best pending pair promises the largest EI per expected second, with
+        running trials believed (``believed_best``); then, in that tenant, ``best_pair``.
+
+        So ``multitenant`` and the turn baselines differ exactly in the choice of tenant. With
+        nothing running this is the argmax over all pending pairs.
+        """
+        avail = self._available(pending)
+        segments, ei, cost = self.scores(avail, believe_running=True)
+        pick = int(np.argmax(ei / cost))
+        for tenant, cands in segments:
+            if pick < len(cands):
+                return self.best_pair({tenant: avail[tenant]})
+            pick -= len(cands)
+        raise SchedulerError("internal: score index out of range")  # unreachable
 
     def best_pair(self, pending: Mapping[str, Sequence[str]]) -> tuple[str, str]:
         """The pending pair with the largest EI per expected second (the multitenant rule).

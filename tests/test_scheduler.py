@@ -500,3 +500,29 @@ def test_random_gp_draws_the_tenant_per_seed_and_takes_multitenant_s_candidate()
     assert run(3) == run(3)
     assert run(3) != run(4)
     assert len(set(run(5))) > 1
+
+
+def test_multitenant_believes_running_trials_when_choosing_the_tenant():
+    # c1 scored 1.0 on every prior tenant, uncorrelated with the rest: once it runs on "a",
+    # a's best is believed to become 1.0 and a's other candidates promise nothing, although
+    # "a" is 100x cheaper than "b" and its incumbent (0.5) is the same as b's.
+    rng = np.random.default_rng(0)
+    prior = []
+    for t in range(12):
+        prior += [(f"p{t}", "c0", float(rng.uniform(0.4, 0.9)), 1.0), (f"p{t}", "c1", 1.0, 1.0),
+                  (f"p{t}", "c2", float(rng.uniform(0.4, 0.9)), 1.0)]
+    scheds = {n: make_scheduler(n, prior=prior) for n in ("multitenant", "round-robin-gp")}
+    for s in scheds.values():
+        s.observe("a", "c0", 0.5, 0.01)
+        s.observe("b", "c0", 0.5, 1.0)
+        s.start("a", "c1")
+    mt = scheds["multitenant"]
+    assert mt.best("a") == 0.5 and mt.believed_best("a") == pytest.approx(1.0)
+    assert mt.believed_best("b") == 0.5
+    pending = {"a": ["c2"], "b": ["c1", "c2"]}
+    # The plain EI per second (the rule before believing running trials) would pick "a".
+    segments, ei, cost = mt.scores(pending)
+    assert segments[0] == ("a", ["c2"]) and int(np.argmax(ei / cost)) == 0  # the pair ("a", "c2")
+    assert mt.choose(pending) == ("b", "c1")
+    # Within the tenant the candidate rule is the turn baselines' one.
+    assert mt.choose(pending) == scheds["round-robin-gp"].choose({"b": pending["b"]})
