@@ -11,22 +11,11 @@ import sys
 
 import click
 
-from easeml_ci.errors import EasemlError
+from easeml_ci.clickutil import ErrorMappingGroup
 
 from .errors import AutomlError
 
 STORE_ENV = "EASEML_AUTOML_STORE"
-
-
-class AutomlGroup(click.Group):
-    """A click group that maps domain errors to their exit codes."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except EasemlError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
 
 
 store_option = click.option(
@@ -35,7 +24,7 @@ store_option = click.option(
 )
 
 
-@click.group(cls=AutomlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorMappingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="easeml-ci")
 def main() -> None:
     """The multi-tenant AutoML queue (ease.ml): many tenants, one pool of devices."""

@@ -232,15 +232,12 @@ class _Postgres(_Dialect):
         return text.replace("%", "%%").replace("?", "%s")
 
 
-def _integrity_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [sqlite3.IntegrityError]
-    try:
-        import psycopg
+def driver_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The DB-API exception class ``name`` ("IntegrityError", "OperationalError", ...) of both
+    drivers, for an ``except`` that must catch it whichever database the store runs on."""
+    import psycopg
 
-        errors.append(psycopg.IntegrityError)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    return tuple(errors)
+    return (getattr(sqlite3, name), getattr(psycopg, name))
 
 
 def parse_store_url(url: str | os.PathLike) -> tuple[str, str, str | None]:
@@ -488,7 +485,7 @@ class Store:
         tenant = Tenant(name, os.path.abspath(dataset), schema, output, repository, model_path, excluded, only_t, margin)
         try:
             return self._add_tenant(tenant, catalogue, replace)
-        except _integrity_errors() as exc:  # a concurrent submit of the same name won the race
+        except driver_errors("IntegrityError") as exc:  # a concurrent submit of the same name won the race
             raise TenantError(f"tenant {name!r} already exists; use --replace to submit it again") from exc
 
     def _add_tenant(self, tenant: Tenant, catalogue: list[Candidate], replace: bool) -> list[str]:

@@ -33,7 +33,8 @@ from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validati
 from .errors import AutomlError, StoreError
 from .scheduler import SchedulerError
 from .schema import Dataset, load_dataset
-from .store import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, open_store
+from .store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, driver_errors,
+                    open_store)
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
 
@@ -41,17 +42,6 @@ DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
 MAX_STORE_FAILURES = 8
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    errors: list[type[BaseException]] = [sqlite3.OperationalError]
-    try:
-        import psycopg
-
-        errors.append(psycopg.OperationalError)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    return tuple(errors)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -260,7 +250,7 @@ class Worker:
                     continue
                 result = self.run_trial(claim)
                 failures = 0
-            except _store_errors() as exc:
+            except driver_errors("OperationalError") as exc:
                 failures += 1
                 if failures >= MAX_STORE_FAILURES:
                     raise StoreError(f"store unreachable after {failures} attempts: {_first_line(exc)}") from exc
@@ -369,7 +359,7 @@ class Worker:
                     self._in_training = False
             except (Interrupted, _Unavailable):
                 raise
-            except _store_errors():
+            except driver_errors("OperationalError"):
                 raise  # the store, not the candidate, failed: the run loop reconnects
             except Exception as exc:  # the candidate failed on this data: record it, keep working
                 beat.stop()

@@ -6,30 +6,12 @@ into one line on stderr and the error's exit code, never a traceback.
 """
 from __future__ import annotations
 
-import sys
-
 import click
 
-from conditions import ConditionError
-
-from .errors import EasemlError
+from .clickutil import ErrorMappingGroup
 
 
-class GateGroup(click.Group):
-    """A click group that maps domain errors to their exit codes."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except EasemlError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
-        except ConditionError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=GateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorMappingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="easeml-ci")
 def main() -> None:
     """Gate ML models on a secret test set with a statistical guarantee (ease.ml/ci)."""
