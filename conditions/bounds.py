@@ -39,9 +39,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-# scipy.special, not scipy.stats/optimize: the same binomial tails (stats.binom wraps these very
-# functions) at a third of the import time, which every `easeml-ci check` pays up front.
-from scipy import special
+
+
+def _special():
+    """scipy.special, imported on first use: Bennett-only formulas (``n - o``) never need it,
+    and a check pays its import (~0.3 s) before any model runs. It, not scipy.stats/optimize,
+    because stats.binom wraps these very functions at three times the import cost."""
+    from scipy import special
+
+    return special
 
 _CELLS = 400
 
@@ -59,14 +65,14 @@ class Design:
 def binomial_sf(k_minus_1, n, p):
     """P(X >= k) for X ~ Binomial(n, p), given k - 1 (as ``scipy.stats.binom.sf(k - 1, n, p)``)."""
     k_minus_1 = np.asarray(k_minus_1)
-    inside = special.bdtrc(np.clip(k_minus_1, 0, np.maximum(n - 1, 0)), n, p)
+    inside = _special().bdtrc(np.clip(k_minus_1, 0, np.maximum(n - 1, 0)), n, p)
     return np.where(k_minus_1 < 0, 1.0, np.where(k_minus_1 >= n, 0.0, inside))
 
 
 def binomial_cdf(k, n, p):
     """P(X <= k) for X ~ Binomial(n, p) (as ``scipy.stats.binom.cdf(k, n, p)``)."""
     k = np.asarray(k)
-    inside = special.bdtr(np.clip(k, 0, n), n, p)
+    inside = _special().bdtr(np.clip(k, 0, n), n, p)
     return np.where(k < 0, 0.0, np.where(k >= n, 1.0, inside))
 
 
@@ -105,7 +111,7 @@ def binomial_design(a: float, b: float, delta: float) -> Design:
     """Smallest n (and its cutoff) of an exact binomial test; see the module docstring."""
     if a < 0 or b > 1:
         return Design(0, float(binomial_cutoff(0, a, b, delta)))
-    z = -special.ndtri(delta)  # the normal quantile: only seeds the exact search
+    z = -_special().ndtri(delta)  # the normal quantile: only seeds the exact search
     guess = (z * (math.sqrt(a * (1 - a)) + math.sqrt(b * (1 - b))) / (b - a)) ** 2
     lo, hi = 0, max(2, int(guess))
     while binomial_cutoff(hi, a, b, delta) is None:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -35,6 +34,8 @@ def post_json(url: str, payload: dict, *, attempts: int = 5, backoff: float = 0.
     ``Retry-After``) capped at ``max_delay``. Returns ``(delivered, detail)``; never raises for
     network trouble, because a lost alert must not turn a recorded step into a crash.
     """
+    import requests  # only when an alert is POSTed: keeps it out of every check's start-up
+
     http = session or requests
     sleep = sleep or time.sleep
     detail = ""

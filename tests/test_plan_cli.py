@@ -54,3 +54,22 @@ def test_bad_input_exits_2_with_a_clear_error(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_start_up_imports_neither_requests_nor_scipy():
+    """Every check pays its imports before any model runs (bench/check_overhead.py): the HTTP
+    client and scipy.special load only when an alert is sent or an exact test is planned."""
+    import subprocess
+    import sys
+
+    code = ("import sys, easeml_ci.cli; "
+            "print(sorted(m for m in ('requests', 'scipy.special', 'scipy.stats') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_action_alert_labels_default_matches_the_alert_module():
+    from easeml_ci.action_cmd import DEFAULT_LABELS
+    from easeml_ci.github.alerts import DEFAULT_LABELS as ALERT_LABELS
+
+    assert DEFAULT_LABELS == ALERT_LABELS
