@@ -109,6 +109,15 @@ CREATE TABLE IF NOT EXISTS promotions (
 # records
 
 
+# The tenant's best trial: highest score; among equal scores the one last promoted, then the
+# first recorded. Two workers can record equal scores in either commit order, and finished_at is
+# taken when each statement runs, not when it commits; without the promoted-first rule the "best"
+# could name a tied trial that was never promoted (a tie never promotes: it must beat the last
+# promoted score), and `status` would show a best and a promoted model that differ for no reason.
+_BEST_ORDER = ("ORDER BY score DESC, CASE WHEN id = (SELECT trial_id FROM promotions WHERE tenant = ? "
+               "ORDER BY id DESC LIMIT 1) THEN 0 ELSE 1 END, finished_at ASC, id ASC LIMIT 1")
+
+
 @dataclass(frozen=True)
 class Tenant:
     name: str
@@ -676,7 +685,7 @@ class Store:
     def best_trial(self, tenant: str) -> Trial | None:
         rows = self._read(
             "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
-            "FROM trials WHERE tenant = ? AND status = 'done' ORDER BY score DESC, finished_at ASC, id ASC LIMIT 1", (tenant,))
+            "FROM trials WHERE tenant = ? AND status = 'done' " + _BEST_ORDER, (tenant, tenant))
         return Trial(*rows[0]) if rows else None
 
     def status(self) -> list[TenantStatus]:
@@ -734,7 +743,7 @@ class Store:
                 return None
             margin = float(row[0])
             self._exec(cur, "SELECT id, candidate, score FROM trials WHERE tenant = ? AND status = 'done' "
-                       "ORDER BY score DESC, finished_at ASC, id ASC LIMIT 1", (tenant,))
+                       + _BEST_ORDER, (tenant, tenant))
             best = cur.fetchone()
             if best is None or int(best[0]) != int(trial_id):
                 return None

@@ -263,6 +263,30 @@ def test_promotion_needs_the_best_trial_and_the_margin(store_url, dataset):
         assert st.queue == ["knn-5"]
 
 
+def test_a_tie_recorded_later_with_an_earlier_clock_does_not_displace_the_promoted_best(store_url, dataset):
+    # Two workers finish with equal scores; the one that commits second took its finished_at
+    # first (the CI flake this pins down): the promoted trial stays the tenant's best.
+    with open_store(store_url) as s:
+        _submit(s, "alpha", dataset, only=FAST)
+        a = s.try_claim("alpha", "gaussian-nb", "w1", "cpu")
+        b = s.try_claim("alpha", "logreg-C1", "w2", "cpu")
+        assert s.complete(a, "w1", 0.75, 0.1, None, None)
+        promo = s.begin_promotion("alpha", a.trial_id)
+        assert promo is not None
+        assert s.complete(b, "w2", 0.75, 0.1, None, None)
+        with s._tx() as cur:  # b's clock read before a's
+            s._exec(cur, "UPDATE trials SET finished_at = finished_at - 60 WHERE id = ?", (b.trial_id,))
+        assert s.begin_promotion("alpha", b.trial_id) is None  # a tie never promotes
+        assert s.best_trial("alpha").id == a.trial_id == s.last_promotion("alpha").trial_id
+        st = {r.name: r for r in s.status()}["alpha"]
+        assert st.best_candidate == st.promoted_candidate == "gaussian-nb"
+        # a strictly better result still wins and is promoted
+        c = s.try_claim("alpha", "decision-tree-d5", "w1", "cpu")
+        assert s.complete(c, "w1", 0.80, 0.1, None, None)
+        assert s.best_trial("alpha").id == c.trial_id
+        assert s.begin_promotion("alpha", c.trial_id).previous_score == 0.75
+
+
 def test_workers_registering_the_catalogue_at_once_do_not_collide(store_url, dataset):
     """Every worker registers its catalogue on start; on a fresh store they all insert at once."""
     with open_store(store_url) as s:
