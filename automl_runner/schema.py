@@ -400,33 +400,96 @@ def _natural_key(s: str):
 # encoding
 
 
-def encode(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> Dataset:
-    """Turn raw columns into the float matrix and label vector the candidates train on."""
-    if schema.target not in cols:
-        raise DatasetError(f"{path}: target column {schema.target!r} of the schema is missing")
-    n = len(cols[schema.target])
+def _shown_columns(cols: dict[str, np.ndarray]) -> str:
+    names = list(cols)
+    return ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")
+
+
+def _numbers_or_none(col: np.ndarray) -> np.ndarray | None:
+    """A text column (None = missing) as float64 when every cell is a number, else None."""
+    return _to_float_column(["" if v is None else str(v) for v in col])
+
+
+def _first_non_number(col: np.ndarray) -> tuple[int, str]:
+    """(row index, value) of the first cell of a text column that is not a number."""
+    return next((i, v) for i, v in enumerate(col) if v is not None and _to_float_column([str(v)]) is None)
+
+
+def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> np.ndarray:
+    """The float matrix the models take: one column per schema feature, in schema order.
+
+    Numeric columns as they are (NaN = missing); categorical columns as the index of the value in
+    the feature's sorted category list, -1 for a missing cell or a value the schema never saw.
+    Training and ``easeml-automl testset`` both go through here, so a test set is encoded exactly
+    as the model's training rows were. Columns the schema does not name are left out.
+    """
+    n = len(next(iter(cols.values()))) if cols else 0
     X = np.empty((n, schema.n_features))
     for j, f in enumerate(schema.features):
         if f.name not in cols:
-            raise DatasetError(f"{path}: column {f.name!r} of the schema is missing")
+            raise DatasetError(
+                f"{path}: no column {f.name!r}, which the schema needs ({f.kind} feature); "
+                f"columns are {_shown_columns(cols)}"
+            )
         col = cols[f.name]
         if f.kind == "numeric":
             if col.dtype.kind != "f":
-                raise DatasetError(f"{path}: column {f.name!r} is no longer numeric")
+                col = _numbers_or_none(col)
+            if col is None:
+                row, bad = _first_non_number(cols[f.name])
+                raise DatasetError(
+                    f"{path}: column {f.name!r} is numeric in the schema, but data row {row + 1} holds {bad!r}; "
+                    f"allowed: a number, or a missing value (empty, {', '.join(sorted(m for m in MISSING if m))})"
+                )
             X[:, j] = col
         else:
             index = {c: i for i, c in enumerate(f.categories)}
             keys = [(_fmt_number(v) if not np.isnan(v) else None) for v in col] if col.dtype.kind == "f" else list(col)
             X[:, j] = [index.get(k, -1) if k is not None else -1 for k in keys]
+    return X
+
+
+def encode_labels(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> np.ndarray:
+    """The target column as the estimators see it: float64 (regression), int64 or str classes."""
+    if schema.target not in cols:
+        raise DatasetError(
+            f"{path}: no target column {schema.target!r}; columns are {_shown_columns(cols)}"
+        )
     y_raw = cols[schema.target]
-    if schema.task == "regression":
-        y = y_raw.astype(np.float64)
-    elif schema.label_kind == "int":
-        y = y_raw.astype(np.int64)
-    else:
-        y = np.array([(_fmt_number(v) if isinstance(v, float) else v) for v in y_raw.tolist()], dtype=str)
-    if len(y) != n:
-        raise DatasetError(f"{path}: target has {len(y)} rows, features {n}")
+    missing = np.isnan(y_raw) if y_raw.dtype.kind == "f" else np.array([v is None for v in y_raw], dtype=bool)
+    if missing.any():
+        first = int(np.argmax(missing))
+        raise DatasetError(
+            f"{path}: target column {schema.target!r} has {int(missing.sum())} empty value(s) "
+            f"(first at data row {first + 1}); every row needs a label"
+        )
+    if schema.task == "regression" or schema.label_kind == "int":
+        want = "a number" if schema.task == "regression" else "an integer class label"
+        numbers = y_raw if y_raw.dtype.kind == "f" else _numbers_or_none(y_raw)
+        if numbers is None:
+            row, bad = _first_non_number(y_raw)
+            raise DatasetError(
+                f"{path}: target column {schema.target!r}, data row {row + 1} holds {bad!r}; allowed: {want}"
+            )
+        if schema.task == "regression":
+            return numbers.astype(np.float64)
+        fractional = np.mod(numbers, 1) != 0
+        if fractional.any():
+            row = int(np.argmax(fractional))
+            raise DatasetError(
+                f"{path}: target column {schema.target!r}, data row {row + 1} holds {_fmt_number(numbers[row])}; "
+                f"allowed: {want}"
+            )
+        return numbers.astype(np.int64)
+    return np.array([(_fmt_number(v) if isinstance(v, float) else v) for v in y_raw.tolist()], dtype=str)
+
+
+def encode(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> Dataset:
+    """Turn raw columns into the float matrix and label vector the candidates train on."""
+    y = encode_labels(cols, schema, path=path)
+    X = encode_features(cols, schema, path=path)
+    if len(y) != X.shape[0]:
+        raise DatasetError(f"{path}: target has {len(y)} rows, features {X.shape[0]}")
     return Dataset(schema=schema, X=X, y=y)
 
 
