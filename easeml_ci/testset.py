@@ -283,6 +283,15 @@ def _finish(X: np.ndarray, y: np.ndarray, source: Path) -> TestSet:
     return TestSet(X=X, y=y, fingerprint=fingerprint_arrays(X, y), source=source)
 
 
+def testset_from_arrays(X, y, source) -> TestSet:
+    """A test set made in memory (e.g. by ``easeml-automl testset``), validated and brought to
+    canonical form exactly as a loaded one; ``source`` names it in messages."""
+    source = _resolve(source)
+    y = _canonical_labels(np.asarray(y), source, "labels")
+    X = _canonical_features(np.asarray(X), source, "")
+    return _finish(X, y, source)
+
+
 # --- readers -----------------------------------------------------------------------------------
 
 def _check_readable(path: Path, what: str) -> None:
@@ -524,22 +533,25 @@ def encrypt_testset(ts: TestSet, out_path, key: bytes, *,
                                   _resolve(out_path), chunk_bytes=chunk_bytes)
 
 
-def _iter_csv_lines(ts: TestSet, label_column: str, rows: int = 65536) -> Iterator[str]:
-    names = [f"x{i}" for i in range(ts.n_features)] + [label_column]
+def _iter_csv_lines(X: np.ndarray, y: np.ndarray | None, label_column: str,
+                    rows: int = 65536) -> Iterator[str]:
+    names = [f"x{i}" for i in range(X.shape[1])] + ([label_column] if y is not None else [])
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(names)
     yield buf.getvalue()
-    text_labels = ts.y.dtype.kind == "U"
-    for start in range(0, len(ts), rows):
-        X = ts.X[start:start + rows]
-        y = ts.y[start:start + rows]
+    text_labels = y is not None and y.dtype.kind == "U"
+    for start in range(0, X.shape[0], rows):
         # %.9g round-trips float32 exactly, so decrypt -> CSV -> load keeps the fingerprint.
-        feats = [",".join(row) for row in np.char.mod("%.9g", X).tolist()]
+        feats = [",".join(row) for row in np.char.mod("%.9g", X[start:start + rows]).tolist()]
+        if y is None:
+            yield "".join(f"{f}\n" for f in feats)
+            continue
+        ys = y[start:start + rows]
         if text_labels:
-            yield "".join(f"{f},{_csv_field(label)}\n" for f, label in zip(feats, y.tolist()))
+            yield "".join(f"{f},{_csv_field(label)}\n" for f, label in zip(feats, ys.tolist()))
         else:
-            fmt = "%d" if ts.y.dtype.kind == "i" else "%.17g"
-            labels = np.char.mod(fmt, y).tolist()
+            fmt = "%d" if y.dtype.kind == "i" else "%.17g"
+            labels = np.char.mod(fmt, ys).tolist()
             yield "".join(f"{f},{label}\n" for f, label in zip(feats, labels))
 
 
@@ -549,9 +561,9 @@ def _csv_field(value: str) -> str:
     return buf.getvalue()
 
 
-def save_testset(ts: TestSet, out_path, label_column: str = "label") -> Path:
-    """Write a plaintext test set as ``.npz`` or CSV (by extension), readable only by its owner."""
-    out = _resolve(out_path)
+def _write_private(out: Path, X: np.ndarray, y: np.ndarray | None, label_column: str) -> Path:
+    """Write features (and labels) as ``.npz`` or CSV by extension: mode 0600, temporary file
+    then rename, so a failure never leaves a partial file under the final name."""
     suffix = out.suffix.lower()
     if suffix not in PLAIN_SUFFIXES:
         raise InputError(f"cannot write {out}: extension {out.suffix or '(none)'!r}; allowed: "
@@ -560,11 +572,12 @@ def save_testset(ts: TestSet, out_path, label_column: str = "label") -> Path:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         if suffix == ".npz":
+            arrays = {"X": np.asarray(X)} if y is None else {"X": np.asarray(X), "y": np.asarray(y)}
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, X=np.asarray(ts.X), y=np.asarray(ts.y))
+                np.savez(fh, **arrays)
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                for chunk in _iter_csv_lines(ts, label_column):
+                for chunk in _iter_csv_lines(X, y, label_column):
                     fh.write(chunk)
         os.replace(tmp, out)
     except OSError as exc:
@@ -573,3 +586,18 @@ def save_testset(ts: TestSet, out_path, label_column: str = "label") -> Path:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def save_testset(ts: TestSet, out_path, label_column: str = "label") -> Path:
+    """Write a plaintext test set as ``.npz`` or CSV (by extension), readable only by its owner."""
+    return _write_private(_resolve(out_path), ts.X, ts.y, label_column)
+
+
+def save_pool(X: np.ndarray, out_path) -> Path:
+    """Write an unlabelled pool (what :func:`load_pool` reads): ``.npz`` with ``X`` only, or a
+    CSV of feature columns ``x0, x1, ...``; features in canonical float32."""
+    out = _resolve(out_path)
+    X = _canonical_features(np.asarray(X), out, "")
+    if X.shape[0] == 0:
+        raise InputError(f"pool {out} would be empty (0 examples)")
+    return _write_private(out, X, None, "label")
