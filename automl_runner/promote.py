@@ -22,7 +22,7 @@ import base64
 import datetime as _dt
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import Candidate
@@ -57,6 +57,14 @@ class ModelCard:
     promotion_id: int
     onnx_sha256: str
     promoted_at: str
+    #: How the model's class labels come out (``int``, ``str``; ``float`` for regression) and the
+    #: rest of the schema: with them the card rebuilds the tenant's schema exactly, so
+    #: ``easeml-automl testset`` encodes held-out rows the way the training rows were encoded.
+    #: Cards written before these fields existed lack them; see ``testset_export.schema_from_card``.
+    label_kind: str = "str"
+    ignored: list = field(default_factory=list)
+    validation_fraction: float = 0.2
+    seed: int = 0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
@@ -85,6 +93,9 @@ class ModelCard:
             f"| ONNX | input `X` float32 [n, {len(self.features)}], sha256 `{self.onnx_sha256}` |\n"
             f"| promoted | {self.promoted_at} (trial {self.trial_id}) |\n\n"
             "The validation score is the AutoML runner's own estimate; the gate decides on the secret test set.\n\n"
+            "To judge this model in the gate, encode held-out rows in the dataset's own format with "
+            "`easeml-automl testset --card model-card.json holdout.csv testset.enc` (the card is this file's "
+            "JSON twin: `model-card.json`, or `<model>.card.json` in the pull request; see docs/automl.md).\n\n"
             "## Input columns, in order\n\n| column | type | encoding |\n|---|---|---|\n" + feats + "\n"
         )
 
@@ -103,6 +114,7 @@ def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes) -
         promotion_id=promo.id,
         onnx_sha256=hashlib.sha256(blob).hexdigest(),
         promoted_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        label_kind=s.label_kind, ignored=list(s.ignored), validation_fraction=s.validation_fraction, seed=s.seed,
     )
 
 
