@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -224,6 +225,62 @@ def catalogue(store_url, as_json):
         click.echo(f"{c.name:<30} {c.family:<12} {'/'.join(t[:5] for t in c.tasks):<6} {hp}{gpu}")
     for name, tenants in queued.items():
         click.echo(f"queued {name} for {', '.join(tenants)}")
+
+
+@main.command("testset")
+@click.argument("raw", metavar="RAW")
+@click.argument("out", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--card", "card_path", required=True, metavar="CARD",
+              help="The promoted model's model-card.json (or <model>.card.json from its pull request).")
+@click.option("--pool", is_flag=True,
+              help="RAW has no labels: write the unlabelled pool of the gate's label request (.npz or .csv).")
+@click.option("--key-env", default="EASEML_TESTSET_KEY", show_default=True,
+              help="Environment variable that holds the key when OUT ends in .enc (never pass a key as an argument).")
+@click.option("--label-column", default="label", show_default=True,
+              help="Name of the label column when OUT is a CSV (the gate's label_column).")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (and nothing on stderr).")
+def testset(raw, out, card_path, pool, key_env, label_column, force, as_json):
+    """Encode held-out rows RAW for the promoted model of CARD into the gate's test set OUT.
+
+    RAW is in the tenant's own format (CSV or .npz with the dataset's columns: text categories,
+    empty cells allowed) and is encoded exactly as the training rows were. OUT: .npz or .csv
+    (plaintext), or .enc (encrypted with the key in --key-env). Prints the test set's
+    fingerprint, which keys the gate's budget ledger.
+    """
+    from .testset_export import encode_rows, out_kind, summary, write
+
+    kind = out_kind(out, pool)
+    if out.exists() and not force:
+        raise AutomlError(f"{out} already exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise AutomlError(f"OUT {out} is a directory; give a file name ending in .npz, .csv or .enc")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise AutomlError(f"cannot write {out}: directory {parent} does not exist")
+    if os.path.exists(raw) and os.path.exists(out) and os.path.samefile(raw, out):
+        raise AutomlError(f"OUT {out} is the same file as RAW; write the test set elsewhere")
+    key = None
+    if kind == "encrypted":
+        from easeml_ci.crypto import key_from_env
+
+        key = key_from_env(key_env, purpose=f"the key to encrypt {out} with")
+    enc = encode_rows(card_path, raw, pool=pool)
+    fingerprint = write(enc, out, kind, key=key, label_column=label_column)
+    if as_json:
+        n, k = enc.X.shape
+        click.echo(json.dumps({
+            "out": str(out), "kind": "pool" if pool else kind, "rows": n, "columns": k,
+            "features": [f.name for f in enc.schema.features], "label": None if pool else enc.schema.target,
+            "fingerprint": fingerprint, "unseen_cells": enc.unseen_cells, "unseen": enc.unseen,
+            "missing": enc.missing, "unknown_labels": enc.unknown_labels, "notes": enc.notes,
+        }, sort_keys=True))
+        return
+    for note in enc.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(summary(enc, raw, str(out), kind), err=True)
+    if fingerprint is not None:
+        click.echo(fingerprint)
 
 
 @main.command("retry-failed")

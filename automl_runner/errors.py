@@ -18,6 +18,10 @@ class DatasetError(AutomlError, UsageError):
     """A dataset that cannot be read or whose schema cannot be used as given."""
 
 
+class CardError(AutomlError, UsageError):
+    """A model card that cannot be read, or lacks what is needed to encode data for its model."""
+
+
 class StoreError(AutomlError):
     """The store URL is malformed or the database cannot be reached (exit 2)."""
 
