@@ -183,8 +183,14 @@ def _to_float_column(values: Sequence[str]) -> np.ndarray | None:
     return out
 
 
-def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Column name -> raw values: float64 (NaN = missing) or object array of str (None = missing)."""
+def read_columns(path: str | os.PathLike, text: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Column name -> raw values: float64 (NaN = missing) or object array of str (None = missing).
+
+    A CSV column is read as numbers when every cell is one; the columns named in ``text`` stay
+    text whatever they hold. A held-out file read against a known schema needs that: its
+    subset of a category column may happen to be all numeric-looking ("01", "02") where the
+    training file's was not, and reading it as numbers would turn "01" into "1".
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DatasetError(f"dataset {path!r} does not exist")
@@ -192,10 +198,10 @@ def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise DatasetError(f"dataset {path!r} is a directory; give a .csv or .npz file")
     if path.lower().endswith(".npz"):
         return _read_npz(path)
-    return _read_csv(path)
+    return _read_csv(path, frozenset(text))
 
 
-def _read_csv(path: str) -> dict[str, np.ndarray]:
+def _read_csv(path: str, text: frozenset = frozenset()) -> dict[str, np.ndarray]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
@@ -223,7 +229,7 @@ def _read_csv(path: str) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         raw = [r[j] for r in data]
-        as_float = _to_float_column(raw)
+        as_float = None if name in text else _to_float_column(raw)
         if as_float is not None:
             cols[name] = as_float
         else:
@@ -415,6 +421,20 @@ def _first_non_number(col: np.ndarray) -> tuple[int, str]:
     return next((i, v) for i, v in enumerate(col) if v is not None and _to_float_column([str(v)]) is None)
 
 
+def _as_number_text(value: str) -> str:
+    """A text cell as the schema writes a number ("1.0" -> "1"), or unchanged when not a number.
+
+    Used for values read as text that the schema does not list as they are: a column that was
+    numeric at submit but marked categorical has categories like "1" and "2.5", while the same
+    column read as text (forced, or mixed with words in this file) holds "1.0" or "2.50".
+    """
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return _fmt_number(x) if math.isfinite(x) else value
+
+
 def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> np.ndarray:
     """The float matrix the models take: one column per schema feature, in schema order.
 
@@ -445,7 +465,8 @@ def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = 
         else:
             index = {c: i for i, c in enumerate(f.categories)}
             keys = [(_fmt_number(v) if not np.isnan(v) else None) for v in col] if col.dtype.kind == "f" else list(col)
-            X[:, j] = [index.get(k, -1) if k is not None else -1 for k in keys]
+            X[:, j] = [-1 if k is None else index.get(k, -1) if k in index else index.get(_as_number_text(k), -1)
+                       for k in keys]
     return X
 
 
@@ -481,7 +502,9 @@ def encode_labels(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "d
                 f"allowed: {want}"
             )
         return numbers.astype(np.int64)
-    return np.array([(_fmt_number(v) if isinstance(v, float) else v) for v in y_raw.tolist()], dtype=str)
+    known = set(schema.classes)
+    return np.array([_fmt_number(v) if isinstance(v, float) else v if v in known else _as_number_text(v)
+                     for v in y_raw.tolist()], dtype=str)
 
 
 def encode(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> Dataset:

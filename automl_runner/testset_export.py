@@ -186,7 +186,12 @@ def encode_rows(card_path, raw_path, *, pool: bool = False) -> Encoded:
     """Read the card and the raw rows; encode them with the training code path."""
     card_path, raw_path = os.fspath(card_path), os.fspath(raw_path)
     schema, notes = schema_from_card(load_card(card_path), card_path)
-    cols = read_columns(raw_path)
+    # Category columns (and text classes) are read as text, as the schema knows them: a subset
+    # of rows must not turn "01" into the number 1 because no word happens to be among them.
+    text = [f.name for f in schema.features if f.kind == "categorical"]
+    if schema.task == "classification" and schema.label_kind == "str":
+        text.append(schema.target)
+    cols = read_columns(raw_path, text=text)
     shown = ", ".join(map(repr, list(cols)[:20])) + (", ..." if len(cols) > 20 else "")
     absent = [f for f in schema.features if f.name not in cols]
     if absent:

@@ -265,3 +265,19 @@ def test_out_is_never_overwritten_without_force(tmp_path):
                                     "--force"])
     assert r.exit_code == 2 and "extension '.csv'" not in r.output and "same file as RAW" in r.output
 
+
+
+def test_a_subset_whose_categories_all_look_like_numbers_keeps_them_as_the_card_does(tmp_path):
+    # At submit the column held "01", "02" and "x" (so text); this held-out file has only
+    # "01" and "02". Read by type guessing they would become the numbers 1 and 2 ("1", "2":
+    # unseen, -1). Classes "007"/"42" likewise stay text.
+    card = dict(CARD, classes=["007", "42"], features=[
+        {"name": "code", "kind": "categorical", "categories": ["01", "02", "x"]},
+        {"name": "size", "kind": "categorical", "categories": ["1", "2.5"]},  # numeric at submit, marked categorical
+    ])
+    raw = _write_csv(tmp_path / "raw.csv", ["code", "size", "churned"], [
+        ["01", "1.0", "007"], ["02", "2.50", "42"], ["02", "3", "42"], ["", "1", "007"],
+    ])
+    enc = encode_rows(_card(tmp_path, card), raw)
+    assert enc.X.tolist() == [[0, 0], [1, 1], [1, -1], [-1, 0]]
+    assert enc.y.tolist() == ["007", "42", "42", "007"]
