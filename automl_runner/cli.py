@@ -152,9 +152,10 @@ def status(store_url, tenant, as_json):
 @click.option("--scheduler", type=click.Choice(["multitenant", "round-robin", "random"]), default="multitenant",
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prior", "prior_path", default=None, metavar="FILE|builtin",
-              help="Scheduler prior: a CSV tenant,candidate,quality,cost of other tenants' results, or "
-                   "'builtin' (the catalogue measured on 71 datasets).")
+@click.option("--prior", "prior_path", default="builtin", show_default=True, metavar="FILE|builtin|none",
+              help="Scheduler prior: a CSV tenant,candidate,quality,cost of other tenants' results, "
+                   "'builtin' (the catalogue measured on 71 datasets), or 'none' (learn from the queue's "
+                   "own tenants only; measured slower than round-robin at small regret, docs/scheduler.md).")
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Trial models go to DIR/<tenant>/ (default: <tenant output>/trials, else ~/.cache/easeml-automl).")
 @click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
@@ -173,7 +174,7 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
     if not re.match(r"^(cpu|cuda:\d+)$", device):
         raise click.BadParameter(f"must be cpu or cuda:N (N a GPU index), got {device!r}", param_hint="--device")
     prior = None
-    if prior_path is not None:
+    if prior_path != "none":
         from .matrices import MatrixError, bundled, load_matrix
 
         try:
@@ -192,7 +193,10 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
 
     worker = Worker(store_url, opts, progress=Progress(not as_json), on_result=emit)
     worker.install_signal_handlers()
-    worker.progress.line(f"[{worker.id}] worker on {device}, store {worker.store.kind}")
+    prior_note = "no prior" if prior is None else (
+        f"prior {'builtin' if prior_path == 'builtin' else prior_path}: {len({r[0] for r in prior})} tenants")
+    worker.progress.line(f"[{worker.id}] worker on {device}, store {worker.store.kind}, "
+                         f"scheduler {scheduler} ({prior_note})")
     results = worker.run()
     done = sum(r.status == "done" for r in results)
     worker.progress.line(f"[{worker.id}] stopped after {len(results)} trial(s), {done} done")

@@ -258,13 +258,19 @@ def test_work_trains_reports_and_promotes_into_one_pull_request(tmp_path, data, 
     assert "flowers" in r.output and best.candidate in r.output and "[pr-opened]" in r.output
 
 
-def test_work_with_the_builtin_prior(tmp_path, data):
+@pytest.mark.parametrize("option, shown", [
+    ([], "prior builtin: 71 tenants"),  # the default: without a prior the scheduler is measured slow
+    (["--prior", "builtin"], "prior builtin: 71 tenants"),
+    (["--prior", "none"], "no prior"),
+])
+def test_work_uses_the_builtin_prior_unless_told_otherwise(tmp_path, data, option, shown):
     store = f"sqlite:///{tmp_path / 'q.db'}"
     run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
         "--only", "logreg-C1", "--only", "lda", "--only", "gaussian-nb")
-    r = run("work", "--store", store, "--prior", "builtin", "--max-trials", "2", "--json")
+    r = run("work", "--store", store, *option, "--max-trials", "2")
     assert r.exit_code == 0, r.output
-    assert [json.loads(x)["status"] for x in r.stdout.splitlines() if x.startswith("{")] == ["done", "done"]
+    assert f"scheduler multitenant ({shown})" in r.stderr
+    assert "stopped after 2 trial(s), 2 done" in r.stderr
 
 
 def _fit(schema, ds, name):
