@@ -25,7 +25,7 @@ The ratio round-robin-gp / OPT is the most any tenant rule can gain over round-r
 with this candidate rule; where it is below 3 the issue's 3x target against the paper's
 round-robin cannot be met by choosing tenants better.
 
-    python bench/tenant_choice_ceiling.py [--seeds 20] [--tenants 8 16 32]
+    python bench/tenant_choice_ceiling.py [--seeds 20] [--tenants 8 16 32] [--synthetic C]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import load_matrix, split_tenants  # noqa: E402
+from automl_runner.matrices import load_matrix, split_tenants, synthetic  # noqa: E402
 from automl_runner.simulate import run_once  # noqa: E402
 
 TARGETS = (0.05, 0.02, 0.01)
@@ -98,8 +98,14 @@ def main() -> None:
     ap.add_argument("--matrix", default=str(ROOT / "automl_runner" / "data" / "real.csv"))
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--tenants", type=int, nargs="*", default=[8, 16, 32])
+    ap.add_argument("--synthetic", type=int, default=None, metavar="C",
+                    help="use matrices.synthetic(72 tenants, C candidates, seed 0) instead of --matrix")
     args = ap.parse_args()
-    matrix = load_matrix(args.matrix)
+    if args.synthetic:
+        matrix = synthetic(tenants=72, candidates=args.synthetic, seed=0)
+        args.matrix = f"synthetic(72, {args.synthetic})"
+    else:
+        matrix = load_matrix(args.matrix)
     t0 = time.time()
     print(f"matrix {args.matrix}; 1 device; {args.seeds} seeds; same splits as bench/automl.py\n")
     print("| tenants | T | OPT (tenant choice) | multitenant | round-robin-gp | RR-GP / OPT | RR-GP / MT | MT / OPT | seeds with RR-GP / OPT >= 3 |")
