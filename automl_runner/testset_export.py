@@ -13,7 +13,9 @@ reads, with the gate's own writers (:mod:`easeml_ci.testset`):
 * with ``--pool``: the unlabelled feature pool of the gate's label request (``.npz``/``.csv``).
 
 Labels come out as the model predicts them: string classes as text, integer classes as
-integers, regression targets as numbers, so the gate compares like with like.
+integers, so the gate compares like with like. Regression models are refused: the gate counts
+an example as correct when the predicted label equals the true one, which a real-valued
+prediction almost never does.
 """
 from __future__ import annotations
 
@@ -186,6 +188,12 @@ def encode_rows(card_path, raw_path, *, pool: bool = False) -> Encoded:
     """Read the card and the raw rows; encode them with the training code path."""
     card_path, raw_path = os.fspath(card_path), os.fspath(raw_path)
     schema, notes = schema_from_card(load_card(card_path), card_path)
+    if schema.task == "regression":
+        raise CardError(
+            f"card {card_path}: key 'task' is 'regression'; the gate judges classifiers only (an example "
+            "counts as correct when the predicted label equals the true one, so nearly every regression "
+            "prediction would count as wrong); allowed: a classification model's card"
+        )
     # Category columns (and text classes) are read as text, as the schema knows them: a subset
     # of rows must not turn "01" into the number 1 because no word happens to be among them.
     text = [f.name for f in schema.features if f.kind == "categorical"]

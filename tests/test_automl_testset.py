@@ -202,6 +202,8 @@ BAD = {
     "card lacks target": ([], {"card_drop": "target"}, ["no key 'target'"]),
     "card lacks classes": ([], {"card_drop": "classes"}, ["no key 'classes'"]),
     "card bad task": ([], {"card_set": {"task": "ranking"}}, ["key 'task' is 'ranking'", "classification, regression"]),
+    "card of a regression model": ([], {"card_set": {"task": "regression", "label_kind": "float", "classes": []}},
+                                   ["key 'task' is 'regression'", "the gate judges classifiers only"]),
     "card bad label kind": ([], {"card_set": {"label_kind": "bool"}}, ["key 'label_kind' is 'bool'", "int, str"]),
     "card bad feature kind": ([], {"card_set": {"features": [{"name": "plan", "kind": "text"}]}},
                               ["features[0] ('plan'): key 'kind' is 'text'", "numeric, categorical"]),
