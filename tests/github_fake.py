@@ -8,8 +8,10 @@ It records every request and answers like GitHub does for the endpoints the acti
 * issue comments: list (paginated), create, update,
 * git data for the ledger branch: ``GET git/ref/heads/B``, ``POST git/refs``, ``POST git/trees``,
   ``POST git/commits``,
-* contents: ``GET`` (base64 + blob ``sha``) and ``PUT`` with the ``sha`` compare-and-swap
-  (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch).
+* contents: ``GET`` (base64 + blob ``sha``; over ``inline_limit`` bytes, 1 MB as on GitHub,
+  ``encoding: "none"`` and empty ``content``) and ``PUT`` with the ``sha`` compare-and-swap
+  (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch),
+* ``GET git/blobs/SHA`` (base64, any size).
 
 Tokens are registered with a permission (``write`` or ``read``); a read-only token gets
 ``403 Resource not accessible by integration`` on every write, as a fork's token does.
@@ -86,6 +88,7 @@ class FakeGitHub:
         self.webhooks: list = []  # bodies POSTed to /hooks/... (no token needed)
         self.next_comment_id = 1000
         self.next_object = 1
+        self.inline_limit = 1024 * 1024  # contents API: larger files come without content
         self.before_request: Callable[[str, str], None] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -385,6 +388,14 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return 404, {"message": "Not Found"}, {}
             return 200, {"ref": f"refs/{m.group(1)}", "object": {"sha": sha, "type": "commit"}}, {}
+        m = re.match(r"^/git/blobs/([0-9a-f]+)$", rest)
+        if m and method == "GET":
+            for commit in repo.commits.values():
+                for data in commit["tree"].values():
+                    if blob_sha(data) == m.group(1):
+                        return 200, {"sha": m.group(1), "size": len(data), "encoding": "base64",
+                                     "content": base64.encodebytes(data).decode()}, {}
+            return 404, {"message": "Not Found"}, {}
         if rest == "/git/refs" and method == "POST":
             ref = str(body.get("ref", ""))
             if not ref.startswith("refs/heads/") or body.get("sha") not in repo.commits:
@@ -447,6 +458,9 @@ class _Handler(BaseHTTPRequestHandler):
                         return 404, {"message": "Not Found"}, {}
                     return 200, [{"name": n, "path": prefix + n, "type": "file"}
                                  for n in names], {}
+                if len(data) > fake.inline_limit:
+                    return 200, {"type": "file", "path": fpath, "sha": blob_sha(data),
+                                 "encoding": "none", "size": len(data), "content": ""}, {}
                 return 200, {"type": "file", "path": fpath, "sha": blob_sha(data),
                              "encoding": "base64", "size": len(data),
                              "content": base64.encodebytes(data).decode()}, {}

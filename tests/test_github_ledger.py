@@ -162,3 +162,41 @@ def test_verify_sees_edits_and_a_tail_cut_off_by_a_commit_outside_easeml_ci(repo
     repo.commit_file(REPO, "easeml-ledger", path, lines[0] + edited + b"".join(lines[2:]))
     problems = " ".join(ledger.verify().problems)
     assert "edited" in problems
+
+
+def test_a_ledger_over_the_inline_limit_is_read_whole_through_the_blob_api(repo):
+    # GitHub stops returning content inline over 1 MB (encoding "none", content ""); read that
+    # way the ledger would look empty and the budget fresh. The fake's limit is lowered here.
+    b = backend(repo)
+    for i in range(40):
+        b.append(FP, {"n": i, "pad": "x" * 40}, i)
+    repo.inline_limit = 1000
+    assert len(repo.file_on_branch(REPO, "easeml-ledger", f"ledger/{FP}.jsonl")) > 1000
+    assert [e["n"] for e in b.load(FP)] == list(range(40))
+    assert repo.calls("GET", r"/git/blobs/")
+    b.append(FP, {"n": 40}, 40)  # the compare-and-swap still holds on the blob sha
+    with pytest.raises(LedgerConflict):
+        b.append(FP, {"n": "late"}, 40)
+    assert [e["n"] for e in b.load(FP)] == list(range(41))
+
+
+def test_a_ledger_that_does_not_add_up_is_refused_not_read_as_shorter(repo, monkeypatch):
+    b = backend(repo)
+    for i in range(3):
+        b.append(FP, {"n": i}, i)
+    real_get = b.client.get
+
+    def truncated(endpoint, **params):  # GitHub sends less than it says the file holds
+        doc = real_get(endpoint, **params)
+        if "/contents/" in endpoint and isinstance(doc, dict):
+            doc = dict(doc, size=doc["size"] + 10)
+        return doc
+
+    monkeypatch.setattr(b.client, "get", truncated)
+    with pytest.raises(LedgerCorrupt, match="refusing to count the budget from a partial ledger"):
+        b.load(FP)
+    monkeypatch.setattr(b.client, "get", real_get)
+    repo.inline_limit = 10
+    monkeypatch.setattr(b, "_blob", lambda path, sha: b"")  # the blob read came back empty
+    with pytest.raises(LedgerCorrupt, match="read 0 bytes"):
+        b.load(FP)

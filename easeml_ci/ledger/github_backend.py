@@ -28,8 +28,11 @@ the latest commit that touched the ledger file. A tail cut off (or any edit) by 
 easeml-ci did not make shows up in ``easeml-ci ledger verify``. A force-push back to an older
 state does not: protect the branch against force pushes.
 
-Known limit: the contents API returns file content inline up to 1 MB, i.e. several thousand
-steps per test set, far beyond any sensible ``steps`` setting.
+Files over 1 MB: the contents API then answers with ``encoding: "none"`` and an empty
+``content``; read naively that would be an empty ledger, i.e. a fresh budget. The file is then
+read through the git blobs API (up to 100 MB, the contents API's own write limit) by the blob
+sha the contents API gave, and its size is checked against the one reported: anything that
+does not add up is :class:`LedgerCorrupt`, never an empty or shorter ledger.
 """
 from __future__ import annotations
 
@@ -134,8 +137,28 @@ class GitHubBackend:
             raise LedgerCorrupt(f"ledger: cannot read {path} on {self.where}: {exc}") from None
         if not isinstance(doc, dict) or doc.get("type") != "file":
             raise LedgerCorrupt(f"ledger: {path} on {self.where} is not a file")
-        data = base64.b64decode(doc.get("content") or "")
-        return parse_lines(data), data, doc.get("sha")
+        sha, size = doc.get("sha"), doc.get("size")
+        if doc.get("encoding") == "base64":
+            data = base64.b64decode(doc.get("content") or "")
+        else:  # over 1 MB: content is not inline
+            data = self._blob(path, sha)
+        if not isinstance(size, int) or len(data) != size:
+            raise LedgerCorrupt(f"ledger: {path} on {self.where}: read {len(data)} bytes, GitHub reports "
+                                f"{size!r}; refusing to count the budget from a partial ledger")
+        return parse_lines(data), data, sha
+
+    def _blob(self, path: str, sha) -> bytes:
+        """A ledger file too large for the contents API, by its blob sha (git blobs: up to 100 MB)."""
+        if not isinstance(sha, str) or not sha:
+            raise LedgerCorrupt(f"ledger: {path} on {self.where}: GitHub sent no content and no blob sha")
+        try:
+            blob = self.client.get(repo_path(self.repository, "git", "blobs", sha))
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot read {path} (blob {sha[:12]}) on {self.where}: {exc}") from None
+        if not isinstance(blob, dict) or blob.get("encoding") != "base64":
+            raise LedgerCorrupt(f"ledger: {path} (blob {sha[:12]}) on {self.where}: unexpected blob encoding "
+                                f"{blob.get('encoding') if isinstance(blob, dict) else blob!r}")
+        return base64.b64decode(blob.get("content") or "")
 
     def load(self, fingerprint: str) -> list[dict]:
         """All entries, oldest first; [] when the branch or the file does not exist yet."""
