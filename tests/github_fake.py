@@ -11,7 +11,8 @@ It records every request and answers like GitHub does for the endpoints the acti
 * contents: ``GET`` (base64 + blob ``sha``; over ``inline_limit`` bytes, 1 MB as on GitHub,
   ``encoding: "none"`` and empty ``content``) and ``PUT`` with the ``sha`` compare-and-swap
   (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch),
-* ``GET git/blobs/SHA`` (base64, any size).
+* ``GET git/blobs/SHA`` (base64, any size),
+* ``GET branches/B`` (``protected``) and ``GET rules/branches/B`` (the rules of active rulesets).
 
 Tokens are registered with a permission (``write`` or ``read``); a read-only token gets
 ``403 Resource not accessible by integration`` on every write, as a fork's token does.
@@ -74,6 +75,8 @@ class Repo:
     trees: dict = field(default_factory=dict)         # sha -> {path: bytes}
     next_number: int = 1
     labels: set = field(default_factory=set)
+    protected: set = field(default_factory=set)       # branches under classic protection
+    rules: dict = field(default_factory=dict)         # branch -> [rule dicts] from rulesets
 
 
 class FakeGitHub:
@@ -388,6 +391,14 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return 404, {"message": "Not Found"}, {}
             return 200, {"ref": f"refs/{m.group(1)}", "object": {"sha": sha, "type": "commit"}}, {}
+        m = re.match(r"^/branches/(.+)$", rest)
+        if m and method == "GET":
+            if f"heads/{m.group(1)}" not in repo.refs:
+                return 404, {"message": "Branch not found"}, {}
+            return 200, {"name": m.group(1), "protected": m.group(1) in repo.protected}, {}
+        m = re.match(r"^/rules/branches/(.+)$", rest)
+        if m and method == "GET":
+            return self._page(list(repo.rules.get(m.group(1), [])), query)
         m = re.match(r"^/git/blobs/([0-9a-f]+)$", rest)
         if m and method == "GET":
             for commit in repo.commits.values():

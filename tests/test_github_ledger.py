@@ -200,3 +200,20 @@ def test_a_ledger_that_does_not_add_up_is_refused_not_read_as_shorter(repo, monk
     monkeypatch.setattr(b, "_blob", lambda path, sha: b"")  # the blob read came back empty
     with pytest.raises(LedgerCorrupt, match="read 0 bytes"):
         b.load(FP)
+
+
+def test_verify_warns_while_the_ledger_branch_can_be_force_pushed(repo):
+    # A force-push back to an older state is invisible in the ledger itself (a shorter, valid
+    # chain with a matching head): verify says so until a rule blocks it.
+    ledger = Ledger(backend(repo), FP)
+    ledger.record_step(passed=False, terms=TERMS)
+    report = ledger.verify()
+    assert report.ok and any("not protected against force pushes" in w for w in report.warnings)
+    gh = repo.repos[REPO]
+    gh.rules["easeml-ledger"] = [{"type": "deletion"}]  # a ruleset that does not block force pushes
+    assert any("force pushes" in w for w in ledger.verify().warnings)
+    gh.rules["easeml-ledger"] = [{"type": "deletion"}, {"type": "non_fast_forward"}]
+    assert not [w for w in ledger.verify().warnings if "force" in w]
+    gh.rules.clear()
+    gh.protected.add("easeml-ledger")  # classic branch protection
+    assert not [w for w in ledger.verify().warnings if "force" in w]

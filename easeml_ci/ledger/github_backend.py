@@ -187,6 +187,33 @@ class GitHubBackend:
             return {"length": None, "hash": None, "unreadable": True}
         return {"length": int(m.group(1)), "hash": m.group(2)}
 
+    def integrity_warnings(self) -> list[str]:
+        """What ``verify`` cannot see in the ledger itself: can the branch be force-pushed?
+
+        A force-push back to an older state leaves a consistent, shorter ledger and head: the
+        spent budget comes back and nothing in the branch shows it. So ``verify`` asks GitHub
+        whether a rule blocks force pushes to the branch (a ruleset's ``non_fast_forward``, read
+        with metadata permission), or whether classic branch protection is on (which blocks
+        force pushes unless "Allow force pushes" was ticked; reading that setting needs admin).
+        """
+        try:
+            rules = list(self.client.paginate(repo_path(self.repository, "rules", "branches", self.branch)))
+        except GitHubError:
+            rules = []  # an older GitHub Enterprise without rulesets: classic protection below
+        if any(isinstance(r, dict) and r.get("type") == "non_fast_forward" for r in rules):
+            return []
+        try:
+            branch = self.client.get(repo_path(self.repository, "branches", self.branch))
+        except GitHubNotFound:
+            return []  # no ledger branch yet: nothing to protect
+        except GitHubError as exc:
+            return [f"could not check whether {self.where} is protected against force pushes: {exc}"]
+        if isinstance(branch, dict) and branch.get("protected"):
+            return []
+        return [f"{self.where} is not protected against force pushes: a force-push back to an older "
+                "state would restore spent budget and nothing in the ledger would show it; add a "
+                "branch ruleset that blocks force pushes to it (Settings > Rules > Rulesets)"]
+
     def fingerprints(self) -> list[str]:
         try:
             listing = self.client.get(self._contents(self.directory), ref=self.branch)

@@ -236,4 +236,7 @@ class Ledger:
                     "(a writer stopped between its append and the head update)")
         elif entries and head_fn is not None:
             report.problems.append("head record is missing (deleted?)")
+        backend_warnings = getattr(self.backend, "integrity_warnings", None)
+        if backend_warnings is not None:
+            report.warnings.extend(backend_warnings())
         return report
