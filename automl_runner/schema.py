@@ -465,7 +465,7 @@ def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = 
         else:
             index = {c: i for i, c in enumerate(f.categories)}
             keys = [(_fmt_number(v) if not np.isnan(v) else None) for v in col] if col.dtype.kind == "f" else list(col)
-            X[:, j] = [-1 if k is None else index.get(k, -1) if k in index else index.get(_as_number_text(k), -1)
+            X[:, j] = [-1 if k is None else index[k] if k in index else index.get(_as_number_text(k), -1)
                        for k in keys]
     return X
 
