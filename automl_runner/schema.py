@@ -166,6 +166,11 @@ def _is_missing(value: str) -> bool:
     return value.strip().lower() in MISSING
 
 
+def missing_cells(col: np.ndarray) -> np.ndarray:
+    """Which cells of a column as :func:`read_columns` returns it are missing (NaN or None)."""
+    return np.isnan(col) if col.dtype.kind == "f" else np.array([v is None for v in col], dtype=bool)
+
+
 def _to_float_column(values: Sequence[str]) -> np.ndarray | None:
     """The column as float64 with NaN for missing cells, or None when a cell is not a number."""
     out = np.empty(len(values), dtype=np.float64)
@@ -319,7 +324,7 @@ def infer_schema(
 
     y_raw = cols[target]
     n = len(y_raw)
-    missing = np.isnan(y_raw) if y_raw.dtype.kind == "f" else np.array([v is None for v in y_raw])
+    missing = missing_cells(y_raw)
     if missing.any():
         first = int(np.argmax(missing))
         raise DatasetError(
@@ -477,7 +482,7 @@ def encode_labels(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "d
             f"{path}: no target column {schema.target!r}; columns are {_shown_columns(cols)}"
         )
     y_raw = cols[schema.target]
-    missing = np.isnan(y_raw) if y_raw.dtype.kind == "f" else np.array([v is None for v in y_raw], dtype=bool)
+    missing = missing_cells(y_raw)
     if missing.any():
         first = int(np.argmax(missing))
         raise DatasetError(

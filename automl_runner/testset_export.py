@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CardError, DatasetError
-from .schema import FEATURE_KINDS, TASKS, Feature, Schema, _fmt_number, encode, encode_features, read_columns
+from .schema import (FEATURE_KINDS, TASKS, Feature, Schema, _fmt_number, encode, encode_features, missing_cells,
+                     read_columns)
 
 #: Keys of a model card without which the data cannot be encoded for its model.
 REQUIRED_KEYS = ("target", "task", "features")
@@ -220,7 +221,7 @@ def encode_rows(card_path, raw_path, *, pool: bool = False) -> Encoded:
     out = Encoded(schema=schema, X=X, y=y, notes=notes)
     for j, f in enumerate(schema.features):
         col = cols[f.name]
-        is_missing = np.isnan(col) if col.dtype.kind == "f" else np.array([v is None for v in col], dtype=bool)
+        is_missing = missing_cells(col)
         if is_missing.any():
             out.missing[f.name] = int(is_missing.sum())
         if f.kind == "categorical":
