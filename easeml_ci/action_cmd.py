@@ -46,7 +46,7 @@ def _opt(name: str, env: str, help: str, **kw):
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
-    from .github.action import ActionInputs, parse_bool, parse_pr_number, run_action
+    from .action import ActionInputs, parse_bool, parse_pr_number, run_action
 
     inputs = ActionInputs(
         config=config or ".easeml.yml",

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-from ..errors import BudgetExhausted, EasemlError, UsageError
-from . import workflow
-from .alerts import DEFAULT_LABELS, upsert_alert_issue
-from .api import GitHubClient, GitHubError, GitHubForbidden
-from .comment import marker, upsert_comment
-from .report import GateReport, render_comment, render_summary
+from .errors import BudgetExhausted, EasemlError, UsageError
+from .github import workflow
+from .github.alerts import DEFAULT_LABELS, upsert_alert_issue
+from .github.api import GitHubClient, GitHubError, GitHubForbidden
+from .github.comment import marker, upsert_comment
+from .github.report import GateReport, render_comment, render_summary
 
 KEY_ENV = "EASEML_TESTSET_KEY"
 
@@ -250,9 +250,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     """Run the gate as the action does; returns the exit code."""
     from conditions import ConditionError
 
-    from ..check import run_check
-    from ..config import load_config
-    from ..ledger import open_backend
+    from .check import run_check
+    from .config import load_config
+    from .ledger import open_backend
 
     out = out or sys.stdout
     ctx = ctx or ActionContext.from_env()
