@@ -49,7 +49,7 @@ class ActionInputs:
     alert_webhook: str | None = None
     pr_number: int | None = None
     underpowered: bool = False
-    config_from_base: bool = False
+    config_from_base: bool = True
     token: str | None = None
 
 
@@ -233,15 +233,7 @@ class Reporter:
             self.api_warning("open the new-test-set alert issue", exc)
 
 
-def _history(backend, fingerprint: str | None) -> list[str]:
-    """Times of the spent steps (public: they count queries, not answers)."""
-    if backend is None or not fingerprint:
-        return []
-    try:
-        entries = backend.load(fingerprint)
-    except Exception:  # the chart is decoration; never let it break the report
-        return []
-    return [str(e.get("time")) for e in entries if e.get("kind") == "step" and e.get("time")]
+PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target", "workflow_run")
 
 
 def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
@@ -250,9 +242,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     """Run the gate as the action does; returns the exit code."""
     from conditions import ConditionError
 
-    from .check import run_check
+    from .check import _ledger_name, open_ledger_backend, run_check
     from .config import load_config
-    from .ledger import open_backend
 
     out = out or sys.stdout
     ctx = ctx or ActionContext.from_env()
@@ -266,7 +257,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     gate = inputs.gate_name or "easeml-ci"
     scratch = tempfile.TemporaryDirectory(prefix="easeml-ci-")
     cfg = None
-    backend = None
+    ledger_name = None
     result = None
     fingerprint = None
     verdict, exit_code, message, alert, budget = "error", 2, None, None, None
@@ -277,10 +268,13 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         config_path = Path(inputs.config)
         if not config_path.is_absolute():
             config_path = workspace / config_path
-        if inputs.config_from_base:
+        config_dir = config_path.parent
+        if inputs.config_from_base and ctx.pull_request is not None:
+            # (a push or workflow_run job checked out trusted code: its config is the base's)
             config_path = _config_from_base(workspace, config_rel, ctx, reporter.log,
                                             Path(scratch.name))
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, base=config_dir)
+        cfg = dataclasses.replace(cfg, path=Path(config_rel))  # named as in the repository
         gate = inputs.gate_name or cfg.name or gate
         if inputs.alert_webhook:
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
@@ -295,15 +289,13 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                                      "with the old model and this run is not on a pull request "
                                      "(no base commit to take it from)")
                 _ensure_commit(workspace, old.split(":", 2)[1], reporter.log)
-        backend = open_backend(cfg.ledger, base=workspace)
-        if getattr(backend, "name", "") == "file" and os.environ.get("GITHUB_ACTIONS") == "true":
-            reporter.warn("ledger backend 'file' on a runner: the budget is forgotten when the "
-                          "runner is discarded, so every run starts a fresh budget and the "
-                          "guarantee does not hold across runs; use `ledger: {backend: github}` "
-                          "(or a path that persists on a self-hosted runner)")
+        backend = open_ledger_backend(cfg)
+        ledger_name = _ledger_name(backend)
+        reporter.log(f"easeml-ci: budget ledger: {ledger_name}")
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
-                           backend=backend, progress=lambda m: reporter.log(f"... {m}"))
+                           backend=backend, register=ctx.event_name not in PULL_REQUEST_EVENTS,
+                           progress=lambda m: reporter.log(f"... {m}"))
         verdict, exit_code = result.verdict, result.exit_code
         fingerprint, alert, budget = result.fingerprint, result.alert, result.budget
     except BudgetExhausted as exc:
@@ -323,9 +315,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     report = GateReport.build(
         gate=gate, config_path=config_rel, verdict=verdict, exit_code=exit_code,
         adaptivity=adaptivity, clauses=result.clauses if result else None, budget=budget,
-        show_metrics=bool(getattr(cfg, "show_metrics", False)),
+        show_metrics=result is not None and bool(getattr(cfg, "show_metrics", False)),
         metrics=getattr(result, "metrics", None), message=message, alert=alert,
-        history=_history(backend, fingerprint), commit=ctx.head_sha)
+        history=result.history if result else [], commit=ctx.head_sha, ledger=ledger_name)
 
     alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
         getattr(cfg, "alert_issue", True))

@@ -42,7 +42,7 @@ def _opt(name: str, env: str, help: str, **kw):
       default="false", show_default=True)
 @_opt("--config-from-base", "INPUT_CONFIG_FROM_BASE",
       "Read the config from the pull request's base commit, so a PR cannot change its own gate "
-      "(true/false).", default="false", show_default=True)
+      "(true/false).", default="true", show_default=True)
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
@@ -60,6 +60,6 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         alert_webhook=alert_webhook or None,
         pr_number=parse_pr_number(pr_number),
         underpowered=parse_bool("underpowered", underpowered, False),
-        config_from_base=parse_bool("config-from-base", config_from_base, False),
+        config_from_base=parse_bool("config-from-base", config_from_base, True),
     )
     sys.exit(run_action(inputs))

@@ -13,6 +13,8 @@ than the plan needs, and a :class:`~easeml_ci.errors.UsageError` for bad input.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +47,8 @@ class CheckResult:
     private_sink: str | None = None   # where a withheld verdict went
     metrics: dict | None = None       # only with show_metrics: true (guarantee void)
     notes: list[str] = field(default_factory=list)
+    ledger: str | None = None         # where the budget lives (named in every report)
+    history: list[str] = field(default_factory=list)  # times of the spent steps (public)
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +68,7 @@ class CheckResult:
             "underpowered": self.underpowered,
             "alert": self.alert,
             "guarantee": "void: show_metrics is on" if self.metrics is not None else "holds",
+            "ledger": self.ledger,
         }
         if self.private_sink:
             out["private_sink"] = self.private_sink
@@ -99,9 +104,42 @@ def _where(cfg, key: str) -> str:
 
 
 def pinned_terms(cfg) -> dict:
-    """The plan terms that fix the budget, as stored in the ledger's register entry."""
+    """The terms fixed at registration, as stored in the ledger's register entry.
+
+    Beside the plan terms that fix the budget, the settings that decide what the team sees and
+    where the budget is kept: ``show_metrics``, the private sink (as a digest: a webhook URL is a
+    secret, and the ledger may sit on a branch the team can read) and the ledger's location.
+    """
     return {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
-            "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes}
+            "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
+            "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
+            "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
+            else "default"}
+
+
+def _digest(value: str | None) -> str | None:
+    if not value:
+        return None
+    return "sha256:" + hashlib.sha256(str(value).strip().encode()).hexdigest()[:16]
+
+
+def ledger_location(spec: dict) -> str:
+    """A configured ledger location, as pinned: ``file:PATH`` or ``github:REPO@BRANCH/PATH``.
+
+    A config without ``ledger:`` pins ``default``: the repository ledger inside GitHub Actions,
+    ``.easeml/ledger`` beside the config elsewhere."""
+    if spec.get("backend", "file") == "github":
+        return (f"github:{spec.get('repository') or '(this repository)'}@"
+                f"{spec.get('branch') or 'easeml-ledger'}/{spec.get('path') or 'ledger'}")
+    return f"file:{spec.get('path') or '.easeml/ledger'}"
+
+
+def _ledger_name(backend) -> str:
+    where = getattr(backend, "where", None)
+    if where:
+        return f"the repository ledger {where}"
+    directory = getattr(backend, "directory", None)
+    return f"the file ledger {directory}" if directory is not None else repr(backend)
 
 
 def check_pinned(cfg, registered: dict | None, fingerprint: str) -> None:
@@ -111,10 +149,13 @@ def check_pinned(cfg, registered: dict | None, fingerprint: str) -> None:
     pinned = registered.get("terms", {})
     for key, now in pinned_terms(cfg).items():
         if key in pinned and pinned[key] != now:
+            shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else repr(v))
+            key_line = "ledger" if key == "ledger" else key
             raise ConfigError(
-                f"{_where(cfg, key)} is {now!r}, but test set {fingerprint[:12]} was registered "
-                f"with {key} {pinned[key]!r}; its budget is fixed at registration, so register a "
-                f"new test set to change it (`easeml-ci testset register`)")
+                f"{_where(cfg, key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "
+                f"registered with {key} {shown(pinned[key])}; the terms are fixed when a test set "
+                "is registered: put the registered value back, or label a new test set and "
+                "register that one (`easeml-ci testset register NEW_PATH`)")
 
 
 def _plan(cfg):
@@ -130,16 +171,20 @@ def plan_summary(plan) -> dict:
             "method": plan.method, "test_examples": plan.test_examples, "labels": plan.labels}
 
 
-def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerprint: str,
-                  progress: Progress, requests_dir: Path) -> tuple[str | None, str | None]:
-    """Write the label-request CSV for ``cfg.pool``; returns (path, how it was ranked)."""
+def _pool_ranking(gate, event: str, fingerprint: str, requests_dir: Path
+                  ) -> tuple[str | None, str | None]:
+    """Write the label-request CSV for ``cfg.pool`` once per event; returns (path, how)."""
+    cfg, plan, new, old, progress = gate.cfg, gate.plan, gate.new, gate.old, gate.progress
+    workdir = gate.workdir
     if not getattr(cfg, "pool", None):
-        return None, None
+        return None, ("no label request: set `pool:` in the config to a file of unlabelled "
+                      "examples, and the alert will say which of them to label first")
     from .testset import load_pool
 
-    pool_path = Path(cfg.pool)
-    if not pool_path.is_absolute():
-        pool_path = workdir / pool_path
+    out = requests_dir / f"{fingerprint[:16]}-{event}.csv"
+    if out.is_file():  # written when this event first happened; later refused checks keep it
+        return str(out), "written when the test set was first found spent"
+    pool_path = cfg.resolve(cfg.pool)
     X = load_pool(pool_path, label_column=cfg.label_column)
     new_pred = old_pred = None
     how = "pool order (the models are prediction files, which say nothing about the pool)"
@@ -151,7 +196,6 @@ def _pool_ranking(cfg, plan, new: str, old: str | None, workdir: Path, fingerpri
     elif not plan.variables & {"o", "d"}:
         how = "pool order (the condition does not compare two models)"
     order, disagree = alerts.rank_pool(new_pred, old_pred, X.shape[0])
-    out = requests_dir / f"{fingerprint[:16]}.csv"
     alerts.write_label_request_csv(out, order, disagree, plan.labels)
     if disagree is not None:
         how += f"; {int(disagree.sum())} of {X.shape[0]} pool examples are disagreements"
@@ -179,14 +223,14 @@ def _resolve(spec: str, workdir: Path) -> Path:
     return path if path.is_absolute() else workdir / path
 
 
-def raise_alert(*, cfg, plan, budget: Budget, ledger: Ledger, new: str, old: str | None,
-                workdir: Path, progress: Progress) -> dict:
+def raise_alert(gate, *, budget: Budget, ledger: Ledger) -> dict:
     """Build the new-test-set alert, write the pool CSV, and dispatch it once per event."""
+    cfg, plan = gate.cfg, gate.plan
     try:
-        pool_csv, pool_info = _pool_ranking(cfg, plan, new, old, workdir, ledger.fingerprint,
-                                            progress, _requests_dir(ledger, workdir))
+        pool_csv, pool_info = _pool_ranking(gate, budget.status, ledger.fingerprint,
+                                            _requests_dir(ledger, gate.workdir))
     except UsageError as exc:  # the alert still goes out; the pool problem is named in it
-        pool_csv, pool_info = None, f"pool not ranked: {exc.message}"
+        pool_csv, pool_info = None, f"POOL NOT RANKED, no label request: {exc.message}"
     alert = alerts.build_alert(event=budget.status, gate=cfg.name or "default",
                                fingerprint=ledger.fingerprint, budget=budget.to_dict(),
                                plan_summary=plan_summary(plan), config_path=_config_name(cfg),
@@ -197,7 +241,8 @@ def raise_alert(*, cfg, plan, budget: Budget, ledger: Ledger, new: str, old: str
 def _exhausted(budget: Budget, alert: dict, fingerprint: str) -> BudgetExhausted:
     what = {"retired": f"was retired after {budget.passes_used} pass"
                        f"{'es' if budget.passes_used != 1 else ''}",
-            "exhausted": f"has used all {budget.total} steps"}[budget.status]
+            "exhausted": "has used its only step" if budget.total == 1 else
+                         f"has used all {budget.total} steps"}[budget.status]
     exc = BudgetExhausted(f"test set {fingerprint[:12]} {what}; checks no longer certify. "
                           f"{alert['next_step'][0].upper()}{alert['next_step'][1:]}")
     exc.alert = alert
@@ -205,21 +250,76 @@ def _exhausted(budget: Budget, alert: dict, fingerprint: str) -> BudgetExhausted
     return exc
 
 
-# --- the check --------------------------------------------------------------------------------
+def open_ledger_backend(cfg, env: dict | None = None):
+    """The ledger backend for ``cfg`` here, failing closed where a budget would not last.
 
-def run_check(config, new: str, old: str | None, testset: str | None, *,
-              underpowered: bool = False, key_env: str = "EASEML_TESTSET_KEY",
-              workdir: Path = Path("."), backend=None,
-              progress: Progress | None = None) -> CheckResult:
-    """Gate ``new`` (against ``old``) on ``testset`` under ``config``; see the module docstring."""
-    from .models import load_predictions, validate_model_spec
-    from .testset import load_testset
+    Inside GitHub Actions (``GITHUB_ACTIONS=true``) a runner's disk is thrown away, so a budget
+    kept there resets on every run: a config without ``ledger:`` uses the repository ledger, and
+    a file ledger is accepted only at an absolute path outside the workspace (a self-hosted
+    runner's persistent disk). Elsewhere the config's ledger, relative to the config's folder.
+    """
+    env = os.environ if env is None else env
+    spec = dict(cfg.ledger)
+    if env.get("GITHUB_ACTIONS") == "true":
+        if not getattr(cfg, "ledger_explicit", True):
+            spec = {"backend": "github", "branch": "easeml-ledger"}
+        if spec.get("backend", "file") == "file":
+            path = Path(str(spec.get("path", ""))).expanduser()
+            workspace = Path(env.get("GITHUB_WORKSPACE") or ".").resolve()
+            if not path.is_absolute() or path.resolve() == workspace or \
+                    workspace in path.resolve().parents:
+                raise ConfigError(
+                    f"{_where(cfg, 'ledger.path' if _line(cfg, 'ledger.path') else 'ledger')}: "
+                    f"the file ledger {str(spec.get('path'))!r} is inside the runner's workspace, "
+                    "which GitHub Actions throws away after the job: every run would start a "
+                    "fresh budget and no verdict could be certified. Drop the `ledger:` key to "
+                    "use the repository ledger (the job needs `permissions: contents: write`), "
+                    "or, on a self-hosted runner, set ledger.path to an absolute path outside "
+                    "the workspace")
+    return open_backend(spec, base=cfg.ledger_base())
 
-    say = progress or (lambda _msg: None)
-    workdir = Path(workdir)
 
-    # 1. Validate everything that can be validated without evaluating a model.
-    cfg = _load_config(config)
+# --- the check: six steps, in the order that is the guarantee -------------------------------
+
+@dataclass
+class Gate:
+    """What :func:`validate` resolved; every later step trusts it and nothing else."""
+
+    cfg: object                    # the validated GateConfig
+    plan: conditions.Plan          # the configured plan (before any --underpowered widening)
+    new: str                       # model specs as given (paths from workdir, or git:REF:PATH)
+    old: str | None
+    testset: Path
+    testset_given: str             # as the user wrote it, for messages
+    sink: private_sink.PrivateSink | None
+    workdir: Path
+    terms: dict
+    progress: Progress
+
+
+@dataclass
+class Opened:
+    """A test set whose budget admits one more step, and its ledger (see :func:`budget`)."""
+
+    ledger: Ledger
+    entries: list[dict]
+    fingerprint: str
+    testset: object | None = None  # loaded already (plaintext files are read to fingerprint them)
+
+
+def _model_spec(spec: str, workdir: Path) -> str:
+    return str(spec) if str(spec).startswith(GIT) else str(_resolve(spec, workdir))
+
+
+GIT = "git:"
+
+
+def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
+             progress: Progress | None = None) -> Gate:
+    """Step 1: everything that can be checked without the test set or a model run (exit 2)."""
+    from .models import validate_model_spec
+
+    cfg = _load_config(cfg)
     sink = None
     if cfg.adaptivity == "none":
         sink = private_sink.validate(cfg.private_sink, workdir, _line(cfg, "private_sink"))
@@ -230,107 +330,189 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
                          "old one")
     if not comparing:
         old = None  # not needed: do not evaluate it, and do not record it
-    testset = testset or getattr(cfg, "testset", None)
-    if not testset:
+    if testset:
+        testset_path = _resolve(str(testset), workdir)  # a command-line path: from the cwd
+    elif getattr(cfg, "testset", None):
+        testset, testset_path = cfg.testset, cfg.resolve(cfg.testset)  # from the config's folder
+    else:
         raise UsageError("no test set: pass --testset PATH or set `testset:` in the config")
-    testset_path = _resolve(str(testset), workdir)
     for spec, flag in ((new, "--new"), (old, "--old")):
-        if spec and not str(spec).startswith("git:") and not _resolve(spec, workdir).is_file():
+        if spec and not str(spec).startswith(GIT) and not _resolve(spec, workdir).is_file():
             raise UsageError(f"{flag}: model {spec} does not exist or is not a file")
         if spec:  # extension, git ref and path: refuse a typo before decrypting anything
-            validate_model_spec(str(spec) if str(spec).startswith("git:") else
-                                str(_resolve(spec, workdir)), repo=workdir)
-    say(f"loading test set {testset}")
-    ts = load_testset(testset_path, label_column=cfg.label_column, key_env=key_env)
+            validate_model_spec(_model_spec(spec, workdir), repo=workdir)
+    if getattr(cfg, "pool", None) and not cfg.resolve(cfg.pool).is_file():
+        raise ConfigError(f"{_where(cfg, 'pool')}: {cfg.resolve(cfg.pool)} does not exist or is "
+                          "not a file; the new-test-set alert ranks the label request from it")
+    return Gate(cfg=cfg, plan=_plan(cfg), new=str(new), old=str(old) if old else None,
+                testset=testset_path,
+                testset_given=str(testset), sink=sink, workdir=workdir, terms=pinned_terms(cfg),
+                progress=progress or (lambda _msg: None))
 
-    # 2. Budget: refuse early, before spending time on the models.
-    backend = backend if backend is not None else open_backend(cfg.ledger, base=workdir)
-    ledger = Ledger(backend, ts.fingerprint)
-    terms = pinned_terms(cfg)
+
+def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opened:
+    """Step 2: the test set's identity and its ledger; refuse early when no step may be spent.
+
+    Runs before the test set is decrypted: an encrypted file's fingerprint is in its header
+    (bound into every chunk, so :func:`open_testset` refuses a header that lies). A ledger that
+    does not verify, an unregistered test set where registration is required, terms that differ
+    from the registered ones, a spent budget or a ledger the token may not write: no verdict.
+    """
+    from . import crypto
+    from .testset import load_testset
+
+    probe = getattr(backend, "check_writable", None)
+    if probe is not None:  # a ledger we could not write would waste the evaluation: ask first
+        probe()
+    ts = None
+    if crypto.is_encrypted(gate.testset):
+        fingerprint = crypto.read_header(gate.testset).fingerprint
+    else:
+        gate.progress(f"loading test set {gate.testset_given}")
+        ts = load_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
+        fingerprint = ts.fingerprint
+    ledger = Ledger(backend, fingerprint)
     entries = ledger.entries()
-    check_pinned(cfg, ledger.registration(entries), ts.fingerprint)
-    plan = configured = _plan(cfg)
-    before = compute_budget(entries, terms)
+    registered = ledger.registration(entries)
+    if registered is None and not register:
+        raise UsageError(
+            f"test set {gate.testset_given} ({fingerprint[:12]}) is not registered in "
+            f"{_ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
+            "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
+            "branch); a test set a pull request added is refused")
+    check_pinned(gate.cfg, registered, fingerprint)
+    before = compute_budget(entries, gate.terms)
     if not before.active:
-        alert = raise_alert(cfg=cfg, plan=configured, budget=before, ledger=ledger, new=new,
-                            old=old, workdir=workdir, progress=say)
-        raise _exhausted(before, alert, ts.fingerprint)
-    m = len(ts)
-    if m < plan.test_examples:
+        alert = raise_alert(gate, budget=before, ledger=ledger)
+        raise _exhausted(before, alert, fingerprint)
+    return Opened(ledger=ledger, entries=entries, fingerprint=fingerprint, testset=ts)
+
+
+def open_testset(gate: Gate, opened: Opened, *, key_env: str, underpowered: bool):
+    """Decrypt (or reuse) the test set and size the plan to it; returns (test set, plan)."""
+    from .testset import load_testset
+
+    ts = opened.testset
+    if ts is None:
+        gate.progress(f"loading test set {gate.testset_given}")
+        ts = load_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
+    if ts.fingerprint != opened.fingerprint:  # cannot happen for an authentic file
+        raise UsageError(f"test set {gate.testset_given}: its content does not match the "
+                         "fingerprint its header claims; refusing it")
+    opened.testset = None
+    plan = gate.plan
+    if len(ts) < plan.test_examples:
         if not underpowered:
             raise TestSetTooSmall(
-                f"test set {testset}: need {plan.test_examples} labelled examples, have {m}; "
-                "label more, or run with --underpowered to decide at the tolerance it supports")
-        plan = plan.for_sample_size(m)
+                f"test set {gate.testset_given}: need {plan.test_examples} labelled examples, "
+                f"have {len(ts)}; label more, or run with --underpowered to decide at the "
+                "tolerance it supports")
+        plan = _widened(gate, plan, len(ts))
+    return ts, plan
 
-    # 3. Evaluate the models (shape mismatches surface here as InputError, before any write).
-    repo = workdir
-    say(f"evaluating new model {new}")
-    new_pred = load_predictions(str(new) if str(new).startswith("git:") else
-                                str(_resolve(new, workdir)), ts, repo=repo)
+
+def _widened(gate: Gate, plan, m: int):
+    try:
+        return plan.for_sample_size(m)
+    except conditions.PlanError as exc:
+        raise TestSetTooSmall(f"test set {gate.testset_given}: {exc}") from None
+
+
+def evaluate(gate: Gate, ts):
+    """Step 3: both models' predictions on the test set (the features are freed by the caller)."""
+    from .models import load_predictions
+
+    gate.progress(f"evaluating new model {gate.new}")
+    new_pred = load_predictions(_model_spec(gate.new, gate.workdir), ts, repo=gate.workdir)
     old_pred = None
-    if old:
-        say(f"evaluating old model {old}")
-        old_pred = load_predictions(str(old) if str(old).startswith("git:") else
-                                    str(_resolve(old, workdir)), ts, repo=repo)
+    if gate.old:
+        gate.progress(f"evaluating old model {gate.old}")
+        old_pred = load_predictions(_model_spec(gate.old, gate.workdir), ts, repo=gate.workdir)
+    return new_pred, old_pred
 
-    # 4. Decide (in memory only). The features are no longer needed: free them first (the
-    # labels own their buffer), so deciding adds nothing to the models' peak memory.
-    labels, fingerprint = ts.y, ts.fingerprint
-    del ts
+
+def decide(gate: Gate, plan, labels, new_pred, old_pred) -> conditions.Verdict:
+    """Step 4: the verdict, in memory only."""
     outcomes = conditions.Outcomes.from_predictions(labels, new_pred, old_pred)
     try:
-        verdict = plan.decide(outcomes)
+        return plan.decide(outcomes)
     except conditions.SampleTooSmall as exc:
-        raise TestSetTooSmall(f"test set {testset}: {exc}") from None
-    del outcomes, new_pred, old_pred
+        raise TestSetTooSmall(f"test set {gate.testset_given}: {exc}") from None
 
-    # 5. Commit the step durably. Only after this may anything about the verdict be shown.
-    withheld = cfg.adaptivity == "none"
-    details = {"new": str(new), "old": str(old) if old else None}
-    if plan is not configured:
+
+def commit(gate: Gate, opened: Opened, verdict, *, underpowered: bool):
+    """Step 5: spend the step durably. Only after this may anything about the verdict show."""
+    withheld = gate.cfg.adaptivity == "none"
+    details = {"new": gate.new, "old": gate.old}
+    if underpowered:
         details["underpowered"] = True
     try:
-        entry, after = ledger.record_step(passed=None if withheld else verdict.passed,
-                                          terms=terms, details=details)
+        return opened.ledger.record_step(passed=None if withheld else verdict.passed,
+                                         terms=gate.terms, details=details)
     except LedgerSpent as spent:  # another check took the last step while we evaluated
-        alert = raise_alert(cfg=cfg, plan=configured, budget=spent.budget, ledger=ledger,
-                            new=new, old=old, workdir=workdir, progress=say)
-        raise _exhausted(spent.budget, alert, fingerprint) from None
+        alert = raise_alert(gate, budget=spent.budget, ledger=opened.ledger)
+        raise _exhausted(spent.budget, alert, opened.fingerprint) from None
 
-    # 6. Reveal. Under the adaptive modes the union bound counts one bit per step (the
-    # formula's verdict): per-clause verdicts of a multi-clause formula would be more bits, so
-    # they stay undisclosed unless the user opted into show_metrics (which voids the guarantee).
+
+def reveal(gate: Gate, opened: Opened, verdict, plan, entry: dict, after: Budget,
+           test_examples: int) -> CheckResult:
+    """Step 6: what the team may see. Under the adaptive modes the union bound counts one bit
+    per step (the formula's verdict): per-clause verdicts of a multi-clause formula would be
+    more bits, so they stay undisclosed unless show_metrics voided the guarantee."""
+    cfg, configured = gate.cfg, gate.plan
+    withheld = cfg.adaptivity == "none"
     line = _line(cfg, "condition")
     one_bit = not withheld and len(verdict.clauses) > 1 and not cfg.show_metrics
     clauses = []
     for index, cv in enumerate(verdict.clauses):
         shown = "withheld" if withheld else ("undisclosed" if one_bit else
                                              ("pass" if cv.passed else "fail"))
-        row = {"text": configured.clauses[index].text if index < len(configured.clauses)
-               else cv.text,
-               "verdict": shown,
-               "line": line}
+        row = {"text": configured.clauses[index].text, "verdict": shown, "line": line}
         if plan is not configured:
             row["tolerance"] = plan.clauses[index].tolerance
             row["configured_tolerance"] = configured.clauses[index].tolerance
         clauses.append(row)
     result = CheckResult(
         verdict="withheld" if withheld else ("pass" if verdict.passed else "fail"),
-        clauses=clauses, budget=after.to_dict(), fingerprint=fingerprint,
+        clauses=clauses, budget=after.to_dict(), fingerprint=opened.fingerprint,
         plan=plan_summary(configured), config_path=_config_name(cfg), gate=cfg.name or "default",
-        step=entry["seq"], underpowered=plan is not configured)
+        step=entry["seq"], underpowered=plan is not configured,
+        ledger=_ledger_name(opened.ledger.backend),
+        history=[str(e["time"]) for e in [*opened.entries, entry]
+                 if e.get("kind") == "step" and e.get("time")])
     if withheld:
-        sink.deliver({"gate": result.gate, "testset": fingerprint, "step": entry["seq"],
-                      "time": entry["time"], "new": str(new), "old": details["old"],
-                      "verdict": "pass" if verdict.passed else "fail",
-                      "clauses": [cv.to_dict(reveal_estimates=bool(cfg.show_metrics))
-                                  for cv in verdict.clauses]})
-        result.private_sink = sink.describe()
+        gate.sink.deliver({"gate": result.gate, "testset": opened.fingerprint,
+                           "step": entry["seq"], "time": entry["time"], "new": gate.new,
+                           "old": gate.old, "verdict": "pass" if verdict.passed else "fail",
+                           "clauses": [cv.to_dict(reveal_estimates=bool(cfg.show_metrics))
+                                       for cv in verdict.clauses]})
+        result.private_sink = gate.sink.describe()
     elif cfg.show_metrics:
-        result.metrics = {"test_examples": m,
+        result.metrics = {"test_examples": test_examples,
                           "clauses": [cv.to_dict(reveal_estimates=True) for cv in verdict.clauses]}
     if not after.active:
-        result.alert = raise_alert(cfg=cfg, plan=configured, budget=after, ledger=ledger,
-                                   new=new, old=old, workdir=workdir, progress=say)
+        result.alert = raise_alert(gate, budget=after, ledger=opened.ledger)
     return result
+
+
+def run_check(config, new: str, old: str | None, testset: str | None, *,
+              underpowered: bool = False, key_env: str = "EASEML_TESTSET_KEY",
+              workdir: Path = Path("."), backend=None, register: bool = True,
+              progress: Progress | None = None) -> CheckResult:
+    """Gate ``new`` (against ``old``) on ``testset`` under ``config``; see the module docstring.
+
+    ``register=False`` refuses a test set its owner has not registered (pull requests).
+    """
+    workdir = Path(workdir)
+    gate = validate(config, new, old, testset, workdir, progress)
+    if backend is None:
+        backend = open_ledger_backend(gate.cfg)
+    opened = budget(gate, backend, key_env=key_env, register=register)
+    ts, plan = open_testset(gate, opened, key_env=key_env, underpowered=underpowered)
+    new_pred, old_pred = evaluate(gate, ts)
+    labels, m = ts.y, len(ts)
+    del ts  # the labels own their buffer: deciding adds nothing to the models' peak memory
+    verdict = decide(gate, plan, labels, new_pred, old_pred)
+    del new_pred, old_pred
+    entry, after = commit(gate, opened, verdict, underpowered=plan is not gate.plan)
+    return reveal(gate, opened, verdict, plan, entry, after, m)

@@ -68,8 +68,9 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 @click.option("--json", "as_json", is_flag=True)
 def register(path, config_path, key_env, underpowered, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
-    from .check import _load_config, _plan, check_pinned, pinned_terms, plan_summary
-    from .ledger import Ledger, open_backend
+    from .check import (_ledger_name, _load_config, _plan, check_pinned, open_ledger_backend,
+                        pinned_terms, plan_summary)
+    from .ledger import Ledger
     from .testset import load_testset
 
     cfg = _load_config(config_path)
@@ -78,7 +79,7 @@ def register(path, config_path, key_env, underpowered, as_json):
     if len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
                               f"have {len(ts)}; label more, or pass --underpowered")
-    backend = open_backend(cfg.ledger, base=Path("."))
+    backend = open_ledger_backend(cfg)
     ledger = Ledger(backend, ts.fingerprint)
     entries = ledger.entries()
     existing = ledger.registration(entries)
@@ -97,7 +98,8 @@ def register(path, config_path, key_env, underpowered, as_json):
         state = "registered"
     if as_json:
         click.echo(json.dumps({"status": state, "fingerprint": ts.fingerprint,
-                               "budget": budget.to_dict(), "ledger": repr(backend)}, sort_keys=True))
+                               "budget": budget.to_dict(), "ledger": _ledger_name(backend)},
+                              sort_keys=True))
     else:
-        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {backend!r}\n"
+        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {_ledger_name(backend)}\n"
                    f"budget: {report.budget_line(budget.to_dict())}")

@@ -13,6 +13,7 @@ mappings in any order::
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -53,10 +54,22 @@ class GateConfig:
     show_metrics: bool = False
     lines: dict = field(default_factory=dict)
     path: Path | None = None
+    # Relative paths in the config (testset, pool, ledger.path) resolve against this folder:
+    # the config file's own, so a check run from elsewhere finds the same ledger and test set.
+    base: Path | None = None
+    ledger_explicit: bool = False  # the file said `ledger:`; else the default location applies
 
     def plan(self) -> conditions.Plan:
         return conditions.plan(self.formula, self.reliability, self.mode, self.adaptivity,
                                self.steps, self.passes, self.method)
+
+    def resolve(self, value: str | Path) -> Path:
+        """A path written in this config, made absolute against the config's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or self.base is None else self.base / path
+
+    def ledger_base(self) -> Path:
+        return self.base if self.base is not None else Path(".")
 
 
 # --- validators: each returns the clean value or raises _Bad(what is allowed) -----------------
@@ -185,8 +198,13 @@ def _flatten(node: yaml.Node, src: _Source) -> dict[str, tuple[Any, yaml.Node]]:
     return out
 
 
-def load_config(path: str | Path) -> GateConfig:
-    """Load and validate a config file; every mistake is a :class:`ConfigError` (exit 2)."""
+def load_config(path: str | Path, *, base: str | Path | None = None) -> GateConfig:
+    """Load and validate a config file; every mistake is a :class:`ConfigError` (exit 2).
+
+    Relative paths inside it resolve against ``base``, by default the file's own folder (a
+    config read from the base commit into a scratch file passes the workspace folder it came
+    from).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -194,7 +212,9 @@ def load_config(path: str | Path) -> GateConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return parse_config(text, where=str(path), path=path)
+    cfg = parse_config(text, where=str(path), path=path)
+    return dataclasses.replace(cfg, base=Path(base) if base is not None else
+                               path.parent.absolute())
 
 
 def parse_config(text: str, where: str = "<config>", path: Path | None = None) -> GateConfig:
@@ -262,7 +282,8 @@ def _build(values: dict, src: _Source, path: Path | None) -> GateConfig:
     alerts = values.get("alerts", {})
     fields = {k: v for k, v in values.items() if k not in ("ledger", "alerts")}
     cfg = GateConfig(formula=formula, ledger=ledger, webhook=alerts.get("webhook"),
-                     alert_issue=alerts.get("issue", True), lines=dict(src.lines), path=path, **fields)
+                     alert_issue=alerts.get("issue", True), lines=dict(src.lines), path=path,
+                     ledger_explicit="ledger" in values, **fields)
     try:
         conditions.validate_parameters(cfg.reliability, cfg.mode, cfg.adaptivity, cfg.steps, cfg.passes,
                                      cfg.method)

@@ -114,10 +114,50 @@ def gh(fake_github):
     return fake_github
 
 
+def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None = None,
+             config: str = ".easeml.yml") -> subprocess.CompletedProcess:
+    """The test set's owner registers it, as `easeml-ci testset register` in a job with a write
+    token would, under the config as it is on the base commit."""
+    import os
+
+    owner_config = ws / ".git" / "owner-easeml.yml"
+    owner_config.write_text(git(ws, "show", f"{base}:{config}") + "\n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(ws.parent), "GITHUB_ACTIONS": "true",
+           "GITHUB_WORKSPACE": str(ws), "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
+           "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"}
+    if key:
+        env["EASEML_TESTSET_KEY"] = key
+    done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
+                           str(owner_config), "--underpowered"], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+class OwnedHarness(ActionHarness):
+    """A runner whose test set its owner registered before the first pull request ran."""
+
+    def __init__(self, *args, gh: FakeGitHub, base: str, registered: bool,
+                 owner_key: str | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.gh, self.base, self.registered, self.owner_key = gh, base, registered, owner_key
+        self._done: set = set()
+
+    def run(self, inputs: dict[str, str], **kw):
+        testset = inputs.get("testset")
+        if self.registered and testset and testset not in self._done:
+            register(self.gh, self.workspace, self.base, testset,
+                     inputs.get("testset-key") or self.owner_key,
+                     inputs.get("config", ".easeml.yml"))
+            self._done.add(testset)
+        return super().run(inputs, **kw)
+
+
 def harness(gh: FakeGitHub, ws: Path, base: str, head: str, *, token="ghs-write", fork=False,
-            **kw):
+            registered=True, owner_key=None, **kw):
     event = pull_request_event(REPO, PR, base, head, fork=fork)
-    return ActionHarness(ws, api_url=gh.url, token=token, repository=REPO, event=event, **kw)
+    return OwnedHarness(ws, api_url=gh.url, token=token, repository=REPO, event=event, gh=gh,
+                        base=base, registered=registered, owner_key=owner_key, **kw)
 
 
 def inputs(data, **kw) -> dict:
@@ -163,9 +203,9 @@ def test_pass_writes_summary_outputs_and_one_sticky_comment(gh, data, tmp_path):
     assert comments[0]["user"]["login"] == BOT_LOGIN
     for text in (summary, body, result.stdout):
         assert_no_test_set_numbers(text)
-    # a file ledger on a throw-away runner forgets the budget: the action says so
-    assert any("ledger backend 'file'" in a.message for a in result.annotations
-               if a.level == "warning")
+    # inside Actions the budget lives in the repository ledger by default, and reports say so
+    assert f"the repository ledger {REPO}@easeml-ledger" in summary
+    assert f"the repository ledger {REPO}@easeml-ledger" in body
     # the token was the workflow token, sent as a bearer token; no traceback anywhere
     assert {r.token for r in gh.calls()} == {"ghs-write"}
     assert "Traceback" not in result.log
@@ -290,7 +330,9 @@ def test_comment_is_updated_not_duplicated_and_a_humans_copy_is_left_alone(gh, d
 
 
 def test_fork_pull_request_with_read_only_token_still_reports(gh, data, tmp_path):
-    ws, base, head = make_workspace(tmp_path, data, "new")
+    # a self-hosted runner's persistent file ledger: the fork's token need not write anything
+    ws, base, head = make_workspace(tmp_path, data, "new",
+                                    extra=f"ledger:\n  path: {tmp_path / 'runner-disk'}\n")
     result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
     assert result.exit_code == 0, result.log
     assert result.outputs["verdict"] == "pass"
@@ -299,6 +341,32 @@ def test_fork_pull_request_with_read_only_token_still_reports(gh, data, tmp_path
     assert any("HTTP 403" in w.message and "fork" in w.message for w in warnings)
     assert gh.comments_on(REPO, PR) == []
     assert "Traceback" not in result.log
+
+
+def test_fork_with_the_default_ledger_is_refused_before_the_test_set_is_opened(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
+    assert result.exit_code == 2, result.log
+    assert "contents: write" in result.summary and "loading test set" not in result.log
+    assert json.loads(result.outputs["clauses"]) == []
+
+
+def test_a_file_ledger_inside_the_workspace_is_refused_on_a_runner(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new", extra="ledger:\n  path: .easeml/l\n")
+    result = harness(gh, ws, base, head, registered=False).run(inputs(data))
+    assert result.exit_code == 2, result.log
+    assert "throws away after the job" in result.summary and "loading test set" not in result.log
+    assert not (ws / ".easeml").exists()
+
+
+def test_a_pull_request_cannot_start_a_budget_for_an_unregistered_test_set(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    result = harness(gh, ws, base, head, registered=False).run(inputs(data))
+    assert result.exit_code == 2, result.log
+    assert "is not registered" in result.summary and "testset register" in result.summary
+    assert "heads/easeml-ledger" not in gh.repos[REPO].refs or not [
+        p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
+        if p.endswith(".jsonl")]
 
 
 def test_fork_cannot_spend_the_repository_ledger_and_reveals_nothing(gh, data, tmp_path):
@@ -310,7 +378,10 @@ def test_fork_cannot_spend_the_repository_ledger_and_reveals_nothing(gh, data, t
     assert "contents: write" in result.summary and "nothing was revealed" in result.summary
     assert "✅" not in result.summary and "❌" not in result.summary
     assert json.loads(result.outputs["clauses"]) == []
-    assert "easeml-ledger" not in {r.split("/", 1)[1] for r in gh.repos[REPO].refs}
+    ledger_files = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]
+                    ["tree"] if p.endswith(".jsonl")]
+    entries = gh.file_on_branch(REPO, "easeml-ledger", ledger_files[0]).splitlines()
+    assert [json.loads(e)["kind"] for e in entries] == ["register"]  # the owner's, no step
     assert "Traceback" not in result.log
 
 
@@ -334,8 +405,9 @@ def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, 
             except threading.BrokenBarrierError:
                 pass
 
+    register(gh, ws, base, str(data["testset"]))
     gh.before_request = line_up
-    h = harness(gh, ws, base, head)
+    h = harness(gh, ws, base, head, registered=False)
     results: list = [None, None]
 
     def go(i):
@@ -356,7 +428,7 @@ def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, 
     assert sum(e["kind"] == "register" for e in entries) == 1
     # the compare-and-swap was really contended: the first two writes raced, one was refused
     puts = gh.calls("PUT", r"\.jsonl$")
-    assert sorted(r.status for r in puts[:2]) == [201, 422]
+    assert sorted(r.status for r in puts[1:3]) == [200, 409]  # [0] is the owner's register
     assert len(held) == 2
     from easeml_ci.ledger import Ledger
     from easeml_ci.ledger.github_backend import GitHubBackend
@@ -389,8 +461,10 @@ def test_encrypted_test_set_with_the_key_from_a_secret(gh, data, tmp_path):
 
 def test_fork_without_secrets_cannot_open_the_test_set_and_says_why(gh, data, tmp_path):
     ws, base, head = make_workspace(tmp_path, data, "new")
-    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(
-        inputs(data, testset=str(data["encrypted"])))
+    ws, base, head = make_workspace(tmp_path / "self-hosted", data, "new",
+                                    extra=f"ledger:\n  path: {tmp_path / 'runner-disk'}\n")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True, owner_key=data["key"]
+                     ).run(inputs(data, testset=str(data["encrypted"])))
     assert result.exit_code == 2, result.log
     assert result.outputs["verdict"] == "error"
     assert "EASEML_TESTSET_KEY is not set" in result.summary
@@ -411,9 +485,12 @@ def test_config_from_base_keeps_a_pull_request_from_loosening_its_own_gate(gh, d
     assert "void" not in trusted.summary
     assert_no_test_set_numbers(trusted.summary)
     assert "from the base commit" in trusted.stdout
-    untrusted = h.run(inputs(data))
-    assert "guarantee is **void**" in untrusted.summary
-    assert '"test_examples": 6000' in untrusted.summary  # the metrics really are shown
+    # without it, the pull request's config is read, but the terms its owner registered are
+    # pinned: turning on show_metrics is refused, naming the key, and nothing is shown
+    untrusted = h.run(inputs(data, **{"config-from-base": "false"}))
+    assert untrusted.exit_code == 2, untrusted.log
+    assert "show_metrics" in untrusted.summary and "registered" in untrusted.summary
+    assert "void" not in untrusted.summary and json.loads(untrusted.outputs["clauses"]) == []
 
 
 def test_too_small_test_set_exits_3_unless_run_underpowered(gh, data, tmp_path):
@@ -433,6 +510,7 @@ def test_workflow_run_job_comments_on_the_pr_named_by_input(gh, data, tmp_path):
     ws, base, head = make_workspace(tmp_path, data, "new")
     event = {"action": "completed", "workflow_run": {"id": 99, "head_sha": head,
                                                      "conclusion": "success", "pull_requests": []}}
+    register(gh, ws, base, str(data["testset"]))
     h = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO, event=event,
                       event_name="workflow_run", sha=head)
     result = h.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy",
@@ -452,7 +530,7 @@ def test_workflow_run_job_comments_on_the_pr_named_by_input(gh, data, tmp_path):
 ])
 def test_bad_inputs_are_one_line_errors_with_exit_2(gh, data, tmp_path, given, needle):
     ws, base, head = make_workspace(tmp_path, data, "new")
-    result = harness(gh, ws, base, head).run(inputs(data, **given))
+    result = harness(gh, ws, base, head, registered=False).run(inputs(data, **given))
     assert result.exit_code == 2, result.log
     assert needle in result.log
     assert "Traceback" not in result.log

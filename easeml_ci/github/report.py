@@ -43,6 +43,7 @@ class GateReport:
     metrics: dict | None = None  # only filled when show_metrics
     history: list[str] = field(default_factory=list)  # ISO times of spent steps, oldest first
     commit: str | None = None
+    ledger: str | None = None  # where the budget lives ("the repository ledger o/r@branch")
 
     @classmethod
     def build(cls, *, gate: str, config_path: str, verdict: str, exit_code: int,
@@ -177,6 +178,8 @@ def _budget_lines(r: GateReport) -> list[str]:
             f"{b.get('remaining', max(total - used, 0))} left — status **{b.get('status', '?')}**")
     if b.get("passes_total") is not None:
         line += f"; {b.get('passes_used', 0)} of {b['passes_total']} passes used"
+    if r.ledger:
+        line += f"  \n**Ledger:** {r.ledger}"
     return [line]
 
 

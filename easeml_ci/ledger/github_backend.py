@@ -260,6 +260,26 @@ class GitHubBackend:
             if "already exists" not in exc.api_message:  # a concurrent run created it first
                 raise LedgerCorrupt(f"ledger: cannot create branch {self.where}: {exc}") from None
 
+    def check_writable(self) -> None:
+        """Fail now, before a test set is opened, when the token could not record a step.
+
+        Creates the ledger branch if it is missing (the first write any step would make), then
+        asks for an update of its README with a sha that cannot match: a token that may write
+        gets 409 Conflict and nothing changes; a read-only token gets 403.
+        """
+        self.ensure_branch()
+        body = {"message": "easeml-ci: write probe (never applied)", "branch": self.branch,
+                "content": base64.b64encode(_README.encode()).decode(), "sha": "0" * 40}
+        try:
+            self.client.put(self._contents("README.md"), body)
+        except GitHubForbidden as exc:
+            raise self._denied(exc) from None
+        except (GitHubConflict, GitHubValidation, GitHubNotFound):
+            return  # allowed to write; the stale sha stopped the probe, as intended
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot tell whether the token may write {self.where}: "
+                                f"{exc}; nothing was opened") from None
+
     def append(self, fingerprint: str, entry: dict, expected_length: int) -> None:
         """Append ``entry`` iff the stored ledger holds exactly ``expected_length`` entries.
 
