@@ -68,8 +68,10 @@ def render_terminal(result) -> str:
     verdict = result.verdict.upper()
     if result.verdict == "withheld":
         verdict += " (adaptivity none: the team sees no results)"
-    out += ["", f"verdict:  {verdict}", f"budget:   {budget_line(result.budget)}",
-            f"next:     {_next_step(result)}"]
+    out += ["", f"verdict:  {verdict}", f"budget:   {budget_line(result.budget)}"]
+    if result.ledger:
+        out.append(f"ledger:   {result.ledger}")
+    out.append(f"next:     {_next_step(result)}")
     if result.underpowered:
         out.append("note:     the test set is smaller than the plan needs; the verdict holds at "
                    "the widened tolerances above, not the configured ones.")
@@ -105,6 +107,7 @@ def render_markdown(result) -> str:
             text += f" (underpowered: +/- {clause['tolerance']:.4g})"
         out.append(f"| `{text}` | {clause['verdict']} |")
     out += ["", f"**Budget:** {budget_line(result.budget)}  ",
+            *([f"**Ledger:** {result.ledger}  "] if result.ledger else []),
             f"**Contract:** reliability {plan['reliability']}, {plan['mode']}, adaptivity "
             f"{plan['adaptivity']}, test set `{result.fingerprint[:12]}`  ",
             f"**Next:** {_next_step(result)}"]

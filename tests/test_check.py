@@ -418,3 +418,21 @@ def test_run_check_with_an_injected_backend(gate):
     [entries] = backend.store.values()
     assert [e["kind"] for e in entries] == ["register", "step", "step", "alert", "alert-result"]
     assert not (gate.root / ".easeml" / "ledger").exists()  # the file backend was not used
+
+
+# --- paths in a config are the config's, not the working directory's ----------------------------
+def test_a_check_run_from_another_folder_uses_the_projects_ledger_and_test_set(gate, tmp_path,
+                                                                                monkeypatch):
+    gate.config(testset="ts.npz")
+    assert gate.check("good.npy").exit_code == 0
+    assert gate.check("good.npy").exit_code == 0
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["check", "--config", str(gate.root / ".easeml.yml"),
+                                       "--new", str(gate.root / "good.npy")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "3 of 4 steps used" in result.stdout  # the project's budget, not a fresh one
+    assert f"ledger:   the file ledger {gate.root / '.easeml' / 'ledger'}" in result.stdout
+    assert not (elsewhere / ".easeml").exists()
