@@ -41,19 +41,10 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
     try:
         result = run_check(config_path, new, old, testset, underpowered=underpowered,
                            key_env=key_env, workdir=Path("."), progress=_progress(not as_json))
-    except BudgetExhausted as exc:
+    except BudgetExhausted as exc:  # the alert is part of the answer (under --json: the object)
         alert = getattr(exc, "alert", None)
-        if as_json:
-            click.echo(json.dumps({"verdict": None, "error": "exhausted", "message": exc.message,
-                                   "budget": getattr(exc, "budget", None), "alert": alert},
-                                  sort_keys=True))
-        elif alert:
+        if alert and not as_json:
             click.echo(report.render_alert(alert))
-        raise
-    except TestSetTooSmall as exc:
-        if as_json:
-            click.echo(json.dumps({"verdict": None, "error": "too_small", "message": exc.message},
-                                  sort_keys=True))
         raise
     click.echo(report.render_json(result) if as_json else report.render_terminal(result))
     sys.exit(result.exit_code)

@@ -1,13 +1,28 @@
 """Command-line plumbing shared by `easeml-ci` and `easeml-automl`."""
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from conditions import ConditionError
 
-from .errors import EasemlError
+from .errors import BudgetExhausted, EasemlError, TestSetTooSmall
+
+
+def error_object(exc: Exception, exit_code: int) -> dict:
+    """The one JSON object a ``--json`` command prints when it cannot give its answer."""
+    kind = ("exhausted" if isinstance(exc, BudgetExhausted) else
+            "too_small" if isinstance(exc, TestSetTooSmall) else
+            "condition" if isinstance(exc, ConditionError) else
+            type(exc).__name__.removesuffix("Error").lower() or "error")
+    out = {"verdict": None, "error": kind, "message": getattr(exc, "message", str(exc)),
+           "exit_code": exit_code}
+    for attr in ("budget", "alert"):
+        if getattr(exc, attr, None) is not None:
+            out[attr] = getattr(exc, attr)
+    return out
 
 
 class ErrorMappingGroup(click.Group):
@@ -18,11 +33,13 @@ class ErrorMappingGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
+        as_json = "--json" in ctx.args  # everything after the subcommand's name
         try:
             return super().invoke(ctx)
-        except EasemlError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
-        except ConditionError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+        except (EasemlError, ConditionError) as exc:
+            code = getattr(exc, "exit_code", 2)
+            message = getattr(exc, "message", str(exc))
+            if as_json:  # stdout still carries exactly one JSON object
+                click.echo(json.dumps(error_object(exc, code), sort_keys=True, default=str))
+            click.echo(f"error: {message}", err=True)
+            sys.exit(code)

@@ -449,8 +449,9 @@ def load_testset(path, label_column: str = "label", key_env: str = crypto.DEFAUL
         X, y = _read_csv(path, label_column)
         if y is None:
             raise InputError(f"{path}: no label column {label_column!r}; the columns are "
-                             f"{', '.join(repr(n) for n in _csv_header(path))} (set label_column "
-                             f"in .easeml.yml or pass --label-column)")
+                             f"{', '.join(repr(n) for n in _csv_header(path))} (name it with "
+                             f"`label_column:` in .easeml.yml; the `testset` commands also take "
+                             f"--label-column)")
         row_word, base = "data row", 1
     elif suffix == ENCRYPTED_SUFFIX:
         crypto.read_header(path)  # raises the "not our format" error

@@ -184,3 +184,20 @@ def test_bad_input_exits_2_names_the_thing_and_writes_nothing(case, tmp_path, mo
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert result.stdout == ""
     assert not (tmp_path / ".easeml").exists()  # nothing written: no ledger, no lock file
+
+
+def test_json_on_bad_input_prints_one_error_object(tmp_path, monkeypatch):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from easeml_ci.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".easeml.yml").write_text("condition: n > 0.8 +/- 0.05\nreliability: 1.5\n")
+    result = CliRunner().invoke(main, ["check", "--new", "m.npy", "--testset", "t.npz", "--json"])
+    assert result.exit_code == 2
+    out = _json.loads(result.stdout)  # exactly one object on stdout
+    assert out["verdict"] is None and out["exit_code"] == 2 and out["error"] == "config"
+    assert "reliability" in out["message"] and "1.5" in out["message"]
+    assert not (tmp_path / ".easeml").exists()
