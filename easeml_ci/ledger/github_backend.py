@@ -263,13 +263,20 @@ class GitHubBackend:
     def check_writable(self) -> None:
         """Fail now, before a test set is opened, when the token could not record a step.
 
-        Creates the ledger branch if it is missing (the first write any step would make), then
-        asks for an update of its README with a sha that cannot match: a token that may write
-        gets 409 Conflict and nothing changes; a read-only token gets 403.
+        Asks for an update of the ledger branch's README (or, before the branch exists, of a
+        file on the default branch) with a sha that cannot match: a token that may write gets
+        409 Conflict (or 422) and nothing changes; a read-only token gets 403. Creates nothing.
         """
-        self.ensure_branch()
-        body = {"message": "easeml-ci: write probe (never applied)", "branch": self.branch,
-                "content": base64.b64encode(_README.encode()).decode(), "sha": "0" * 40}
+        body = {"message": "easeml-ci: write probe (never applied)", "sha": "0" * 40,
+                "content": base64.b64encode(_README.encode()).decode()}
+        try:
+            self.client.get(repo_path(self.repository, "git", "ref", f"heads/{self.branch}"))
+            body["branch"] = self.branch
+        except GitHubNotFound:
+            pass  # no ledger branch yet: probe the default branch instead
+        except GitHubError as exc:
+            raise LedgerCorrupt(f"ledger: cannot read {self.where}: {exc}; nothing was opened"
+                                ) from None
         try:
             self.client.put(self._contents("README.md"), body)
         except GitHubForbidden as exc:

