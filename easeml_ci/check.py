@@ -250,16 +250,20 @@ def _exhausted(budget: Budget, alert: dict, fingerprint: str) -> BudgetExhausted
     return exc
 
 
-def open_ledger_backend(cfg, env: dict | None = None):
+def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = False):
     """The ledger backend for ``cfg`` here, failing closed where a budget would not last.
 
     Inside GitHub Actions (``GITHUB_ACTIONS=true``) a runner's disk is thrown away, so a budget
     kept there resets on every run: a config without ``ledger:`` uses the repository ledger, and
     a file ledger is accepted only at an absolute path outside the workspace (a self-hosted
     runner's persistent disk). Elsewhere the config's ledger, relative to the config's folder.
+    ``repository=True`` (an owner registering from their machine) means the ledger the Action
+    will use.
     """
     env = os.environ if env is None else env
     spec = dict(cfg.ledger)
+    if repository and not getattr(cfg, "ledger_explicit", True):
+        spec = {"backend": "github", "branch": "easeml-ledger"}
     if env.get("GITHUB_ACTIONS") == "true":
         if not getattr(cfg, "ledger_explicit", True):
             spec = {"backend": "github", "branch": "easeml-ledger"}

@@ -56,8 +56,11 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 @click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
               help="Environment variable holding the key of an encrypted test set.")
 @click.option("--underpowered", is_flag=True, help="Register a test set smaller than the plan needs.")
+@click.option("--repository-ledger", is_flag=True,
+              help="Register in the repository ledger the GitHub Action uses by default "
+                   "(needs GITHUB_TOKEN that may write, and GITHUB_REPOSITORY=owner/name).")
 @click.option("--json", "as_json", is_flag=True)
-def register(path, config_path, key_env, underpowered, as_json):
+def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
     from .check import (_ledger_name, _load_config, _plan, check_pinned, open_ledger_backend,
                         pinned_terms, plan_summary)
@@ -70,7 +73,7 @@ def register(path, config_path, key_env, underpowered, as_json):
     if len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
                               f"have {len(ts)}; label more, or pass --underpowered")
-    backend = open_ledger_backend(cfg)
+    backend = open_ledger_backend(cfg, repository=repository_ledger)
     ledger = Ledger(backend, ts.fingerprint)
     entries = ledger.entries()
     existing = ledger.registration(entries)

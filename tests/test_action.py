@@ -122,13 +122,13 @@ def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None 
 
     owner_config = ws / ".git" / "owner-easeml.yml"
     owner_config.write_text(git(ws, "show", f"{base}:{config}") + "\n")
-    env = {"PATH": os.environ["PATH"], "HOME": str(ws.parent), "GITHUB_ACTIONS": "true",
-           "GITHUB_WORKSPACE": str(ws), "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
+    env = {"PATH": os.environ["PATH"], "HOME": str(ws.parent), "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
            "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"}
     if key:
         env["EASEML_TESTSET_KEY"] = key
     done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
-                           str(owner_config), "--underpowered"], cwd=ws, env=env,
+                           str(owner_config), "--underpowered", "--repository-ledger"],
+                          cwd=ws, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
