@@ -60,6 +60,9 @@ def render_terminal(result) -> str:
             out.append(f"        underpowered: decided at +/- {clause['tolerance']:.4g} "
                        f"(configured +/- {clause['configured_tolerance']:.4g}) at reliability "
                        f"{plan['reliability']}")
+    if any(clause["verdict"] == "undisclosed" for clause in result.clauses):
+        out.append("   ?  = undisclosed: under adaptivity "
+                   f"{plan['adaptivity']} only the formula's verdict is shown (one bit per step)")
     if result.metrics is not None:
         out.append("")
         for clause in result.metrics["clauses"]:

@@ -136,6 +136,8 @@ def test_a_multi_clause_formula_reveals_one_bit_not_which_clause_failed(gate):
     out = json.loads(gate.check("good.npy", "--json", old="old.npy").stdout)
     assert out["verdict"] == "fail"
     assert [c["verdict"] for c in out["clauses"]] == ["undisclosed", "undisclosed"]
+    assert "?  = undisclosed: under adaptivity full only the formula's verdict" in \
+        gate.check("good.npy", old="old.npy").stdout
     # show_metrics is pinned at registration: showing more needs a test set registered so
     gate.config(condition="n > 0.6 +/- 0.1 /\\ d < 0.1 +/- 0.05", show_metrics=True,
                 ledger={"path": ".easeml/other-ledger"})
