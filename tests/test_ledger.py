@@ -161,6 +161,40 @@ def test_torn_line_counts_as_a_step_but_not_a_pass(ledger):
     assert len(lines(ledger)) == 4  # the fragment stays on record as its own line
 
 
+# --- a backend whose head and entries are two reads (the repository backend) ----------------
+class TwoReadBackend:
+    """Entries and head read separately, as from a service whose replicas may lag."""
+
+    name = "two-reads"
+
+    def __init__(self, inner: FileBackend, stale_reads: int):
+        self.inner, self.stale_reads = inner, stale_reads
+
+    def head(self, fingerprint):
+        return self.inner.head(fingerprint)
+
+    def load(self, fingerprint):
+        entries = self.inner.load(fingerprint)
+        if self.stale_reads:  # a replica one append behind the head
+            self.stale_reads -= 1
+            return entries[:-1]
+        return entries
+
+    def append(self, fingerprint, entry, expected_length):
+        self.inner.append(fingerprint, entry, expected_length)
+
+
+@pytest.mark.parametrize("stale_reads, refused", [(1, False), (2, True)])
+def test_a_read_that_lags_its_head_is_read_again_once(ledger, stale_reads, refused):
+    spend(ledger, terms(steps=5), [False, True])
+    lagging = Ledger(TwoReadBackend(ledger.backend, stale_reads), FP)
+    if refused:  # still short on the second read: a truncation, not a lag
+        with pytest.raises(LedgerTampered, match="truncated: 2 entries, but 3 were written"):
+            lagging.budget()
+    else:
+        assert lagging.budget().used == 2
+
+
 # --- alerts once per event ---------------------------------------------------------------------
 def test_alert_is_claimed_once_and_retried_after_a_failed_delivery(ledger):
     ledger.register(terms())
@@ -306,6 +340,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from easeml_ci.cli import main  # noqa: E402
 from github_fake import fake_github  # noqa: E402,F401  (fixture)
+from test_action import data, gh  # noqa: E402,F401  (fixtures)
 from test_check import Gate  # noqa: E402
 
 
@@ -456,3 +491,26 @@ def test_check_refuses_a_tampered_repository_ledger(gh_gate, name, forged):
     _assert_refused(gate.check("good.npy"), reason)
     assert gh.file_on_branch(GH_REPO, "easeml-ledger", path) == b"".join(content)
     assert len(gh.calls("PUT")) == puts and tree(gate.root) == before
+
+
+def test_the_action_refuses_a_tampered_repository_ledger(gh, data, tmp_path):
+    from test_action import REPO, harness, inputs, make_workspace
+
+    ws, base, head = make_workspace(tmp_path, data, "new", steps=3,
+                                    extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
+    for _ in range(2):
+        assert harness(gh, ws, base, head).run(inputs(data)).exit_code == 0
+    (path,) = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
+               if p.endswith(".jsonl")]
+    content = gh.file_on_branch(REPO, "easeml-ledger", path).splitlines(keepends=True)
+    content = content[:1] + content[2:]  # the first spent step, deleted; the head forged to match
+    gh.commit_file(REPO, "easeml-ledger", path, b"".join(content),
+                   message=_forged_message(path, content))
+    refused = harness(gh, ws, base, head).run(inputs(data))
+    assert refused.exit_code == 2, refused.log
+    assert refused.outputs["verdict"] == "error"
+    assert "does not verify" in refused.summary and "sequence number 2, expected 1" in refused.summary
+    assert "✅" not in refused.summary and "❌" not in refused.summary
+    assert json.loads(refused.outputs["clauses"]) == []
+    assert gh.file_on_branch(REPO, "easeml-ledger", path) == b"".join(content)  # nothing written
+    assert "Traceback" not in refused.log
