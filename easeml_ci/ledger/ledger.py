@@ -28,6 +28,7 @@ from .chain import GENESIS, entry_hash, seal
 from .errors import LedgerConflict, LedgerCorrupt, LedgerSpent
 
 MAX_ATTEMPTS = 200
+REREAD_DELAY = 0.5  # seconds before a two-read backend's ledger is read again
 
 
 def _now() -> str:
@@ -153,6 +154,7 @@ class Ledger:
         report = self._check(entries, head)
         if not report.ok and getattr(self.backend, "snapshot", None) is None:
             # Entries and head were two reads: one more, in case a replica lagged in between.
+            time.sleep(REREAD_DELAY)
             entries, head = self._read()
             report = self._check(entries, head)
         if not report.ok:
