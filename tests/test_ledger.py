@@ -486,11 +486,11 @@ def test_check_refuses_a_tampered_repository_ledger(gh_gate, name, forged):
     else:  # through the web UI: the head (latest commit) is no longer easeml-ci's
         gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content))
         reason = "head record is unreadable"
-    puts = len(gh.calls("PUT"))
+    puts = len(gh.calls("PUT", r"\.jsonl$"))  # ledger writes (a write probe elsewhere is fine)
     before = tree(gate.root)
     _assert_refused(gate.check("good.npy"), reason)
     assert gh.file_on_branch(GH_REPO, "easeml-ledger", path) == b"".join(content)
-    assert len(gh.calls("PUT")) == puts and tree(gate.root) == before
+    assert len(gh.calls("PUT", r"\.jsonl$")) == puts and tree(gate.root) == before
 
 
 def test_the_action_refuses_a_tampered_repository_ledger(gh, data, tmp_path):
@@ -498,15 +498,16 @@ def test_the_action_refuses_a_tampered_repository_ledger(gh, data, tmp_path):
 
     ws, base, head = make_workspace(tmp_path, data, "new", steps=3,
                                     extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
+    runner = harness(gh, ws, base, head)  # one runner: its owner registers the test set once
     for _ in range(2):
-        assert harness(gh, ws, base, head).run(inputs(data)).exit_code == 0
+        assert runner.run(inputs(data)).exit_code == 0
     (path,) = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
                if p.endswith(".jsonl")]
     content = gh.file_on_branch(REPO, "easeml-ledger", path).splitlines(keepends=True)
     content = content[:1] + content[2:]  # the first spent step, deleted; the head forged to match
     gh.commit_file(REPO, "easeml-ledger", path, b"".join(content),
                    message=_forged_message(path, content))
-    refused = harness(gh, ws, base, head).run(inputs(data))
+    refused = runner.run(inputs(data))
     assert refused.exit_code == 2, refused.log
     assert refused.outputs["verdict"] == "error"
     assert "does not verify" in refused.summary and "sequence number 2, expected 1" in refused.summary
