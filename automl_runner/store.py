@@ -15,6 +15,9 @@ trial whose lease has expired, because its worker was killed or lost its network
 ``queued`` and runs again elsewhere; after ``max_attempts`` expiries it is ``failed``. Every state
 change is also appended to ``trial_events`` so that an operator (and the tests) can audit who held
 which trial when. Times are the database's clock (seconds since the epoch), never the workers'.
+A store opened with ``clock=`` (a callable returning seconds since the epoch) takes every time it
+writes or compares (leases, heartbeats, events) from that clock instead: tests move it by hand
+rather than sleeping past a lease.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .catalogue import Candidate
@@ -285,8 +288,11 @@ def parse_store_url(url: str | os.PathLike) -> tuple[str, str, str | None]:
     return "sqlite", url, None
 
 
-def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool = False) -> "Store":
+def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool = False,
+               clock: Callable[[], float] | None = None) -> "Store":
     """Connect to the store at ``url`` (creating its tables when ``create``).
+
+    ``clock``: see :class:`Store`; None (the default) means the database server's clock.
 
     ``must_exist``: refuse a SQLite file that is not there yet (a typo in a read-only command
     would otherwise create an empty queue and report that it is empty).
@@ -294,7 +300,7 @@ def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool 
     kind, target, schema = parse_store_url(url)
     if must_exist and kind == "sqlite" and not os.path.exists(target):
         raise StoreError(f"--store: SQLite file {target!r} does not exist; `easeml-automl submit` creates it")
-    store = Store(kind, target, schema, url=os.fspath(url))
+    store = Store(kind, target, schema, url=os.fspath(url), clock=clock)
     if create:
         store.init()
     return store
@@ -303,8 +309,12 @@ def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool 
 class Store:
     """One connection to the queue's database. Not shared between threads: open one per thread."""
 
-    def __init__(self, kind: str, target: str, pg_schema: str | None = None, *, url: str = ""):
+    def __init__(self, kind: str, target: str, pg_schema: str | None = None, *, url: str = "",
+                 clock: Callable[[], float] | None = None):
         self.url = url
+        #: Seconds since the epoch for every time the store writes or compares; None: the
+        #: database's own clock, the one clock all workers share (see the module docstring).
+        self.clock = clock
         self.kind = kind
         self._lock = threading.Lock()
         if kind == "sqlite":
@@ -347,7 +357,9 @@ class Store:
         self.close()
 
     def _q(self, text: str) -> str:
-        return self.dialect.sql(text.replace("{now}", self.dialect.now))
+        now = self.dialect.now if self.clock is None else \
+            f"CAST({float(self.clock()):.6f} AS DOUBLE PRECISION)"
+        return self.dialect.sql(text.replace("{now}", now))
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -401,6 +413,7 @@ class Store:
                     cur.execute(f"DROP TABLE IF EXISTS {t}")
 
     def now(self) -> float:
+        """The store's time now: the injected clock's, else the database's (seconds since the epoch)."""
         return float(self._read("SELECT {now}")[0][0])
 
     def _event(self, cur, trial_id: int, worker: str | None, token: str | None, event: str) -> None:

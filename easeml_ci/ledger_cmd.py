@@ -117,17 +117,20 @@ def _describe(entry: dict) -> str:
 @ledger.command("log")
 @_options
 def log(config_path, testset, fingerprint, key_env, as_json):
-    """Every entry, oldest first: registration, steps (verdict bit only), alerts."""
+    """Every entry, oldest first: registration, steps (verdict bit only), alerts.
+
+    Shown as stored, even when the ledger does not verify (run `ledger verify` for that)."""
     _, backend, ledgers = _select(config_path, testset, fingerprint, key_env)
     if as_json:
         click.echo(json.dumps({"ledger": repr(backend),
                                "testsets": [{"fingerprint": led.fingerprint,
-                                             "entries": led.entries()} for led in ledgers]},
+                                             "entries": led.unverified_entries()}
+                                            for led in ledgers]},
                               sort_keys=True))
         return
     for led in ledgers:
         click.echo(f"test set {led.fingerprint[:12]}")
-        for index, entry in enumerate(led.entries()):
+        for index, entry in enumerate(led.unverified_entries()):
             click.echo(f"  {index:>4}  {entry.get('time', ' ' * 25):<25}  {_describe(entry)}")
 
 

@@ -155,15 +155,41 @@ def test_add_candidate_queues_it_for_matching_tenants_only(store_url, dataset, r
         assert s.candidate_spec("logreg-new")["hyperparameters"] == {"C": 3.0}
 
 
+class FakeClock:
+    """Store time that moves only when the test moves it (shared by all the stores of a test)."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_injected_clock_is_the_store_time(store_url):
+    clock = FakeClock()
+    with open_store(store_url, clock=clock) as s, open_store(store_url) as real:
+        assert s.now() == clock.t
+        clock.advance(12.5)
+        assert s.now() == clock.t
+        assert abs(real.now() - time.time()) < 60  # without one: the database's clock
+
+
 def test_claim_is_exclusive_and_lease_expiry_requeues(store_url, dataset):
-    with open_store(store_url) as a, open_store(store_url) as b:
+    clock = FakeClock()
+    with open_store(store_url, clock=clock) as a, open_store(store_url, clock=clock) as b:
         _submit(a, "alpha", dataset, only=FAST)
         c1 = a.try_claim("alpha", "logreg-C1", "w1", "cpu", lease_seconds=30)
         assert c1 is not None and c1.attempt == 1
         assert b.try_claim("alpha", "logreg-C1", "w2", "cpu") is None
         assert ("alpha", "logreg-C1") not in {(t, c) for t, cs in b.snapshot().pending.items() for c in cs}
-        assert a.heartbeat(c1, lease_seconds=0.4)
-        time.sleep(0.6)
+        clock.advance(29)
+        assert a.heartbeat(c1, lease_seconds=0.4)  # within the lease: extended from now
+        clock.advance(0.39)
+        assert b.requeue_expired() == 0  # not yet: 0.01 s of the lease left
+        clock.advance(0.02)
         assert b.requeue_expired() == 1
         assert not a.heartbeat(c1)  # the lease is gone
         c2 = b.try_claim("alpha", "logreg-C1", "w2", "cpu", lease_seconds=30)
@@ -178,17 +204,19 @@ def test_claim_is_exclusive_and_lease_expiry_requeues(store_url, dataset):
 
 
 def test_late_result_is_kept_when_nobody_retook_the_trial(store_url, dataset):
-    with open_store(store_url) as s:
+    clock = FakeClock()
+    with open_store(store_url, clock=clock) as s:
         _submit(s, "alpha", dataset, only=FAST)
         c = s.try_claim("alpha", "gaussian-nb", "w1", "cpu", lease_seconds=0.2)
-        time.sleep(0.35)
-        s.requeue_expired()
+        clock.advance(0.35)
+        assert s.requeue_expired() == 1
         assert s.complete(c, "w1", 0.7, 0.1, None, None)
         assert {t.candidate: t.status for t in s.trials()}["gaussian-nb"] == "done"
 
 
 def test_release_and_max_attempts(store_url, dataset):
-    with open_store(store_url) as s:
+    clock = FakeClock()
+    with open_store(store_url, clock=clock) as s:
         _submit(s, "alpha", dataset, only=FAST)
         c = s.try_claim("alpha", "decision-tree-d5", "w1", "cpu")
         assert s.release(c, "w1")
@@ -197,8 +225,8 @@ def test_release_and_max_attempts(store_url, dataset):
         for attempt in range(1, 3):
             c = s.try_claim("alpha", "decision-tree-d5", f"w{attempt}", "cpu", lease_seconds=0.1)
             assert c.attempt == attempt
-            time.sleep(0.2)
-            s.requeue_expired(max_attempts=2)
+            clock.advance(0.2)
+            assert s.requeue_expired(max_attempts=2) == 1
         t = {t.candidate: t for t in s.trials()}["decision-tree-d5"]
         assert t.status == "failed" and "lease expired on 2 attempts" in t.error
         assert s.retry_failed("alpha") == 1

@@ -110,6 +110,30 @@ def _wait_running(store, candidate, timeout=60.0):
     raise AssertionError(f"no worker started {candidate} within {timeout}s")
 
 
+class FakeClock:
+    """Store time that moves only when the test moves it."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def _wait_polling(admin, app: str, timeout: float = 60.0) -> None:
+    """Until the worker connected as ``app`` has polled the queue (read its trials) once."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                         "AND query LIKE %s", (app, "%FROM trials%")).fetchone()[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the worker {app} never polled the queue within {timeout}s")
+
+
 def assert_never_held_twice(events):
     """Per trial, a claim must end (done/failed/expired/released) before the next claim."""
     holder: dict[int, str | None] = {}
@@ -130,7 +154,10 @@ def _worker_main(url, out_path, sleep):
     # A forked child: the parent already imported scikit-learn and skl2onnx, so four workers
     # start in milliseconds instead of seconds; each opens its own database connections.
     os.environ["SLOWPLUG_SLEEP"] = sleep
-    w = Worker(url, WorkerOptions(lease_seconds=3.0, poll_seconds=0.2, exit_when_idle=True))
+    # Six heartbeats per lease: a survivor keeps its trial through a 2.5 s stall of a busy
+    # machine, while the killed worker's lease still runs out 3 s after its last heartbeat.
+    w = Worker(url, WorkerOptions(lease_seconds=3.0, heartbeat_seconds=0.5, poll_seconds=0.2,
+                                  exit_when_idle=True))
     w.install_signal_handlers()
     results = w.run()
     with open(out_path, "w") as fh:
@@ -277,7 +304,8 @@ def test_scheduler_feed_is_incremental_and_rebuilds_after_a_requeue(tmp_path):
         made.append(_Recorder())
         return made[-1]
 
-    with open_store(url) as s:
+    clock = FakeClock()
+    with open_store(url, clock=clock) as s:
         s.add_tenant("t1", data, infer_schema(data, "label"), load_catalogue(), only=FAST)
         feed = SchedulerFeed(s, factory)
         feed.refresh()
@@ -287,8 +315,8 @@ def test_scheduler_feed_is_incremental_and_rebuilds_after_a_requeue(tmp_path):
         feed.refresh()
         feed.refresh()  # nothing new: nothing fed twice
         assert made[0].calls == [("observe", "t1", "logreg-C1"), ("start", "t1", "lda")]
-        time.sleep(0.3)
-        s.requeue_expired()  # lda's worker died: the scheduler must forget it is running
+        clock.advance(0.3)
+        assert s.requeue_expired() == 1  # lda's worker died: the scheduler must forget it is running
         feed.refresh()
         assert len(made) == 2 and feed.rebuilds == 1
         assert made[1].calls == [("observe", "t1", "logreg-C1")]
@@ -328,7 +356,7 @@ def test_worker_survives_its_postgres_connection_being_cut(tmp_path):
         first = w.store
         th = threading.Thread(target=w.run, daemon=True)
         th.start()
-        time.sleep(0.5)  # idle: nothing queued yet
+        _wait_polling(admin, app)  # idle in its loop: nothing queued yet
         killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                "WHERE application_name = %s", (app,)).fetchone()[0]
         assert killed >= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -12,6 +13,7 @@ from easeml_ci.ledger import (
     LedgerConflict,
     LedgerCorrupt,
     LedgerSpent,
+    LedgerTampered,
     open_backend,
 )
 from easeml_ci.ledger.chain import entry_hash
@@ -159,6 +161,40 @@ def test_torn_line_counts_as_a_step_but_not_a_pass(ledger):
     assert len(lines(ledger)) == 4  # the fragment stays on record as its own line
 
 
+# --- a backend whose head and entries are two reads (the repository backend) ----------------
+class TwoReadBackend:
+    """Entries and head read separately, as from a service whose replicas may lag."""
+
+    name = "two-reads"
+
+    def __init__(self, inner: FileBackend, stale_reads: int):
+        self.inner, self.stale_reads = inner, stale_reads
+
+    def head(self, fingerprint):
+        return self.inner.head(fingerprint)
+
+    def load(self, fingerprint):
+        entries = self.inner.load(fingerprint)
+        if self.stale_reads:  # a replica one append behind the head
+            self.stale_reads -= 1
+            return entries[:-1]
+        return entries
+
+    def append(self, fingerprint, entry, expected_length):
+        self.inner.append(fingerprint, entry, expected_length)
+
+
+@pytest.mark.parametrize("stale_reads, refused", [(1, False), (2, True)])
+def test_a_read_that_lags_its_head_is_read_again_once(ledger, stale_reads, refused):
+    spend(ledger, terms(steps=5), [False, True])
+    lagging = Ledger(TwoReadBackend(ledger.backend, stale_reads), FP)
+    if refused:  # still short on the second read: a truncation, not a lag
+        with pytest.raises(LedgerTampered, match="truncated: 2 entries, but 3 were written"):
+            lagging.budget()
+    else:
+        assert lagging.budget().used == 2
+
+
 # --- alerts once per event ---------------------------------------------------------------------
 def test_alert_is_claimed_once_and_retried_after_a_failed_delivery(ledger):
     ledger.register(terms())
@@ -204,7 +240,8 @@ def test_verify_detects_a_deleted_middle_entry(filled):
     write_lines(filled, content)
     report = filled.verify()
     assert not report.ok and any("sequence number 3, expected 2" in p for p in report.problems)
-    assert filled.budget().used == 3  # what the ledger can still see
+    with pytest.raises(LedgerTampered, match="sequence number 3, expected 2"):
+        filled.budget()  # a budget is never counted from what is left
 
 
 def test_verify_detects_truncation(filled):
@@ -239,10 +276,20 @@ def test_verify_accepts_a_torn_tail_with_a_warning(filled):
     assert any("after the recorded head" in w for w in report.warnings)
 
 
+class KilledMidWrite(BaseException):
+    """Stands in for SIGKILL: nothing after it in the writer runs."""
+
+
+def die_half_way(fd, line):
+    os.write(fd, line[:len(line) // 2])
+    raise KilledMidWrite
+
+
 def test_a_torn_registration_still_counts_and_the_ledger_recovers(ledger):
-    (ledger.backend.directory).mkdir(parents=True)
-    (ledger.backend.directory / f"{FP}.jsonl").write_bytes(b'{"kind":"regis')
     t = terms(steps=3)
+    with pytest.raises(KilledMidWrite):
+        Ledger(FileBackend(ledger.backend.directory, write_line=die_half_way), FP).register(t)
+    assert lines(ledger)[0].startswith(b'{"') and not lines(ledger)[0].endswith(b"\n")
     assert ledger.budget(t).used == 1  # unknown line: assume a step was spent
     entry, after = ledger.record_step(passed=True, terms=t)
     assert [e["kind"] for e in ledger.entries()] == ["torn", "register", "step"]
@@ -286,3 +333,185 @@ def test_no_history_spends_more_than_its_budget(tmp_path_factory, adaptivity, st
         assert final.used == steps
     if final.status == "active":
         assert len(revealed) == len(verdicts) and final.remaining == steps - final.used
+
+
+# --- a check refuses a ledger that does not verify (through the CLI) ----------------------------
+from click.testing import CliRunner  # noqa: E402
+
+from easeml_ci.cli import main  # noqa: E402
+from github_fake import fake_github  # noqa: E402,F401  (fixture)
+from test_action import data, gh  # noqa: E402,F401  (fixtures)
+from test_check import Gate  # noqa: E402
+
+
+def tree(root) -> dict:
+    """Every file under ``root`` with its bytes: what a refused check must leave as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _swap(lines_, i, j):
+    lines_[i], lines_[j] = lines_[j], lines_[i]
+    return lines_
+
+
+def _flip_verdict(line: bytes) -> bytes:
+    entry = json.loads(line)
+    entry["passed"] = not entry["passed"]
+    return json.dumps(entry).encode() + b"\n"
+
+
+# Each: how the ledger's lines (register + 3 steps) are changed, and what the refusal must say.
+TAMPERING = {
+    "last-step-deleted": (lambda ls: ls[:-1], "truncated: 3 entries, but 4 were written"),
+    "middle-step-deleted": (lambda ls: ls[:2] + ls[3:], "sequence number 3, expected 2"),
+    "steps-reordered": (lambda ls: _swap(ls, 1, 2), "does not chain to the entry before it"),
+    "step-edited": (lambda ls: ls[:2] + [_flip_verdict(ls[2])] + ls[3:],
+                    "entry 3: contents were edited"),
+    "all-lines-deleted": (lambda ls: [], "truncated: 0 entries, but 4 were written"),
+}
+
+
+@pytest.fixture
+def spent_gate(tmp_path, monkeypatch):
+    """A repository whose ledger holds its registration and three steps (1 of 4 left)."""
+    monkeypatch.chdir(tmp_path)
+    gate = Gate(tmp_path)
+    for model in ("good.npy", "bad.npy", "good.npy"):
+        assert gate.check(model).exit_code in (0, 1)
+    assert len(gate.steps()) == 3
+    return gate
+
+
+def _ledger_file(gate):
+    return next((gate.root / ".easeml" / "ledger").glob("*.jsonl"))
+
+
+def _assert_refused(result, reason):
+    assert result.exit_code == 2, result.output
+    assert "does not verify" in result.output and reason in result.output, result.output
+    assert "Traceback" not in result.output
+    for revealed in ("PASS", "FAIL", "verdict:", "steps used"):
+        assert revealed not in result.output  # no verdict, no budget counted from what is left
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERING))
+def test_check_refuses_a_tampered_file_ledger_and_writes_nothing(spent_gate, name):
+    change, reason = TAMPERING[name]
+    path = _ledger_file(spent_gate)
+    content = path.read_bytes().splitlines(keepends=True)
+    assert len(content) == 4
+    path.write_bytes(b"".join(change(content)))
+    before = tree(spent_gate.root)
+    _assert_refused(spent_gate.check("good.npy"), reason)
+    _assert_refused(spent_gate.check("good.npy", "--json"), reason)
+    status = CliRunner().invoke(main, ["ledger", "status"])
+    assert status.exit_code == 2 and reason in status.output
+    register = CliRunner().invoke(main, ["testset", "register", "ts.npz"])
+    assert register.exit_code == 2 and reason in register.output
+    assert tree(spent_gate.root) == before  # nothing written, no label request, no alert
+    assert CliRunner().invoke(main, ["ledger", "verify"]).exit_code == 1
+    assert "registered" in CliRunner().invoke(main, ["ledger", "log"]).output or name == "all-lines-deleted"
+
+
+@pytest.mark.parametrize("head, reason", [
+    (None, "head record is missing"),
+    ({"length": 4, "hash": "0" * 64}, "entry 4: differs from the one recorded as the head"),
+    ({"length": 9, "hash": "0" * 64}, "truncated: 4 entries, but 9 were written"),
+])
+def test_check_refuses_a_file_ledger_whose_head_disagrees(spent_gate, head, reason):
+    head_path = _ledger_file(spent_gate).with_suffix(".head")
+    if head is None:
+        head_path.unlink()
+    else:
+        head_path.write_text(json.dumps(head))
+    before = tree(spent_gate.root)
+    _assert_refused(spent_gate.check("good.npy"), reason)
+    assert tree(spent_gate.root) == before
+
+
+def test_check_refuses_a_file_ledger_whose_lines_file_was_deleted(spent_gate):
+    _ledger_file(spent_gate).unlink()  # the head stays: a fresh budget is not on offer
+    before = tree(spent_gate.root)
+    _assert_refused(spent_gate.check("good.npy"), "truncated: 0 entries, but 4 were written")
+    status = CliRunner().invoke(main, ["ledger", "status"])  # listed by its head
+    assert status.exit_code == 2 and "truncated: 0 entries" in status.output
+    assert tree(spent_gate.root) == before
+
+
+def test_an_untouched_ledger_still_counts_every_step(spent_gate):
+    result = spent_gate.check("good.npy")
+    assert result.exit_code == 0 and "4 of 4 steps used" in result.output
+
+
+# The same through the repository backend: the ledger file on its branch, against the fake API.
+GH_REPO = "acme/models"
+
+
+@pytest.fixture
+def gh_gate(tmp_path, monkeypatch, fake_github):
+    fake_github.add_repo(GH_REPO)
+    fake_github.add_token("tok-write")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-write")
+    monkeypatch.setenv("GITHUB_API_URL", fake_github.url)
+    gate = Gate(tmp_path)
+    cfg = gate.config()
+    cfg.write_text(cfg.read_text() + f"ledger:\n  backend: github\n  repository: {GH_REPO}\n")
+    for model in ("good.npy", "bad.npy", "good.npy"):
+        assert gate.check(model).exit_code in (0, 1)
+    (path,) = [p for p in fake_github.repos[GH_REPO].commits[
+        fake_github.repos[GH_REPO].refs["heads/easeml-ledger"]]["tree"] if p.endswith(".jsonl")]
+    return gate, fake_github, path
+
+
+def _forged_message(path: str, ls: list[bytes]) -> str:
+    """The commit message easeml-ci itself would have written for the shortened ledger."""
+    fp = path.rsplit("/", 1)[1][:-6]
+    return f"easeml-ci: ledger {fp[:12]} entry {len(ls)} hash={json.loads(ls[-1])['hash']}"
+
+
+# A forger who also writes easeml-ci's commit message can cut the tail unseen (as with a
+# force-push; `ledger verify` warns while the branch allows that); any other change shows.
+@pytest.mark.parametrize("name, forged", [
+    ("last-step-deleted", False), ("middle-step-deleted", False), ("steps-reordered", False),
+    ("step-edited", False), ("middle-step-deleted", True), ("steps-reordered", True),
+    ("step-edited", True)])
+def test_check_refuses_a_tampered_repository_ledger(gh_gate, name, forged):
+    gate, gh, path = gh_gate
+    change, reason = TAMPERING[name]
+    content = change(gh.file_on_branch(GH_REPO, "easeml-ledger", path).splitlines(keepends=True))
+    if forged:  # a careful forger also writes the head easeml-ci would have written
+        gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content),
+                       message=_forged_message(path, content))
+    else:  # through the web UI: the head (latest commit) is no longer easeml-ci's
+        gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content))
+        reason = "head record is unreadable"
+    puts = len(gh.calls("PUT", r"\.jsonl$"))  # ledger writes (a write probe elsewhere is fine)
+    before = tree(gate.root)
+    _assert_refused(gate.check("good.npy"), reason)
+    assert gh.file_on_branch(GH_REPO, "easeml-ledger", path) == b"".join(content)
+    assert len(gh.calls("PUT", r"\.jsonl$")) == puts and tree(gate.root) == before
+
+
+def test_the_action_refuses_a_tampered_repository_ledger(gh, data, tmp_path):
+    from test_action import REPO, harness, inputs, make_workspace
+
+    ws, base, head = make_workspace(tmp_path, data, "new", steps=3,
+                                    extra=f"ledger:\n  backend: github\n  repository: {REPO}\n")
+    runner = harness(gh, ws, base, head)  # one runner: its owner registers the test set once
+    for _ in range(2):
+        assert runner.run(inputs(data)).exit_code == 0
+    (path,) = [p for p in gh.repos[REPO].commits[gh.repos[REPO].refs["heads/easeml-ledger"]]["tree"]
+               if p.endswith(".jsonl")]
+    content = gh.file_on_branch(REPO, "easeml-ledger", path).splitlines(keepends=True)
+    content = content[:1] + content[2:]  # the first spent step, deleted; the head forged to match
+    gh.commit_file(REPO, "easeml-ledger", path, b"".join(content),
+                   message=_forged_message(path, content))
+    refused = runner.run(inputs(data))
+    assert refused.exit_code == 2, refused.log
+    assert refused.outputs["verdict"] == "error"
+    assert "does not verify" in refused.summary and "sequence number 2, expected 1" in refused.summary
+    assert "✅" not in refused.summary and "❌" not in refused.summary
+    assert json.loads(refused.outputs["clauses"]) == []
+    assert gh.file_on_branch(REPO, "easeml-ledger", path) == b"".join(content)  # nothing written
+    assert "Traceback" not in refused.log

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
@@ -55,37 +53,43 @@ def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
 
 
 WRITER = """
-import sys
+import os, sys
 from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
 terms = dict(condition="n > 0.5 +/- 0.1", reliability=0.99, mode="fp-free",
-             adaptivity="full", steps=1000, passes=None)
-ledger = Ledger(FileBackend(sys.argv[1]), sys.argv[2])
+             adaptivity="full", steps=100_000, passes=None)
+
+def stop_mid_write(fd, line):  # half a line on disk, then say so and wait to be killed
+    os.write(fd, line[:len(line) // 2])
+    os.fsync(fd)
+    print("mid-write", flush=True)
+    sys.stdin.read()
+
+hook = stop_mid_write if sys.argv[4] == "stop-mid-write" else None
+ledger = Ledger(FileBackend(sys.argv[1], write_line=hook), sys.argv[2])
 for _ in range(int(sys.argv[3])):
     entry, _ = ledger.record_step(passed=True, terms=terms)
     print("revealed", entry["seq"], flush=True)
 """
 
 
-def _writer(directory: Path, count: int, pause: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    if pause:
-        env["_EASEML_LEDGER_TEST_PAUSE_MID_WRITE"] = pause
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(directory), FP, str(count)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+def _writer(directory: Path, count: int, stop_mid_write: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(directory), FP, str(count),
+                             "stop-mid-write" if stop_mid_write else "run"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def test_sigkill_mid_write_leaves_a_readable_ledger_that_does_not_under_count(tmp_path):
     ledger = Ledger(FileBackend(tmp_path), FP)
     ledger.record_step(passed=False, terms=TERMS)
     path = tmp_path / f"{FP}.jsonl"
-    proc = _writer(tmp_path, 1, pause="30")
-    deadline = time.monotonic() + 20
     assert path.read_bytes().count(b"\n") == 2  # register + first step, complete
-    while path.read_bytes().endswith(b"\n"):  # wait until half of the next line is on disk
-        assert time.monotonic() < deadline, "writer never started its line"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc = _writer(tmp_path, 1, stop_mid_write=True)
+    try:
+        assert proc.stdout.readline() == "mid-write\n"  # half of the next line is on disk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert not path.read_bytes().endswith(b"\n")
     assert proc.stdout.read() == ""  # it died before revealing anything
     entries = ledger.entries()
     assert [e["kind"] for e in entries] == ["register", "step", "torn"]
@@ -100,15 +104,19 @@ def test_sigkill_mid_write_leaves_a_readable_ledger_that_does_not_under_count(tm
 def test_random_kills_never_under_count(tmp_path):
     rng = random.Random(7)
     procs = [_writer(tmp_path, 10_000) for _ in range(4)]
-    time.sleep(0.3)
-    for proc in procs:
-        time.sleep(rng.uniform(0.05, 0.3))
-        proc.send_signal(signal.SIGKILL)
     revealed = 0
+    for proc in procs:
+        # Each writer is killed after it has revealed a chosen number of steps: wherever in
+        # its next write the signal lands, what it revealed must already be counted.
+        for _ in range(rng.randint(1, 25)):
+            line = proc.stdout.readline()
+            assert line.startswith("revealed"), line
+            revealed += 1
+        proc.send_signal(signal.SIGKILL)
     for proc in procs:
         proc.wait(timeout=10)
         revealed += sum(1 for line in proc.stdout.read().splitlines() if line.startswith("revealed"))
     ledger = Ledger(FileBackend(tmp_path), FP)
-    assert revealed > 0
+    assert revealed >= len(procs)
     assert ledger.budget().used >= revealed
     assert ledger.verify().ok

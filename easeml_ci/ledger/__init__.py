@@ -8,6 +8,9 @@ Public surface::
     entry, after = ledger.record_step(passed=True, terms=terms)   # durable before it returns
     ledger.verify()                               # VerifyReport(ok, problems, warnings)
 
+Every read a budget is computed from verifies the ledger first (chain, order, head) and raises
+:class:`LedgerTampered` (a :class:`LedgerCorrupt`, exit 2) when it does not verify.
+
 A backend implements :class:`LedgerBackend`: ``load`` returns every entry, oldest first;
 ``append`` stores one entry iff the stored length equals ``expected_length`` (else raises
 :class:`LedgerConflict`), durably before it returns. It may also offer ``head(fingerprint)``
@@ -27,7 +30,7 @@ from ..errors import ConfigError
 from .budget import ACTIVE, EXHAUSTED, PINNED_TERMS, RETIRED, Budget
 from .errors import LedgerConflict, LedgerCorrupt, LedgerSpent
 from .file_backend import FileBackend
-from .ledger import Ledger, VerifyReport
+from .ledger import Ledger, LedgerTampered, VerifyReport, check_chain
 
 DEFAULT_PATH = ".easeml/ledger"
 
@@ -58,6 +61,6 @@ def open_backend(spec: dict | None = None, *, base: Path | str = ".") -> LedgerB
 
 __all__ = [
     "ACTIVE", "EXHAUSTED", "PINNED_TERMS", "RETIRED", "Budget", "DEFAULT_PATH", "FileBackend",
-    "Ledger", "LedgerBackend", "LedgerConflict", "LedgerCorrupt", "LedgerSpent", "VerifyReport",
-    "open_backend",
+    "Ledger", "LedgerBackend", "LedgerConflict", "LedgerCorrupt", "LedgerSpent", "LedgerTampered",
+    "VerifyReport", "check_chain", "open_backend",
 ]

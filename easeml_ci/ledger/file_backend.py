@@ -4,8 +4,9 @@ Layout, one test set per fingerprint:
 
 * ``<fp>.jsonl`` — append-only JSON lines, one hash-chained entry per line.
 * ``<fp>.head`` — ``{"length": n, "hash": h}`` of the last append, replaced atomically. It lets
-  ``verify`` notice a truncated tail, which a hash chain alone cannot (a prefix of a valid chain
-  is a valid chain).
+  every read notice a truncated tail, which a hash chain alone cannot (a prefix of a valid chain
+  is a valid chain). It is written before the first line (``{"length": 0, "hash": null}``) and
+  after every append, so a deleted ``.jsonl`` reads as truncated, not as a fresh ledger.
 * ``<fp>.lock`` — the file whose ``fcntl.flock`` serialises writers (exclusive) against readers
   (shared). A lock held by a killed process is released by the kernel.
 
@@ -25,7 +26,7 @@ import fcntl
 import json
 import os
 import re
-import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,18 +35,18 @@ from .errors import LedgerConflict, LedgerCorrupt
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
 
-# Fault injection for the crash test only: pause between the two halves of a line's write so a
-# test can SIGKILL the writer mid-line. Never set in production.
-_PAUSE_ENV = "_EASEML_LEDGER_TEST_PAUSE_MID_WRITE"
-
 
 class FileBackend:
     """Hash-chained JSON-lines ledgers in one directory, safe across processes on one machine."""
 
     name = "file"
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, *,
+                 write_line: Callable[[int, bytes], None] | None = None):
+        """``write_line(fd, line)`` puts one whole line on the open ledger file (the default
+        writes it in one go); a crash test passes its own to stop a writer half-way."""
         self.directory = Path(directory)
+        self._write_line = write_line or _write_all
 
     def __repr__(self) -> str:
         return f"FileBackend({str(self.directory)!r})"
@@ -132,16 +133,14 @@ class FileBackend:
                 line = b"\n" + line  # close a torn fragment so it stays a line of its own
             path = self._path(fingerprint, ".jsonl")
             is_new = not path.exists()
+            if is_new and self.head(fingerprint) is None:
+                # The head exists before the first line does: a crash between that line and
+                # its head update then reads as a line past the head (a warning), never as a
+                # deleted head (which would refuse the ledger for good).
+                self._write_head(fingerprint, expected_length, None)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                pause = os.environ.get(_PAUSE_ENV)
-                if pause:
-                    half = len(line) // 2
-                    _write_all(fd, line[:half])
-                    os.fsync(fd)
-                    time.sleep(float(pause))
-                    line = line[half:]
-                _write_all(fd, line)
+                self._write_line(fd, line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -163,7 +162,9 @@ class FileBackend:
         """Fingerprints of all ledgers in the directory (for ``ledger status`` without a test set)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p.stem for p in self.directory.glob("*.jsonl") if _FINGERPRINT.match(p.stem))
+        # A head without its lines is listed too: that ledger was deleted, and must say so.
+        stems = {p.stem for pattern in ("*.jsonl", "*.head") for p in self.directory.glob(pattern)}
+        return sorted(stem for stem in stems if _FINGERPRINT.match(stem))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -7,6 +7,13 @@ and retries when another process appended first (:class:`LedgerConflict`). Becau
 append is conditional on the length the decision was based on, two concurrent checks can never
 spend the same step: the loser reloads, re-reads the budget and either appends at the next
 position or finds the budget gone.
+
+Every read that a budget is computed from is verified (:meth:`Ledger.entries`): an entry that
+was edited, deleted, reordered or cut off the tail, or a head that disagrees, raises
+:class:`LedgerTampered` (exit 2) instead of returning entries. A ledger that lost a step line
+would otherwise hand that step back (docs/design.md §6: the gate fails closed, never a fresh or
+larger budget). Only :meth:`Ledger.unverified_entries` (for ``ledger log``, which shows a
+tampered ledger so a person can see what changed) reads without verifying.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from .chain import GENESIS, entry_hash, seal
 from .errors import LedgerConflict, LedgerCorrupt, LedgerSpent
 
 MAX_ATTEMPTS = 200
+REREAD_DELAY = 0.5  # seconds before a two-read backend's ledger is read again
 
 
 def _now() -> str:
@@ -44,6 +52,75 @@ class VerifyReport:
                 "warnings": self.warnings}
 
 
+class LedgerTampered(LedgerCorrupt):
+    """The ledger does not verify: its budget cannot be trusted, so nothing may be decided.
+
+    ``report`` is the :class:`VerifyReport` that found it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, report: VerifyReport):
+        super().__init__(message)
+        self.report = report
+
+
+def check_chain(entries: list[dict], head: dict | None, *, keeps_head: bool) -> VerifyReport:
+    """What is wrong with ``entries`` as a hash chain ending at ``head`` (pure: no I/O).
+
+    ``keeps_head``: the backend records a head, so a missing one is a problem (deleted).
+    """
+    report = VerifyReport(entries=len(entries))
+    prev = GENESIS
+    for index, entry in enumerate(entries):
+        where = f"entry {index + 1}"
+        if entry.get("kind") == "torn":
+            report.warnings.append(
+                f"{where} (line {entry['line']}) is a torn write from an interrupted process; "
+                "counted as a spent step")
+            prev = entry["hash"]
+            continue
+        if entry.get("hash") != entry_hash(entry):
+            report.problems.append(f"{where}: contents were edited (hash mismatch)")
+        if entry.get("seq") != index:
+            report.problems.append(
+                f"{where}: sequence number {entry.get('seq')!r}, expected {index} "
+                "(an entry was deleted, inserted or moved)")
+        if entry.get("prev_hash") != prev:
+            report.problems.append(
+                f"{where}: does not chain to the entry before it "
+                "(an entry was deleted, inserted or moved)")
+        prev = entry.get("hash")
+    # Steps count against the terms pinned by the registration, so none may come before it
+    # (a torn line may: it is a registration whose writer crashed).
+    for index, entry in enumerate(entries):
+        if entry.get("kind") == "register":
+            break
+        if entry.get("kind") == "step":
+            report.problems.append(f"entry {index + 1}: a step before the test set's registration")
+            break
+    head_problems: list[str] = []  # listed first: they sum up what the chain shows entry by entry
+    if head is not None:
+        length = head.get("length")
+        if not isinstance(length, int):
+            head_problems.append("head record is unreadable")
+        elif len(entries) < length:
+            head_problems.append(
+                f"truncated: {len(entries)} entries, but {length} were written "
+                f"({length - len(entries)} missing from the end)")
+        elif length and entries[length - 1].get("hash") != head.get("hash"):
+            head_problems.append(
+                f"entry {length}: differs from the one recorded as the head (rewritten tail)")
+        elif len(entries) > length:
+            report.warnings.append(
+                f"{len(entries) - length} entries after the recorded head "
+                "(a writer stopped between its append and the head update)")
+    elif entries and keeps_head:
+        head_problems.append("head record is missing (deleted?)")
+    report.problems[:0] = head_problems
+    return report
+
+
 class Ledger:
     """The ledger of one test set (identified by its fingerprint) in one backend."""
 
@@ -55,7 +132,45 @@ class Ledger:
         return f"Ledger({self.backend!r}, {self.fingerprint[:12]}…)"
 
     # --- reading -----------------------------------------------------------------------------
+    def _read(self) -> tuple[list[dict], dict | None]:
+        """Entries and head as of one moment (as far as the backend allows)."""
+        snapshot = getattr(self.backend, "snapshot", None)
+        if snapshot is not None:
+            return snapshot(self.fingerprint)
+        head_fn = getattr(self.backend, "head", None)
+        # The head first: it is written after each append, so entries read after it can only
+        # be longer, and a concurrent writer cannot fake a truncation.
+        head = head_fn(self.fingerprint) if head_fn else None
+        return self.backend.load(self.fingerprint), head
+
+    def _check(self, entries: list[dict], head: dict | None) -> VerifyReport:
+        keeps_head = getattr(self.backend, "head", None) is not None
+        return check_chain(entries, head, keeps_head=keeps_head)
+
     def entries(self) -> list[dict]:
+        """All entries, oldest first, verified: raises :class:`LedgerTampered` if they do not
+        verify (an edited, deleted, reordered or truncated entry, or a head that disagrees)."""
+        entries, head = self._read()
+        report = self._check(entries, head)
+        if not report.ok and getattr(self.backend, "snapshot", None) is None:
+            # Entries and head were two reads: one more, in case a replica lagged in between.
+            time.sleep(REREAD_DELAY)
+            entries, head = self._read()
+            report = self._check(entries, head)
+        if not report.ok:
+            problems = report.problems[:3]
+            if len(report.problems) > 3:
+                problems.append(f"and {len(report.problems) - 3} more")
+            raise LedgerTampered(
+                f"ledger: test set {self.fingerprint[:12]} in {self.backend!r} does not verify "
+                f"({'; '.join(problems)}); its budget cannot be trusted, so the gate refuses to "
+                "use it: no verdict, nothing written. `easeml-ci ledger verify` lists every "
+                "problem; restore the ledger from a trusted copy, or label a new test set.",
+                report)
+        return entries
+
+    def unverified_entries(self) -> list[dict]:
+        """The stored entries as they are, tampered or not (for showing, never for budgeting)."""
         return self.backend.load(self.fingerprint)
 
     def registration(self, entries: list[dict] | None = None) -> dict | None:
@@ -187,55 +302,8 @@ class Ledger:
         local file is only as trustworthy as the people who can write it (the GitHub backend
         adds the repository's history as an outside witness).
         """
-        head_fn = getattr(self.backend, "head", None)
-        snapshot = getattr(self.backend, "snapshot", None)
-        if snapshot is not None:  # entries and head as of one moment
-            entries, head = snapshot(self.fingerprint)
-        else:
-            # The head first: it is written after each append, so entries read after it can
-            # only be longer, and a concurrent writer cannot fake a truncation.
-            head = head_fn(self.fingerprint) if head_fn else None
-            entries = self.entries()
-        report = VerifyReport(entries=len(entries))
-        prev = GENESIS
-        for index, entry in enumerate(entries):
-            where = f"entry {index + 1}"
-            if entry.get("kind") == "torn":
-                report.warnings.append(
-                    f"{where} (line {entry['line']}) is a torn write from an interrupted process; "
-                    "counted as a spent step")
-                prev = entry["hash"]
-                continue
-            if entry.get("hash") != entry_hash(entry):
-                report.problems.append(f"{where}: contents were edited (hash mismatch)")
-            if entry.get("seq") != index:
-                report.problems.append(
-                    f"{where}: sequence number {entry.get('seq')!r}, expected {index} "
-                    "(an entry was deleted, inserted or moved)")
-            if entry.get("prev_hash") != prev:
-                report.problems.append(
-                    f"{where}: does not chain to the entry before it "
-                    "(an entry was deleted, inserted or moved)")
-            prev = entry.get("hash")
-        if entries and budget_mod.registration(entries[:2]) is None:
-            report.problems.append("entry 1: the ledger does not start with its registration")
-        if head is not None:
-            length = head.get("length")
-            if not isinstance(length, int):
-                report.problems.append("head record is unreadable")
-            elif len(entries) < length:
-                report.problems.append(
-                    f"truncated: {len(entries)} entries, but {length} were written "
-                    f"({length - len(entries)} missing from the end)")
-            elif length and entries[length - 1].get("hash") != head.get("hash"):
-                report.problems.append(
-                    f"entry {length}: differs from the one recorded as the head (rewritten tail)")
-            elif len(entries) > length:
-                report.warnings.append(
-                    f"{len(entries) - length} entries after the recorded head "
-                    "(a writer stopped between its append and the head update)")
-        elif entries and head_fn is not None:
-            report.problems.append("head record is missing (deleted?)")
+        entries, head = self._read()
+        report = self._check(entries, head)
         backend_warnings = getattr(self.backend, "integrity_warnings", None)
         if backend_warnings is not None:
             report.warnings.extend(backend_warnings())
