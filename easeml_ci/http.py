@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from typing import Any, Callable, Mapping
@@ -98,21 +99,42 @@ def rate_limit_kind(status: int, headers: Mapping[str, str], message: str) -> st
     return None
 
 
+def default_backoff() -> float:
+    """The backoff factor in seconds: ``EASEML_HTTP_BACKOFF`` (older name
+    ``EASEML_GITHUB_BACKOFF``), default 1; tests and harnesses set it small.
+
+    It scales the waits after 5xx answers and connection errors only: the waits a server asks
+    for (``Retry-After``, GitHub's rate limits) are kept whatever it says.
+    """
+    for name in ("EASEML_HTTP_BACKOFF", "EASEML_GITHUB_BACKOFF"):
+        raw = os.environ.get(name, "")
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                continue
+            if 0 <= value <= 60:
+                return value
+    return 1.0
+
+
 class HttpRetry(Retry):
     """urllib3's ``Retry`` with the product's rules, bounded waits and an injectable clock.
 
     ``total`` retries (attempts - 1); ``backoff_factor`` as in urllib3 (0, 2f, 4f, ... between
-    tries); ``max_wait`` bounds all waits of one request together; ``sleep`` and ``clock`` are
-    the only way the policy waits or reads the time.
+    tries; default :func:`default_backoff`); ``max_wait`` bounds all waits of one request
+    together; ``sleep`` and ``clock`` are the only way the policy waits or reads the time.
     """
 
-    def __init__(self, total: int | bool | None = 4, *, backoff_factor: float = 1.0,
+    def __init__(self, total: int | bool | None = 4, *, backoff_factor: float | None = None,
                  max_wait: float = DEFAULT_MAX_WAIT, sleep: Callable[[float], Any] | None = None,
                  clock: Callable[[], float] | None = None, waited: float = 0.0,
                  next_wait: float | None = None, **kw: Any):
         kw.setdefault("allowed_methods", IDEMPOTENT_METHODS)
         kw.setdefault("status_forcelist", RETRY_STATUS)
         kw.setdefault("raise_on_status", False)  # the last answer goes to the caller as it is
+        if backoff_factor is None:
+            backoff_factor = default_backoff()
         super().__init__(total=total, backoff_factor=backoff_factor, **kw)
         self.max_wait = max_wait
         self.sleep_fn = sleep or time.sleep

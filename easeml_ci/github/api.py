@@ -90,20 +90,6 @@ class GitHubValidation(GitHubError):
     """422: GitHub refused the request body."""
 
 
-def _env_backoff() -> float:
-    """``EASEML_GITHUB_BACKOFF``: the backoff factor in seconds (default 1; tests use less).
-
-    It scales the waits after 5xx answers and connection errors only: the waits GitHub asks for
-    on its rate limits are kept whatever it says.
-    """
-    raw = os.environ.get("EASEML_GITHUB_BACKOFF", "")
-    try:
-        value = float(raw) if raw else 1.0
-    except ValueError:
-        value = 1.0
-    return value if 0 <= value <= 60 else 1.0
-
-
 class GitHubClient:
     """Calls the GitHub REST API with one token.
 
@@ -125,7 +111,7 @@ class GitHubClient:
     ):
         self.token = token or None
         self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-        self.policy = policy or GitHubRetry(backoff_factor=_env_backoff(), sleep=sleep, clock=clock)
+        self.policy = policy or GitHubRetry(sleep=sleep, clock=clock)
         self.sleep = self.policy.sleep_fn
         self.clock = self.policy.clock
         self.timeout = timeout
