@@ -27,6 +27,7 @@ this module reports names the host only (:func:`describe_failure`), and
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -181,7 +182,6 @@ class HttpRetry(Retry):
         if re.match(r"^\s*[0-9]+\s*$", retry_after):
             return float(int(retry_after))
         # an HTTP date: measured against the injectable clock, not the wall clock
-        import email.utils
         parsed = email.utils.parsedate_tz(retry_after)
         if parsed is None:
             raise InvalidHeader(f"Invalid Retry-After header: {retry_after}")
