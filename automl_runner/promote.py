@@ -181,8 +181,8 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
         GitHubError,
         GitHubNotFound,
         GitHubValidation,
-        RetryPolicy,
         repo_path,
+        write_once,
     )
 
     token = token if token is not None else github_token()
@@ -190,7 +190,7 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
         raise PromotionError(
             f"repository {repository} is configured but no token is set (EASEML_GITHUB_TOKEN or GITHUB_TOKEN)"
         )
-    gh = client or GitHubClient(token, api_url, retry=RetryPolicy(attempts=3))
+    gh = client or GitHubClient(token, api_url)  # the product's one HTTP policy
     branch = BRANCH_PREFIX + tenant
     owner = repository.split("/", 1)[0]
     stem = model_path[:-5] if model_path.endswith(".onnx") else model_path
@@ -208,11 +208,19 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
     try:
         repo = gh.get(repo_path(repository))
         base = repo.get("default_branch") or "main"
-        try:
-            gh.get(repo_path(repository, "git", "ref", "heads", branch))
-        except GitHubNotFound:
+
+        def branch_ref():
+            try:
+                return gh.get(repo_path(repository, "git", "ref", "heads", branch))
+            except GitHubNotFound:
+                return None
+
+        if branch_ref() is None:
             base_ref = gh.get(repo_path(repository, "git", "ref", "heads", base))
-            gh.post(repo_path(repository, "git", "refs"), {"ref": f"refs/heads/{branch}", "sha": base_ref["object"]["sha"]})
+            # a POST is not resent blindly: after an ambiguous failure, look for the branch first
+            write_once(gh, lambda: gh.post(repo_path(repository, "git", "refs"),
+                                           {"ref": f"refs/heads/{branch}", "sha": base_ref["object"]["sha"]}),
+                       branch_ref)
         card_path = stem + ".card.json"
 
         def read(path):
@@ -248,12 +256,24 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
             except (GitHubConflict, GitHubValidation):
                 if attempt == 4:
                     raise
-        open_prs = gh.request("GET", repo_path(repository, "pulls"),
-                              params={"head": f"{owner}:{branch}", "state": "open"}).json()
-        if open_prs:
-            pr = gh.patch(repo_path(repository, "pulls", open_prs[0]["number"]), {"title": title, "body": body})
+
+        def open_pr():
+            prs = gh.request("GET", repo_path(repository, "pulls"),
+                             params={"head": f"{owner}:{branch}", "state": "open"}).json()
+            return prs[0] if prs else None
+
+        def same(pr):
+            return pr if pr and pr.get("title") == title and pr.get("body") == body else None
+
+        existing = open_pr()
+        if existing:
+            pr = write_once(gh, lambda: gh.patch(repo_path(repository, "pulls", existing["number"]),
+                                                 {"title": title, "body": body}),
+                            lambda: same(open_pr()))
         else:
-            pr = gh.post(repo_path(repository, "pulls"), {"title": title, "head": branch, "base": base, "body": body})
+            pr = write_once(gh, lambda: gh.post(repo_path(repository, "pulls"),
+                                                {"title": title, "head": branch, "base": base, "body": body}),
+                            open_pr)
     except GitHubError as exc:
         raise PromotionError(f"pull request to {repository} failed: {exc}") from exc
     return pr.get("html_url") or pr.get("url") or f"#{pr.get('number')}"

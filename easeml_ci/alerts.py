@@ -9,6 +9,8 @@ move the estimate (DESIGN.md §2: ``n_i - o_i`` is 0 wherever ``d_i`` is 0), so 
 It is printed by the CLI every time a check is refused, but POSTed to the webhook once per
 event: the ledger records the claim and the delivery result (see
 :meth:`easeml_ci.ledger.Ledger.claim_alert`); a failed delivery is retried by the next check.
+The recorded result never holds the webhook's URL or any part of its path: that is the secret,
+and the ledger may sit on a branch anyone with read access can read.
 
 Nothing in an alert is derived from the test set's labels: the budget, the plan's sizes, the
 fingerprint and the models' predictions on the (unlabelled) pool.
@@ -17,46 +19,23 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
+from .redact import redact
 
+def post_json(url: str, payload: dict, **kwargs) -> tuple[bool, str]:
+    """POST ``payload`` under the product's one HTTP policy (:func:`easeml_ci.http.post_json`).
 
-def post_json(url: str, payload: dict, *, attempts: int = 5, backoff: float = 0.5,
-              max_delay: float = 8.0, timeout: float = 10.0, session=None,
-              sleep=None) -> tuple[bool, str]:
-    """POST ``payload`` as JSON, retrying connection errors, 5xx and 429 with exponential backoff.
-
-    Bounded: at most ``attempts`` tries, waits ``backoff * 2**k`` (or the server's
-    ``Retry-After``) capped at ``max_delay``. Returns ``(delivered, detail)``; never raises for
-    network trouble, because a lost alert must not turn a recorded step into a crash.
+    Returns ``(delivered, detail)`` and never raises, because a lost alert must not turn a
+    recorded step into a crash. ``detail`` names the host, never the URL's path (the secret).
+    A 5xx or a read timeout is not resent here (the alert may have arrived); the ledger keeps
+    the failure and the next check delivers again.
     """
-    import requests  # only when an alert is POSTed: keeps it out of every check's start-up
+    from .http import post_json as post  # requests only when something is POSTed
 
-    http = session or requests
-    sleep = sleep or time.sleep
-    detail = ""
-    for attempt in range(attempts):
-        delay = min(backoff * 2 ** attempt, max_delay)
-        try:
-            response = http.post(url, json=payload, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code < 300:
-                return True, f"HTTP {response.status_code}"
-            detail = f"HTTP {response.status_code}"
-            if response.status_code not in RETRY_STATUS:
-                return False, detail  # 4xx other than 429: retrying will not help
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.strip().isdigit():
-                delay = min(float(retry_after), max_delay)
-        if attempt + 1 < attempts:
-            sleep(delay)
-    return False, f"{detail} after {attempts} attempts"
+    return post(url, payload, **kwargs)
 
 
 def rank_pool(new_pred: np.ndarray | None, old_pred: np.ndarray | None, size: int
@@ -128,6 +107,7 @@ def dispatch(alert: dict, ledger, webhook: str | None, *, post=post_json) -> dic
         return alert
     if webhook:
         delivered, detail = post(webhook, slack_payload(alert))
+        detail = redact(detail, [webhook])  # the ledger is readable by anyone with contents: read
     else:
         delivered, detail = True, "printed (no webhook configured)"
     ledger.record_alert_result(alert["event"], delivered, detail)

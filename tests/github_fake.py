@@ -16,7 +16,16 @@ It records every request and answers like GitHub does for the endpoints the acti
 
 Tokens are registered with a permission (``write`` or ``read``); a read-only token gets
 ``403 Resource not accessible by integration`` on every write, as a fork's token does.
-Faults (``502`` once, secondary rate limits) are injected with :meth:`FakeGitHub.fail_next`.
+Faults are injected per request (method and path pattern), for the next ``times`` matches:
+
+* :meth:`FakeGitHub.fail_next` answers with an error (``502``, ...) instead of doing anything,
+  or, with ``after=True``, does the request and *then* answers with the error (GitHub's 502
+  after the comment was created);
+* :meth:`FakeGitHub.rate_limit_next` answers as GitHub's rate limits do: ``secondary`` (403 or
+  429, the message says "secondary rate limit", ``retry-after`` only when given) or ``primary``
+  (``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``);
+* :meth:`FakeGitHub.stall_next` does the request, then holds the answer back for a while, so a
+  client with a shorter read timeout sees no answer although the resource was created.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -62,6 +72,8 @@ class Fault:
     headers: dict
     remaining: int
     body: dict
+    after: bool = False     # do the request first, then answer with the fault
+    stall: float = 0.0      # do the request, then wait this long before answering normally
 
 
 @dataclass
@@ -184,11 +196,44 @@ class FakeGitHub:
             return sha
 
     def fail_next(self, method: str, path_regex: str, status: int = 502, times: int = 1,
-                  headers: dict | None = None, message: str = "Server Error") -> None:
-        """Answer the next ``times`` matching requests with ``status`` (then behave)."""
+                  headers: dict | None = None, message: str = "Server Error",
+                  after: bool = False) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (then behave).
+
+        ``after=True``: carry the request out first, then answer with ``status`` anyway.
+        """
         with self.lock:
             self.faults.append(Fault(method.upper(), re.compile(path_regex), status,
-                                     headers or {}, times, {"message": message}))
+                                     headers or {}, times, {"message": message}, after=after))
+
+    def rate_limit_next(self, method: str, path_regex: str, kind: str = "secondary", *,
+                        status: int = 403, times: int = 1, retry_after: int | None = None,
+                        reset: float | None = None) -> None:
+        """Refuse the next ``times`` matching requests as GitHub's rate limits do.
+
+        ``secondary``: the documented message, ``retry-after`` only when given. ``primary``:
+        ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset: reset`` (epoch seconds).
+        """
+        headers: dict = {}
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
+        if kind == "secondary":
+            message = ("You have exceeded a secondary rate limit. Please wait a few minutes "
+                       "before you try again.")
+        elif kind == "primary":
+            message = "API rate limit exceeded for installation ID 4242."
+            headers.update({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0",
+                            "x-ratelimit-used": "5000",
+                            "x-ratelimit-reset": str(int(reset if reset is not None else 0))})
+        else:
+            raise ValueError(f"kind must be 'primary' or 'secondary', got {kind!r}")
+        self.fail_next(method, path_regex, status, times, headers, message)
+
+    def stall_next(self, method: str, path_regex: str, seconds: float, times: int = 1) -> None:
+        """Carry out the next ``times`` matching requests, then wait ``seconds`` to answer."""
+        with self.lock:
+            self.faults.append(Fault(method.upper(), re.compile(path_regex), 200, {}, times, {},
+                                     stall=seconds))
 
     # -- inspection ----------------------------------------------------------------------
     def calls(self, method: str | None = None, path_regex: str | None = None) -> list[Recorded]:
@@ -249,13 +294,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, str(v))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client stopped waiting (a stalled answer): nothing to tell it
+            self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
         fake = self.server_fake
@@ -276,15 +324,25 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append(rec)
         if fake.before_request is not None:
             fake.before_request(method, path)
+        fault = None
         with fake.lock:
-            for fault in fake.faults:
-                if fault.remaining > 0 and fault.method == method and fault.pattern.search(path):
-                    fault.remaining -= 1
-                    rec.status = fault.status
-                    self._send(fault.status, fault.body, fault.headers)
-                    return
+            for candidate in fake.faults:
+                if (candidate.remaining > 0 and candidate.method == method
+                        and candidate.pattern.search(path)):
+                    candidate.remaining -= 1
+                    fault = candidate
+                    break
+        if fault is not None and not fault.after and not fault.stall:
+            rec.status = fault.status
+            self._send(fault.status, fault.body, fault.headers)
+            return
         status, out, headers = self._route(method, path, query, body, token)
         rec.status = status
+        if fault is not None and fault.stall:
+            time.sleep(fault.stall)  # done, but the client hears nothing for a while
+        elif fault is not None:  # done, and yet the client hears an error
+            status, out, headers = fault.status, fault.body, fault.headers
+            rec.status = status
         self._send(status, out, headers)
 
     # -- routing -------------------------------------------------------------------------

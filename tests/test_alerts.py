@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,8 +13,10 @@ from click.testing import CliRunner
 
 from easeml_ci import alerts
 from easeml_ci.cli import main
+from easeml_ci.http import HttpRetry
 from easeml_ci.ledger import FileBackend, Ledger
 
+from github_fake import fake_github  # noqa: F401  (fixture)
 from test_check import Gate
 
 
@@ -63,25 +66,38 @@ def hook_factory():
         hook.close()
 
 
-# --- post_json ----------------------------------------------------------------------------------
-def test_retries_5xx_with_exponential_backoff(hook_factory):
-    hook = hook_factory([503, 502])
+# --- post_json: the one HTTP policy on a webhook ------------------------------------------------
+def policy(sleeps, total=4):
+    return HttpRetry(total, sleep=sleeps.append)
+
+
+def test_a_5xx_is_not_resent_because_the_alert_may_have_arrived(hook_factory):
+    hook = hook_factory([503])
     sleeps = []
-    assert alerts.post_json(hook.url, {"text": "x"}, sleep=sleeps.append) == (True, "HTTP 200")
-    assert len(hook.bodies) == 3 and sleeps == [0.5, 1.0]
+    delivered, detail = alerts.post_json(hook.url, {"text": "x"}, policy=policy(sleeps))
+    assert not delivered and detail.startswith("HTTP 503 from 127.0.0.1:") and "may have arrived" in detail
+    assert len(hook.bodies) == 1 and sleeps == []
 
 
 def test_honours_retry_after_on_429(hook_factory):
-    hook = hook_factory([429], headers={"Retry-After": "3"})
+    hook = hook_factory([429, 429], headers={"Retry-After": "3"})
     sleeps = []
-    delivered, _ = alerts.post_json(hook.url, {"text": "x"}, sleep=sleeps.append)
-    assert delivered and sleeps == [3.0]
+    delivered, _ = alerts.post_json(hook.url, {"text": "x"}, policy=policy(sleeps))
+    assert delivered and sleeps == [3.0, 3.0] and len(hook.bodies) == 3
+
+
+def test_a_retry_after_beyond_the_bound_is_not_waited_for(hook_factory):
+    hook = hook_factory([429], headers={"Retry-After": "3600"})
+    sleeps = []
+    delivered, detail = alerts.post_json(hook.url, {"text": "x"}, policy=policy(sleeps))
+    assert not delivered and detail.startswith("HTTP 429") and sleeps == []
 
 
 def test_does_not_retry_a_client_error(hook_factory):
     hook = hook_factory([400])
     sleeps = []
-    assert alerts.post_json(hook.url, {"text": "x"}, sleep=sleeps.append) == (False, "HTTP 400")
+    delivered, detail = alerts.post_json(hook.url, {"text": "x"}, policy=policy(sleeps))
+    assert not delivered and detail.startswith("HTTP 400 from 127.0.0.1:")
     assert len(hook.bodies) == 1 and sleeps == []
 
 
@@ -90,9 +106,9 @@ def test_connection_errors_are_bounded(hook_factory):
     url = hook.url
     hook.close()  # nothing listens there any more
     sleeps = []
-    delivered, detail = alerts.post_json(url, {"text": "x"}, attempts=4, sleep=sleeps.append)
-    assert not delivered and "ConnectionError" in detail and "after 4 attempts" in detail
-    assert sleeps == [0.5, 1.0, 2.0]
+    delivered, detail = alerts.post_json(url, {"text": "x"}, policy=policy(sleeps, total=3))
+    assert not delivered and detail == f"ConnectionError: no connection to {url.split('/')[2]}"
+    assert sleeps == [2.0, 4.0]  # urllib3's backoff: 0, then 2, 4 (4 tries)
 
 
 # --- ranking the pool ------------------------------------------------------------------------------
@@ -136,15 +152,14 @@ def test_webhook_gets_the_alert_once_per_event(gate, hook_factory):
         [("alert", None), ("alert-result", True)]
 
 
-def test_a_failed_delivery_is_retried_by_the_next_check(gate, hook_factory, monkeypatch):
-    monkeypatch.setattr(alerts.time, "sleep", lambda _s: None)
-    hook = hook_factory([500] * 5)  # the first dispatch's five attempts all fail
+def test_a_failed_delivery_is_retried_by_the_next_check(gate, hook_factory):
+    hook = hook_factory([500])  # the POST is not resent at once: it may have arrived
     gate.config(steps=1, alerts={"webhook": hook.url})
     first = gate.check("good.npy")
-    assert first.exit_code == 0 and "webhook: NOT delivered (HTTP 500 after 5 attempts)" in first.stdout
+    assert first.exit_code == 0 and "webhook: NOT delivered (HTTP 500 from 127.0.0.1:" in first.stdout
     assert gate.check("good.npy").exit_code == 3
     assert gate.check("good.npy").exit_code == 3
-    assert len(hook.bodies) == 6  # 5 failed tries, then one delivery, then nothing
+    assert len(hook.bodies) == 2  # one failed try, then one delivery, then nothing
     assert [e.get("delivered") for e in _alert_entries(gate) if e["kind"] == "alert-result"] == \
         [False, True]
 
@@ -218,12 +233,82 @@ def test_private_sink_webhook_receives_the_withheld_verdict(gate, hook_factory):
     assert "127.0.0.1" in json.loads(result.stdout)["private_sink"]
 
 
-def test_private_sink_webhook_failure_says_the_step_was_spent(gate, hook_factory, monkeypatch):
-    monkeypatch.setattr(alerts.time, "sleep", lambda _s: None)
+def test_private_sink_webhook_failure_says_the_step_was_spent(gate, hook_factory):
     hook = hook_factory([403])
     gate.config(adaptivity="none", private_sink=hook.url)
     result = gate.check("good.npy")
     assert result.exit_code == 2
-    assert "private_sink: step recorded, but the webhook did not take the verdict (HTTP 403)" \
+    assert "private_sink: step recorded, but the webhook did not take the verdict (HTTP 403 from " \
         in result.stderr
     assert "PASS" not in result.stdout and len(gate.steps()) == 1
+
+
+# --- no secret written anywhere: a webhook URL's path is its secret ---------------------------------
+SECRET = "s3cr3tW3bh00kT0ken"
+REPO = "acme/models"
+
+
+def _secret_url(port: int | str) -> str:
+    return f"http://127.0.0.1:{port}/services/T0A1B2C3D/B0A1B2C3D/{SECRET}"
+
+
+def _assert_clean(*texts: str) -> None:
+    for text in texts:
+        for part in (SECRET, "/services/", "T0A1B2C3D", "B0A1B2C3D"):
+            assert part not in text
+
+
+def test_dispatch_redacts_whatever_the_transport_said(tmp_path):
+    # the text requests puts in its ConnectionError: it names the path, i.e. the secret
+    raw = (f"ConnectionError: HTTPConnectionPool(host='hooks.example', port=443): Max retries "
+           f"exceeded with url: /services/T0A1B2C3D/B0A1B2C3D/{SECRET} (Caused by "
+           f"NewConnectionError('refused'))")
+    ledger = Ledger(FileBackend(tmp_path), "ef" * 32)
+    alert = alerts.dispatch({"event": "exhausted", "text": "t"}, ledger,
+                            _secret_url(443).replace("127.0.0.1", "hooks.example"),
+                            post=lambda url, payload: (False, raw))
+    entry = ledger.entries()[-1]
+    assert entry["kind"] == "alert-result" and "Max retries exceeded" in entry["detail"]
+    _assert_clean(json.dumps(entry), json.dumps(alert))
+
+
+@pytest.mark.parametrize("where", ["file", "repository"])
+@pytest.mark.parametrize("failure", ["connection refused", "HTTP 500"])
+def test_a_failing_webhook_leaves_no_part_of_its_path_anywhere(
+        gate, hook_factory, fake_github, monkeypatch, caplog, where, failure):
+    import easeml_ci.http
+    from easeml_ci.github.alerts import upsert_alert_issue
+    from easeml_ci.github.api import GitHubClient
+
+    monkeypatch.setattr(easeml_ci.http.time, "sleep", lambda _s: None)  # the connection retries
+    hook = hook_factory([500, 500])
+    port = hook.url.split(":")[2].split("/")[0]
+    if failure == "connection refused":
+        hook.close()
+    fake_github.add_repo(REPO)
+    fake_github.add_token("tok")
+    env = {"GITHUB_TOKEN": "tok", "GITHUB_API_URL": fake_github.url}
+    ledger = {"backend": "github", "repository": REPO} if where == "repository" else None
+    gate.config(steps=1, alerts={"webhook": _secret_url(port)}, ledger=ledger)
+    caplog.set_level(logging.DEBUG)
+
+    first = gate.check("good.npy", "--json", env=env)
+    assert first.exit_code == 0, first.output
+    alert = json.loads(first.stdout)["alert"]
+    assert alert["delivery"]["delivered"] is False
+    refused = gate.check("good.npy", env=env)  # exit 3: the alert again, delivery tried again
+    assert refused.exit_code == 3 and "webhook: NOT delivered" in refused.stdout
+
+    if where == "file":
+        recorded = "".join(p.read_text() for p in (gate.root / ".easeml" / "ledger").glob("*"))
+    else:
+        name = f"ledger/{alert['testset']}.jsonl"
+        recorded = fake_github.file_on_branch(REPO, "easeml-ledger", name).decode()
+    assert recorded.count('"kind":"alert-result"') == 2 and '"delivered":false' in recorded
+    assert ("no connection to 127.0.0.1" if failure == "connection refused" else "HTTP 500") in recorded
+    issue = upsert_alert_issue(GitHubClient("tok", fake_github.url), REPO, alert, gate="g",
+                               fingerprint=alert["testset"])
+    body = fake_github.issues_of(REPO)[0]["body"]
+    assert issue.action == "created"
+    _assert_clean(first.stdout, first.stderr, refused.stdout, refused.stderr, recorded,
+                  json.dumps(alert), body, caplog.text)

@@ -10,8 +10,16 @@ from click.testing import CliRunner
 from action_harness import evaluate, resolve
 from easeml_ci.github import workflow
 from easeml_ci.github.alerts import upsert_alert_issue
-from easeml_ci.github.api import GitHubClient, GitHubForbidden, GitHubNotFound, RetryPolicy
+from easeml_ci.github.api import (
+    GitHubAmbiguous,
+    GitHubClient,
+    GitHubError,
+    GitHubForbidden,
+    GitHubNotFound,
+    GitHubRateLimited,
+)
 from easeml_ci.github.comment import marker, scope_key, upsert_comment
+from easeml_ci.http import DEFAULT_MAX_WAIT, GitHubRetry
 from easeml_ci.github.report import GateReport, render_comment, render_summary, steps_chart
 from github_fake import fake_github  # noqa: F401  (fixture)
 
@@ -30,40 +38,74 @@ def gh(fake_github):
 
 def client(gh, token="tok", **kw):
     slept = []
-    c = GitHubClient(token, gh.url, sleep=slept.append, clock=lambda: 1000.0, **kw)
+    kw.setdefault("sleep", slept.append)
+    c = GitHubClient(token, gh.url, clock=lambda: 1000.0, **kw)
     return c, slept
 
 
-# --- retries -------------------------------------------------------------------------------------
+# --- retries: the one HTTP policy against the fake API ------------------------------------------
+# Every wait goes through the client's injectable sleep; the clock is pinned at t=1000.
 
-def test_5xx_is_retried_with_exponential_backoff(gh):
+def test_5xx_on_a_get_is_retried_with_urllib3s_backoff(gh):
     c, slept = client(gh)
     gh.fail_next("GET", r"^/repos/acme/models$", 502, times=2)
     assert c.get(f"repos/{REPO}")["default_branch"] == "main"
-    assert slept == [1.0, 2.0]
+    assert slept == [2.0]  # urllib3's backoff: none before the first retry, then factor * 2**(n-1)
     assert [r.status for r in gh.calls("GET", "models$")] == [502, 502, 200]
 
 
 def test_gives_up_after_the_configured_attempts(gh):
-    c, slept = client(gh, retry=RetryPolicy(attempts=3, base_delay=0.5))
+    c, slept = client(gh, policy=GitHubRetry(2, backoff_factor=0.5, sleep=lambda s: None))
     gh.fail_next("GET", r"models$", 503, times=5)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(GitHubError) as info:
         c.get(f"repos/{REPO}")
-    assert "503" in str(info.value) and len(slept) == 2
+    assert info.value.status == 503 and len(gh.calls("GET", "models$")) == 3
 
 
-@pytest.mark.parametrize("status, headers, wait", [
-    (403, {"retry-after": "7"}, 7.0),
-    (429, {"retry-after": "3"}, 3.0),
-    (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"}, 31.0),
-])
-def test_secondary_rate_limits_wait_as_github_asks(gh, status, headers, wait):
+@pytest.mark.parametrize("status", [403, 429])
+def test_secondary_rate_limit_without_retry_after_waits_a_minute_then_two(gh, status):
     c, slept = client(gh)
-    gh.fail_next("POST", r"/comments$", status, headers=headers,
-                 message="You have exceeded a secondary rate limit")
+    gh.rate_limit_next("POST", r"/comments$", "secondary", status=status, times=2)
     got = c.post(f"repos/{REPO}/issues/1/comments", {"body": "hi"})
-    assert got["body"] == "hi" and slept == [wait]
-    assert len(gh.comments_on(REPO, 1)) == 1
+    assert got["body"] == "hi" and slept == [60.0, 120.0]
+    assert len(gh.comments_on(REPO, 1)) == 1  # refused twice, performed once
+
+
+def test_secondary_rate_limit_with_a_short_retry_after_still_waits_a_minute(gh):
+    c, slept = client(gh)
+    gh.rate_limit_next("POST", r"/comments$", "secondary", retry_after=7)
+    c.post(f"repos/{REPO}/issues/1/comments", {"body": "hi"})
+    assert slept == [60.0]
+
+
+def test_retry_after_is_honoured(gh):
+    c, slept = client(gh)
+    gh.fail_next("GET", r"models$", 429, headers={"retry-after": "90"}, message="slow down")
+    c.get(f"repos/{REPO}")
+    assert slept == [90.0]
+
+
+def test_primary_rate_limit_waits_until_the_reset(gh):
+    c, slept = client(gh)  # the clock says 1000
+    gh.rate_limit_next("PUT", r"/contents/", "primary", reset=1030)
+    c.put(f"repos/{REPO}/contents/x.txt", {"message": "m", "content": "eA==", "branch": "main"})
+    assert slept == [31.0]
+    assert gh.file_on_branch(REPO, "main", "x.txt") == b"x"
+
+
+def test_a_rate_limit_beyond_the_bound_is_given_up_at_once_and_is_not_a_permission(gh):
+    c, slept = client(gh)
+    gh.rate_limit_next("GET", r"models$", "primary", reset=1000 + 3600)  # an hour away
+    with pytest.raises(GitHubRateLimited) as info:
+        c.get(f"repos/{REPO}")
+    assert not isinstance(info.value, GitHubForbidden)
+    assert info.value.kind == "primary" and info.value.retry_in == 3601.0 and slept == []
+    # secondary limits that do not lift: 60 + 120 s waited, the next 240 s would pass 300 s
+    gh.rate_limit_next("GET", r"models$", "secondary", times=10)
+    with pytest.raises(GitHubRateLimited) as info:
+        c.get(f"repos/{REPO}")
+    assert info.value.kind == "secondary" and "secondary rate limit" in info.value.api_message
+    assert slept == [60.0, 120.0] and sum(slept) <= DEFAULT_MAX_WAIT
 
 
 def test_plain_403_is_a_permission_error_at_once(gh):
@@ -71,15 +113,44 @@ def test_plain_403_is_a_permission_error_at_once(gh):
     with pytest.raises(GitHubForbidden) as info:
         c.post(f"repos/{REPO}/issues/1/comments", {"body": "hi"})
     assert info.value.status == 403 and "not accessible" in info.value.api_message
-    assert slept == []
+    assert slept == [] and len(gh.calls("POST")) == 1
+
+
+def test_a_post_is_not_resent_after_a_5xx(gh):
+    c, slept = client(gh)
+    gh.fail_next("POST", r"/comments$", 502, after=True)  # GitHub created it, then said 502
+    with pytest.raises(GitHubAmbiguous) as info:
+        c.post(f"repos/{REPO}/issues/1/comments", {"body": "hi"})
+    assert info.value.status == 502 and "may have taken effect" in str(info.value)
+    assert len(gh.calls("POST")) == 1 and len(gh.comments_on(REPO, 1)) == 1
+
+
+def test_a_post_is_not_resent_after_a_read_timeout(gh):
+    c, slept = client(gh, timeout=0.3)
+    gh.stall_next("POST", r"/comments$", 1.0)  # created, but the answer comes too late
+    with pytest.raises(GitHubAmbiguous) as info:
+        c.post(f"repos/{REPO}/issues/1/comments", {"body": "hi"})
+    assert info.value.status == 0 and "ReadTimeout" in str(info.value)
+    assert len(gh.calls("POST")) == 1 and len(gh.comments_on(REPO, 1)) == 1
+
+
+def test_a_get_is_retried_after_a_read_timeout(gh):
+    c, slept = client(gh, timeout=0.3)
+    gh.stall_next("GET", r"models$", 1.0)
+    assert c.get(f"repos/{REPO}")["full_name"] == REPO
+    assert len(gh.calls("GET", "models$")) == 2
 
 
 def test_connection_errors_are_retried_then_reported(gh):
-    c, slept = GitHubClient("tok", "http://127.0.0.1:9", sleep=lambda s: None,
-                            retry=RetryPolicy(attempts=2)), None
-    with pytest.raises(Exception) as info:
+    slept = []
+    c = GitHubClient("tok", "http://127.0.0.1:9", sleep=slept.append)
+    with pytest.raises(GitHubError) as info:
         c.get("repos/acme/models")
-    assert "no answer" in str(info.value)
+    assert "no answer" in str(info.value) and slept == [2.0, 4.0, 8.0]  # 5 tries
+    # a POST that never got a connection was never sent: tried again, and not ambiguous
+    with pytest.raises(GitHubError) as info:
+        c.post("repos/acme/models/issues", {"title": "t"})
+    assert not isinstance(info.value, GitHubAmbiguous) and len(slept) == 6
 
 
 def test_api_url_comes_from_github_api_url(gh, monkeypatch):
@@ -256,3 +327,58 @@ def test_ledger_status_reads_the_repository_ledger(gh, tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN")
     got = CliRunner().invoke(main, ["ledger", "status", "--config", str(cfg)])
     assert got.exit_code == 2 and "needs a token" in got.output
+
+
+# --- creations that must not be duplicated: search, create, search again after an ambiguous failure
+
+@pytest.mark.parametrize("fault", ["502 after creating", "read timeout after creating"])
+def test_sticky_comment_is_not_duplicated_when_the_create_fails_ambiguously(gh, fault):
+    c, slept = client(gh, timeout=0.3)
+    mark = marker(REPO, ".easeml.yml", "g")
+    if fault.startswith("502"):
+        gh.fail_next("POST", r"/issues/1/comments$", 502, after=True)
+    else:
+        gh.stall_next("POST", r"/issues/1/comments$", 1.0)
+    got = upsert_comment(c, REPO, 1, "verdict", mark)
+    assert got.action == "created"
+    assert [x["id"] for x in gh.comments_on(REPO, 1)] == [got.comment_id]
+    assert len(gh.calls("POST", r"/comments$")) == 1  # found by its marker, not posted again
+
+
+def test_sticky_comment_is_created_again_when_the_ambiguous_create_did_not_land(gh):
+    c, _ = client(gh)
+    gh.fail_next("POST", r"/issues/1/comments$", 502)  # refused before doing anything
+    got = upsert_comment(c, REPO, 1, "verdict", marker(REPO, ".easeml.yml", "g"))
+    assert got.action == "created" and len(gh.comments_on(REPO, 1)) == 1
+    assert [r.status for r in gh.calls("POST", r"/comments$")] == [502, 201]
+
+
+def test_sticky_comment_edit_that_landed_before_a_502_is_not_repeated(gh):
+    c, _ = client(gh)
+    mark = marker(REPO, ".easeml.yml", "g")
+    upsert_comment(c, REPO, 1, "one", mark)
+    gh.fail_next("PATCH", r"/issues/comments/\d+$", 502, after=True)
+    assert upsert_comment(c, REPO, 1, "two", mark).action == "updated"
+    assert len(gh.calls("PATCH")) == 1 and gh.comments_on(REPO, 1)[0]["body"] == f"{mark}\ntwo"
+
+
+def test_sticky_comment_waits_out_a_secondary_rate_limit(gh):
+    c, slept = client(gh)
+    gh.rate_limit_next("POST", r"/issues/1/comments$", "secondary")
+    assert upsert_comment(c, REPO, 1, "verdict", marker(REPO, ".easeml.yml", "g")).action == "created"
+    assert slept == [60.0] and len(gh.comments_on(REPO, 1)) == 1
+
+
+@pytest.mark.parametrize("fault", ["502 after creating", "read timeout after creating"])
+def test_alert_issue_is_not_duplicated_when_the_create_fails_ambiguously(gh, fault):
+    c, _ = client(gh, timeout=0.3)
+    if fault.startswith("502"):
+        gh.fail_next("POST", r"/issues$", 502, after=True)
+    else:
+        gh.stall_next("POST", r"/issues$", 1.0)
+    alert = {"event": "exhausted", "text": "no steps left"}
+    got = upsert_alert_issue(c, REPO, alert, gate="g", fingerprint="ab" * 32)
+    assert got.action == "created" and [i["number"] for i in gh.issues_of(REPO)] == [got.number]
+    assert len(gh.calls("POST", r"/issues$")) == 1
+    # and the next run finds it as usual
+    assert upsert_alert_issue(c, REPO, alert, gate="g", fingerprint="ab" * 32).action == "unchanged"

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from easeml_ci.github.api import GitHubClient, RetryPolicy
+from easeml_ci.github.api import GitHubClient
+from easeml_ci.http import GitHubRetry
 from easeml_ci.ledger import Ledger, LedgerConflict, LedgerCorrupt, open_backend
 from easeml_ci.ledger.github_backend import GitHubBackend, LedgerWriteDenied
 from github_fake import fake_github  # noqa: F401  (fixture)
@@ -18,7 +19,7 @@ TERMS = {"condition": "n > 0.8 +/- 0.05", "reliability": 0.999, "mode": "fp-free
 
 
 def backend(fake, token="tok-write", **kw):
-    client = GitHubClient(token, fake.url, retry=RetryPolicy(attempts=3), sleep=lambda s: None)
+    client = GitHubClient(token, fake.url, policy=GitHubRetry(2, sleep=lambda s: None))
     return GitHubBackend(REPO, client=client, **kw)
 
 
@@ -217,3 +218,40 @@ def test_verify_warns_while_the_ledger_branch_can_be_force_pushed(repo):
     gh.rules.clear()
     gh.protected.add("easeml-ledger")  # classic branch protection
     assert not [w for w in ledger.verify().warnings if "force" in w]
+
+
+# --- the HTTP policy under the ledger: rate limits are not permissions, creations not doubled ----
+def test_a_secondary_rate_limit_is_waited_out_not_blamed_on_permissions(repo):
+    slept = []
+    b = GitHubBackend(REPO, client=GitHubClient("tok-write", repo.url, sleep=slept.append))
+    repo.rate_limit_next("GET", r"/contents/", "secondary")  # 403, no retry-after
+    repo.rate_limit_next("PUT", r"/contents/", "secondary", status=429)
+    b.append(FP, {"n": 0}, 0)
+    assert b.load(FP) == [{"n": 0}] and slept == [60.0, 60.0]
+
+
+@pytest.mark.parametrize("method, path, call", [
+    ("GET", r"/contents/", lambda b: b.load(FP)),
+    ("PUT", r"/contents/", lambda b: b.append(FP, {"n": 0}, 0)),
+    ("POST", r"/git/trees$", lambda b: b.append(FP, {"n": 0}, 0)),
+])
+def test_a_rate_limit_that_outlasts_the_bound_stops_the_check_and_says_so(repo, method, path, call):
+    slept = []
+    b = GitHubBackend(REPO, client=GitHubClient("tok-write", repo.url, sleep=slept.append,
+                                                clock=lambda: 1000.0))
+    repo.rate_limit_next(method, path, "primary", reset=1000 + 3600)
+    with pytest.raises(LedgerCorrupt) as info:
+        call(b)
+    assert not isinstance(info.value, LedgerWriteDenied) and info.value.exit_code == 2
+    msg = info.value.message
+    assert "primary rate limit" in msg and "run again later" in msg and "3601 s" in msg
+    assert "permission" not in msg and "contents: write" not in msg and slept == []
+    assert repo.file_on_branch(REPO, "easeml-ledger", f"ledger/{FP}.jsonl") is None
+
+
+def test_the_ledger_branch_is_created_once_when_its_ref_post_fails_ambiguously(repo):
+    b = backend(repo)
+    repo.fail_next("POST", r"/git/refs$", 502, after=True)  # created, then 502
+    b.append(FP, {"n": 0}, 0)
+    assert [r.status for r in repo.calls("POST", r"/git/refs$")] == [502]
+    assert b.load(FP) == [{"n": 0}]

@@ -6,7 +6,7 @@ does not import requests into every `easeml-ci` start-up.
 """
 __all__ = [
     "GitHubClient", "GitHubConflict", "GitHubError", "GitHubForbidden", "GitHubNotFound",
-    "GitHubValidation", "RetryPolicy",
+    "GitHubValidation", "GitHubRateLimited", "GitHubAmbiguous", "write_once",
 ]
 
 

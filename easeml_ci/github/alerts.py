@@ -8,7 +8,9 @@ closed), then among all open issues in case the labels were dropped:
 * an open issue with the marker is edited in place when its text changed, else left alone;
 * a closed one means the team has seen this event and dealt with it: nothing is reopened or
   repeated (alert once per event);
-* otherwise a labelled issue is opened.
+* otherwise a labelled issue is opened. When that POST fails ambiguously (a 5xx or no answer:
+  GitHub may have opened the issue all the same), the marker is searched for again before the
+  issue is opened a second time (:func:`~easeml_ci.github.api.write_once`).
 
 The body holds the label request of the gate issue: how many labelled examples the next test set
 needs, and which pool examples to label first when a pool is configured. Nothing in it describes
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .api import GitHubClient, repo_path
+from .api import GitHubClient, repo_path, write_once
 
 DEFAULT_LABELS = ("easeml-ci", "new-test-set")
 RAISED_BY = "\nRaised by "  # the tail naming the first run; kept, and ignored when comparing
@@ -99,6 +101,12 @@ def _find(client: GitHubClient, repository: str, mark: str, label: str | None) -
     return None
 
 
+def _same(issue: dict | None, title: str, body: str) -> dict | None:
+    if issue is not None and issue.get("title") == title and issue.get("body") == body:
+        return issue
+    return None
+
+
 def upsert_alert_issue(client: GitHubClient, repository: str, alert: dict, *, gate: str,
                        fingerprint: str, labels: tuple[str, ...] | list[str] = DEFAULT_LABELS,
                        run_url: str | None = None) -> AlertOutcome:
@@ -118,11 +126,17 @@ def upsert_alert_issue(client: GitHubClient, repository: str, alert: dict, *, ga
         old_body, sep, tail = (existing.get("body") or "").partition(RAISED_BY)
         if old_body == body and existing.get("title") == title:
             return AlertOutcome("unchanged", existing["number"], existing.get("html_url"))
-        got = client.patch(repo_path(repository, "issues", existing["number"]),
-                           {"title": title, "body": body + sep + tail})
+        new_body = body + sep + tail
+        got = write_once(client,
+                         lambda: client.patch(repo_path(repository, "issues", existing["number"]),
+                                              {"title": title, "body": new_body}),
+                         lambda: _same(_find(client, repository, mark, labels[0] if labels else None),
+                                       title, new_body))
         return AlertOutcome("updated", existing["number"], got.get("html_url"))
     if run_url:
         body += f"{RAISED_BY}{run_url}.\n"
-    got = client.post(repo_path(repository, "issues"),
-                      {"title": title, "body": body, "labels": labels})
+    got = write_once(client,
+                     lambda: client.post(repo_path(repository, "issues"),
+                                         {"title": title, "body": body, "labels": labels}),
+                     lambda: _find(client, repository, mark, labels[0] if labels else None))
     return AlertOutcome("created", got["number"], got.get("html_url"))

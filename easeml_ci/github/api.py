@@ -5,27 +5,41 @@ Enterprise Server), must retry what GitHub asks to be retried, and must tell a r
 (pull requests from forks) apart from a real failure so that the gate degrades instead of
 crashing. All of that fits here.
 
-Retry policy (GitHub's documented behaviour):
+Retries follow the product's one HTTP policy, :class:`easeml_ci.http.GitHubRetry` (see
+:mod:`easeml_ci.http`): connection errors always, 5xx and timeouts for idempotent methods only,
+rate limits (primary and secondary, with or without ``retry-after``) after the wait GitHub asks
+for, within a bound. What is left reaches the caller as one of the errors below:
 
-* 5xx answers and connection errors: retried with exponential backoff.
-* Secondary rate limits: 403 or 429 carrying ``retry-after`` (seconds to wait) or
-  ``x-ratelimit-remaining: 0`` (wait until ``x-ratelimit-reset``). A plain 403 is a permission
-  problem and is raised at once as :class:`GitHubForbidden`.
+* :class:`GitHubRateLimited` — a rate limit outlasted the bound; never a permission problem;
+* :class:`GitHubForbidden` — a 401/403 that is not a rate limit: the token lacks a permission;
+* :class:`GitHubAmbiguous` — a POST or PATCH got a 5xx or no answer after it was sent: it may
+  have taken effect. Creations that must not be duplicated go through :func:`write_once`, which
+  looks for the resource before writing again.
 
-The ``sleep`` callable is injectable so tests run the retry paths without waiting.
+The ``sleep`` and ``clock`` callables are injectable so tests run every wait without waiting.
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import quote
 
 import requests
 
+from ..http import (
+    IDEMPOTENT_METHODS,
+    FinalAnswer,
+    GitHubRetry,
+    answer_message,
+    rate_limit_kind,
+    sent_before_failing,
+)
+from ..http import session as policy_session
+
 DEFAULT_API_URL = "https://api.github.com"
 USER_AGENT = "easeml-ci-action"
+T = TypeVar("T")
 
 
 class GitHubError(Exception):
@@ -43,6 +57,27 @@ class GitHubForbidden(GitHubError):
     """403/401 without a rate-limit signal: the token lacks the permission (e.g. a fork's token)."""
 
 
+class GitHubRateLimited(GitHubError):
+    """GitHub's primary or secondary rate limit held longer than the policy waits.
+
+    ``kind`` is "primary" or "secondary"; ``retry_in`` the seconds GitHub asked for, if known.
+    """
+
+    def __init__(self, method: str, url: str, status: int, message: str, kind: str,
+                 retry_in: float | None = None):
+        self.kind = kind
+        self.retry_in = retry_in
+        super().__init__(method, url, status, message)
+
+    def advice(self) -> str:
+        when = f" (GitHub asks to wait {self.retry_in:.0f} s)" if self.retry_in else ""
+        return f"GitHub's {self.kind} rate limit{when}; run again later"
+
+
+class GitHubAmbiguous(GitHubError):
+    """A non-idempotent request (POST, PATCH) failed after it was sent: it may have taken effect."""
+
+
 class GitHubNotFound(GitHubError):
     """404: the resource does not exist, or the token cannot see it."""
 
@@ -55,41 +90,12 @@ class GitHubValidation(GitHubError):
     """422: GitHub refused the request body."""
 
 
-@dataclass
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-
-    def backoff(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * (2 ** attempt))
-
-
-def _env_backoff() -> float:
-    """``EASEML_GITHUB_BACKOFF``: the first retry's delay in seconds (default 1; tests use less)."""
-    raw = os.environ.get("EASEML_GITHUB_BACKOFF", "")
-    try:
-        value = float(raw) if raw else 1.0
-    except ValueError:
-        value = 1.0
-    return value if 0 <= value <= 60 else 1.0
-
-
-def _error_message(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return (resp.text or resp.reason or "").strip()[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body)[:200]
-    return str(body)[:200]
-
-
 class GitHubClient:
     """Calls the GitHub REST API with one token.
 
     ``api_url`` defaults to ``$GITHUB_API_URL`` (set by the runner, also on GitHub Enterprise),
-    then to https://api.github.com.
+    then to https://api.github.com. ``policy`` defaults to :class:`GitHubRetry` with this
+    client's ``sleep`` and ``clock``; ``timeout`` is the read timeout in seconds.
     """
 
     def __init__(
@@ -97,7 +103,7 @@ class GitHubClient:
         token: str | None,
         api_url: str | None = None,
         *,
-        retry: RetryPolicy | None = None,
+        policy: GitHubRetry | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
@@ -105,12 +111,11 @@ class GitHubClient:
     ):
         self.token = token or None
         self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-        self.retry = retry or RetryPolicy(base_delay=_env_backoff())
-        self.sleep = sleep
-        self.clock = clock
+        self.policy = policy or GitHubRetry(sleep=sleep, clock=clock)
+        self.sleep = self.policy.sleep_fn
+        self.clock = self.policy.clock
         self.timeout = timeout
-        self.session = session or requests.Session()
-        self.retries_done = 0
+        self.session = session or policy_session(self.policy)
 
     # -- plumbing -------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -128,65 +133,29 @@ class GitHubClient:
             return path
         return f"{self.api_url}/{path.lstrip('/')}"
 
-    def _rate_limit_wait(self, resp: requests.Response) -> float | None:
-        """Seconds to wait when ``resp`` is a (secondary) rate-limit answer, else None."""
-        if resp.status_code not in (403, 429):
-            return None
-        retry_after = resp.headers.get("retry-after")
-        if retry_after is not None:
-            try:
-                return max(0.0, float(retry_after))
-            except ValueError:
-                return self.retry.base_delay
-        if resp.headers.get("x-ratelimit-remaining") == "0":
-            reset = resp.headers.get("x-ratelimit-reset")
-            try:
-                return max(0.0, float(reset) - self.clock()) + 1.0
-            except (TypeError, ValueError):
-                return self.retry.base_delay
-        if resp.status_code == 429:
-            return self.retry.base_delay
-        return None
-
     def request(self, method: str, path: str, *, params: dict | None = None,
                 json: Any = None) -> requests.Response:
+        """One call under the policy; an error answer or no answer raises a :class:`GitHubError`."""
         url = self.url(path)
-        last_error: GitHubError | None = None
-        for attempt in range(self.retry.attempts):
-            try:
-                resp = self.session.request(method, url, params=params, json=json,
-                                            headers=self._headers(), timeout=self.timeout)
-            except requests.RequestException as exc:
-                last_error = GitHubError(method, url, 0, f"no answer ({type(exc).__name__})")
-                wait = self.retry.backoff(attempt)
-            else:
-                if resp.status_code < 400:
-                    return resp
-                wait = self._rate_limit_wait(resp)
-                if wait is None and resp.status_code >= 500:
-                    wait = self.retry.backoff(attempt)
-                if wait is None:
-                    raise self._error(method, url, resp)
-                last_error = self._error(method, url, resp)
-            if attempt + 1 < self.retry.attempts:
-                self.retries_done += 1
-                self.sleep(min(wait, self.retry.max_delay))
-        assert last_error is not None
-        raise last_error
+        method = method.upper()
+        try:
+            resp = self.session.request(method, url, params=params, json=json,
+                                        headers=self._headers(), timeout=(10.0, self.timeout))
+        except FinalAnswer as answer:
+            raise _error(method, url, answer.status, answer.headers, answer.message,
+                         answer.retry_in) from None
+        except requests.RequestException as exc:
+            message = f"no answer ({type(exc).__name__})"
+            if method not in IDEMPOTENT_METHODS and sent_before_failing(exc):
+                raise GitHubAmbiguous(method, url, 0, message + "; it may have taken effect") from None
+            raise GitHubError(method, url, 0, message) from None
+        if resp.status_code < 400:
+            return resp
+        raise _error(method, url, resp.status_code, resp.headers, answer_message(resp.content))
 
-    @staticmethod
-    def _error(method: str, url: str, resp: requests.Response) -> GitHubError:
-        msg = _error_message(resp)
-        status = resp.status_code
-        if status in (401, 403):
-            return GitHubForbidden(method, url, status, msg)
-        if status == 404:
-            return GitHubNotFound(method, url, status, msg)
-        if status == 409:
-            return GitHubConflict(method, url, status, msg)
-        if status == 422:
-            return GitHubValidation(method, url, status, msg)
-        return GitHubError(method, url, status, msg)
+    def backoff(self, attempt: int) -> None:
+        """Wait between two tries of a :func:`write_once` (the policy's backoff, its sleep)."""
+        self.sleep(self.policy.backoff_factor * 2 ** attempt)
 
     def get(self, endpoint: str, /, **params: Any) -> Any:
         return self.request("GET", endpoint, params=params or None).json()
@@ -218,6 +187,46 @@ class GitHubClient:
             return self.get("user").get("login")
         except (GitHubForbidden, GitHubNotFound):
             return None
+
+
+def _error(method: str, url: str, status: int, headers, message: str,
+           retry_in: float | None = None) -> GitHubError:
+    kind = rate_limit_kind(status, headers, message)
+    if kind is not None:
+        return GitHubRateLimited(method, url, status, message, kind, retry_in)
+    if status >= 500 and method not in IDEMPOTENT_METHODS:
+        return GitHubAmbiguous(method, url, status, message + "; it may have taken effect")
+    if status in (401, 403):
+        return GitHubForbidden(method, url, status, message)
+    if status == 404:
+        return GitHubNotFound(method, url, status, message)
+    if status == 409:
+        return GitHubConflict(method, url, status, message)
+    if status == 422:
+        return GitHubValidation(method, url, status, message)
+    return GitHubError(method, url, status, message)
+
+
+def write_once(client: GitHubClient, write: Callable[[], T], landed: Callable[[], T | None],
+               *, attempts: int = 3) -> T:
+    """Do a non-idempotent ``write`` so that it takes effect at most once.
+
+    After an ambiguous failure (:class:`GitHubAmbiguous`: a 5xx or no answer after the request
+    went out) ``landed()`` looks for the write's effect — the resource with its hidden marker,
+    the body it was to set — and returns it when it is there; only when it is not is the write
+    tried again. Callers search before the first write themselves (search, then create).
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except GitHubAmbiguous:
+            if attempt + 1 >= attempts:
+                raise
+            client.backoff(attempt)
+            found = landed()
+            if found is not None:
+                return found
+    raise AssertionError("unreachable")
 
 
 def repo_path(repository: str, *parts: str | int) -> str:

@@ -9,13 +9,17 @@ The comment is found by two things together:
   pasting the marker into a comment cannot be. A human's comment is never edited.
 
 When the new body equals the old one nothing is sent (no notification, no edit history).
+
+Never two comments: the comment is searched for before it is created, and when the create (a
+POST, which GitHub may have carried out before answering 502 or timing out) fails ambiguously,
+it is searched for again before anything is posted a second time (:func:`write_once`).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
-from .api import GitHubClient, GitHubForbidden, repo_path
+from .api import GitHubClient, GitHubForbidden, repo_path, write_once
 
 MARKER_PREFIX = "<!-- easeml-ci:gate scope="
 ACTIONS_BOT = "github-actions[bot]"
@@ -45,9 +49,10 @@ def _ours(comment: dict, author: str | None) -> bool:
 
 
 def find_comment(client: GitHubClient, repository: str, number: int, mark: str,
-                 author: str | None) -> dict | None:
+                 author: str | None, exclude: tuple = ()) -> dict | None:
     candidates = [c for c in client.paginate(repo_path(repository, "issues", number, "comments"))
-                  if mark in (c.get("body") or "") and _ours(c, author)]
+                  if mark in (c.get("body") or "") and _ours(c, author)
+                  and c.get("id") not in exclude]
     if not candidates:
         return None
     # the oldest one is the sticky one; with an unknown author prefer the workflow token's bot
@@ -63,17 +68,27 @@ def upsert_comment(client: GitHubClient, repository: str, number: int, body: str
     """
     if mark not in body:
         body = f"{mark}\n{body}"
-    existing = find_comment(client, repository, number, mark, author)
+
+    def find(exclude: tuple = ()) -> dict | None:
+        return find_comment(client, repository, number, mark, author, exclude)
+
+    def ours_with_body() -> dict | None:
+        found = find()
+        return found if found is not None and (found.get("body") or "") == body else None
+
+    existing = find()
     if existing is not None:
         if (existing.get("body") or "") == body:
             return CommentOutcome("unchanged", existing["id"], existing.get("html_url"))
+        path = repo_path(repository, "issues", "comments", existing["id"])
         try:
-            got = client.patch(repo_path(repository, "issues", "comments", existing["id"]),
-                               {"body": body})
+            got = write_once(client, lambda: client.patch(path, {"body": body}), ours_with_body)
             return CommentOutcome("updated", got.get("id", existing["id"]), got.get("html_url"))
         except GitHubForbidden:
             if author is not None:
                 raise
             # a bot comment of another app: not ours after all; fall through and post our own
-    got = client.post(repo_path(repository, "issues", number, "comments"), {"body": body})
+    not_ours = (existing["id"],) if existing is not None else ()  # another app's, left alone
+    got = write_once(client, lambda: client.post(repo_path(repository, "issues", number, "comments"),
+                                                 {"body": body}), lambda: find(not_ours))
     return CommentOutcome("created", got["id"], got.get("html_url"))

@@ -6,13 +6,14 @@
 * Annotations are workflow commands on stdout (``::error file=F,line=N,title=T::message``) with
   GitHub's escaping: ``%``, CR and LF in the message; additionally ``:`` and ``,`` in properties.
   Escaping also keeps text from a config (a clause) from smuggling in a command of its own.
+* Masks (``::add-mask::``) for the key, the token and the webhook URLs (:func:`mask_secrets`).
 """
 from __future__ import annotations
 
 import os
 import secrets
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Iterable, Mapping
 
 
 def escape_data(text: str) -> str:
@@ -46,6 +47,28 @@ def mask(stream: IO[str], secret: str | None) -> None:
         if part.strip():
             stream.write(f"::add-mask::{escape_data(part)}\n")
     stream.flush()
+
+
+def mask_secrets(stream: IO[str], *, key: str | None = None, token: str | None = None,
+                 webhooks: Iterable[str | None] = ()) -> None:
+    """Mask everything secret-derived, before anything else is printed.
+
+    The test-set key first (each line), then the token, then for each webhook URL the pieces
+    :func:`easeml_ci.redact.secret_parts` names: the URL, its path and query, and its long path
+    segments (Slack's token is the last one). The runner masks secrets passed as
+    ``${{ secrets.X }}`` itself, but not a part of one: a log line quoting only the path of the
+    webhook would show it.
+    """
+    from ..redact import secret_parts
+
+    mask(stream, key)
+    mask(stream, token)
+    seen: set[str] = set()
+    for url in webhooks:
+        for part in secret_parts(url):
+            if part not in seen and "\n" not in part:
+                seen.add(part)
+                mask(stream, part)
 
 
 def write_outputs(values: Mapping[str, str], path: str | os.PathLike | None = None) -> bool:

@@ -19,7 +19,16 @@ answered, the step is durable and the verdict may be revealed (commit, then reve
 A token that may not write (a pull request from a fork, or a workflow without
 ``permissions: contents: write``) gets 403; that becomes :class:`LedgerWriteDenied`, a
 :class:`LedgerCorrupt` with exit code 2: the check stops before deciding anything, so nothing is
-revealed, and the message says which permission is missing.
+revealed, and the message says which permission is missing. A 403 that is one of GitHub's rate
+limits is not a missing permission: the client waits it out within a bound
+(:mod:`easeml_ci.http`), and when it outlasts the bound the message says "rate limit" and
+"run again later", never "permission".
+
+Retried writes. The ``PUT`` is idempotent under its ``sha``: the HTTP policy retries it after a
+5xx, and when the first try had landed the retry meets a stale ``sha`` (409), which becomes a
+conflict and the step is recorded again. That costs a step; it never reveals an uncounted bit.
+(Reading the file back to recognise "our" write would not be sound: two writers in the same
+second can seal byte-identical entries.)
 
 Truncation. A hash chain cannot show a cut-off tail (a prefix of a valid chain is valid), so the
 file backend keeps a head sidecar. Here the branch history plays that part: every append is one
@@ -46,8 +55,10 @@ from ..github.api import (
     GitHubError,
     GitHubForbidden,
     GitHubNotFound,
+    GitHubRateLimited,
     GitHubValidation,
     repo_path,
+    write_once,
 )
 from .chain import canonical, parse_lines
 from .errors import LedgerConflict, LedgerCorrupt
@@ -134,7 +145,7 @@ class GitHubBackend:
                 f"ledger: cannot read {path} on {self.where}: HTTP {exc.status} {exc.api_message} "
                 "(the token needs contents: read)") from None
         except GitHubError as exc:
-            raise LedgerCorrupt(f"ledger: cannot read {path} on {self.where}: {exc}") from None
+            raise self._unavailable(f"read {path}", exc) from None
         if not isinstance(doc, dict) or doc.get("type") != "file":
             raise LedgerCorrupt(f"ledger: {path} on {self.where} is not a file")
         sha, size = doc.get("sha"), doc.get("size")
@@ -154,7 +165,7 @@ class GitHubBackend:
         try:
             blob = self.client.get(repo_path(self.repository, "git", "blobs", sha))
         except GitHubError as exc:
-            raise LedgerCorrupt(f"ledger: cannot read {path} (blob {sha[:12]}) on {self.where}: {exc}") from None
+            raise self._unavailable(f"read {path} (blob {sha[:12]})", exc) from None
         if not isinstance(blob, dict) or blob.get("encoding") != "base64":
             raise LedgerCorrupt(f"ledger: {path} (blob {sha[:12]}) on {self.where}: unexpected blob encoding "
                                 f"{blob.get('encoding') if isinstance(blob, dict) else blob!r}")
@@ -177,8 +188,7 @@ class GitHubBackend:
         except (GitHubNotFound, GitHubValidation):
             return None
         except GitHubError as exc:
-            raise LedgerCorrupt(f"ledger: cannot read the history of {path} on {self.where}: "
-                                f"{exc}") from None
+            raise self._unavailable(f"read the history of {path}", exc) from None
         if not commits:
             return None
         message = str((commits[0].get("commit") or {}).get("message", ""))
@@ -220,7 +230,7 @@ class GitHubBackend:
         except GitHubNotFound:
             return []
         except GitHubError as exc:
-            raise LedgerCorrupt(f"ledger: cannot list {self.directory}/ on {self.where}: {exc}") from None
+            raise self._unavailable(f"list {self.directory}/", exc) from None
         if not isinstance(listing, list):
             return []
         out = []
@@ -237,28 +247,47 @@ class GitHubBackend:
             f"{exc.api_message} — the token needs 'permissions: contents: write' (pull requests "
             "from forks get a read-only token); nothing was revealed")
 
-    def ensure_branch(self) -> None:
-        """Create the ledger branch as an orphan commit holding a README, unless it exists."""
-        ref = repo_path(self.repository, "git", "ref", f"heads/{self.branch}")
+    def _unavailable(self, doing: str, exc: GitHubError) -> LedgerCorrupt:
+        """GitHub did not serve the ledger: a rate limit says so, and is never a permission.
+
+        The check stops before deciding anything, so nothing is revealed either way.
+        """
+        if isinstance(exc, GitHubRateLimited):
+            return LedgerCorrupt(f"ledger: cannot {doing} on {self.where}: {exc.advice()} "
+                                 f"(HTTP {exc.status} {exc.api_message}); nothing was revealed")
+        return LedgerCorrupt(f"ledger: cannot {doing} on {self.where}: {exc}; nothing was revealed")
+
+    def _branch_exists(self) -> dict | None:
         try:
-            self.client.get(ref)
-            return
+            return self.client.get(repo_path(self.repository, "git", "ref", f"heads/{self.branch}"))
         except GitHubNotFound:
-            pass
+            return None
+
+    def _create_branch(self) -> dict:
+        tree = self.client.post(repo_path(self.repository, "git", "trees"), {
+            "tree": [{"path": "README.md", "mode": "100644", "type": "blob", "content": _README}]})
+        commit = self.client.post(repo_path(self.repository, "git", "commits"), {
+            "message": "easeml-ci: start the ledger branch", "tree": tree["sha"], "parents": []})
+        return self.client.post(repo_path(self.repository, "git", "refs"), {
+            "ref": f"refs/heads/{self.branch}", "sha": commit["sha"]})
+
+    def ensure_branch(self) -> None:
+        """Create the ledger branch as an orphan commit holding a README, unless it exists.
+
+        An ambiguous failure of the creating POSTs looks for the branch before creating again
+        (an unreferenced tree or commit left by the first try is harmless).
+        """
         try:
-            tree = self.client.post(repo_path(self.repository, "git", "trees"), {
-                "tree": [{"path": "README.md", "mode": "100644", "type": "blob",
-                          "content": _README}]})
-            commit = self.client.post(repo_path(self.repository, "git", "commits"), {
-                "message": "easeml-ci: start the ledger branch", "tree": tree["sha"],
-                "parents": []})
-            self.client.post(repo_path(self.repository, "git", "refs"), {
-                "ref": f"refs/heads/{self.branch}", "sha": commit["sha"]})
+            if self._branch_exists() is not None:
+                return
+            write_once(self.client, self._create_branch, self._branch_exists)
         except GitHubForbidden as exc:
             raise self._denied(exc) from None
         except GitHubValidation as exc:
             if "already exists" not in exc.api_message:  # a concurrent run created it first
                 raise LedgerCorrupt(f"ledger: cannot create branch {self.where}: {exc}") from None
+        except GitHubError as exc:
+            raise self._unavailable("create the ledger branch", exc) from None
 
     def check_writable(self) -> None:
         """Fail now, before a test set is opened, when the token could not record a step.
@@ -321,8 +350,7 @@ class GitHubBackend:
         except GitHubNotFound as exc:  # branch deleted between ensure_branch and PUT
             raise LedgerConflict(expected_length, -1) from exc
         except GitHubError as exc:
-            raise LedgerCorrupt(f"ledger: cannot record the step on {self.where}: {exc}; "
-                                "nothing was revealed") from None
+            raise self._unavailable("record the step", exc) from None
 
     def _length_now(self, fingerprint: str, fallback: int) -> int:
         try:
