@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import IO, Callable
 
 from .errors import BudgetExhausted, EasemlError, UsageError
+from .redact import redact
 from .github import workflow
 from .github.alerts import DEFAULT_LABELS, upsert_alert_issue
-from .github.api import GitHubClient, GitHubError, GitHubForbidden
+from .github.api import GitHubClient, GitHubError, GitHubForbidden, GitHubRateLimited
 from .github.comment import marker, upsert_comment
 from .github.report import GateReport, render_comment, render_summary
 
@@ -193,7 +194,9 @@ class Reporter:
         workflow.annotate(self.out, "warning", message, title="easeml-ci")
 
     def api_warning(self, what: str, exc: GitHubError) -> None:
-        if isinstance(exc, GitHubForbidden):
+        if isinstance(exc, GitHubRateLimited):
+            hint = exc.advice()
+        elif isinstance(exc, GitHubForbidden):
             hint = ("the token may not do this — a pull request from a fork gets a read-only token, "
                     "or the workflow lacks the permission")
         else:
@@ -247,8 +250,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
 
     out = out or sys.stdout
     ctx = ctx or ActionContext.from_env()
-    workflow.mask(out, os.environ.get(KEY_ENV))
     token = inputs.token or os.environ.get("GITHUB_TOKEN")
+    workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
+                          webhooks=[inputs.alert_webhook])
     if client is None and token:
         client = GitHubClient(token, ctx.api_url)
     reporter = Reporter(ctx, inputs, out, client)
@@ -275,6 +279,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                                             Path(scratch.name))
         cfg = load_config(config_path, base=config_dir)
         cfg = dataclasses.replace(cfg, path=Path(config_rel))  # named as in the repository
+        workflow.mask_secrets(out, webhooks=[cfg.webhook, cfg.private_sink
+                                             if "://" in (cfg.private_sink or "") else None])
         gate = inputs.gate_name or cfg.name or gate
         if inputs.alert_webhook:
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
@@ -311,6 +317,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     except ConditionError as exc:  # the language's own errors; anything else is a bug and says so
         verdict, exit_code, message = "error", 2, str(exc)
 
+    if message:  # the summary and the comment are not masked by the runner
+        message = redact(message, [inputs.alert_webhook, getattr(cfg, "webhook", None),
+                                   getattr(cfg, "private_sink", None)])
     adaptivity = getattr(cfg, "adaptivity", None)
     report = GateReport.build(
         gate=gate, config_path=config_rel, verdict=verdict, exit_code=exit_code,

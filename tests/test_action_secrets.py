@@ -89,3 +89,5 @@ def test_a_failing_webhook_leaves_no_part_of_its_path_in_anything_the_action_wri
             for part in PARTS:
                 assert part not in text
     assert f"no connection to 127.0.0.1:{port}" in recorded  # the host is named, nothing more
+    masks = [line for line in runs[0].stdout.splitlines() if line.startswith("::add-mask::")]
+    assert f"::add-mask::{SECRET}" in masks and f"::add-mask::{hook}" in masks
