@@ -17,7 +17,9 @@ N examples is Binomial(N, p). The test "pass iff X >= k" has false-pass probabil
 the false-fail probability ``P(X < k | p)`` is largest at p = b. We take the smallest k with
 ``sf(k - 1; N, a) <= delta`` and check ``cdf(k - 1; N, b) <= delta``; the smallest N for which this
 holds is the exact fixed-size floor for this problem: by the Karlin-Rubin theorem (the binomial has
-a monotone likelihood ratio) no non-randomised test on N examples does better.
+a monotone likelihood ratio) no non-randomised test on N examples does better. Whether such a k
+exists is not monotone in N; :func:`binomial_design` explains how the first feasible N is found
+without scanning from 1, and how sizes past :data:`EXACT_LIMIT` are planned in closed form.
 
 Bennett with a variance bound (several variables)
 -------------------------------------------------

@@ -110,7 +110,7 @@ class ClausePlan:
         A test set today carries a label for every row, and the decision reads them all; a
         ``d``-only clause reads none, but its rows still come labelled. Labelling only the rows
         where two models disagree is *not* enough: the next model pair disagrees elsewhere
-        (labels on demand, DESIGN.md §7, will change this figure; it is not built yet).
+        (labels on demand, docs/design.md §7, will change this figure; it is not built yet).
         """
         return self.test_examples
 
