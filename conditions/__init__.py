@@ -22,6 +22,7 @@ from .planner import (
     query_count,
     validate_parameters,
 )
+from .zones import ImpossibleCondition, check_formula
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",

@@ -65,9 +65,13 @@ class Clause:
                 f" +/- {format_number(self.tolerance)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Formula:
-    """A conjunction of clauses: it passes when every clause does."""
+    """A conjunction of clauses: it passes when every clause does.
+
+    Its repr shows the canonical text as written, ``<Formula n > 0.8 +/- 0.05 /\\ d < 0.1 +/- 0.01>``:
+    the dataclass default quoted the source with ``repr``, doubling the backslash of ``/\\``.
+    """
 
     clauses: tuple[Clause, ...]
     source: str = field(default="", compare=False)
@@ -81,6 +85,9 @@ class Formula:
 
     def __str__(self) -> str:
         return " /\\ ".join(str(c) for c in self.clauses)
+
+    def __repr__(self) -> str:
+        return f"<Formula {self}>"
 
     def __iter__(self):
         return iter(self.clauses)

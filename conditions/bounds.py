@@ -17,7 +17,9 @@ N examples is Binomial(N, p). The test "pass iff X >= k" has false-pass probabil
 the false-fail probability ``P(X < k | p)`` is largest at p = b. We take the smallest k with
 ``sf(k - 1; N, a) <= delta`` and check ``cdf(k - 1; N, b) <= delta``; the smallest N for which this
 holds is the exact fixed-size floor for this problem: by the Karlin-Rubin theorem (the binomial has
-a monotone likelihood ratio) no non-randomised test on N examples does better.
+a monotone likelihood ratio) no non-randomised test on N examples does better. Whether such a k
+exists is not monotone in N; :func:`binomial_design` explains how the first feasible N is found
+without scanning from 1, and how sizes past :data:`EXACT_LIMIT` are planned in closed form.
 
 Bennett with a variance bound (several variables)
 -------------------------------------------------
@@ -62,37 +64,149 @@ class Design:
 
 # --- exact binomial ---------------------------------------------------------------------------
 
+# Above this many examples the binomial tails are replaced by a rigorous closed-form upper bound
+# (see :func:`_upper_tail_bound`): cephes' incomplete beta loses accuracy past ~1e8 trials (NaN
+# past ~1e10) and boost's costs ~0.5 ms an evaluation there. The bound is within a few percent of
+# the tail, so a plan that large is at most ~0.1% above the floor; no test set is that large.
+EXACT_LIMIT = 10**7
+
+
+def _upper_tail_bound(k, n, p):
+    """A rigorous upper bound on P(X >= k), X ~ Binomial(n, p), for integers 0 <= k <= n.
+
+    The terms' ratio ``P(X = j + 1) / P(X = j) = (n - j) p / ((j + 1) q)`` decreases in j, so the
+    tail is at most the geometric series ``P(X = k) / (1 - r_k)`` when ``r_k < 1`` (else we use 1).
+    ``P(X = k)`` is bounded with Robbins' Stirling bounds ``1/(12m+1) < log m! - stirling(m) <
+    1/(12m)``: ``log P(X = k) <= -n kl(k/n, p) + 0.5 log(n / (2 pi k (n - k))) + 1/(12n)
+    - 1/(12k+1) - 1/(12(n-k)+1)``, with kl computed through log1p, plus 1e-6 for rounding.
+    """
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    k, n = np.broadcast_arrays(k, n)
+    q = 1.0 - p
+    out = np.ones(k.shape)
+    out[k > n] = 0.0
+    if p <= 0.0:
+        out[(k >= 1)] = 0.0
+        return out
+    if q <= 0.0:
+        return np.where(k > n, 0.0, 1.0)
+    inner = (k >= 1) & (k <= n - 1)
+    kk, nn = k[inner], n[inner]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = (kk - nn * p) / nn  # x - p
+        x = kk / nn
+        kl = x * np.log1p(dev / p) + (1 - x) * np.log1p(-dev / q)
+        log_point = (-nn * kl + 0.5 * np.log(nn / (2 * np.pi * kk * (nn - kk))) + 1 / (12 * nn)
+                     - 1 / (12 * kk + 1) - 1 / (12 * (nn - kk) + 1) + 1e-6)
+        r = (nn - kk) * p / ((kk + 1) * q)
+        bound = np.where(r < 1, np.exp(log_point) / (1 - r), 1.0)
+    out[inner] = np.minimum(bound, 1.0)
+    top = k == n
+    out[top & (k >= 1)] = np.exp(n[top & (k >= 1)] * math.log(p))
+    return out
+
+
 def binomial_sf(k_minus_1, n, p):
-    """P(X >= k) for X ~ Binomial(n, p), given k - 1 (as ``scipy.stats.binom.sf(k - 1, n, p)``)."""
-    k_minus_1 = np.asarray(k_minus_1)
-    inside = _special().bdtrc(np.clip(k_minus_1, 0, np.maximum(n - 1, 0)), n, p)
+    """P(X >= k) for X ~ Binomial(n, p), given k - 1 (as ``scipy.stats.binom.sf(k - 1, n, p)``);
+    past :data:`EXACT_LIMIT` trials, a rigorous upper bound on it."""
+    k_minus_1, n = np.broadcast_arrays(np.asarray(k_minus_1), np.asarray(n))
+    large = n > EXACT_LIMIT
+    if large.all():
+        inside = _upper_tail_bound(k_minus_1 + 1, n, p)
+    else:
+        inside = _special().bdtrc(np.clip(k_minus_1, 0, np.maximum(n - 1, 0)), np.minimum(n, EXACT_LIMIT), p)
+        if large.any():
+            inside = np.where(large, _upper_tail_bound(k_minus_1 + 1, n, p), inside)
     return np.where(k_minus_1 < 0, 1.0, np.where(k_minus_1 >= n, 0.0, inside))
 
 
 def binomial_cdf(k, n, p):
-    """P(X <= k) for X ~ Binomial(n, p) (as ``scipy.stats.binom.cdf(k, n, p)``)."""
-    k = np.asarray(k)
-    inside = _special().bdtr(np.clip(k, 0, n), n, p)
+    """P(X <= k) for X ~ Binomial(n, p) (as ``scipy.stats.binom.cdf(k, n, p)``); past
+    :data:`EXACT_LIMIT` trials, a rigorous upper bound on it (P(n - X >= n - k), n - X ~ Bin(n, q))."""
+    k, n = np.broadcast_arrays(np.asarray(k), np.asarray(n))
+    large = n > EXACT_LIMIT
+    if large.all():
+        inside = _upper_tail_bound(n - k, n, 1.0 - p)
+    else:
+        inside = _special().bdtr(np.clip(k, 0, n), np.minimum(n, EXACT_LIMIT), p)
+        if large.any():
+            inside = np.where(large, _upper_tail_bound(n - k, n, 1.0 - p), inside)
     return np.where(k < 0, 0.0, np.where(k >= n, 1.0, inside))
 
 
-def _smallest_safe_cutoff(n: np.ndarray, a: float, delta: float) -> np.ndarray:
-    """Per n, the smallest k with ``P(X >= k) = sf(k - 1; n, a) <= delta`` (bisection on k,
-    vectorised over n; sf is decreasing in k and sf(n; n, a) = 0, so k = n + 1 always works)."""
-    lo = np.zeros_like(n)
-    hi = n + 1
-    while np.any(lo < hi):
-        mid = (lo + hi) // 2
-        ok = binomial_sf(mid - 1, n, a) <= delta
-        hi = np.where(ok & (lo < hi), mid, hi)
-        lo = np.where(~ok & (lo < hi), mid + 1, lo)
-    return lo
+def _first_true(pred, lo: np.ndarray, hi: np.ndarray, guess: np.ndarray,
+                width: np.ndarray | None = None) -> np.ndarray:
+    """Per element, the smallest integer k in [lo, hi] with ``pred(k, index)`` true, where pred is
+    monotone (false ... false true ... true) and ``pred(hi)`` holds. Starts from a bracket of
+    +/- ``width`` (default 8) around ``guess``, doubles it where it does not bracket, then bisects: a handful of
+    evaluations when the guess is good, O(log n) when it is not."""
+    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
+    guess = np.clip(guess.astype(np.int64), lo, hi)
+    idx = np.arange(len(lo))
+    width = np.full(len(lo), 8, dtype=np.int64) if width is None else width.astype(np.int64)
+    left = np.maximum(guess - width, lo)   # want pred(left) false (or left == lo)
+    right = np.minimum(guess + width, hi)  # want pred(right) true
+    while True:
+        bad_r = ~pred(right, idx)
+        bad_l = (left > lo) & pred(left, idx)
+        if not (bad_r.any() or bad_l.any()):
+            break
+        width = np.where(bad_r | bad_l, width * 4, width)
+        right = np.where(bad_r, np.minimum(guess + width, hi), right)
+        left = np.where(bad_l, np.maximum(guess - width, lo), left)
+    # invariant: pred(right) true; pred(left) false unless left == lo (then test it)
+    at_lo = (left == lo) & pred(left, idx)
+    right = np.where(at_lo, left, right)
+    while np.any(right - left > 1):
+        active = right - left > 1
+        mid = (left + right) // 2
+        ok = pred(mid, idx)
+        right = np.where(active & ok, mid, right)
+        left = np.where(active & ~ok, mid, left)
+    return right
+
+
+def _quantile_guess(n: np.ndarray, p: float, z: float) -> np.ndarray:
+    """Cornish-Fisher guess of the binomial's upper z-quantile (only seeds the exact search)."""
+    sd = np.sqrt(n * p * (1 - p))
+    return np.floor(n * p + z * sd + (z * z - 1) * (1 - 2 * p) / 6 + 1)
+
+
+def _guess_width(n: np.ndarray, p: float) -> np.ndarray:
+    """How far the guess may be off: a few counts for exact tails; past EXACT_LIMIT the bound's
+    quantile sits a few hundredths of a standard deviation further out."""
+    return np.where(n > EXACT_LIMIT, 8 + 0.03 * np.sqrt(n * p * (1 - p)), 8)
+
+
+def _safe_cutoff(n: np.ndarray, a: float, delta: float) -> np.ndarray:
+    """Per n, the smallest k with ``P(X >= k | a) = sf(k - 1; n, a) <= delta`` (sf decreases in k
+    and k = n + 1 always works)."""
+    z = float(-_special().ndtri(min(delta, 0.5)))
+    return _first_true(lambda k, i: binomial_sf(k - 1, n[i], a) <= delta,
+                       np.zeros_like(n), n + 1, _quantile_guess(n, a, z), _guess_width(n, a))
+
+
+def _largest_powerful_cutoff(n: np.ndarray, b: float, delta: float) -> np.ndarray:
+    """Per n, the largest k with ``P(X < k | b) = cdf(k - 1; n, b) <= delta`` (k = 0 always works)."""
+    z = float(-_special().ndtri(min(delta, 0.5)))
+    first_bad = _first_true(lambda k, i: binomial_cdf(k - 1, n[i], b) > delta,
+                            np.zeros_like(n), n + 2, _quantile_guess(n, b, -z), _guess_width(n, b))
+    return first_bad - 1
+
+
+def _gaps(n: np.ndarray, a: float, b: float, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(k_a, k_b - k_a)`` per n: a test on n examples exists iff the gap is >= 0, and then
+    "pass iff X >= k_a" is the one with the smallest cutoff."""
+    n = np.asarray(n, dtype=np.int64)
+    k_a = _safe_cutoff(n, a, delta)
+    return k_a, _largest_powerful_cutoff(n, b, delta) - k_a
 
 
 def _cutoffs(n: np.ndarray, a: float, b: float, delta: float) -> np.ndarray:
     """Vectorised :func:`binomial_cutoff` for n >= 1; -1 where no test on n examples works."""
-    k = _smallest_safe_cutoff(n, a, delta)
-    return np.where(binomial_cdf(k - 1, n, b) <= delta, k, -1)
+    k, gap = _gaps(n, a, b, delta)
+    return np.where(gap >= 0, k, -1)
 
 
 def binomial_cutoff(n: int, a: float, b: float, delta: float) -> int | None:
@@ -108,25 +222,72 @@ def binomial_cutoff(n: int, a: float, b: float, delta: float) -> int | None:
 
 
 def binomial_design(a: float, b: float, delta: float) -> Design:
-    """Smallest n (and its cutoff) of an exact binomial test; see the module docstring."""
+    """The smallest n (and its cutoff) for which some test "pass iff X >= k" on Binomial(n, mu)
+    errs with probability at most delta at mu = a and at mu = b: the exact fixed-size floor.
+
+    Feasibility is *not* monotone in n. With k_a(n) the smallest safe cutoff and k_b(n) the
+    largest powerful one, a test exists iff ``g(n) = k_b(n) - k_a(n) >= 0``. Both are
+    nondecreasing step functions that rise by 0 or 1 per example, so g ripples by +/- 1 around a
+    smooth, increasing G(n) (the same difference of the real-valued quantiles, roughly
+    ``(b - a) n - z (sigma_a + sigma_b) sqrt(n)``), with ``G - 2 <= g <= G``. Hence:
+
+    * g(n) <= -3 means G(n) < 0: no test on n examples, nor on any smaller n;
+    * g(n) >= 0 means a test on n examples exists.
+
+    The search: a normal approximation seeds n; it is moved up until g >= 0 and down until
+    g <= -3; bisection on "g <= -3" finds the last n certified infeasible; then every n above it
+    is checked, in vectorised blocks, up to the first feasible one (the ripple zone is about
+    8 / (b - a) examples wide). Each g(n) costs a handful of tail evaluations: the cutoffs are
+    searched from a Cornish-Fisher guess. ``tests/test_planner.py`` checks the result against a
+    brute-force scan over n.
+
+    Past :data:`EXACT_LIMIT` examples the tails are the closed-form bounds of
+    :func:`_upper_tail_bound`; the result is then a verified-feasible n found by bisection
+    (within half a percent of the floor in the tests), which keeps every plan well under a second.
+    """
     if a < 0 or b > 1:
         return Design(0, float(binomial_cutoff(0, a, b, delta)))
-    z = -_special().ndtri(delta)  # the normal quantile: only seeds the exact search
-    guess = (z * (math.sqrt(a * (1 - a)) + math.sqrt(b * (1 - b))) / (b - a)) ** 2
-    lo, hi = 0, max(2, int(guess))
-    while binomial_cutoff(hi, a, b, delta) is None:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # feasibility is monotone up to the lattice's ripples; see below
+
+    def gap(n: int) -> int:
+        return int(_gaps(np.array([n]), a, b, delta)[1][0])
+
+    z = float(-_special().ndtri(min(delta, 0.5)))
+    spread = math.sqrt(a * (1 - a)) + math.sqrt(b * (1 - b))
+    guess = max(1, math.ceil((z * spread / (b - a)) ** 2))
+    hi = guess
+    while gap(hi) < 0:
+        hi = math.ceil(hi * 1.25) + 1
+    lo = min(guess, hi - 1)
+    while lo >= 1 and gap(lo) > -3:
+        lo = math.floor(lo * 0.8) - 1
+    lo = max(lo, 0)  # gap(lo) <= -3 (or lo = 0): nothing at or below lo works
+    if hi > EXACT_LIMIT:
+        # tails are bounds here: bisect on feasibility (to a relative 1e-7, immaterial at this
+        # size) and return a verified-feasible size
+        while hi - lo > max(1, hi * 1e-7):
+            mid = (lo + hi) // 2
+            if gap(mid) >= 0:
+                hi = mid
+            else:
+                lo = mid
+        return Design(hi, float(binomial_cutoff(hi, a, b, delta)))
+    top = hi
+    while hi - lo > 1:  # the last n with g(n) <= -3
         mid = (lo + hi) // 2
-        if binomial_cutoff(mid, a, b, delta) is None:
+        if gap(mid) <= -3:
             lo = mid
         else:
             hi = mid
-    # The lattice makes feasibility ripple near the boundary: look a little below for a smaller n.
-    below = np.arange(max(1, int(hi * 0.98)), hi)
-    feasible = below[_cutoffs(below, a, b, delta) >= 0] if len(below) else below
-    best = int(feasible[0]) if len(feasible) else hi
-    return Design(best, float(binomial_cutoff(best, a, b, delta)))
+    block = max(64, math.ceil(8 / (b - a)))
+    start = lo + 1
+    while start <= top:
+        sizes = np.arange(start, min(start + block, top + 1))
+        feasible = sizes[_cutoffs(sizes, a, b, delta) >= 0]
+        if len(feasible):
+            best = int(feasible[0])
+            return Design(best, float(binomial_cutoff(best, a, b, delta)))
+        start += block
+    raise AssertionError("unreachable: the top of the bracket is feasible")  # pragma: no cover
 
 
 # --- Bennett / Hoeffding ----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .bounds import MeanTest, binomial_cutoff, binomial_design
 from .compiler import CompiledClause, compile_clause, disagreement_bound
 from .errors import PlanError, SampleTooSmall
 from .parser import parse
+from .zones import ImpossibleCondition, check_clause, check_formula, owed_pass_text
 
 MODES = ("fp-free", "fn-free")
 ADAPTIVITIES = ("none", "full", "firstChange")
@@ -102,18 +103,16 @@ class ClausePlan:
         low, high = (c.low, c.high) if c.sign > 0 else (-c.high, -c.low)
         return f"{self.clause.expression_text()} in [{format_number(low)}, {format_number(high)}]"
 
-    def labels_for(self, n: int) -> int:
-        """Labels needed on n test examples: none for d alone, disagreements only for n - o."""
-        if self.clause.variables <= {"d"}:
-            return 0
-        if self.compiled.vanishes_without_disagreement and self.second_moment_cap is not None:
-            p = self.second_moment_cap / self.compiled.max_square_when_differ
-            return math.ceil(n * min(1.0, p))
-        return n
-
     @property
     def labels(self) -> int:
-        return self.labels_for(self.test_examples)
+        """Labelled rows this clause's test needs: every one of its test examples.
+
+        A test set today carries a label for every row, and the decision reads them all; a
+        ``d``-only clause reads none, but its rows still come labelled. Labelling only the rows
+        where two models disagree is *not* enough: the next model pair disagrees elsewhere
+        (labels on demand, docs/design.md §7, will change this figure; it is not built yet).
+        """
+        return self.test_examples
 
     # --- the test itself, on sufficient statistics (vectorised for Monte Carlo) ---
 
@@ -290,8 +289,31 @@ class Plan:
 
     @property
     def labels(self) -> int:
+        """Labelled rows the check needs today: every test example (see :attr:`ClausePlan.labels`)."""
+        return self.test_examples
+
+    @property
+    def disagreements_worst_case(self) -> int | None:
+        """Informational, for formulas with a ``d`` clause: the most disagreements a passing
+        check can see on :attr:`test_examples` rows.
+
+        The ``d`` clause's exact test passes only when the count of disagreements is at most
+        ``N - k`` (k its cutoff on the count of agreements), so a run with more fails whatever
+        the labels say. This is the worst case the plan allows, not ``ceil(N * p)``, which the
+        realised count exceeds about half the time at d = p. It is *not* what the check needs
+        labelled today (:attr:`labels`): a later model pair disagrees on other rows.
+        """
         n = self.test_examples
-        return max(c.labels_for(n) for c in self.clauses)
+        worst = None
+        for c in self.clauses:
+            if c.method != "exact-binomial" or c.clause.variables != frozenset({"d"}) \
+                    or not c.clause.is_upper_bound or c.clause.coefficient("d") <= 0:
+                continue
+            size, k = c._zone_cutoff(self.mode, n)
+            # u = 1 - d is counted; a pass needs at least k agreements among the first `size` rows
+            allowed = (size - k) + (n - size)
+            worst = allowed if worst is None else min(worst, allowed)
+        return worst
 
     @property
     def easeml_test_examples(self) -> int:
@@ -308,7 +330,13 @@ class Plan:
         return Verdict(all(v.passed for v in verdicts), verdicts, m)
 
     def for_sample_size(self, m: int) -> "Plan":
-        """The same plan with each tolerance widened to the smallest one m examples support."""
+        """The same plan with each tolerance widened to the smallest one m examples support.
+
+        Raises :class:`ImpossibleCondition` (a :class:`PlanError` and a ``ConditionError``) when
+        no tolerance fits: a clause whose widest zone inside its statistic's range still needs
+        more than m examples, or widened clauses whose pass regions no longer meet, so that no
+        model could pass (deciding then would fail every model without looking).
+        """
         if m >= self.test_examples:
             return self
         if m <= 0:
@@ -317,19 +345,35 @@ class Plan:
         for _ in range(5):  # widening a d clause can loosen the variance bound of n - o: iterate
             widened = tuple(self._widen(clause, current, m) for clause in current.formula.clauses)
             formula = Formula(widened, source=str(Formula(widened)))
-            current = plan(formula, self.reliability, self.mode, self.adaptivity, self.steps,
-                           self.passes, self.method)
+            try:
+                current = plan(formula, self.reliability, self.mode, self.adaptivity, self.steps,
+                               self.passes, self.method)
+            except ImpossibleCondition as exc:
+                raise ImpossibleCondition(
+                    f"{m:,} test examples are too few for '{self.formula}': the tolerances they "
+                    f"support make it '{formula}', which no model can pass (a pass would be owed "
+                    f"only where {owed_pass_text(formula, self.mode)}, and no model has all of "
+                    f"these at once); label at least {self.test_examples:,} examples") from None
             if current.test_examples <= m:
                 return current
         raise PlanError(f"no tolerance fits {m} examples")  # pragma: no cover - not seen in practice
 
     def _widen(self, clause: Clause, context: "Plan", m: int) -> Clause:
-        """The clause with the smallest tolerance (found by bisection) that m examples support."""
+        """The clause with the smallest tolerance (found by bisection) that m examples support,
+        never wider than the zone its statistic's range allows."""
         if _clause_size(clause, context) <= m:
             return clause
-        lo, hi = clause.tolerance, max(clause.tolerance * 2, 1.0)
-        while _clause_size(self._with_tolerance(clause, hi), context) > m:
-            hi *= 2
+        compiled = compile_clause(clause)
+        thr = compiled.threshold
+        widest = ((compiled.high - thr) if self.mode == "fp-free" else (thr - compiled.low)) / 2
+        lo, hi = clause.tolerance, widest
+        if hi <= lo or _clause_size(self._with_tolerance(clause, hi), context) > m:
+            need = None if hi <= lo else _clause_size(self._with_tolerance(clause, hi), context)
+            raise ImpossibleCondition(
+                f"{m:,} test examples cannot decide clause '{clause}' at any tolerance: its widest "
+                f"zone inside the range of {clause.expression_text()} (+/- {format_number(hi)}) "
+                + (f"still needs {need:,}" if need is not None else "is no wider than the current one")
+                + f"; label at least {self.test_examples:,} examples")
         for _ in range(50):
             mid = (lo + hi) / 2
             if _clause_size(self._with_tolerance(clause, mid), context) <= m:
@@ -354,6 +398,7 @@ class Plan:
             "queries": self.queries,
             "test_examples": self.test_examples,
             "labels": self.labels,
+            "disagreements_worst_case": self.disagreements_worst_case,
             "easeml_test_examples": self.easeml_test_examples,
             "clauses": [c.to_dict() for c in self.clauses],
         }
@@ -362,7 +407,8 @@ class Plan:
 def _clause_size(clause: Clause, base: Plan) -> int:
     """Sample size of one clause planned in the context of ``base`` (for widening tolerances)."""
     formula = Formula(tuple(clause if (c.span == clause.span) else c for c in base.formula.clauses))
-    p = plan(formula, base.reliability, base.mode, base.adaptivity, base.steps, base.passes, base.method)
+    p = plan(formula, base.reliability, base.mode, base.adaptivity, base.steps, base.passes, base.method,
+             _whole_formula=False)
     idx = [c.clause.span for c in p.clauses].index(clause.span)
     return p.clauses[idx].test_examples
 
@@ -396,11 +442,20 @@ def validate_parameters(reliability, mode, adaptivity, steps, passes, method) ->
 
 def plan(formula: Formula | str, reliability: float = 0.9999, mode: str = "fp-free",
          adaptivity: str = "full", steps: int = 32, passes: int | None = None,
-         method: str = "tight") -> Plan:
-    """Plan a formula; see the module docstring for the error budget and its split."""
+         method: str = "tight", *, _whole_formula: bool = True) -> Plan:
+    """Plan a formula; see the module docstring for the error budget and its split.
+
+    Raises :class:`ImpossibleCondition` for a clause whose indifference zone leaves its
+    statistic's range, or a formula no model can pass (:mod:`conditions.zones`).
+    """
     if isinstance(formula, str):
         formula = parse(formula)
     validate_parameters(reliability, mode, adaptivity, steps, passes, method)
+    if _whole_formula:
+        check_formula(formula, mode)
+    else:  # widening one clause at a time: the others are not yet widened, so only zones count
+        for c in formula.clauses:
+            check_clause(compile_clause(c), mode)
     delta = 1.0 - reliability
     queries = query_count(adaptivity, steps, passes)
     easeml_queries = query_count(adaptivity, steps, passes, easeml=True)
@@ -435,10 +490,18 @@ def plan(formula: Formula | str, reliability: float = 0.9999, mode: str = "fp-fr
 
 
 def _easeml_size(clause: Clause, delta: float, n_clauses: int, queries: int) -> int:
-    """ease.ml/ci's released estimator: Hoeffding per variable, eps split evenly across the
-    variables (by their coefficients' weight), delta split over variables x clauses x queries.
-    Reproduces their figures to the unit (641,684; 267,385; 63,381; 6,279; 5,496)."""
+    """ease.ml/ci's released estimator: Hoeffding per variable.
+
+    For clause j with m_j variables and tolerance eps_j, variable i (coefficient c_i) must be
+    estimated to within ``eps_j / (m_j |c_i|)``, so that the m_j errors add up to at most eps_j,
+    with probability ``1 - delta''``, ``delta'' = delta / (m_j * clauses * queries)``. One-sided
+    Hoeffding gives ``c_i^2 m_j^2 ln(1 / delta'') / (2 eps_j^2)`` examples per variable; the
+    clause needs the largest. Reproduces their figures to the unit (641,684; 267,385; 63,381;
+    6,279; 5,496), and with unequal coefficients 340,310 for ``n - 1.1 * o > 0.01 +/- 0.01 /\
+    d < 0.1 +/- 0.01`` (0.9999, none, 32) and 71,547 for ``n - 0.9 * o > 0 +/- 0.02`` (0.995,
+    full, 12).
+    """
     n_vars = len(clause.variables)
-    eps = clause.tolerance / sum(abs(c) for _, c in clause.coefficients)
     log_inv = _log(n_vars * n_clauses * queries) - math.log(delta)
-    return math.ceil(log_inv / (2 * eps * eps))
+    worst = max(c * c for _, c in clause.coefficients)
+    return math.ceil(worst * n_vars * n_vars * log_inv / (2 * clause.tolerance ** 2))

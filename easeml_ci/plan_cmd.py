@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -9,6 +10,8 @@ import conditions
 
 from .config import GateConfig, config_from_options, load_config
 from .errors import ConfigError
+
+DEFAULT_CONFIG = ".easeml.yml"
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -28,20 +31,29 @@ def render_plan(plan: conditions.Plan) -> str:
             f"delta per clause and query {plan.clauses[0].delta:.3g}\n")
     rows = [[c.text, c.statistic, c.method, f"{c.test_examples:,}", f"{c.labels:,}",
              f"{c.easeml_test_examples:,}"] for c in plan.clauses]
-    table = _table(rows, ["clause", "statistic", "method", "test examples", "labels", "ease.ml/ci"])
-    ratio = plan.easeml_test_examples / plan.test_examples if plan.test_examples else float("inf")
-    foot = (f"\nThe test set needs {plan.test_examples:,} test examples and {plan.labels:,} labels "
-            f"(ease.ml/ci's released code: {plan.easeml_test_examples:,}; {ratio:.1f}x).")
+    table = _table(rows, ["clause", "statistic", "method", "test examples", "labelled rows needed",
+                          "ease.ml/ci"])
+    ratio = plan.easeml_test_examples / plan.test_examples
+    foot = (f"\nThe check needs {plan.test_examples:,} test examples, every one labelled "
+            f"({plan.labels:,} labelled rows; ease.ml/ci's released code: "
+            f"{plan.easeml_test_examples:,}; {ratio:.1f}x).")
+    worst = plan.disagreements_worst_case
     for c in plan.clauses:
         if c.method == "bennett-d":
             bound = c.to_dict()["disagreement_bound"]
             foot += (f"\nClause '{c.text}' relies on d <= {bound:g}, certified by the formula's own "
-                     "d clause; only examples where the models disagree need labels.")
+                     "d clause.")
+    if worst is not None:
+        foot += (f"\nFor information only: a passing check sees at most {worst:,} disagreements "
+                 f"(worst case the d clause allows on {plan.test_examples:,} rows). This is not what "
+                 "needs labels: another model pair disagrees on other rows, so the check needs every "
+                 "row labelled until labels on demand exist.")
     return head + "\n" + table + "\n" + foot
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A .easeml.yml file.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A .easeml.yml file (default: ./.easeml.yml when present and no --condition is given).")
 @click.option("--condition", help="e.g. 'n - o > 0.02 +/- 0.01' (overrides the config).")
 @click.option("--reliability", type=float, help="1 - delta for the test set's whole life, e.g. 0.9999.")
 @click.option("--mode", type=click.Choice(conditions.MODES), help="fp-free (default) or fn-free.")
@@ -52,21 +64,29 @@ def render_plan(plan: conditions.Plan) -> str:
               help="tight (default): the tightest justified test; easeml: ease.ml/ci's released estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, method, as_json):
-    """Plan how many test examples (and labels) a condition needs."""
+    """Plan how many test examples a condition needs (every one labelled, today)."""
     overrides = {k: v for k, v in dict(condition=condition, reliability=reliability, mode=mode,
                                        adaptivity=adaptivity, steps=steps, passes=passes,
                                        method=method).items() if v is not None}
+    if config_path is None and condition is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = DEFAULT_CONFIG  # like `check`: the gate's own config when it is here
     if config_path:
         cfg: GateConfig = load_config(config_path)
         fields = {k: getattr(cfg, k) for k in ("condition", "reliability", "mode", "adaptivity",
                                                "steps", "passes", "method")}
         fields.update(overrides)
     elif condition is None:
-        raise ConfigError("give --config FILE or --condition 'EXPR > CONST +/- TOL'")
+        raise ConfigError(f"give --config FILE or --condition 'EXPR > CONST +/- TOL' "
+                          f"(there is no {DEFAULT_CONFIG} in this directory)")
     else:
         fields = overrides
     cfg = config_from_options(**fields)
-    result = cfg.plan()
+    try:
+        result = cfg.plan()
+    except conditions.ImpossibleCondition as exc:
+        where = f"{config_path}: key 'condition'" if config_path and "condition" not in overrides \
+            else "--condition"
+        raise ConfigError(f"{where}: {exc}") from None
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:

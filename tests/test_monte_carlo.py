@@ -1,22 +1,36 @@
 """Monte Carlo checks of every method at the edges of the indifference zone.
 
-Each case simulates many test sets with the planned size at a loose reliability (so it runs in
-seconds) and asserts the observed error rate stays within delta, with a binomial slack of four
-standard errors for the simulation's own noise. Seeds are fixed, so a failure is reproducible.
+Each case simulates many test sets with the planned size and asserts the observed error rate
+stays within delta, with a binomial slack of four standard errors for the simulation's own
+noise. Seeds are fixed, so a failure is reproducible.
+
+A check that cannot fail proves nothing, so every method also has a test that a bound wrong by a
+factor of two would fail, and a witness that it does:
+
+* exact-binomial: the observed rates match the exact binomial tails of the plan's own cutoff, and
+  a plan made for 2 delta errs above delta + slack at one edge (the floor is tight);
+* bennett, bennett-d, easeml: these bounds are loose at delta = 0.1 (a plan on half the examples
+  still errs under delta there), so they are tested at delta = 0.001 with 200,000 simulated test
+  sets (slack 4 SE = 0.00028), on the edge distributions where the bound is tightest (every
+  disagreement is one model right, the other wrong; a Bernoulli near 1/2). There, half the
+  planned examples (a bound whose exponent is twice too large) errs 3-4x above delta.
 """
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from conditions import plan
 
 TRIALS = 20_000
 RNG_SEED = 20261123
+STRICT_DELTA = 0.001
+STRICT_TRIALS = 200_000
 
 
-def _slack(delta: float) -> float:
-    return 4 * math.sqrt(delta * (1 - delta) / TRIALS)
+def _slack(delta: float, trials: int = TRIALS) -> float:
+    return 4 * math.sqrt(delta * (1 - delta) / trials)
 
 
 # Outcome order: (n, o, d) in (1,1,0), (1,0,1), (0,1,1), (0,0,0), (0,0,1)
@@ -44,32 +58,115 @@ def _formula_pass_rate(p, probabilities, rng) -> float:
     return passed.mean()
 
 
-@pytest.mark.parametrize("condition, mode, null, alternative", [
+def _clause_error_rate(cp, m: int, probabilities, must_pass: bool, rng) -> float:
+    """One clause's error rate over STRICT_TRIALS simulated test sets of m examples."""
+    counts = rng.multinomial(m, probabilities, size=STRICT_TRIALS)
+    per_outcome = np.array([cp.statistic_of(*o) for o in OUTCOMES], dtype=float)
+    passed = cp.decide_many(counts @ per_outcome, m)
+    return float(1 - passed.mean()) if must_pass else float(passed.mean())
+
+
+def _one_variable(variable: str, mean: float) -> np.ndarray:
+    """Outcome law with E[variable] = mean (n alone: both models right or both wrong; d alone:
+    both wrong, differing or not)."""
+    if variable == "n":
+        return np.array([mean, 0, 0, 1 - mean, 0])
+    return np.array([0, 0, 0, 1 - mean, mean])
+
+
+EXACT_CASES = [
     ("n > 0.8 +/- 0.05", "fp-free", 0.8, 0.9),
     ("n > 0.8 +/- 0.05", "fn-free", 0.7, 0.8),
     ("n >= 0.95 +/- 0.01", "fp-free", 0.95, 0.97),
     ("o < 0.3 +/- 0.05", "fp-free", 0.3, 0.2),       # '<': large values must not pass
     ("2 * n > 1.4 +/- 0.1", "fn-free", 0.6, 0.7),    # a scaled variable
-])
-def test_exact_binomial_keeps_delta_at_both_edges(condition, mode, null, alternative):
-    rng = np.random.default_rng(RNG_SEED)
-    p = plan(condition, 0.9, mode=mode, adaptivity="none", steps=1)
+]
+
+
+def _exact_edge_errors(condition, mode, null, alternative, reliability, rng):
+    """Observed and exact (binomial tail) error rates at the two edges of a one-variable plan."""
+    p = plan(condition, reliability, mode=mode, adaptivity="none", steps=1)
     cp = p.clauses[0]
     assert cp.method == "exact-binomial"
     var = next(iter(cp.clause.variables))
-    delta = 0.1
-    errors = []
+    m = p.test_examples
+    k = cp._zone_cutoff(mode, m)[1]
+    stat = np.array([cp.statistic_of(**{v: (1 if v == var else 0) for v in "nod"}),
+                     cp.statistic_of(**{v: 0 for v in "nod"})], dtype=float)
+    observed, exact = [], []
     for mean, must_pass in [(null, False), (alternative, True)]:
-        ones = rng.binomial(p.test_examples, mean, size=TRIALS)
-        stat = np.array([cp.statistic_of(**{v: (1 if v == var else 0) for v in "nod"}),
-                         cp.statistic_of(**{v: 0 for v in "nod"})], dtype=float)
-        sums = ones * stat[0] + (p.test_examples - ones) * stat[1]
-        rate = cp.decide_many(sums, p.test_examples).mean()
-        error = (1 - rate) if must_pass else rate
-        assert error <= delta + _slack(delta), (mean, error)
-        errors.append(error)
-    # and the test is tight, not vacuous: at one edge it spends a good part of its budget
-    assert max(errors) >= delta / 4
+        ones = rng.binomial(m, mean, size=TRIALS)
+        sums = ones * stat[0] + (m - ones) * stat[1]
+        rate = cp.decide_many(sums, m).mean()
+        observed.append((1 - rate) if must_pass else rate)
+        u = mean if stat[0] == 1 else 1 - mean  # the counted Bernoulli's mean
+        exact.append(stats.binom.cdf(k - 1, m, u) if must_pass else stats.binom.sf(k - 1, m, u))
+    return np.array(observed), np.array(exact)
+
+
+@pytest.mark.parametrize("condition, mode, null, alternative", EXACT_CASES)
+def test_exact_binomial_keeps_delta_at_both_edges(condition, mode, null, alternative):
+    rng = np.random.default_rng(RNG_SEED)
+    delta = 0.1
+    observed, exact = _exact_edge_errors(condition, mode, null, alternative, 1 - delta, rng)
+    assert (observed <= delta + _slack(delta)).all(), observed
+    # the simulation is the binomial tail of the plan's own cutoff, to within its noise
+    assert (abs(observed - exact) <= _slack(0.25)).all(), (observed, exact)
+    assert (exact <= delta).all()
+    # and the test is tight, not vacuous: at one edge it spends most of its budget
+    assert max(exact) >= 0.8 * delta
+
+
+@pytest.mark.parametrize("condition, mode, null, alternative", EXACT_CASES)
+def test_exact_binomial_check_catches_a_plan_made_for_twice_the_delta(condition, mode, null, alternative):
+    """What the test above would see if the planner spent 2 delta: an error above its limit."""
+    rng = np.random.default_rng(RNG_SEED)
+    delta = 0.1
+    observed, _ = _exact_edge_errors(condition, mode, null, alternative, 1 - 2 * delta, rng)
+    assert observed.max() > delta + _slack(delta)
+
+
+def _strict_plan(condition, method="tight"):
+    p = plan(condition, 1 - STRICT_DELTA * len(condition.split("/\\")), mode="fp-free",
+             adaptivity="none", steps=1, method=method)
+    cp = p.clauses[0]
+    assert cp.delta == pytest.approx(STRICT_DELTA)
+    return p, cp
+
+
+STRICT_CASES = [  # (condition, method, expected method, edge law as a function of the mean)
+    ("n - o > 0.02 +/- 0.02", "tight", "bennett", lambda mu: _probabilities(mu, 1.0)),
+    ("n - o > 0.02 +/- 0.02 /\\ d < 0.15 +/- 0.02", "tight", "bennett-d",
+     lambda mu: _probabilities(mu, 0.15)),  # d at the bound the d clause certifies
+    ("n - o > 0.01 +/- 0.01 /\\ d < 0.05 +/- 0.01", "tight", "bennett-d",
+     lambda mu: _probabilities(mu, 0.05)),
+    ("n - o > 0.02 +/- 0.02", "easeml", "easeml", lambda mu: _probabilities(mu, 1.0)),
+    ("n > 0.45 +/- 0.05", "easeml", "easeml", lambda mu: _one_variable("n", mu)),
+]
+
+
+@pytest.mark.parametrize("condition, method, expected, law", STRICT_CASES)
+def test_bounded_methods_keep_a_small_delta_at_both_edges(condition, method, expected, law):
+    rng = np.random.default_rng(RNG_SEED)
+    p, cp = _strict_plan(condition, method)
+    assert cp.method == expected
+    a, b = cp.compiled.edges("fp-free")
+    for mean, must_pass in [(a, False), (b, True)]:
+        error = _clause_error_rate(cp, p.test_examples, law(mean), must_pass, rng)
+        assert error <= STRICT_DELTA + _slack(STRICT_DELTA, STRICT_TRIALS), (mean, error)
+
+
+@pytest.mark.parametrize("condition, method, expected, law", STRICT_CASES)
+def test_bounded_methods_check_catches_a_bound_off_by_a_factor_of_two(condition, method, expected, law):
+    """On half the planned examples (what an exponent twice too large would plan) the same edge
+    laws err well above delta + slack, so the test above would fail for such a bound."""
+    rng = np.random.default_rng(RNG_SEED)
+    p, cp = _strict_plan(condition, method)
+    a, b = cp.compiled.edges("fp-free")
+    half = p.test_examples // 2
+    errors = [_clause_error_rate(cp, half, law(mean), must_pass, rng)
+              for mean, must_pass in [(a, False), (b, True)]]
+    assert max(errors) > 2 * (STRICT_DELTA + _slack(STRICT_DELTA, STRICT_TRIALS)), errors
 
 
 @pytest.mark.parametrize("mode", ["fp-free", "fn-free"])

@@ -105,3 +105,9 @@ def test_valid_formulas_round_trip_through_canonical_text(clauses, joiner):
 def test_public_surface():
     for name in conditions.__all__:
         assert hasattr(conditions, name)
+
+
+def test_a_conjunction_is_shown_with_one_backslash_in_str_and_repr():
+    formula = parse("n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01")
+    for shown in (str(formula), repr(formula), f"{formula!r}", f"{formula}"):
+        assert "/\\ d" in shown and "/\\\\" not in shown

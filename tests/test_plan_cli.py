@@ -20,6 +20,53 @@ def test_table_shows_statistic_method_sizes_and_easeml_figure():
     assert "641,684" in result.output  # ease.ml/ci's figure beside ours
 
 
+def test_labels_are_every_test_example_and_disagreements_are_marked_informational():
+    result = run("plan", "--condition", "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01", "--adaptivity", "none")
+    assert result.exit_code == 0, result.output
+    assert "labelled rows needed" in result.output
+    assert "The check needs 27,357 test examples, every one labelled" in result.output
+    assert "For information only: a passing check sees at most 2,506 disagreements" in result.output
+    assert "only examples where the models disagree need labels" not in result.output
+    assert "/\\ d < 0.1" in result.output and "/\\\\" not in result.output
+    data = json.loads(run("plan", "--condition", "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01",
+                          "--adaptivity", "none", "--json").output)
+    assert data["labels"] == data["test_examples"] == 27_357
+    assert data["disagreements_worst_case"] == 2_506
+    assert data["condition"] == "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01"  # one backslash, decoded
+
+
+def test_plan_reads_the_gate_config_in_the_working_directory_by_default(tmp_path, monkeypatch):
+    (tmp_path / ".easeml.yml").write_text("ml:\n  - condition: n > 0.8 +/- 0.05\n  - reliability: 0.9999\n"
+                                          "  - adaptivity: none\n  - steps: 32\n")
+    monkeypatch.chdir(tmp_path)
+    data = json.loads(run("plan", "--json").output)
+    assert data["condition"] == "n > 0.8 +/- 0.05" and data["adaptivity"] == "none"
+    # an explicit --condition still plans the condition alone, with the defaults
+    alone = json.loads(run("plan", "--condition", "n > 0.7 +/- 0.05", "--json").output)
+    assert alone["condition"] == "n > 0.7 +/- 0.05" and alone["adaptivity"] == "full"
+
+
+@pytest.mark.parametrize("condition, message", [
+    ("n > 90 +/- 3", "the tolerance must be at most 0.5"),
+    ("n < 90 +/- 3", "it would pass without looking"),
+    ("n > 1.2 +/- 0.03", "the threshold must lie in [0, 0.94]"),
+    ("n - o > 0.1 +/- 0.05 /\\ d < 0.1 +/- 0.02", "cannot be passed by any model"),
+])
+def test_an_impossible_condition_exits_2_naming_the_clause_and_what_is_allowed(condition, message):
+    result = run("plan", "--condition", condition)
+    assert result.exit_code == 2
+    assert "--condition:" in result.output and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_impossible_condition_in_a_config_names_the_file(tmp_path):
+    cfg = tmp_path / ".easeml.yml"
+    cfg.write_text("ml:\n  - condition: n > 0.9 +/- 0.5\n  - reliability: 0.99\n")
+    result = run("plan", "--config", str(cfg))
+    assert result.exit_code == 2
+    assert f"{cfg}: key 'condition': clause 'n > 0.9 +/- 0.5' cannot be decided" in result.output
+
+
 def test_json_has_the_documented_fields():
     result = run("plan", "--condition", "n > 0.8 +/- 0.05", "--json")
     assert result.exit_code == 0
@@ -46,10 +93,11 @@ def test_config_file_and_option_overrides(tmp_path):
     (["--condition", "n > 0.8 +/- 0.05", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
     (["--condition", "n > 0.8 +/- 0.05", "--adaptivity", "none", "--passes", "2"], "passes applies to adaptivity 'full' only"),
     (["--condition", "n > 0.8 +/- 0.05", "--mode", "both"], "Invalid value for '--mode'"),
-    ([], "give --config FILE or --condition"),
+    ([], "give --config FILE or --condition"),  # (run where there is no .easeml.yml)
     (["--config", "/nonexistent/.easeml.yml"], "config file /nonexistent/.easeml.yml does not exist"),
 ])
-def test_bad_input_exits_2_with_a_clear_error(args, message):
+def test_bad_input_exits_2_with_a_clear_error(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .easeml.yml to fall back on
     result = run("plan", *args)
     assert result.exit_code == 2
     assert message in result.output
