@@ -84,11 +84,13 @@ def build_alert(*, event: str, gate: str, fingerprint: str, budget: dict, plan_s
                  f"`easeml-ci testset register NEW_TESTSET --config {config_path}`")
     lines = [f"easeml-ci [{gate}]: test set {fingerprint[:12]} {why} "
              f"({budget['used']} of {budget['total']} steps used).",
-             f"Label request: {need:,} test examples ({labels:,} labels) for "
+             f"Label request: {need:,} test examples, every one labelled, for "
              f"`{plan_summary['condition']}` at reliability {plan_summary['reliability']}."]
     if pool_csv:
         lines.append(f"Which pool examples to label first: {pool_csv}"
                      + (f" ({pool_info})" if pool_info else ""))
+    elif pool_info:  # why there is no list of examples (no pool, or a pool that failed)
+        lines.append(f"Which examples: {pool_info}.")
     lines.append(f"Next: {next_step}.")
     return {"event": event, "gate": gate, "testset": fingerprint, "budget": budget,
             "label_request": request, "next_step": next_step, "text": "\n".join(lines)}

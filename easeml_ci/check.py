@@ -149,7 +149,8 @@ def check_pinned(cfg, registered: dict | None, fingerprint: str) -> None:
     pinned = registered.get("terms", {})
     for key, now in pinned_terms(cfg).items():
         if key in pinned and pinned[key] != now:
-            shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else repr(v))
+            shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else
+                     f"'{v}'" if isinstance(v, str) else repr(v))
             key_line = "ledger" if key == "ledger" else key
             raise ConfigError(
                 f"{_where(cfg, key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "

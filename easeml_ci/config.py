@@ -289,6 +289,10 @@ def _build(values: dict, src: _Source, path: Path | None) -> GateConfig:
                                      cfg.method)
     except conditions.PlanError as exc:
         raise src.error("passes" if "passes" in str(exc) else None, str(exc)) from None
+    try:  # a zone outside the statistic's range, or a formula no model can pass
+        conditions.check_formula(formula, cfg.mode)
+    except conditions.ConditionError as exc:
+        raise src.error("condition", f"key 'condition': {exc}") from None
     return cfg
 
 

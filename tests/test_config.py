@@ -93,3 +93,14 @@ def test_missing_and_unreadable_files(tmp_path):
     (tmp_path / "bin.yml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "bin.yml")
+
+
+def test_an_impossible_condition_is_refused_when_the_config_loads(tmp_path):
+    from easeml_ci.config import load_config
+    from easeml_ci.errors import ConfigError
+
+    path = tmp_path / ".easeml.yml"
+    path.write_text("reliability: 0.99\ncondition: n > 1.2 +/- 0.03\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:2" in err.value.message and "1.2" in err.value.message
