@@ -348,7 +348,7 @@ class ActionHarness:
 
 # --- a pre-imported interpreter for the gate step ------------------------------------------------
 #
-# Importing the product (scipy, statsmodels, onnxruntime) costs seconds per process on a busy
+# Importing the product (scipy, onnxruntime) costs seconds per process on a busy
 # machine; a test file that runs the action twenty times would spend a minute importing. The
 # zygote imports it once and forks a child per command: each ``easeml-ci`` started by a step
 # is still a process of its own (own environment, working directory, stdin/stdout/stderr, exit
