@@ -1,7 +1,7 @@
 """Fixed-size tests of ``E[Z] <= a`` against ``E[Z] >= b`` (b > a), and their sample sizes.
 
 Every clause, once compiled (:mod:`conditions.compiler`), asks one question of one test set:
-pass only if the mean of Z is large. The contract (DESIGN.md §2) needs, for one query with error
+pass only if the mean of Z is large. The contract (docs/design.md §2) needs, for one query with error
 budget delta::
 
     P(pass | E[Z] <= a) <= delta      and      P(fail | E[Z] >= b) <= delta

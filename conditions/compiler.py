@@ -68,7 +68,7 @@ class CompiledClause:
         """The indifference zone (a, b) on Z's scale for a mode.
 
         The test must not pass when E[Z] <= a and must not fail when E[Z] >= b = a + 2 eps.
-        fp-free puts the zone just above the threshold, fn-free just below (DESIGN.md §2).
+        fp-free puts the zone just above the threshold, fn-free just below (docs/design.md §2).
         """
         two_eps = 2.0 * self.tolerance
         if mode == "fp-free":

@@ -1,6 +1,6 @@
 """Plan how many test examples (and labels) a formula needs, and decide it on a test set.
 
-Error budget (DESIGN.md §2)
+Error budget (docs/design.md §2)
 ---------------------------
 ``reliability`` r gives delta = 1 - r for the whole life of one test set. Adaptivity fixes how
 many distinct queries (model x clause) could ever be answered on it; a union bound over them gives

@@ -1,6 +1,6 @@
 """The GitHub Action's entry point: one gated check, reported on the pull request.
 
-Order (commit, then reveal — DESIGN.md §4): :func:`easeml_ci.check.run_check` records the step in
+Order (commit, then reveal — docs/design.md §3): :func:`easeml_ci.check.run_check` records the step in
 the ledger before it returns anything; only then are the summary, outputs, annotations, comment
 and alert issue written. A run that fails before the step is recorded (bad input, a token that
 may not write the repository ledger) reports the error and nothing about the test set.

@@ -4,7 +4,7 @@ An alert is a plain dict (so the GitHub Action can turn it into an issue and the
 text) carrying a *label request*: how many labelled examples the next test set needs for the
 configured condition, and, when an unlabelled pool is configured, a CSV ranking which pool
 examples to label first. For conditions on ``n - o`` only examples where the two models disagree
-move the estimate (DESIGN.md §2: ``n_i - o_i`` is 0 wherever ``d_i`` is 0), so those come first.
+move the estimate (docs/design.md §2: ``n_i - o_i`` is 0 wherever ``d_i`` is 0), so those come first.
 
 It is printed by the CLI every time a check is refused, but POSTed to the webhook once per
 event: the ledger records the claim and the delivery result (see

@@ -1,6 +1,6 @@
 """One gated check, end to end: validate, evaluate, decide, commit the step, then reveal.
 
-The order is the guarantee (DESIGN.md §4): every piece of user input is validated before
+The order is the guarantee (docs/design.md §3 and §5): every piece of user input is validated before
 anything is evaluated or written; the verdict is computed in memory; the step is appended to
 the ledger and fsynced; only then does anything about the verdict leave this function (return
 value, private sink, alert). A crash anywhere before the append reveals nothing; a crash after

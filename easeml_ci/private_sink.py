@@ -1,6 +1,6 @@
 """Where verdicts go under adaptivity ``none``: a channel the team cannot read.
 
-DESIGN.md §2: under ``none`` nobody on the team sees results, which is what lets the planner
+docs/design.md §2: under ``none`` nobody on the team sees results, which is what lets the planner
 split delta over H queries instead of 2^H. The verdict therefore goes to a private sink — a
 file outside the repository (appended as JSON lines, mode 0600) or a webhook URL — and the
 team-facing output says only that it was withheld.

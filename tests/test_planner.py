@@ -10,7 +10,7 @@ import conditions
 from conditions import PlanError, plan, query_count
 from conditions.bounds import binomial_cutoff, binomial_design
 
-ANCHORS = [  # DESIGN.md §3: ease.ml/ci's released code at H = 32
+ANCHORS = [  # docs/design.md §8: ease.ml/ci's released code at H = 32
     ("n - o > 0.02 +/- 0.01", 0.9999, "full", 641_684),
     ("n - o > 0.02 +/- 0.01", 0.9999, "none", 267_385),
     ("d < 0.1 +/- 0.01", 0.9999, "none", 63_381),

@@ -1,6 +1,6 @@
 """What the team sees on a pull request: the job summary and the sticky comment, in Markdown.
 
-Secrecy (DESIGN.md §2). Under ``full``, ``firstChange`` and ``passes`` the only thing about the
+Secrecy (docs/design.md §2). Under ``full``, ``firstChange`` and ``passes`` the only thing about the
 test set that may reach the team is the verdict bit of each clause. So a :class:`GateReport`
 keeps, per clause, only its text, its config line and its verdict; every other key a result may
 carry (estimates, margins, sample sizes, timings) is dropped here, at the one place all

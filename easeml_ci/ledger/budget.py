@@ -1,4 +1,4 @@
-"""Budget semantics per adaptivity mode (DESIGN.md §2), computed from ledger entries.
+"""Budget semantics per adaptivity mode (docs/design.md §2), computed from ledger entries.
 
 The plan terms that decide the budget (adaptivity, steps, passes, ...) are pinned in the
 ledger's ``register`` entry when the test set starts, so that editing ``.easeml.yml`` later
