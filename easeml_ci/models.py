@@ -68,9 +68,7 @@ GIT_PREFIX = "git:"
 PREDICTION_SUFFIXES = (".csv", ".npy")
 MODEL_SUFFIXES = (".onnx",) + PREDICTION_SUFFIXES
 LABEL_KINDS = ("integer", "float", "text")
-# Rows of the synthetic inputs preflight feeds: two sizes, so an output that does not follow the
-# batch is seen; neither is 1, which some exports squeeze to a scalar.
-SYNTHETIC_ROWS = (2, 5)
+SYNTHETIC_ROWS = (2, 5)  # rows of preflight's two synthetic batches (see _synthetic_inputs)
 
 _ONNX_DTYPES = {
     "tensor(float)": np.float32,
@@ -681,6 +679,20 @@ def _strip_zipmap(model) -> bytes:
     return model.SerializeToString()
 
 
+def _synthetic_inputs(width: int, feature_dtype, input_dtype: np.dtype):
+    """Made-up feature rows for preflight: zeros, then standard normal values (small
+    non-negative integers for an integer input, which may index a table). Two batch sizes, so
+    an output that does not follow the batch is seen; neither is 1, which some exports squeeze
+    to a scalar."""
+    rng = np.random.default_rng(0)
+    zeros_rows, random_rows = SYNTHETIC_ROWS
+    yield "zeros", np.zeros((zeros_rows, width), dtype=feature_dtype)
+    if input_dtype.kind in "iu":
+        yield "small integers", rng.integers(0, 4, size=(random_rows, width)).astype(feature_dtype)
+    else:
+        yield "standard normal values", rng.normal(size=(random_rows, width)).astype(feature_dtype)
+
+
 class _RunFailed(Exception):
     """onnxruntime failed while running the model; the text is onnxruntime's, whole."""
 
@@ -828,13 +840,15 @@ class OnnxModel:
         width = schema.n_features if schema.n_features is not None else want
         if width is None:
             return  # the width is learnt from the test set's schema; load_predictions runs this
-        rng = np.random.default_rng(0)
-        for rows in SYNTHETIC_ROWS:
-            X = rng.normal(size=(rows, width)).astype(schema.feature_dtype)
+        for kind, X in _synthetic_inputs(width, schema.feature_dtype, self.input_dtype):
+            rows = X.shape[0]
             what = (f"ONNX model {self.label}, on synthetic input ({rows} rows x {width} "
-                    f"features; no test data involved)")
+                    f"features of {kind}; no test data involved)")
             try:
-                self._decode_batch(self._run_batch(X), rows, schema.label_kind)
+                res = self._run_batch(X)
+                if res.dtype.kind == "f":  # values on made-up rows say nothing: NaN is no fault
+                    res = np.nan_to_num(res, nan=0.0, posinf=0.0, neginf=0.0)
+                self._decode_batch(res, rows, schema.label_kind)
             except _RunFailed as exc:
                 raise InputError(f"{what}, fails: {exc}") from None
             except _NotLabels as exc:

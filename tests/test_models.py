@@ -320,7 +320,7 @@ def test_onnx_inputs_that_do_not_fit_are_input_errors(tmp_path, testset, case):
                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, None])],
                             [None, 2], [helper.make_node("MatMul", ["a", "W"], ["out"])],
                             [numpy_helper.from_array(W, "W")])
-        fragment = "on synthetic input (2 rows x 6 features; no test data involved), fails"
+        fragment = "on synthetic input (2 rows x 6 features of zeros; no test data involved), fails"
     with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_predictions(str(path), testset)
 
