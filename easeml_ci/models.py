@@ -826,7 +826,8 @@ class OnnxModel:
                 f"must be dynamic. Export it with one: torch.onnx.export(..., input_names="
                 f"[{name!r}], output_names=[{self.output_name!r}], dynamic_axes={{{name!r}: "
                 f"{{0: 'batch'}}, {self.output_name!r}: {{0: 'batch'}}}}) (with dynamo=True: "
-                f"dynamic_shapes); skl2onnx's to_onnx makes it dynamic already")
+                f"dynamic_shapes), or in skl2onnx initial_types=[({name!r}, FloatTensorType("
+                f"[None, {shape[1]}]))]")
         want = self.n_features
         if want is not None and schema.n_features is not None and want != schema.n_features:
             raise InputError(f"ONNX model {self.label} expects {want} features but "

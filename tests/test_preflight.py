@@ -204,6 +204,18 @@ def _fixed_batch(batch):
     return make
 
 
+def _skl2onnx_fixed_batch(tmp, data):
+    from sklearn.linear_model import LogisticRegression
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    X, y = data
+    clf = LogisticRegression().fit(X, y)
+    onx = to_onnx(clf, initial_types=[("input", FloatTensorType([32, F]))], target_opset=15)
+    (tmp / "m.onnx").write_bytes(onx.SerializeToString())
+    return tmp / "m.onnx", None
+
+
 def _logits(tmp, data):
     return _logit_model(tmp / "m.onnx", np.linspace(-1, 1, F), 0.3), None
 
@@ -261,6 +273,7 @@ def _scores_npy(tmp, data):
 REFUSED = {
     "fixed batch of 1 (PyTorch's default export)": (_fixed_batch(1), ["fixed batch of 1 row ", "dynamic_axes={'X': {0: 'batch'}, 'logit': {0: 'batch'}}"]),
     "fixed batch of 32": (_fixed_batch(32), ["fixed batch of 32 rows", "dynamic_axes"]),
+    "fixed batch of 32 (skl2onnx, initial_types)": (_skl2onnx_fixed_batch, ["fixed batch of 32 rows (input 'input' has shape [32, 6])", "{'input': {0: 'batch'}, 'output_label': {0: 'batch'}}", "FloatTensorType([None, 6])"]),
     "one logit per row": (_logits, ["non-integer numbers", "scores, not labels", "`output: {threshold: T}`"]),
     "3 scores per row, undeclared": (_scores_3, ["3 scores per example, not a label", "`output: argmax`"]),
     "argmax naming too few classes": (_argmax_wrong_classes, ["3 scores per example", "names 2 classes"]),
