@@ -52,6 +52,7 @@ class GateConfig:
     alert_issue: bool = True
     pool: str | None = None
     show_metrics: bool = False
+    output: Any = None  # models.OutputRule: how score outputs become labels; None: labels only
     lines: dict = field(default_factory=dict)
     path: Path | None = None
     # Relative paths in the config (testset, pool, ledger.path) resolve against this folder:
@@ -123,6 +124,15 @@ def _url(v: Any) -> str:
     return v
 
 
+def _output(v: Any):
+    from .models import OutputRule
+
+    try:
+        return OutputRule.parse(v)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+
+
 TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "condition": _str,
     "reliability": _reliability,
@@ -140,6 +150,7 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "alerts": dict,
     "pool": _str,
     "show_metrics": _bool,
+    "output": _output,
 }
 REQUIRED = ("condition", "reliability")
 SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {

@@ -33,6 +33,24 @@ class InputError(UsageError):
     """A model, prediction file or test set cannot be used as given."""
 
 
+class ModelFailedOnTestSet(EasemlError):
+    """A model failed on the test data itself, after the test set was opened (exit 1).
+
+    Whatever the model did there (an exception, an output of the wrong length, NaN, scores where
+    labels were due) may depend on the secret features, so the message is fixed: it names the
+    model and nothing from the run. The full text is in :attr:`detail`, for the test-set owner's
+    private channel only; never show it to the team. Everything that could be checked without
+    the test set was checked before it was opened (:func:`easeml_ci.models.preflight`).
+    """
+
+    exit_code = 1
+
+    def __init__(self, spec: str, detail: str):
+        super().__init__(f"model {spec} could not be evaluated on the test set")
+        self.spec = spec
+        self.detail = detail
+
+
 class BudgetError(EasemlError):
     """The test set cannot certify: it is retired, its steps are spent, or it is too small (exit 3)."""
 

@@ -104,12 +104,14 @@ def _score_model(path: Path, W: np.ndarray) -> Path:
     return path
 
 
-def test_argmax_of_scores_when_there_is_no_label_output(tmp_path, data, testset):
+def test_argmax_of_scores_when_declared(tmp_path, data, testset):
     X, _ = data
     W = np.random.default_rng(0).normal(size=(X.shape[1], 4)).astype(np.float32)
     path = _score_model(tmp_path / "scores.onnx", W)
-    preds = load_predictions(str(path), testset, batch_size=7)
+    preds = load_predictions(str(path), testset, batch_size=7, output="argmax")
     np.testing.assert_array_equal(preds, np.argmax(X @ W, axis=1))
+    with pytest.raises(InputError, match=r"holds 4 scores per example, not a label; .*`output: argmax`"):
+        load_predictions(str(path), testset)
 
 
 def test_batch_size_does_not_change_predictions(tmp_path, data, fitted, testset):
@@ -134,7 +136,8 @@ def test_prediction_files_csv_with_and_without_header_and_npy(tmp_path, data, te
     scores = np.eye(3)[preds] * 0.8 + 0.1
     np.save(tmp_path / "s.npy", scores)
     for name in ("h.csv", "n.csv", "p.npy", "s.npy"):
-        got = load_predictions(str(tmp_path / name), testset)
+        got = load_predictions(str(tmp_path / name), testset,
+                               output="argmax" if name == "s.npy" else None)
         assert got.dtype == np.int64, name
         np.testing.assert_array_equal(got, preds)
 
@@ -317,7 +320,7 @@ def test_onnx_inputs_that_do_not_fit_are_input_errors(tmp_path, testset, case):
                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, None])],
                             [None, 2], [helper.make_node("MatMul", ["a", "W"], ["out"])],
                             [numpy_helper.from_array(W, "W")])
-        fragment = "failed on the test set"
+        fragment = "on synthetic input (2 rows x 6 features of zeros; no test data involved), fails"
     with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_predictions(str(path), testset)
 
@@ -330,7 +333,7 @@ def test_wide_inputs_get_smaller_batches(tmp_path):
     W = np.random.default_rng(1).normal(size=(width, 3)).astype(np.float32)
     path = _score_model(tmp_path / "wide.onnx", W)
     calls = []
-    model = OnnxModel(path, "wide.onnx")
+    model = OnnxModel(path, "wide.onnx", output="argmax")
     cap = models._MAX_BATCH_INPUT_BYTES
     models._MAX_BATCH_INPUT_BYTES = 256 * width * 4  # 256 rows per call, to keep the test small
     try:
