@@ -22,7 +22,8 @@ from typing import Callable
 import conditions
 
 from . import alerts, private_sink
-from .errors import BudgetExhausted, ConfigError, TestSetTooSmall, UsageError
+from .errors import (BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall,
+                     UsageError)
 from .ledger import Budget, Ledger, LedgerSpent, open_backend
 from .ledger.budget import compute as compute_budget
 
@@ -191,8 +192,8 @@ def _pool_ranking(gate, event: str, fingerprint: str, requests_dir: Path
     how = "pool order (the models are prediction files, which say nothing about the pool)"
     if plan.variables & {"o", "d"} and old and all(str(s).endswith(".onnx") for s in (new, old)):
         progress("ranking the pool by where the two models disagree")
-        new_pred = _onnx(new, workdir).predict(X, source=pool_path)
-        old_pred = _onnx(old, workdir).predict(X, source=pool_path)
+        new_pred = _onnx(new, workdir, cfg).predict(X, source=pool_path)
+        old_pred = _onnx(old, workdir, cfg).predict(X, source=pool_path)
         how = "examples where the old and new model disagree come first"
     elif not plan.variables & {"o", "d"}:
         how = "pool order (the condition does not compare two models)"
@@ -203,12 +204,11 @@ def _pool_ranking(gate, event: str, fingerprint: str, requests_dir: Path
     return str(out), how
 
 
-def _onnx(spec: str, workdir: Path):
-    from .models import GIT_PREFIX, OnnxModel, read_git_blob
+def _onnx(spec: str, workdir: Path, cfg):
+    from .models import OnnxModel
 
-    if str(spec).startswith(GIT_PREFIX):
-        return OnnxModel(read_git_blob(str(spec), workdir)[1], str(spec))
-    return OnnxModel(_resolve(spec, workdir), str(spec))
+    return OnnxModel.from_spec(_model_spec(spec, workdir), repo=workdir,
+                               output=getattr(cfg, "output", None))
 
 
 def _requests_dir(ledger: Ledger, workdir: Path) -> Path:
@@ -300,6 +300,7 @@ class Gate:
     workdir: Path
     terms: dict
     progress: Progress
+    models: dict = field(default_factory=dict)  # "new"/"old" -> the model preflight opened
 
 
 @dataclass
@@ -322,11 +323,11 @@ GIT = "git:"
 def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
              progress: Progress | None = None) -> Gate:
     """Step 1: everything that can be checked without the test set or a model run (exit 2)."""
-    from .models import validate_model_spec
+    from .models import preflight
 
     cfg = _load_config(cfg)
     sink = None
-    if cfg.adaptivity == "none":
+    if cfg.adaptivity == "none" or getattr(cfg, "private_sink", None):
         sink = private_sink.validate(cfg.private_sink, workdir, _line(cfg, "private_sink"))
     comparing = cfg.formula.variables & {"o", "d"}
     if comparing and not old:
@@ -341,18 +342,20 @@ def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
         testset, testset_path = cfg.testset, cfg.resolve(cfg.testset)  # from the config's folder
     else:
         raise UsageError("no test set: pass --testset PATH or set `testset:` in the config")
-    for spec, flag in ((new, "--new"), (old, "--old")):
+    models = {}
+    for role, spec, flag in (("new", new, "--new"), ("old", old, "--old")):
         if spec and not str(spec).startswith(GIT) and not _resolve(spec, workdir).is_file():
             raise UsageError(f"{flag}: model {spec} does not exist or is not a file")
-        if spec:  # extension, git ref and path: refuse a typo before decrypting anything
-            validate_model_spec(_model_spec(spec, workdir), repo=workdir)
+        if spec:  # file, git ref, graph, input and output on synthetic rows: before any data
+            models[role] = preflight(_model_spec(spec, workdir), repo=workdir,
+                                     output=getattr(cfg, "output", None))
     if getattr(cfg, "pool", None) and not cfg.resolve(cfg.pool).is_file():
         raise ConfigError(f"{_where(cfg, 'pool')}: {cfg.resolve(cfg.pool)} does not exist or is "
                           "not a file; the new-test-set alert ranks the label request from it")
     return Gate(cfg=cfg, plan=_plan(cfg), new=str(new), old=str(old) if old else None,
                 testset=testset_path,
                 testset_given=str(testset), sink=sink, workdir=workdir, terms=pinned_terms(cfg),
-                progress=progress or (lambda _msg: None))
+                progress=progress or (lambda _msg: None), models=models)
 
 
 def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opened:
@@ -386,11 +389,35 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
             "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
             "branch); a test set a pull request added is refused")
     check_pinned(gate.cfg, registered, fingerprint)
+    _check_models(gate, ts, registered)
     before = compute_budget(entries, gate.terms)
     if not before.active:
         alert = raise_alert(gate, budget=before, ledger=ledger)
         raise _exhausted(before, alert, fingerprint)
     return Opened(ledger=ledger, entries=entries, fingerprint=fingerprint, testset=ts)
+
+
+def _check_models(gate: Gate, ts, registered: dict | None) -> None:
+    """The models against the test set's schema (feature count, label kind), before it is
+    opened: a plaintext file was read to fingerprint it; an encrypted one's schema was pinned
+    when its owner registered it (the header carries none)."""
+    from .models import TestSetSchema
+
+    if ts is not None:
+        schema = TestSetSchema.of(ts)
+    elif registered is not None and registered.get("schema"):
+        schema = TestSetSchema.from_dict(registered["schema"])
+    else:
+        return  # an encrypted test set registered before schemas were pinned: checked after
+    for model in gate.models.values():
+        model.check(schema)
+
+
+def testset_schema(ts) -> dict:
+    """What a registration pins about the test set's shape (no data): see :func:`_check_models`."""
+    from .models import TestSetSchema
+
+    return TestSetSchema.of(ts).to_dict()
 
 
 def open_testset(gate: Gate, opened: Opened, *, key_env: str, underpowered: bool):
@@ -413,6 +440,9 @@ def open_testset(gate: Gate, opened: Opened, *, key_env: str, underpowered: bool
                 f"have {len(ts)}; label more, or run with --underpowered to decide at the "
                 "tolerance it supports")
         plan = _widened(gate, plan, len(ts))
+    if opened.ledger.registration(opened.entries) is None:  # the first check registers it
+        opened.ledger.register(gate.terms, by="check", note={"schema": testset_schema(ts)})
+        opened.entries = opened.ledger.entries()
     return ts, plan
 
 
@@ -424,16 +454,31 @@ def _widened(gate: Gate, plan, m: int):
 
 
 def evaluate(gate: Gate, ts):
-    """Step 3: both models' predictions on the test set (the features are freed by the caller)."""
+    """Step 3: both models' predictions on the test set (the features are freed by the caller).
+
+    A model that fails on the test data raises :class:`ModelFailedOnTestSet`, whose message is
+    fixed: see :func:`failed_verdict` for what it costs."""
     from .models import load_predictions
 
     gate.progress(f"evaluating new model {gate.new}")
-    new_pred = load_predictions(_model_spec(gate.new, gate.workdir), ts, repo=gate.workdir)
+    new_pred = load_predictions(gate.models["new"], ts)
     old_pred = None
     if gate.old:
         gate.progress(f"evaluating old model {gate.old}")
-        old_pred = load_predictions(_model_spec(gate.old, gate.workdir), ts, repo=gate.workdir)
+        old_pred = load_predictions(gate.models["old"], ts)
     return new_pred, old_pred
+
+
+def failed_verdict(plan) -> conditions.Verdict:
+    """The verdict of a model that could not be evaluated on the test set: a fail.
+
+    Such a failure depends on the secret features, so whether it happened is information about
+    the test set. Shown for free it would be a probe without end; shown as a third outcome it
+    would make the transcript tree ternary. It is therefore a step, recorded and shown exactly
+    as a fail (docs/threat-model.md, "Model failures on the test set")."""
+    clauses = tuple(conditions.ClauseVerdict(text=c.text, answer="unknown", passed=False,
+                                             estimate=float("nan")) for c in plan.clauses)
+    return conditions.Verdict(passed=False, clauses=clauses, test_examples=0)
 
 
 def decide(gate: Gate, plan, labels, new_pred, old_pred) -> conditions.Verdict:
@@ -460,7 +505,7 @@ def commit(gate: Gate, opened: Opened, verdict, *, underpowered: bool):
 
 
 def reveal(gate: Gate, opened: Opened, verdict, plan, entry: dict, after: Budget,
-           test_examples: int) -> CheckResult:
+           test_examples: int, failure: ModelFailedOnTestSet | None = None) -> CheckResult:
     """Step 6: what the team may see. Under the adaptive modes the union bound counts one bit
     per step (the formula's verdict): per-clause verdicts of a multi-clause formula would be
     more bits, so they stay undisclosed unless show_metrics voided the guarantee."""
@@ -485,12 +530,16 @@ def reveal(gate: Gate, opened: Opened, verdict, plan, entry: dict, after: Budget
         ledger=_ledger_name(opened.ledger.backend),
         history=[str(e["time"]) for e in [*opened.entries, entry]
                  if e.get("kind") == "step" and e.get("time")])
+    record = {"gate": result.gate, "testset": opened.fingerprint, "step": entry["seq"],
+              "time": entry["time"], "new": gate.new, "old": gate.old,
+              "verdict": "pass" if verdict.passed else "fail",
+              "clauses": [cv.to_dict(reveal_estimates=bool(cfg.show_metrics))
+                          for cv in verdict.clauses]}
+    if failure is not None:  # the owner's eyes only: the text may quote the secret features
+        record["model_failed"] = {"model": failure.spec, "detail": failure.detail}
+    if withheld or (failure is not None and gate.sink is not None):
+        gate.sink.deliver(record)
     if withheld:
-        gate.sink.deliver({"gate": result.gate, "testset": opened.fingerprint,
-                           "step": entry["seq"], "time": entry["time"], "new": gate.new,
-                           "old": gate.old, "verdict": "pass" if verdict.passed else "fail",
-                           "clauses": [cv.to_dict(reveal_estimates=bool(cfg.show_metrics))
-                                       for cv in verdict.clauses]})
         result.private_sink = gate.sink.describe()
     elif cfg.show_metrics:
         result.metrics = {"test_examples": test_examples,
@@ -514,10 +563,17 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
         backend = open_ledger_backend(gate.cfg)
     opened = budget(gate, backend, key_env=key_env, register=register)
     ts, plan = open_testset(gate, opened, key_env=key_env, underpowered=underpowered)
-    new_pred, old_pred = evaluate(gate, ts)
+    failure = None
+    try:
+        new_pred, old_pred = evaluate(gate, ts)
+    except ModelFailedOnTestSet as exc:
+        failure = exc
     labels, m = ts.y, len(ts)
     del ts  # the labels own their buffer: deciding adds nothing to the models' peak memory
-    verdict = decide(gate, plan, labels, new_pred, old_pred)
-    del new_pred, old_pred
+    if failure is None:
+        verdict = decide(gate, plan, labels, new_pred, old_pred)
+        del new_pred, old_pred
+    else:
+        verdict = failed_verdict(plan)
     entry, after = commit(gate, opened, verdict, underpowered=plan is not gate.plan)
-    return reveal(gate, opened, verdict, plan, entry, after, m)
+    return reveal(gate, opened, verdict, plan, entry, after, m, failure=failure)

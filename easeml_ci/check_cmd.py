@@ -63,7 +63,7 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
     from .check import (_ledger_name, _load_config, _plan, check_pinned, open_ledger_backend,
-                        pinned_terms, plan_summary)
+                        pinned_terms, plan_summary, testset_schema)
     from .ledger import Ledger
     from .testset import load_testset
 
@@ -87,7 +87,8 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     else:
         ledger.register(pinned_terms(cfg), by="register",
                         note={"plan": {k: v for k, v in plan_summary(plan).items()
-                                       if k in ("method", "test_examples", "labels")}})
+                                       if k in ("method", "test_examples", "labels")},
+                              "schema": testset_schema(ts)})
         budget = ledger.budget()
         state = "registered"
     if as_json:

@@ -113,3 +113,28 @@ def test_a_fork_cannot_spend_or_open_anything(gh, data, tmp_path):
     result = harness(gh, ws, base, head, token="ghs-read", fork=True).run(inputs(data))
     assert result.exit_code == 2 and "contents: write" in result.summary
     assert "loading test set" not in result.log and _steps_in_ledger(gh) == []
+
+
+def test_a_model_that_reads_the_features_through_errors_gets_one_counted_fail(gh, data,
+                                                                             tmp_path):
+    """issue 12 item 3: the model's output length is n + X[0,0] / 1000. It passes every check
+    on synthetic rows; on the test set its failure would spell out X[0,0]. The gate spends a
+    step, shows a plain fail with a fixed text, and keeps the details for the owner."""
+    from test_preflight import _length_attack
+
+    y = np.load(data["testset"])["y"]
+    X = np.random.default_rng(5).normal(size=(len(y), 6)).astype(np.float32)  # the attack's width
+    X[0, 0] = 101257.3  # the secret the attack would read
+    secret = tmp_path / "secret.npz"
+    np.savez(secret, X=X, y=y)
+    ws, base, _ = make_workspace(tmp_path, data, "new")
+    head = _pr_commit(ws, lambda w: _length_attack(w / "models" / "attack.onnx"))
+    given = inputs(data, testset=str(secret), **{"new-model": "models/attack.onnx",
+                                                  "old-model": f"git:{base}:models/model.npy"})
+    result = harness(gh, ws, base, head).run(given)
+    assert result.exit_code == 1, result.log
+    assert result.outputs["verdict"] == "fail"
+    for text in (result.summary, result.stdout, result.stderr):
+        assert "101" not in text and "shape" not in text
+    steps = _steps_in_ledger(gh)
+    assert [s["passed"] for s in steps] == [False]  # one counted step, recorded as a fail

@@ -438,3 +438,25 @@ def test_a_check_run_from_another_folder_uses_the_projects_ledger_and_test_set(g
     assert "3 of 4 steps used" in result.stdout  # the project's budget, not a fresh one
     assert f"ledger:   the file ledger {gate.root / '.easeml' / 'ledger'}" in result.stdout
     assert not (elsewhere / ".easeml").exists()
+
+
+def test_a_model_failing_on_the_test_set_is_a_counted_fail_and_the_owner_gets_the_details(
+        tmp_path, monkeypatch):
+    from test_preflight import _length_attack
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 6)).astype(np.float32)
+    X[0, 0] = 101257.3
+    np.savez(tmp_path / "ts.npz", X=X, y=rng.integers(0, 2, 2000))
+    _length_attack(tmp_path / "attack.onnx")
+    sink = tmp_path.parent / f"{tmp_path.name}-owner.jsonl"
+    (tmp_path / ".easeml.yml").write_text(
+        f"condition: n > 0.6 +/- 0.1\nreliability: 0.9\nsteps: 4\nprivate_sink: {sink}\n")
+    result = run_check(tmp_path / ".easeml.yml", "attack.onnx", None, "ts.npz",
+                       workdir=tmp_path)
+    assert result.verdict == "fail" and result.exit_code == 1
+    assert result.budget["used"] == 1
+    assert "101" not in json.dumps(result.to_dict())
+    record = json.loads(sink.read_text().splitlines()[-1])
+    assert "101" in record["model_failed"]["detail"]  # the owner sees what happened
