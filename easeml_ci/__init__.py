@@ -9,6 +9,7 @@ from .errors import (
     ConfigError,
     EasemlError,
     InputError,
+    ModelFailedOnTestSet,
     TestSetTooSmall,
     UsageError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "EasemlError",
     "InputError",
+    "ModelFailedOnTestSet",
     "TestSetTooSmall",
     "UsageError",
     "__version__",
