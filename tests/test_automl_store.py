@@ -21,6 +21,8 @@ from automl_runner.store import open_store, parse_store_url
 
 PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
+from fake_clock import FakeClock
+
 
 def pg_store_url() -> str:
     """A fresh schema on the test server; fails the test when PostgreSQL cannot be reached."""
@@ -155,17 +157,6 @@ def test_add_candidate_queues_it_for_matching_tenants_only(store_url, dataset, r
         assert s.candidate_spec("logreg-new")["hyperparameters"] == {"C": 3.0}
 
 
-class FakeClock:
-    """Store time that moves only when the test moves it (shared by all the stores of a test)."""
-
-    def __init__(self, start: float = 1_800_000_000.0):
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def test_injected_clock_is_the_store_time(store_url):

@@ -23,6 +23,7 @@ from automl_runner.catalogue import load_catalogue
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+from fake_clock import FakeClock
 
 PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -110,17 +111,6 @@ def _wait_running(store, candidate, timeout=60.0):
     raise AssertionError(f"no worker started {candidate} within {timeout}s")
 
 
-class FakeClock:
-    """Store time that moves only when the test moves it."""
-
-    def __init__(self, start: float = 1_800_000_000.0):
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def _wait_polling(admin, app: str, timeout: float = 60.0) -> None:
