@@ -154,3 +154,218 @@ def test_status_context_names_the_gate():
     assert status_context("quality") == "easeml-ci/quality"
     assert status_context("  two\nwords ") == "easeml-ci/two words"
     assert status_context("") == "easeml-ci/easeml-ci"
+
+
+# --- the fork-safe flow through the action harness (workflow_run, the fake API) -------------------
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from action_harness import ActionHarness  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = 6000
+CONFIG = """\
+name: quality
+reliability: 0.99
+mode: fp-free
+adaptivity: full
+steps: 3
+condition: "n - o > 0.1 +/- 0.05"
+ledger:
+  backend: file
+  path: {ledger}
+"""
+
+
+def git(ws: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def workflow_run_event(repository: str, head_sha: str, *, event: str = "pull_request",
+                       conclusion: str = "success") -> dict:
+    """A ``workflow_run`` (completed) payload: the untrusted run of easeml-model on a fork PR."""
+    owner, name = repository.split("/")
+    return {
+        "action": "completed",
+        "workflow_run": {
+            "id": 9001, "name": "easeml-model", "event": event, "status": "completed",
+            "conclusion": conclusion, "head_sha": head_sha, "head_branch": "feature",
+            "head_repository": {"full_name": f"contributor/{name}", "fork": True},
+            "repository": {"full_name": repository}, "pull_requests": [],
+        },
+        "repository": {"full_name": repository, "name": name, "owner": {"login": owner},
+                       "default_branch": "main"},
+        "sender": {"login": "contributor", "type": "User"},
+    }
+
+
+@pytest.fixture(scope="module")
+def predictions(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fork-data")
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 2, ROWS)
+    np.savez(root / "testset.npz", X=rng.normal(size=(ROWS, 3)), y=y)
+    out = {"testset": root / "testset.npz"}
+    for name, acc in (("new", 0.95), ("old", 0.70)):
+        out[name] = root / f"{name}.npy"
+        np.save(out[name], np.where(rng.random(ROWS) >= acc, 1 - y, y))
+    return out
+
+
+@pytest.fixture
+def fork_run(repo, predictions, tmp_path):
+    """The trusted job's world: the base branch checked out, the fork's model as an artifact."""
+    ws = tmp_path / "ws"
+    (ws / "models").mkdir(parents=True)
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "config", "user.email", "ci@example.com")
+    git(ws, "config", "user.name", "ci")
+    ledger = tmp_path / "ledger"
+    (ws / ".easeml.yml").write_text(CONFIG.format(ledger=ledger))
+    (ws / "models" / "model.npy").write_bytes(predictions["old"].read_bytes())
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "base")
+    artifact = tmp_path / "runner-temp-pr"
+    artifact.mkdir()
+    (artifact / "model.npy").write_bytes(predictions["new"].read_bytes())
+    repo.add_token("ghs-write")
+    harness = ActionHarness(ws, api_url=repo.url, token="ghs-write", repository=REPO,
+                            event=workflow_run_event(REPO, HEAD), event_name="workflow_run",
+                            sha=git(ws, "rev-parse", "HEAD"))
+
+    def run(**overrides):
+        inputs = {"new-model": str(artifact / "model.npy"), "old-model": "git:HEAD:models/model.npy",
+                  "testset": str(predictions["testset"]), "config-from-base": "false",
+                  "head-sha": HEAD, "pr-number": "7", "commit-status": "true"}
+        inputs.update(overrides)
+        return harness.run({k: v for k, v in inputs.items() if v is not None})
+
+    run.ledger = ledger
+    return run
+
+
+def ledger_entries(ledger: Path) -> list[str]:
+    if not ledger.exists():
+        return []
+    return [line for f in ledger.rglob("*") if f.is_file() for line in f.read_text().splitlines()
+            if line.strip()]
+
+
+def test_fork_safe_gate_reports_on_the_pull_request_of_the_head_commit(repo, fork_run):
+    result = fork_run()
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "pass"
+    # the comment goes to #7, whose head is workflow_run.head_sha; the victim #8 is untouched
+    assert len(repo.comments_on(REPO, 7)) == 1 and repo.comments_on(REPO, 8) == []
+    [status] = repo.statuses_on(REPO, HEAD)
+    assert status["state"] == "success" and status["context"] == "easeml-ci/quality"
+    assert status["target_url"] == "https://github.com/acme/models/actions/runs/4242"
+    assert not any(c.isdigit() for c in status["description"])
+    assert repo.statuses_on(REPO, OTHER) == []
+    assert HEAD[:12] in result.summary  # the report names the commit judged, not the base
+    assert len([e for e in ledger_entries(fork_run.ledger) if '"step"' in e]) == 1
+
+
+def test_a_forged_pr_number_is_refused_before_anything_is_evaluated(repo, fork_run):
+    result = fork_run(**{"pr-number": "8"})  # the fork aims its verdict at pull request #8
+    assert result.exit_code == 2, result.log
+    assert result.outputs["verdict"] == "error"
+    assert "#8" in result.log and "does not have head commit" in result.log
+    assert "Traceback" not in result.log
+    # nothing revealed, nothing spent: no comment anywhere, no verdict status, no ledger step
+    assert repo.comments_on(REPO, 7) == [] and repo.comments_on(REPO, 8) == []
+    assert [s["state"] for s in repo.statuses_on(REPO, HEAD)] == ["error"]
+    assert repo.statuses_on(REPO, OTHER) == []
+    assert ledger_entries(fork_run.ledger) == []
+    assert not repo.calls("POST", r"/issues")
+
+
+def test_the_refusal_comes_before_the_test_set_is_touched(repo, fork_run, tmp_path):
+    result = fork_run(**{"pr-number": "8", "testset": str(tmp_path / "absent.enc")})
+    assert result.exit_code == 2
+    assert "does not have head commit" in result.log and "absent.enc" not in result.log
+
+
+def test_a_head_commit_that_is_no_open_pull_requests_is_refused(repo, fork_run):
+    repo.repos[REPO].issues[7]["state"] = "closed"
+    result = fork_run(**{"pr-number": None})
+    assert result.exit_code == 2 and "no open pull request" in result.log
+    assert repo.comments_on(REPO, 7) == [] and ledger_entries(fork_run.ledger) == []
+
+
+# --- the shell steps of the fork-safe workflow, run for real on crafted artifacts -----------------
+
+FORK_SAFE = yaml.safe_load((ROOT / "examples/workflows/easeml-gate-fork-safe.yml").read_text())
+CHECK_ARTIFACT = next(s for s in FORK_SAFE["jobs"]["preflight"]["steps"] if s.get("id") == "artifact")
+TAKE_FILE = next(s for s in FORK_SAFE["jobs"]["gate"]["steps"] if "sha256sum" in s.get("run", ""))
+
+
+def run_step(step: dict, tmp_path: Path, **env) -> tuple[int, dict, str]:
+    out = tmp_path / "github-output"
+    out.write_text("")
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                          env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), **env},
+                          capture_output=True, text=True, timeout=30)
+    lines = out.read_text().splitlines()
+    return done.returncode, dict(line.split("=", 1) for line in lines), done.stdout + done.stderr
+
+
+def artifact_dir(tmp_path: Path, pr: bytes | None = b"7\n") -> Path:
+    d = tmp_path / "pr"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"\x08\x07onnx-bytes")
+    if pr is not None:
+        (d / "pr-number").write_bytes(pr)
+    return d
+
+
+def test_the_preflight_takes_one_model_and_a_number(tmp_path):
+    d = artifact_dir(tmp_path)
+    rc, outputs, log = run_step(CHECK_ARTIFACT, tmp_path, PR_DIR=str(d))
+    assert rc == 0, log
+    assert outputs == {"sha256": hashlib.sha256(b"\x08\x07onnx-bytes").hexdigest(), "pr": "7"}
+
+
+@pytest.mark.parametrize("pr,hint", [(b"7\nsha256=00\n::add-mask::x\n", "725600"),
+                                     (b"$(id)", ""), (b"12345678901234567890", "123456789"),
+                                     (None, "")])
+def test_the_pr_hint_is_digits_only_and_cannot_add_outputs(tmp_path, pr, hint):
+    rc, outputs, log = run_step(CHECK_ARTIFACT, tmp_path, PR_DIR=str(artifact_dir(tmp_path, pr)))
+    assert rc == 0, log
+    assert set(outputs) == {"sha256", "pr"} and outputs["pr"] == hint
+
+
+@pytest.mark.parametrize("craft", ["extra file", "nested dir", "symlinked model", "no model"])
+def test_the_preflight_refuses_any_other_artifact(tmp_path, craft):
+    d = artifact_dir(tmp_path)
+    if craft == "extra file":
+        (d / "run.sh").write_text("echo hi")
+    elif craft == "nested dir":
+        (d / "sub").mkdir()
+        (d / "sub" / "model.onnx").write_bytes(b"x")
+    elif craft == "symlinked model":
+        (d / "model.onnx").unlink()
+        (d / "model.onnx").symlink_to("/etc/hostname")
+    else:
+        (d / "model.onnx").unlink()
+    rc, outputs, log = run_step(CHECK_ARTIFACT, tmp_path, PR_DIR=str(d))
+    assert rc == 1 and outputs == {}
+    assert "::error::the artifact must hold model.onnx" in log
+    assert "run.sh" not in log and "sub" not in log  # nothing from the artifact is echoed
+
+
+def test_the_keyed_job_takes_only_the_file_the_preflight_passed(tmp_path):
+    d = artifact_dir(tmp_path)
+    good = hashlib.sha256(b"\x08\x07onnx-bytes").hexdigest()
+    assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256=good)[0] == 0
+    assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256="0" * 64)[0] != 0
+    assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256="")[0] != 0
+    (d / "extra").write_text("x")
+    assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256=good)[0] == 1
