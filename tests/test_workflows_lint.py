@@ -359,3 +359,16 @@ def test_examples_use_only_inputs_the_action_declares():
         for _, step in steps_of(load(path)):
             if str(step.get("uses", "")).startswith(OWN_ACTION) or step.get("uses") == "./":
                 assert set(step.get("with") or {}) <= declared, (path.name, step["with"])
+
+
+def test_the_readmes_workflow_example_passes_both_linters(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- section:action -->", 1)[1].split("<!-- section:", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert "easeml/easeml-ci@" in example and "jobs:" in example
+    path = tmp_path / "easeml-gate.yml"
+    path.write_text(example)
+    rc, findings, err = run_zizmor([path])
+    assert findings == [] and rc == 0, json.dumps(findings, indent=1)[:4000] + err[-1000:]
+    rc, findings, err = run_actionlint([path])
+    assert findings == [] and rc == 0, [f.get("message") for f in findings]
