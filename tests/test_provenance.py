@@ -81,6 +81,14 @@ def test_fork_pull_requests_missing_from_the_commit_endpoint_are_found_in_the_pu
         pull_request_for_head(client_for(repo), REPO, HEAD, claimed_number=8)
 
 
+def test_a_commit_the_commit_endpoint_does_not_know_is_looked_up_in_the_pulls_list(repo):
+    repo.fail_next("GET", r"/commits/.*/pulls$", status=404, message="No commit found")
+    assert pull_request_for_head(client_for(repo), REPO, HEAD) == 7
+    repo.fail_next("GET", r"/commits/.*/pulls$", status=404, message="No commit found")
+    with pytest.raises(UsageError, match="no open pull request"):
+        pull_request_for_head(client_for(repo), REPO, "e" * 40)
+
+
 def test_the_same_head_in_two_pull_requests_needs_a_claim(repo):
     repo.set_pull_request_head(REPO, 9, HEAD, head_repo="contributor/models", base_ref="release")
     with pytest.raises(UsageError, match="several open pull requests .*#7, #9"):

@@ -372,3 +372,13 @@ def test_the_readmes_workflow_example_passes_both_linters(tmp_path):
     assert findings == [] and rc == 0, json.dumps(findings, indent=1)[:4000] + err[-1000:]
     rc, findings, err = run_actionlint([path])
     assert findings == [] and rc == 0, [f.get("message") for f in findings]
+
+
+def test_the_preflight_step_runs_python_that_compiles():
+    """The keyless job's inline script (it needs easeml_ci.models.preflight from the release)."""
+    step = next(s for s in load(FORK_SAFE)["jobs"]["preflight"]["steps"]
+                if s.get("name") == "Preflight on synthetic input")
+    script = step["run"].split("<<'PY'\n", 1)[1].rsplit("\nPY", 1)[0]
+    compile(script, "preflight-step", "exec")
+    assert "from easeml_ci.models import preflight" in script
+    assert "annotate(sys.stdout, \"error\", exc.message" in script  # escaped workflow command

@@ -81,8 +81,11 @@ def pull_request_for_head(client: GitHubClient, repository: str, head_sha: str,
     if claimed_number is not None and (not isinstance(claimed_number, int) or claimed_number < 1):
         raise UsageError(f"input pr-number: expected a pull request number, got {claimed_number!r}")
     try:
-        found = _open_prs_with_head(
-            client.paginate(repo_path(repository, "commits", sha, "pulls")), repository, sha)
+        try:
+            found = _open_prs_with_head(
+                client.paginate(repo_path(repository, "commits", sha, "pulls")), repository, sha)
+        except GitHubNotFound:  # a commit the base repository does not know: ask the PRs
+            found = {}
         if not found:
             found = _open_prs_with_head(
                 client.paginate(repo_path(repository, "pulls"), state="open"), repository, sha)
@@ -90,8 +93,6 @@ def pull_request_for_head(client: GitHubClient, repository: str, head_sha: str,
         raise UsageError(f"cannot find the pull request of commit {sha[:12]} in {repository} "
                          f"(HTTP {exc.status}: {exc.api_message}): the token needs "
                          "'permissions: pull-requests: read'") from None
-    except GitHubNotFound:
-        found = {}  # an unknown commit has no pull request: refused below
     except GitHubError as exc:
         raise UsageError(f"cannot find the pull request of commit {sha[:12]} in {repository}: "
                          f"GitHub answered {exc.status} ({exc.api_message})") from None
