@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from easeml_ci.errors import UsageError
-from easeml_ci.github.api import GitHubClient, GitHubForbidden, RetryPolicy
+from easeml_ci.github.api import GitHubClient, GitHubForbidden
 from easeml_ci.github.provenance import (
     commit_status_for, post_commit_status, pull_request_for_head, status_context,
 )
@@ -19,8 +19,7 @@ OTHER = "b" * 40
 
 def client_for(fake: FakeGitHub, permission: str = "write") -> GitHubClient:
     token = fake.add_token(f"tok-{permission}", permission=permission)
-    return GitHubClient(token, fake.url, retry=RetryPolicy(attempts=2, base_delay=0),
-                        sleep=lambda s: None)
+    return GitHubClient(token, fake.url, sleep=lambda s: None)  # no real waits in retries
 
 
 @pytest.fixture
@@ -255,15 +254,29 @@ def fork_run(repo, predictions, tmp_path):
         inputs.update(overrides)
         return harness.run({k: v for k, v in inputs.items() if v is not None})
 
+    # The owner's run on the default branch (a push) opens the test set's budget: a pull
+    # request, forked or not, cannot start one. The base model against itself fails (exit 1).
+    push = ActionHarness(ws, api_url=repo.url, token="ghs-write", repository=REPO,
+                         event={"ref": "refs/heads/main", "before": "0" * 40,
+                                "repository": {"full_name": REPO, "default_branch": "main"}},
+                         event_name="push", sha=git(ws, "rev-parse", "HEAD"))
+    first = push.run({"new-model": "models/model.npy", "old-model": "git:HEAD:models/model.npy",
+                      "testset": str(predictions["testset"]), "config-from-base": "false"})
+    assert first.exit_code == 1, first.log
     run.ledger = ledger
+    run.steps_before = steps_in(ledger)
+    assert run.steps_before == 1
     return run
 
 
-def ledger_entries(ledger: Path) -> list[str]:
-    if not ledger.exists():
-        return []
-    return [line for f in ledger.rglob("*") if f.is_file() for line in f.read_text().splitlines()
-            if line.strip()]
+def steps_in(ledger: Path) -> int:
+    """Steps spent in the file ledger (entries of kind "step")."""
+    import json
+
+    files = [f for f in ledger.rglob("*") if f.is_file()] if ledger.exists() else []
+    entries = [json.loads(line) for f in files for line in f.read_text().splitlines()
+               if line.strip().startswith("{")]
+    return sum(e.get("kind") == "step" for e in entries)
 
 
 def test_fork_safe_gate_reports_on_the_pull_request_of_the_head_commit(repo, fork_run):
@@ -278,7 +291,7 @@ def test_fork_safe_gate_reports_on_the_pull_request_of_the_head_commit(repo, for
     assert not any(c.isdigit() for c in status["description"])
     assert repo.statuses_on(REPO, OTHER) == []
     assert HEAD[:12] in result.summary  # the report names the commit judged, not the base
-    assert len([e for e in ledger_entries(fork_run.ledger) if '"step"' in e]) == 1
+    assert steps_in(fork_run.ledger) == fork_run.steps_before + 1
 
 
 def test_a_forged_pr_number_is_refused_before_anything_is_evaluated(repo, fork_run):
@@ -291,7 +304,7 @@ def test_a_forged_pr_number_is_refused_before_anything_is_evaluated(repo, fork_r
     assert repo.comments_on(REPO, 7) == [] and repo.comments_on(REPO, 8) == []
     assert [s["state"] for s in repo.statuses_on(REPO, HEAD)] == ["error"]
     assert repo.statuses_on(REPO, OTHER) == []
-    assert ledger_entries(fork_run.ledger) == []
+    assert steps_in(fork_run.ledger) == fork_run.steps_before
     assert not repo.calls("POST", r"/issues")
 
 
@@ -305,7 +318,7 @@ def test_a_head_commit_that_is_no_open_pull_requests_is_refused(repo, fork_run):
     repo.repos[REPO].issues[7]["state"] = "closed"
     result = fork_run(**{"pr-number": None})
     assert result.exit_code == 2 and "no open pull request" in result.log
-    assert repo.comments_on(REPO, 7) == [] and ledger_entries(fork_run.ledger) == []
+    assert repo.comments_on(REPO, 7) == [] and steps_in(fork_run.ledger) == fork_run.steps_before
 
 
 # --- the shell steps of the fork-safe workflow, run for real on crafted artifacts -----------------
