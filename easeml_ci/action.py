@@ -244,8 +244,8 @@ class Reporter:
         if self.client is None:
             self.warn("no github-token: the commit status was skipped")
             return
-        state, description = commit_status_for(report.verdict)
         try:
+            state, description = commit_status_for(report.verdict)
             post_commit_status(self.client, repository, sha, state, description,
                                status_context(report.gate), target_url=self.ctx.run_url)
             self.log(f"easeml-ci: commit status {status_context(report.gate)}: {state}")

@@ -65,7 +65,7 @@ def test_user_workflow_asks_for_least_permissions_on_pull_request():
     assert wf["permissions"] == {}
     job = wf["jobs"]["gate"]
     assert job["permissions"] == {"contents": "read", "pull-requests": "write", "issues": "write"}
-    assert job["environment"] == "easeml-testset"  # the key is an environment's secret
+    assert job["environment"] == "easeml-gate"  # the key is an environment's secret
     text = (ROOT / "examples/workflows/easeml-gate.yml").read_text()
     assert "secrets.EASEML_TESTSET_KEY" in text
 

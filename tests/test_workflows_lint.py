@@ -337,7 +337,7 @@ def test_the_trusted_half_checks_the_event_checks_out_the_base_and_posts_a_statu
     assert "secrets." not in yaml.safe_dump(pre)
     assert not any(str(s.get("uses", "")).startswith("actions/checkout@") for s in pre["steps"])
     # the keyed job: an environment, the base branch only, the file the preflight hashed
-    assert gate["environment"] == "easeml-testset"
+    assert gate["environment"] == "easeml-gate"
     assert gate["permissions"]["statuses"] == "write"
     checkout = next(s for s in gate["steps"] if str(s.get("uses", "")).startswith("actions/checkout@"))
     assert "ref" not in checkout["with"] and "repository" not in checkout["with"]
