@@ -264,6 +264,7 @@ def fork_run(repo, predictions, tmp_path):
                       "testset": str(predictions["testset"]), "config-from-base": "false"})
     assert first.exit_code == 1, first.log
     run.ledger = ledger
+    run.harness = harness
     run.steps_before = steps_in(ledger)
     assert run.steps_before == 1
     return run
@@ -390,3 +391,27 @@ def test_the_keyed_job_takes_only_the_file_the_preflight_passed(tmp_path):
     assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256="")[0] != 0
     (d / "extra").write_text("x")
     assert run_step(TAKE_FILE, tmp_path, PR_DIR=str(d), EXPECTED_SHA256=good)[0] == 1
+
+
+def test_a_token_without_statuses_write_only_warns(repo, fork_run):
+    repo.add_token("ghs-read", permission="read")
+    fork_run.harness.token = "ghs-read"
+    result = fork_run()
+    assert result.exit_code == 0, result.log  # the exit code is the gate's, whatever GitHub says
+    assert repo.statuses_on(REPO, HEAD) == []
+    assert any("could not post the commit status" in a.message and "statuses: write" in a.message
+               for a in result.annotations if a.level == "warning")
+
+
+def test_commit_status_on_a_pull_request_event_goes_to_the_pull_requests_head(repo, fork_run):
+    from action_harness import pull_request_event
+
+    base = fork_run.harness.sha
+    repo.set_pull_request_head(REPO, 7, HEAD)
+    fork_run.harness.event = pull_request_event(REPO, 7, base, HEAD)
+    fork_run.harness.event_name = "pull_request"
+    fork_run.harness.sha = HEAD
+    result = fork_run(**{"head-sha": None, "pr-number": None})
+    assert result.exit_code == 0, result.log
+    assert [s["state"] for s in repo.statuses_on(REPO, HEAD)] == ["success"]
+    assert len(repo.comments_on(REPO, 7)) == 1
