@@ -52,6 +52,8 @@ class ActionInputs:
     underpowered: bool = False
     config_from_base: bool = True
     token: str | None = None
+    head_sha: str | None = None  # workflow_run: the commit the verdict is about (finds the PR)
+    commit_status: bool = False  # post the verdict as commit status easeml-ci/<gate> on it
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -235,6 +237,40 @@ class Reporter:
         except GitHubError as exc:
             self.api_warning("open the new-test-set alert issue", exc)
 
+    def commit_status(self, report: GateReport, repository: str, sha: str | None) -> None:
+        """The verdict as a commit status on the head commit, which branch protection can require."""
+        from .github.provenance import commit_status_for, post_commit_status, status_context
+
+        if not sha:
+            self.warn("commit-status: no head commit to post the status on")
+            return
+        if self.client is None:
+            self.warn("no github-token: the commit status was skipped")
+            return
+        try:
+            state, description = commit_status_for(report.verdict)
+            post_commit_status(self.client, repository, sha, state, description,
+                               status_context(report.gate), target_url=self.ctx.run_url)
+            self.log(f"easeml-ci: commit status {status_context(report.gate)}: {state}")
+        except GitHubError as exc:
+            self.api_warning(f"post the commit status on {sha[:12]} (needs statuses: write)", exc)
+        except (UsageError, ValueError) as exc:
+            self.warn(f"could not post the commit status: {exc}")
+
+
+def _pull_request_of_head(inputs: ActionInputs, claimed: int | None,
+                          client: GitHubClient | None, ctx: ActionContext) -> ActionInputs:
+    """``head-sha`` set: the PR is the one GitHub says has that head; ``claimed`` (the
+    ``pr-number`` input, from an untrusted artifact) only a hint that must agree."""
+    from .github.provenance import check_sha, pull_request_for_head
+
+    sha = check_sha(inputs.head_sha or "")
+    if client is None or not ctx.repository:
+        raise UsageError("input head-sha: finding the pull request of the head commit needs "
+                         "github-token (pull-requests: read) and GITHUB_REPOSITORY")
+    number = pull_request_for_head(client, ctx.repository, sha, claimed_number=claimed)
+    return dataclasses.replace(inputs, head_sha=sha, pr_number=number)
+
 
 PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target", "workflow_run")
 
@@ -266,6 +302,10 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     fingerprint = None
     verdict, exit_code, message, alert, budget = "error", 2, None, None, None
     try:
+        if inputs.head_sha:  # before anything is decrypted; no PR is addressed until verified
+            claimed = inputs.pr_number
+            reporter.inputs = inputs = dataclasses.replace(inputs, pr_number=None)
+            reporter.inputs = inputs = _pull_request_of_head(inputs, claimed, client, ctx)
         if not inputs.new_model:
             raise UsageError("input new-model is required: the path of the model to gate "
                              "(.onnx, .csv/.npy predictions, or git:REF:PATH)")
@@ -326,7 +366,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         adaptivity=adaptivity, clauses=result.clauses if result else None, budget=budget,
         show_metrics=result is not None and bool(getattr(cfg, "show_metrics", False)),
         metrics=getattr(result, "metrics", None), message=message, alert=alert,
-        history=result.history if result else [], commit=ctx.head_sha, ledger=ledger_name)
+        history=result.history if result else [], commit=inputs.head_sha or ctx.head_sha,
+        ledger=ledger_name)
 
     alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
         getattr(cfg, "alert_issue", True))
@@ -341,6 +382,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                  + (f" — {message}" if message else ""))
     if repository:
         reporter.comment(report, repository, config_rel)
+    if inputs.commit_status and repository:
+        reporter.commit_status(report, repository, inputs.head_sha or ctx.head_sha)
     scratch.cleanup()
     return report.exit_code
 

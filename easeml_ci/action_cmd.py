@@ -43,8 +43,14 @@ def _opt(name: str, env: str, help: str, **kw):
 @_opt("--config-from-base", "INPUT_CONFIG_FROM_BASE",
       "Read the config from the pull request's base commit, so a PR cannot change its own gate "
       "(true/false).", default="true", show_default=True)
+@_opt("--head-sha", "INPUT_HEAD_SHA",
+      "The commit the verdict is about (workflow_run: github.event.workflow_run.head_sha); the "
+      "pull request is the open one with that head, and --pr-number must agree.")
+@_opt("--commit-status", "INPUT_COMMIT_STATUS",
+      "Post the verdict as commit status easeml-ci/<gate> on the head commit (true/false).",
+      default="false", show_default=True)
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
-           alert_webhook, pr_number, underpowered, config_from_base):
+           alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
     from .action import ActionInputs, parse_bool, parse_pr_number, run_action
 
@@ -61,5 +67,7 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         pr_number=parse_pr_number(pr_number),
         underpowered=parse_bool("underpowered", underpowered, False),
         config_from_base=parse_bool("config-from-base", config_from_base, True),
+        head_sha=(head_sha or "").strip() or None,
+        commit_status=parse_bool("commit-status", commit_status, False),
     )
     sys.exit(run_action(inputs))

@@ -13,6 +13,9 @@ It records every request and answers like GitHub does for the endpoints the acti
   (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch),
 * ``GET git/blobs/SHA`` (base64, any size),
 * ``GET branches/B`` (``protected``) and ``GET rules/branches/B`` (the rules of active rulesets).
+* pull requests' heads and commit statuses (:meth:`FakeGitHub.set_pull_request_head`):
+  ``GET commits/SHA/pulls``, ``GET pulls?state=``, ``POST statuses/SHA`` (422 on a bad state,
+  a description over 140 characters or an unknown commit), ``GET commits/SHA/statuses``.
 
 Tokens are registered with a permission (``write`` or ``read``); a read-only token gets
 ``403 Resource not accessible by integration`` on every write, as a fork's token does.
@@ -89,6 +92,8 @@ class Repo:
     labels: set = field(default_factory=set)
     protected: set = field(default_factory=set)       # branches under classic protection
     rules: dict = field(default_factory=dict)         # branch -> [rule dicts] from rulesets
+    pulls: dict = field(default_factory=dict)         # number -> {head_sha, head_repo, base_ref}
+    statuses: dict = field(default_factory=dict)      # commit sha -> [status dicts], oldest first
 
 
 class FakeGitHub:
@@ -262,6 +267,25 @@ class FakeGitHub:
         if sha is None:
             return None
         return repo.commits[sha]["tree"].get(path)
+
+    # -- pull request heads and commit statuses (provenance of a workflow_run verdict) ----------
+    # GitHub has not always listed a fork's pull request under GET commits/SHA/pulls; set this
+    # to answer as it did then (the client must then find the PR through GET pulls).
+    commit_pulls_omit_forks = False
+
+    def set_pull_request_head(self, full_name: str, number: int, head_sha: str, *,
+                              head_repo: str | None = None, base_ref: str = "main") -> None:
+        """Give pull request ``number`` (created if needed) the head commit ``head_sha``."""
+        with self.lock:
+            repo = self.add_repo(full_name)
+            if number not in repo.issues:
+                self.add_pull_request(full_name, number)
+            repo.pulls[number] = {"head_sha": head_sha, "head_repo": head_repo or full_name,
+                                  "base_ref": base_ref}
+
+    def statuses_on(self, full_name: str, sha: str) -> list[dict]:
+        with self.lock:
+            return list(self.repos[full_name].statuses.get(sha, []))
 
     # -- internals -----------------------------------------------------------------------
     def _new_sha(self, kind: str) -> str:
@@ -560,7 +584,58 @@ class _Handler(BaseHTTPRequestHandler):
                 return (201 if current is None else 200), {
                     "content": {"path": fpath, "sha": blob_sha(data)},
                     "commit": {"sha": new}}, {}
+
+        # pull requests by head commit, commit statuses ------------------------------------
+        routed = self._route_pulls_and_statuses(repo, method, rest, query, body)
+        if routed is not None:
+            return routed
         return 404, {"message": "Not Found"}, {}
+
+    def _pull_json(self, repo: Repo, number: int) -> dict:
+        head = repo.pulls[number]
+        return {"number": number, "state": repo.issues[number]["state"],
+                "title": repo.issues[number]["title"],
+                "html_url": f"https://github.example/{repo.full_name}/pull/{number}",
+                "head": {"sha": head["head_sha"], "ref": "feature",
+                         "repo": {"full_name": head["head_repo"],
+                                  "fork": head["head_repo"] != repo.full_name}},
+                "base": {"ref": head["base_ref"], "repo": {"full_name": repo.full_name}}}
+
+    def _route_pulls_and_statuses(self, repo: Repo, method, rest, query, body):
+        fake = self.server_fake
+        m = re.match(r"^/commits/([0-9a-fA-F]+)/pulls$", rest)
+        if m and method == "GET":
+            sha = m.group(1).lower()
+            items = [self._pull_json(repo, n) for n, h in sorted(repo.pulls.items())
+                     if h["head_sha"] == sha and repo.issues[n]["state"] == "open"
+                     and not (fake.commit_pulls_omit_forks and h["head_repo"] != repo.full_name)]
+            return self._page(items, query)
+        if rest == "/pulls" and method == "GET":
+            state = query.get("state", "open")
+            items = [self._pull_json(repo, n) for n in sorted(repo.pulls, reverse=True)
+                     if state == "all" or repo.issues[n]["state"] == state]
+            return self._page(items, query)
+        m = re.match(r"^/commits/([0-9a-fA-F]+)/statuses$", rest)
+        if m and method == "GET":
+            return self._page(list(reversed(repo.statuses.get(m.group(1).lower(), []))), query)
+        m = re.match(r"^/statuses/([0-9a-fA-F]+)$", rest)
+        if m and method == "POST":
+            sha = m.group(1).lower()
+            known = sha in repo.commits or any(h["head_sha"] == sha for h in repo.pulls.values())
+            if not known:
+                return 422, {"message": f"No commit found for SHA: {sha}"}, {}
+            if body.get("state") not in ("pending", "success", "failure", "error"):
+                return 422, {"message": "Validation Failed: state"}, {}
+            if len(str(body.get("description") or "")) > 140:
+                return 422, {"message": "Validation Failed: description is too long "
+                                        "(maximum is 140 characters)"}, {}
+            status = {"id": int(fake._new_sha("status")[:8], 16), "state": body["state"],
+                      "description": body.get("description"),
+                      "context": body.get("context") or "default",
+                      "target_url": body.get("target_url")}
+            repo.statuses.setdefault(sha, []).append(status)
+            return 201, status, {}
+        return None
 
     def _comment_json(self, c: dict) -> dict:
         return {"id": c["id"], "body": c["body"], "user": dict(c["user"]),

@@ -62,16 +62,24 @@ def test_user_workflow_asks_for_least_permissions_on_pull_request():
     wf = yaml.safe_load((ROOT / "examples/workflows/easeml-gate.yml").read_text())
     on = wf.get("on", wf.get(True))
     assert set(on) == {"pull_request"}
-    assert wf["permissions"] == {"contents": "read", "pull-requests": "write", "issues": "write"}
+    assert wf["permissions"] == {}
+    job = wf["jobs"]["gate"]
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write", "issues": "write"}
+    assert job["environment"] == "easeml-gate"  # the key is an environment's secret
     text = (ROOT / "examples/workflows/easeml-gate.yml").read_text()
     assert "secrets.EASEML_TESTSET_KEY" in text
 
 
 def test_fork_safe_pattern_never_runs_pull_request_target():
-    text = (ROOT / "examples/workflows/easeml-gate-fork-safe.yml").read_text()
-    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "pull_request_target" not in code
-    assert "workflow_run" in text and "upload-artifact" in code
+    def code(name):
+        text = (ROOT / "examples/workflows" / name).read_text()
+        return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    trusted, untrusted = code("easeml-gate-fork-safe.yml"), code("easeml-model.yml")
+    assert "pull_request_target" not in trusted + untrusted
+    assert "workflow_run:" in trusted and "download-artifact@" in trusted
+    assert "upload-artifact@" in untrusted
+    # nothing in the trusted half is commented out: it is the workflow that runs
+    assert "# jobs:" not in (ROOT / "examples/workflows/easeml-gate-fork-safe.yml").read_text()
 
 
 def test_self_test_runs_this_action_on_the_demo_data():

@@ -330,7 +330,7 @@ def test_catalogue_command_lists_candidates(tmp_path, data):
     assert re.search(r"^mlp-64\s+mlp\s+class", r.output, re.M)
 
 
-def test_gpu_runner_workflow_runs_a_worker_with_valid_options():
+def test_gpu_runner_workflow_runs_a_worker_with_valid_options(monkeypatch):
     import os
     import shlex
 
@@ -343,14 +343,18 @@ def test_gpu_runner_workflow_runs_a_worker_with_valid_options():
     assert job["runs-on"] == ["self-hosted", "gpu"]
     assert "matrix.gpu" in job["concurrency"]["group"] and job["concurrency"]["cancel-in-progress"] is False
     assert job["timeout-minutes"] > 0
-    assert job["env"]["EASEML_AUTOML_STORE"] == "${{ secrets.EASEML_AUTOML_STORE }}"
-    (cmd,) = [s["run"] for s in job["steps"] if "run" in s and "easeml-automl work" in s["run"]]
-    argv = shlex.split(re.sub(r"\$\{\{[^}]*\}\}", "X", cmd).replace('"$EASEML_AUTOML_STORE"', "postgresql://h/db"))
-    assert argv[:2] == [".venv/bin/easeml-automl", "work"]
-    argv = [a if a != "X" else "7" for a in argv[2:]]
-    ctx = main.commands["work"].make_context("work", argv)  # raises on an unknown or malformed option
+    (step,) = [s for s in job["steps"] if "run" in s and 'easeml-automl" work' in s["run"]]
+    # the store URL (with its password) reaches the worker through the environment only
+    assert step["env"]["EASEML_AUTOML_STORE"] == "${{ secrets.EASEML_AUTOML_STORE }}"
+    cmd = step["run"][step["run"].index('"$RUNNER_TEMP/easeml-automl/bin/easeml-automl" work'):]
+    cmd = cmd.replace("\\\n", " ").replace('"$MAX_TRIALS"', "7").replace('"$WORKER_ID"', "runner-gpu0")
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["$RUNNER_TEMP/easeml-automl/bin/easeml-automl", "work"]
+    assert "--store" not in argv
+    monkeypatch.setenv("EASEML_AUTOML_STORE", "postgresql://h/db")
+    ctx = main.commands["work"].make_context("work", argv[2:])  # raises on an unknown or malformed option
     assert ctx.params["device"] == "cuda:0" and ctx.params["exit_when_idle"] is True
-    assert ctx.params["store_url"] == "postgresql://h/db"
+    assert ctx.params["store_url"] == "postgresql://h/db" and ctx.params["max_trials"] == 7
 
 
 def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github):
