@@ -19,6 +19,7 @@ DEFAULT_CONFIG = ".easeml.yml"
 
 
 def _select(config_path, testset, fingerprint, key_env):
+    from .check import open_ledger_backend
     from .config import load_config
     from .ledger import Ledger, open_backend
 
@@ -26,7 +27,8 @@ def _select(config_path, testset, fingerprint, key_env):
         cfg = None  # no config here: the default ledger location, terms from the ledgers
     else:
         cfg = load_config(config_path or DEFAULT_CONFIG)
-    backend = open_backend(cfg.ledger if cfg else None, base=Path("."))
+    # the ledger the check uses: beside the config, or the repository ledger inside Actions
+    backend = open_ledger_backend(cfg) if cfg else open_backend(None, base=Path("."))
     if testset:
         from .testset import testset_fingerprint
 

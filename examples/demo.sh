@@ -36,9 +36,10 @@ reliability: 0.999
 mode: fp-free
 adaptivity: full
 steps: 8
-testset: $DATA/testset.enc
+# paths in a config are relative to the config's own folder ($DEMO)
+testset: data/testset.enc
 ledger:
-  path: $DEMO/ledger
+  path: ledger
 YAML
 echo "== 3. The demo gate ($DEMO/easeml.yml) and what it needs =="
 cat "$DEMO/easeml.yml"
@@ -69,9 +70,9 @@ easeml-ci ledger verify --config "$DEMO/easeml.yml"
 echo
 
 echo "== 7. Spending a small budget: 2 steps, then the new-test-set alert with a label request =="
-sed -e "s|^steps: 8|steps: 2|" -e "s|path: $DEMO/ledger\$|path: $DEMO/ledger-small|" \
+sed -e "s|^steps: 8|steps: 2|" -e "s|path: ledger\$|path: ledger-small|" \
   "$DEMO/easeml.yml" > "$DEMO/easeml-small.yml"
-echo "pool: $DATA/pool.npz" >> "$DEMO/easeml-small.yml"
+echo "pool: data/pool.npz" >> "$DEMO/easeml-small.yml"
 for model in worse.onnx worse.onnx new.onnx; do
   set +e
   easeml-ci check --config "$DEMO/easeml-small.yml" --new "$DATA/$model" --old "$DATA/old.onnx" \

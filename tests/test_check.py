@@ -460,3 +460,15 @@ def test_a_model_failing_on_the_test_set_is_a_counted_fail_and_the_owner_gets_th
     assert "101" not in json.dumps(result.to_dict())
     record = json.loads(sink.read_text().splitlines()[-1])
     assert "101" in record["model_failed"]["detail"]  # the owner sees what happened
+
+
+def test_ledger_status_reads_the_ledger_beside_the_config_from_anywhere(gate, tmp_path,
+                                                                        monkeypatch):
+    assert gate.check("good.npy").exit_code == 0
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-status"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["ledger", "status", "--config",
+                                       str(gate.root / ".easeml.yml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 of 4 steps used" in result.stdout
