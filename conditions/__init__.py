@@ -22,6 +22,7 @@ from .planner import (
     query_count,
     validate_parameters,
 )
+from .sequential import SequentialClause, SequentialDecision, SequentialPlan, sequential_plan
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
