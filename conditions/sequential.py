@@ -292,6 +292,47 @@ class SequentialClause:
         return passed, rows, by_cap
 
 
+def label_request(needs_label: np.ndarray, labelled: np.ndarray, start: int, labels_so_far: int,
+                  first_batch: int = 64, growth: float = 0.5) -> np.ndarray:
+    """Positions (in reading order) of the next rows to label, in order of priority.
+
+    A sequential clause awaiting labels at position ``start`` asks for the next rows that need a
+    label and have none, in growing batches: ``max(first_batch, growth * labels_so_far)`` rows,
+    so the number of round trips to the labeller grows only logarithmically with the labels a
+    decision needs, and at most a fraction ``growth`` of them are labelled beyond the stop.
+    The request depends on the labels only through ``labels_so_far`` and ``start``: it must go to
+    the owner's private channel (see docs/statistics.md §6 on what an "awaiting" state leaks).
+    """
+    if first_batch < 1 or growth < 0:
+        raise ValueError(f"first_batch must be >= 1 and growth >= 0, got {first_batch}, {growth}")
+    wanted = max(first_batch, math.ceil(growth * labels_so_far))
+    todo = np.flatnonzero(np.asarray(needs_label, bool)[start:] & ~np.asarray(labelled, bool)[start:])
+    return todo[:wanted] + start
+
+
+def transcript_queries(adaptivity: str, steps: int, passes: int | None = None,
+                       outcomes: int = 2) -> int:
+    """Queries to split delta over when each released check has ``outcomes`` visible outcomes.
+
+    With 2 (pass, fail) it is the planner's count. With 3 (pass, fail, and "no verdict yet:
+    labels late" visible to the team) the transcript tree is ternary: a node at depth k with
+    j < B passes has ``C(k, j) * (outcomes - 1)^(k - j)`` transcripts reaching it, so::
+
+        full:        sum_{k<H} outcomes^k                 = (3^H - 1) / 2 for 3 outcomes
+        passes B:    sum_{k<H} sum_{j<B} C(k, j) (outcomes - 1)^(k - j)
+        firstChange: passes B = 1:  sum_{k<H} (outcomes - 1)^k  = 2^H - 1 for 3 outcomes
+        none:        H (the team sees nothing, whatever the outcome)
+    """
+    if outcomes < 2:
+        raise ValueError(f"outcomes must be >= 2, got {outcomes}")
+    if adaptivity == "none":
+        return steps
+    if adaptivity == "firstChange":
+        passes = 1
+    bound = steps if passes is None else min(passes, steps)
+    return sum(math.comb(k, j) * (outcomes - 1) ** (k - j) for k in range(steps) for j in range(min(bound, k + 1)))
+
+
 def _test_scale(clause: ClausePlan, z: np.ndarray) -> np.ndarray:
     """Z on the scale of a fixed-size test (the Bernoulli u for exact-binomial tests)."""
     if clause.method != "exact-binomial":

@@ -191,3 +191,39 @@ def test_row_order_is_a_permutation_fixed_by_the_seed():
     first, again, other = row_order(1000, 7), row_order(1000, 7), row_order(1000, 8)
     assert sorted(first) == list(range(1000))
     assert (first == again).all() and not (first == other).all()
+
+
+def _brute_force_nodes(steps: int, passes: int | None, outcomes: int) -> int:
+    """Queries a team could cause: transcripts (prefixes) after which a model is still checked."""
+    from itertools import product
+    limit = steps if passes is None else passes
+    count = 0
+    for k in range(steps):
+        for prefix in product(range(outcomes), repeat=k):  # outcome 0 is "pass"
+            if prefix.count(0) < limit:
+                count += 1
+    return count
+
+
+@pytest.mark.parametrize("adaptivity, passes", [("full", None), ("full", 2), ("full", 3),
+                                                ("firstChange", None), ("none", None)])
+def test_transcript_queries_count_every_reachable_node(adaptivity, passes):
+    from conditions import query_count
+    from conditions.sequential import transcript_queries
+    for steps in (1, 2, 4, 6):
+        p = passes if passes is None or passes < steps else None
+        assert transcript_queries(adaptivity, steps, p, 2) == query_count(adaptivity, steps, p)
+        if adaptivity == "none":
+            assert transcript_queries(adaptivity, steps, p, 3) == steps
+            continue
+        expected = _brute_force_nodes(steps, 1 if adaptivity == "firstChange" else p, 3)
+        assert transcript_queries(adaptivity, steps, p, 3) == expected
+
+
+def test_label_request_asks_for_growing_batches_of_unlabelled_needed_rows():
+    from conditions.sequential import label_request
+    needs = np.array([True, False, True, True, False, True, True, True])
+    labelled = np.array([True, False, True, False, False, False, True, False])
+    assert label_request(needs, labelled, 2, 0, first_batch=2).tolist() == [3, 5]
+    assert label_request(needs, labelled, 2, 10, first_batch=2, growth=0.5).tolist() == [3, 5, 7]
+    assert label_request(needs, labelled, 6, 0, first_batch=5).tolist() == [7]
