@@ -22,11 +22,14 @@ from .planner import (
     query_count,
     validate_parameters,
 )
+from .sequential import SequentialClause, SequentialDecision, SequentialPlan, sequential_plan
 from .zones import ImpossibleCondition, check_formula
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
     "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "Formula",
-    "Outcomes", "Plan", "PlanError", "SampleTooSmall", "Verdict",
-    "compile_clause", "parse", "plan", "query_count", "validate_parameters",
+    "ImpossibleCondition", "Outcomes", "Plan", "PlanError", "SampleTooSmall",
+    "SequentialClause", "SequentialDecision", "SequentialPlan", "Verdict",
+    "check_formula", "compile_clause", "parse", "plan", "query_count", "sequential_plan",
+    "validate_parameters",
 ]

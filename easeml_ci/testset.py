@@ -602,3 +602,168 @@ def save_pool(X: np.ndarray, out_path) -> Path:
     if X.shape[0] == 0:
         raise InputError(f"pool {out} would be empty (0 examples)")
     return _write_private(out, X, None, "label")
+
+
+# --- unlabelled test sets (labels arrive later: see easeml_ci.labels) ----------------------------
+#
+# A test set registered before its labels holds features and stable row ids. Its fingerprint is
+# a second, versioned kind: the SHA-256 of canonical bytes that start with their own marker
+# (``easeml-ci unlabelled testset v1``) and cover X and the ids, never labels, so labels added
+# later keep the fingerprint and with it the budget. The marker separates the two kinds: no
+# labelled test set's bytes can hash to an unlabelled one's. Labelled fingerprints are unchanged.
+# Ids are canonical text (an integer id 7 and the text "7" are the same row), unique, non-empty.
+
+_UNLABELLED_MAGIC = b"easeml-ci unlabelled testset v1 "
+UNLABELLED_FINGERPRINT_KIND = "unlabelled-v1"
+
+
+@dataclass(frozen=True, eq=False)
+class UnlabelledTestSet:
+    """Features and stable row ids of a test set whose labels arrive later (no labels here)."""
+
+    __test__ = False
+
+    X: np.ndarray
+    ids: np.ndarray  # canonical text, one per row, unique
+    fingerprint: str
+    source: Path
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def row_of(self) -> dict[str, int]:
+        """Row position of every id."""
+        return {str(i): k for k, i in enumerate(self.ids.tolist())}
+
+    def __repr__(self) -> str:
+        return (f"UnlabelledTestSet(source={str(self.source)!r}, rows={len(self)}, "
+                f"features={int(self.X.shape[1])}, fingerprint={self.fingerprint[:12]}...)")
+
+
+def _unlabelled_preamble(X: np.ndarray, ids: np.ndarray) -> bytes:
+    meta = json.dumps({"X": [X.dtype.str, list(X.shape)], "ids": [ids.dtype.str, list(ids.shape)]},
+                      sort_keys=True, separators=(",", ":")).encode("ascii")
+    head = _UNLABELLED_MAGIC + meta
+    return head + b" " * _pad(len(head) + 1) + b"\n"
+
+
+def unlabelled_parts(X: np.ndarray, ids: np.ndarray) -> list:
+    return [_unlabelled_preamble(X, ids), memoryview(X).cast("B"), b"\0" * _pad(X.nbytes),
+            memoryview(ids).cast("B")]
+
+
+def fingerprint_unlabelled(X: np.ndarray, ids: np.ndarray) -> str:
+    """SHA-256 (hex) of the canonical bytes of an unlabelled test set (features and ids)."""
+    h = hashlib.sha256()
+    for part in unlabelled_parts(X, ids):
+        h.update(part)
+    return h.hexdigest()
+
+
+def canonical_row_ids(ids: np.ndarray, source: Path, row_base: int = 0, row_word: str = "index") -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise InputError(f"{source}: row ids have shape {ids.shape}; expected one id per row (1-D)")
+    if ids.dtype.kind == "f":
+        raise InputError(f"{source}: row ids are floating-point numbers; use integers or text")
+    if ids.dtype.kind not in "iuUSb" or ids.dtype.kind == "b":
+        raise InputError(f"{source}: row ids have unsupported dtype {ids.dtype}; use integers or text")
+    if ids.dtype.kind == "S":
+        try:
+            ids = np.char.decode(ids, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: row ids are bytes that are not UTF-8") from None
+    text = np.char.strip(ids.astype(str)) if ids.size else ids.astype(str)
+    empty = np.char.str_len(text) == 0 if text.size else np.zeros(0, bool)
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0]) + row_base
+        raise InputError(f"{source}: empty row id at {row_word} {first}; every row needs a stable id")
+    _, first_at, counts = np.unique(text, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = int(np.min(first_at[counts > 1]))
+        raise InputError(f"{source}: row id {str(text[dup])!r} appears more than once (first at {row_word} "
+                         f"{dup + row_base}); row ids must be unique")
+    width = int(np.char.str_len(text).max()) if text.size else 1
+    return np.ascontiguousarray(text, dtype=f"<U{max(width, 1)}")
+
+
+def unlabelled_from_arrays(X, ids, source) -> UnlabelledTestSet:
+    source = _resolve(source)
+    ids = canonical_row_ids(np.asarray(ids), source)
+    X = _canonical_features(np.asarray(X), source, "")
+    if len(ids) == 0:
+        raise InputError(f"{source}: the test set is empty (0 rows)")
+    if X.shape[0] != ids.shape[0]:
+        raise InputError(f"{source}: X has {X.shape[0]} rows but there are {ids.shape[0]} row ids")
+    return UnlabelledTestSet(X, ids, fingerprint_unlabelled(X, ids), source)
+
+
+def load_unlabelled_testset(path, id_column: str = "id", key_env: str = crypto.DEFAULT_KEY_ENV,
+                            ) -> UnlabelledTestSet:
+    """Load a test set registered without labels: ``.npz`` with ``X`` and ``ids``, a CSV with an
+    id column and feature columns, or either encrypted (``encrypt_unlabelled_testset``)."""
+    path = _resolve(path)
+    _check_readable(path, "test set")
+    if crypto.is_encrypted(path):
+        key = crypto.key_from_env(key_env, purpose=f"needed to decrypt the test set {path}")
+        header, plain = crypto.decrypt_file(path, key, key_env=key_env)
+        return _parse_unlabelled(bytes(plain), header.fingerprint, path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = list(getattr(data, "files", []))
+                if "X" not in names or "ids" not in names:
+                    raise InputError(f"{path}: an unlabelled test set .npz needs arrays 'X' (features) "
+                                     f"and 'ids' (row ids); it holds {', '.join(map(repr, names)) or 'none'}")
+                X, ids = data["X"], data["ids"]
+        except InputError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise InputError(f"{path} is not a readable .npz file: {exc}") from None
+        return unlabelled_from_arrays(X, ids, path)
+    if suffix == ".csv":
+        names = _csv_header(path)
+        if id_column not in names:
+            raise InputError(f"{path}: no row id column {id_column!r}; the columns are "
+                             f"{', '.join(repr(n) for n in names)} (pass --id-column)")
+        ids = np.atleast_1d(_loadtxt(path, [names.index(id_column)], str, f"id column {id_column!r}", names))
+        X, _ = _read_csv(path, id_column, parse_labels=False)
+        source = path
+        ids = canonical_row_ids(ids, source, 1, "data row")
+        return unlabelled_from_arrays(X, ids, source)
+    raise InputError(f"test set {path} has extension {path.suffix or '(none)'!r}; allowed: "
+                     f"{', '.join(ALLOWED_SUFFIXES)}")
+
+
+def _parse_unlabelled(plain: bytes, fingerprint: str, path: Path) -> UnlabelledTestSet:
+    bad = InputError(f"{path}: decrypted content is not an unlabelled easeml-ci test set")
+    newline = plain.find(b"\n", 0, 4096)
+    if not plain.startswith(_UNLABELLED_MAGIC) or newline < 0:
+        raise bad
+    try:
+        meta = json.loads(plain[len(_UNLABELLED_MAGIC):newline].decode("ascii"))
+        xd, xs = np.dtype(meta["X"][0]), tuple(int(v) for v in meta["X"][1])
+        idd, ids_shape = np.dtype(meta["ids"][0]), tuple(int(v) for v in meta["ids"][1])
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+        raise bad from None
+    if xd != np.dtype("<f4") or idd.kind != "U" or len(xs) != 2 or len(ids_shape) != 1:
+        raise bad
+    start = newline + 1
+    x_bytes = xs[0] * xs[1] * 4
+    id_at = start + x_bytes + _pad(x_bytes)
+    if id_at + ids_shape[0] * idd.itemsize != len(plain):
+        raise bad
+    X = np.frombuffer(plain, dtype=xd, count=xs[0] * xs[1], offset=start).reshape(xs)
+    ids = np.frombuffer(plain, dtype=idd, count=ids_shape[0], offset=id_at)
+    ts = unlabelled_from_arrays(X, ids, path)
+    if ts.fingerprint != fingerprint:
+        raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
+    return ts
+
+
+def encrypt_unlabelled_testset(ts: UnlabelledTestSet, out_path, key: bytes) -> crypto.EncryptedHeader:
+    """Encrypt an unlabelled test set (same file format as a labelled one; its own fingerprint)."""
+    parts = unlabelled_parts(ts.X, ts.ids)
+    size = sum(len(memoryview(p).cast("B")) for p in parts)
+    return crypto.encrypt_to_file(parts, size, ts.fingerprint, key, _resolve(out_path))

@@ -1,4 +1,4 @@
-"""`easeml-ci testset`: the test-set owner's tools (key, encrypt, decrypt, fingerprint).
+"""`easeml-ci testset`: the test-set owner's tools (key, encrypt, decrypt, fingerprint, label).
 
 The key only ever travels through an environment variable (``--key-env`` names which one), so
 it never appears in shell history, process listings or CI logs. ``decrypt`` is for the owner
@@ -111,3 +111,32 @@ def fingerprint(path: Path, label_column: str, key_env: str) -> None:
     if not verified:
         click.echo(f"(read from the encrypted header; set {key_env} to verify it against the "
                    f"content)", err=True)
+
+
+@testset.command()
+@click.argument("testset_path", metavar="TESTSET", type=click.Path(path_type=Path))
+@click.argument("labels_path", metavar="LABELS.csv", type=click.Path(path_type=Path))
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="The label store to append to [default: TESTSET.labels].")
+@click.option("--id-column", default="id", show_default=True,
+              help="Row id column of LABELS.csv (and of a CSV TESTSET).")
+@click.option("--label-column", default="label", show_default=True, help="Label column of LABELS.csv.")
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
+def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_column: str,
+          label_column: str, key_env: str) -> None:
+    """Add the labels in LABELS.csv (rows by id) to the label store of the unlabelled TESTSET.
+
+    Append-only: a label once given never changes (a different one is refused, the same one is
+    a no-op). An encrypted TESTSET's store is sealed with its key, so only the owner can read it.
+    """
+    from .labels import LabelStore, default_store_path, read_labels_csv
+    from .testset import load_unlabelled_testset
+
+    ts = load_unlabelled_testset(testset_path, id_column=id_column, key_env=key_env)
+    key = crypto.key_from_env(key_env) if crypto.is_encrypted(testset_path) else None
+    batch = read_labels_csv(labels_path, id_column=id_column, label_column=label_column)
+    store = LabelStore.open(store_path or default_store_path(testset_path), ts, key)
+    result = store.add(batch)
+    click.echo(f"{result.added} new labels, {result.unchanged} already given; {len(store.labels)} "
+               f"of {len(ts)} rows labelled in {store.path}", err=True)
+    click.echo(result.head)
