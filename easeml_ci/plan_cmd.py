@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -62,8 +63,12 @@ def render_plan(plan: conditions.Plan) -> str:
 @click.option("--passes", type=int, help="With adaptivity full: retire the test set after B passes.")
 @click.option("--method", type=click.Choice(conditions.METHODS),
               help="tight (default): the tightest justified test; easeml: ease.ml/ci's released estimator.")
+@click.option("--have", type=click.IntRange(min=1), metavar="N",
+              help="Capacity view: with N labelled test examples, the tolerance each adaptivity "
+                   "and number of steps can certify.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, method, as_json):
+def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, method, have,
+         as_json):
     """Plan how many test examples a condition needs (every one labelled, today)."""
     overrides = {k: v for k, v in dict(condition=condition, reliability=reliability, mode=mode,
                                        adaptivity=adaptivity, steps=steps, passes=passes,
@@ -87,10 +92,73 @@ def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, m
         where = f"{config_path}: key 'condition'" if config_path and "condition" not in overrides \
             else "--condition"
         raise ConfigError(f"{where}: {exc}") from None
+    if have is not None:
+        cells = len(CAPACITY_MODES) * len({*CAPACITY_STEPS, cfg.steps})
+        if as_json:
+            rows = capacity(cfg, have)
+        else:
+            with click.progressbar(length=cells, label="fitting tolerances", file=sys.stderr) as bar:
+                rows = capacity(cfg, have, progress=lambda: bar.update(1))
+        click.echo(json.dumps({"have": have, "condition": str(cfg.formula), "rows": rows})
+                   if as_json else render_capacity(cfg, have, rows))
+        return
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(render_plan(result))
 
 
-__all__ = ["plan", "render_plan"]
+CAPACITY_MODES = (("none", None), ("firstChange", None), ("full", None), ("full", 1),
+                  ("full", 2), ("full", 3))
+CAPACITY_STEPS = (8, 32, 128)
+
+
+def capacity(cfg: GateConfig, have: int, progress=None) -> list[dict]:
+    """For each adaptivity and number of steps: the tolerances ``have`` labelled examples can
+    certify for the configured condition (each clause widened as ``--underpowered`` would), or
+    None where no tolerance fits (the widened formula could not be passed by any model)."""
+    steps_grid = sorted({*CAPACITY_STEPS, cfg.steps})
+    rows = []
+    for adaptivity, passes in CAPACITY_MODES:
+        for steps in steps_grid:
+            if progress is not None:
+                progress()
+            configured = conditions.plan(cfg.formula, cfg.reliability, cfg.mode, adaptivity,
+                                         steps, passes, cfg.method)
+            try:
+                fitted = configured.for_sample_size(have)
+                tolerances = [c.tolerance for c in fitted.clauses]
+            except conditions.PlanError:
+                tolerances = None
+            rows.append({"adaptivity": adaptivity, "passes": passes, "steps": steps,
+                         "test_examples_configured": configured.test_examples,
+                         "tolerances": tolerances,
+                         "configured_holds": configured.test_examples <= have})
+    return rows
+
+
+def render_capacity(cfg: GateConfig, have: int, rows: list[dict]) -> str:
+    steps_grid = sorted({r["steps"] for r in rows})
+    configured = " / ".join(f"{c.tolerance:g}" for c in cfg.formula.clauses)
+    lines = [f"With {have:,} labelled test examples, '{cfg.formula}' at reliability "
+             f"{cfg.reliability} ({cfg.mode}) can certify these tolerances (configured: "
+             f"+/- {configured}; '-' where no tolerance fits):", ""]
+    table = []
+    for adaptivity, passes in CAPACITY_MODES:
+        label = adaptivity + (f", passes {passes}" if passes else "")
+        cells = []
+        for steps in steps_grid:
+            row = next(r for r in rows if r["adaptivity"] == adaptivity
+                       and r["passes"] == passes and r["steps"] == steps)
+            cells.append("-" if row["tolerances"] is None else
+                         " / ".join(f"+/- {t:.3g}" for t in row["tolerances"]))
+        table.append([label, *cells])
+    headers = ["adaptivity", *(f"{s} steps" for s in steps_grid)]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
+    return "\n".join(lines)
+
+
+__all__ = ["capacity", "plan", "render_capacity", "render_plan"]

@@ -121,3 +121,28 @@ def test_action_alert_labels_default_matches_the_alert_module():
     from easeml_ci.github.alerts import DEFAULT_LABELS as ALERT_LABELS
 
     assert DEFAULT_LABELS == ALERT_LABELS
+
+
+def test_have_shows_the_tolerance_each_adaptivity_can_certify():
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from easeml_ci.cli import main
+
+    result = CliRunner().invoke(main, ["plan", "--condition", "n > 0.8 +/- 0.02",
+                                       "--reliability", "0.999", "--have", "900", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = _json.loads(result.stdout)["rows"]
+    by = {(r["adaptivity"], r["passes"], r["steps"]): r["tolerances"][0] for r in rows}
+    # more steps, or full adaptivity, cost tolerance; none and firstChange share delta / H
+    assert by[("none", None, 8)] < by[("none", None, 32)] < by[("none", None, 128)]
+    assert by[("none", None, 32)] == by[("firstChange", None, 32)]
+    assert by[("full", None, 32)] > by[("full", 3, 32)] > by[("full", 1, 32)]
+    # each tolerance really is one 900 examples support, and a little less is not
+    import conditions
+
+    formula = conditions.parse(f"n > 0.8 +/- {by[('full', None, 32)]}")
+    assert conditions.plan(formula, 0.999, "fp-free", "full", 32).test_examples <= 900
+    tighter = conditions.parse(f"n > 0.8 +/- {by[('full', None, 32)] * 0.97}")
+    assert conditions.plan(tighter, 0.999, "fp-free", "full", 32).test_examples > 900
