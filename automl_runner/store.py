@@ -268,8 +268,10 @@ class _Postgres(_Dialect):
 def driver_errors(name: str) -> tuple[type[BaseException], ...]:
     """The DB-API exception class ``name`` ("IntegrityError", "OperationalError", ...) of both
     drivers, for an ``except`` that must catch it whichever database the store runs on."""
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:  # a SQLite-only install: no PostgreSQL errors can occur
+        return (getattr(sqlite3, name),)
     return (getattr(sqlite3, name), getattr(psycopg, name))
 
 
@@ -344,7 +346,11 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"--store {target!r} is not a usable SQLite database ({exc})")
         else:
-            import psycopg
+            try:
+                import psycopg
+            except ImportError:
+                raise StoreError("--store: a PostgreSQL store needs the psycopg driver; "
+                                 "pip install 'easeml-ci[automl]'") from None
 
             self.dialect = _Postgres()
             try:
