@@ -35,7 +35,13 @@ def require_automl_extra(command: str) -> None:
     """Exit 2 with the install line when the `automl` extra is missing (a gate-only install)."""
     import importlib.util
 
-    missing = [pkg for mod, pkg in AUTOML_MODULES.items() if importlib.util.find_spec(mod) is None]
+    def absent(mod: str) -> bool:
+        try:
+            return importlib.util.find_spec(mod) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [pkg for mod, pkg in AUTOML_MODULES.items() if absent(mod)]
     if missing:
         raise AutomlError(f"easeml-automl {command} needs the AutoML extra ({', '.join(missing)} not installed); "
                           "install it with: pip install 'easeml-ci[automl]'")

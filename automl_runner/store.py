@@ -816,7 +816,8 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def trials(self, tenant: str | None = None) -> list[Trial]:
-        q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+        q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
+             "ran_on, fidelity "
              "FROM trials")
         params: tuple = ()
         if tenant is not None:
@@ -835,7 +836,8 @@ class Store:
 
     def best_trial(self, tenant: str) -> Trial | None:
         rows = self._read(
-            "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+            "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
+             "ran_on, fidelity "
             "FROM trials WHERE tenant = ? AND status = 'done' " + _BEST_ORDER, (tenant, tenant))
         return Trial(*rows[0]) if rows else None
 
