@@ -170,8 +170,9 @@ def status(store_url, tenant, as_json):
 @store_option
 @click.option("--device", default="cpu", show_default=True,
               help="cpu or cuda:N; cuda:N must exist here (checked with PyTorch or XGBoost, the 'gpu' extra).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads this worker trains with (BLAS, PyTorch, XGBoost, onnxruntime): run one worker per core.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Threads this worker trains with (BLAS, PyTorch, XGBoost, onnxruntime): run one worker "
+                   "per core. 0: no cap (every library uses all cores).")
 @click.option("--once", is_flag=True, help="Run one trial, then exit.")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Exit after K trials.")
 @click.option("--exit-when-idle", is_flag=True, help="Exit when nothing is queued or running.")
@@ -219,7 +220,7 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
                          poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
                          artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed, prior=prior,
-                         promote=not no_promote, threads=threads)
+                         promote=not no_promote, threads=threads or None)
 
     def emit(result):
         if as_json:
@@ -230,7 +231,8 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     worker.install_signal_handlers()
     prior_note = "no prior" if prior is None else (
         f"prior {'builtin' if prior_path == 'builtin' else prior_path}: {len({r[0] for r in prior})} tenants")
-    worker.progress.line(f"[{worker.id}] worker on {device} ({threads} thread{'s' if threads > 1 else ''}), store {worker.store.kind}, "
+    cap = "threads uncapped" if not threads else f"{threads} thread{'s' if threads > 1 else ''}"
+    worker.progress.line(f"[{worker.id}] worker on {device} ({cap}), store {worker.store.kind}, "
                          f"scheduler {scheduler} ({prior_note})")
     results = worker.run()
     done = sum(r.status == "done" for r in results)
@@ -260,7 +262,7 @@ def catalogue(store_url, as_json):
         return
     for c in cands:
         hp = ", ".join(f"{k}={v}" for k, v in c.hyperparameters.items())
-        gpu = " [gpu]" if c.uses_gpu else ""
+        gpu = " [gpu]" if c.uses_gpu else " [gpu when the worker has one]" if c.takes_gpu else ""
         click.echo(f"{c.name:<30} {c.family:<12} {'/'.join(t[:5] for t in c.tasks):<6} {hp}{gpu}")
     for name, tenants in queued.items():
         click.echo(f"queued {name} for {', '.join(tenants)}")

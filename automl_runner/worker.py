@@ -473,7 +473,7 @@ class Worker:
             try:
                 tenant = self.store.tenant(claim.tenant)
                 cand = self.catalogue[claim.candidate]
-                self.progress.line(f"[{self.id}] training {label} on {self.options.device} (attempt {claim.attempt})")
+                self.progress.line(f"[{self.id}] training {label} on {cand.placement(self.options.device)} (attempt {claim.attempt})")
                 self._in_training = True
                 try:
                     if self.stop_requested:  # the signal came between the claim and now

@@ -134,3 +134,27 @@ def test_status_shows_trials_recorded_before_ran_on_existed(tmp_path):
         s.complete(claim, "w", 0.9, 1.0, None, None)  # an older worker: no ran_on
         (row,) = s.status()
         assert row.ran_on == {"unrecorded": 1}
+
+
+def test_a_worker_caps_every_thread_pool_it_trains_with(tmp_path):
+    """In a fresh process (the caps are per process): BLAS/OpenMP pools, PyTorch, XGBoost's
+    n_jobs through the candidate's thread_parameter, all at the worker's --threads."""
+    import subprocess
+    import sys
+
+    code = (
+        "from threadpoolctl import threadpool_info\n"
+        "import numpy, torch, xgboost\n"
+        "from automl_runner.threads import cap_threads, current_cap\n"
+        "cap_threads(1)\n"
+        "pools = [p['num_threads'] for p in threadpool_info()]\n"
+        "print(current_cap(), torch.get_num_threads(), max(pools), len(pools))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cap, torch_threads, most, n_pools = map(int, out.stdout.split())
+    assert (cap, torch_threads, most) == (1, 1, 1) and n_pools >= 1
+    from automl_runner.catalogue import by_name
+
+    schema = infer_schema(_dataset(tmp_path), "label")
+    assert by_name(load_catalogue())["xgboost-200"].build(schema, "cpu", threads=1).steps[-1][1].n_jobs == 1
