@@ -330,6 +330,7 @@ class Worker:
         #: workers that can read it (released, never failed).
         self.unavailable: set[str] = set()
         self.results: list[TrialResult] = []
+        self._last_requeue = float("-inf")
 
     # -- signals ----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -402,7 +403,12 @@ class Worker:
 
     def take(self) -> Claim | None:
         """Decide and claim one trial; None when nothing this worker can run is queued."""
-        self.store.requeue_expired(self.options.max_attempts)
+        # A lease cannot expire sooner than lease_seconds after it was taken: looking a few times
+        # per lease is enough, and spares a write transaction on most decisions.
+        now = time.monotonic()
+        if now - self._last_requeue >= min(1.0, self.options.lease_seconds / 4.0):
+            self.store.requeue_expired(self.options.max_attempts)
+            self._last_requeue = now
         lost: set[tuple[str, str]] = set()
         rebuilt = False
         for _ in range(50):
