@@ -49,7 +49,13 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
+def mixed(mixed_csv):
+    schema = infer_schema(mixed_csv, "label")
+    return schema, load_dataset(mixed_csv, schema).split()
+
+
+@pytest.fixture(scope="module")
+def mixed_csv(tmp_path_factory):
     """Numeric and categorical features, string labels, a few missing cells."""
     rng = np.random.default_rng(3)
     path = tmp_path_factory.mktemp("mixed") / "mixed.csv"
@@ -61,8 +67,7 @@ def mixed(tmp_path_factory):
             colour = rng.choice(["red", "green", "blue"])
             label = "yes" if a + (colour == "red") - 0.5 * b > 0.3 else "no"
             w.writerow(["" if i % 37 == 0 else round(a, 4), round(b, 4), colour, label])
-    schema = infer_schema(path, "label")
-    return schema, load_dataset(path, schema).split()
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +240,71 @@ def test_a_plugin_declares_its_exporter_and_device_words(mixed):
     est = cand.build(schema, "cpu").fit(X_tr, y_tr)
     blob = export_onnx(est, schema, X_val, exporter=cand.exporter)
     assert list(onnx_predict(blob, X_val)) == list(est.predict(X_val.astype(np.float32)))
+
+
+def test_the_early_stopping_hook_records_a_partial_trial(tmp_path, monkeypatch, mixed, mixed_csv):
+    """The worker's side of the early-stopping interface (/docs/automl.md): an iterative candidate
+    goes through `early_stopping.train`; a trial stopped at a fraction of its budget is stored with
+    that fidelity, exported as the smaller model it is, and fed back as a partial observation."""
+    import sys
+    import types
+
+    import automl_runner
+    from automl_runner.store import open_store
+    from automl_runner.worker import Worker, WorkerOptions
+
+    calls = []
+
+    def decider(scheduler, tenant, candidate, pending_fn):
+        return lambda fidelity, score, seconds: False  # stop after the first rung
+
+    def train(cand, schema, device, X_tr, y_tr, X_val, y_val, decide=None, rungs=(0.25, 1.0), threads=None):
+        budget = int(cand.max_budget * rungs[0])
+        est = cand.build(schema, device, threads=threads).set_params(**{f"model__{cand.fidelity_param}": budget})
+        est.fit(X_tr, y_tr)
+        score = validation_score(schema, y_val, est.predict(X_val))
+        go_on = decide(rungs[0], score, 0.1)
+        calls.append((cand.name, budget, threads, go_on))
+        return types.SimpleNamespace(estimator=est, score=score, fidelity=rungs[0], cost=0.1, stopped=not go_on)
+
+    fake = types.ModuleType("automl_runner.early_stopping")
+    fake.decider, fake.train = decider, train
+    monkeypatch.setitem(sys.modules, "automl_runner.early_stopping", fake)
+    monkeypatch.setattr(automl_runner, "early_stopping", fake, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    class Sched:
+        def __init__(self):
+            self.seen = []
+
+        def observe(self, *a):
+            self.seen.append(("observe", a[1]))
+
+        def observe_partial(self, tenant, cand, fidelity, quality, cost):
+            self.seen.append(("partial", cand, fidelity))
+
+        def start(self, *a):
+            pass
+
+        def choose(self, pending):
+            t = next(iter(pending))
+            return t, pending[t][0]
+
+    schema, _ = mixed
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with open_store(url) as s:
+        s.add_tenant("t", mixed_csv, schema, load_catalogue(), only=["xgboost-200", "gaussian-nb"])
+    w = Worker(url, WorkerOptions(exit_when_idle=True, poll_seconds=0.05, promote=False, threads=1),
+               chooser_factory=Sched)
+    results = {r.candidate: r for r in w.run()}
+    assert calls == [("xgboost-200", 50, 1, False)], results  # gaussian-nb has no fidelity: one plain fit
+    assert (results["xgboost-200"].fidelity, results["gaussian-nb"].fidelity) == (0.25, None)
+    with open_store(url) as s:
+        assert {t.candidate: t.fidelity for t in s.trials()} == {"xgboost-200": 0.25, "gaussian-nb": None}
+    onx = onnx.load(results["xgboost-200"].onnx_path)
+    trees = next(n for n in onx.graph.node if n.op_type == "TreeEnsembleClassifier")
+    n_trees = len(set(next(a.ints for a in trees.attribute if a.name == "nodes_treeids")))
+    assert n_trees == 50 * len(schema.classes) or n_trees == 50  # 50 rounds, not 200
+    w.feed._reset()
+    w.feed.refresh()
+    assert sorted(w.feed.scheduler.seen) == [("observe", "gaussian-nb"), ("partial", "xgboost-200", 0.25)]
