@@ -797,6 +797,10 @@ class Store:
             params = (float(since),)
         return [(r[0], float(r[1]), r[2], float(r[3] or 0.0)) for r in self._read(q + " ORDER BY changed_at", params)]
 
+    def db_clock(self) -> float:
+        """The database's own clock (seconds since the epoch), the one ``changed_at`` is stamped with."""
+        return float(self._read("SELECT " + self.dialect.now)[0][0])
+
     def pause_tenant(self, tenant: str, reason: str, fingerprint: str | None = None) -> bool:
         """Stop the queue choosing ``tenant`` until it is submitted again (``submit --replace``).
 

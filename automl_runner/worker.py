@@ -103,10 +103,10 @@ class SchedulerFeed:
     The feed mirrors the queue: every trial's last known status, the queued candidates per tenant
     (only those this worker can run), the running trials, the tenants' submissions and pauses.
     Each refresh reads the trials and tenants whose ``changed_at`` (stamped by the database on
-    every insert and status change) is at or after a watermark a few seconds behind the newest
-    change seen: a change's time is taken inside the short transaction that commits it, so a
-    change that commits a moment after a later-stamped one is not missed; rows read twice are
-    recognised and skipped. A decision therefore costs what changed since the last one, not the
+    every insert and status change) is at or after the database's clock at the start of the
+    previous refresh, less a few seconds: a change's time is taken inside the short transaction
+    that commits it, so a change that committed after the previous read began is not missed;
+    rows read twice are recognised and skipped. A decision therefore costs what changed since the last one, not the
     size of the queue (1,000 tenants x 50 candidates: docs/automl.md).
 
     Finished trials are fed to the scheduler once each (``observe``, or ``observe_partial`` for a
@@ -128,7 +128,6 @@ class SchedulerFeed:
         self.seen_done: set[int] = set()
         self.started: dict[int, tuple[str, str]] = {}
         self.watermark: float | None = None
-        self.tenant_watermark: float | None = None
         self.trials: dict[int, tuple[str, int]] = {}  # id -> (status, attempts) last seen
         self.pending: dict[str, list[str]] = {}
         self._pending_ids: dict[str, list[int]] = {}
@@ -204,8 +203,11 @@ class SchedulerFeed:
         raise StoreError("the queue kept changing under the scheduler; try again")
 
     def _refresh(self) -> FeedView | None:
-        since_t = None if self.tenant_watermark is None else self.tenant_watermark - self.SLACK
-        for name, created, paused, changed in self.store.tenant_changes(since_t):
+        # Everything committed after this read started was stamped at most SLACK seconds before
+        # this clock reading (transactions are short), so the next read starts SLACK before it.
+        clock = self.store.db_clock()
+        since = None if self.watermark is None else self.watermark - self.SLACK
+        for name, created, paused, _changed in self.store.tenant_changes(since):
             if name in self.created and self.created[name] != created:
                 return None  # submitted again: its old trials are gone
             self.created[name] = created
@@ -213,14 +215,11 @@ class SchedulerFeed:
                 self.paused[name] = paused
             else:
                 self.paused.pop(name, None)
-            self.tenant_watermark = max(self.tenant_watermark or changed, changed)
-        since = None if self.watermark is None else self.watermark - self.SLACK
         finished: list[TrialChange] = []
         for r in self.store.trial_changes(since):
             if not self._apply(r, finished):
                 return None
-            if r.changed_at is not None:
-                self.watermark = max(self.watermark or r.changed_at, r.changed_at)
+        self.watermark = clock
         return FeedView(self.pending, sorted(self.running.values()), finished)
 
     def view(self, skip_tenants: set[str] = frozenset(), skip_pairs: set[tuple[str, str]] = frozenset()

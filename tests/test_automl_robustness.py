@@ -300,7 +300,7 @@ def test_a_decision_reads_what_changed_not_the_whole_queue(tmp_path):
     first = w.take()
     assert read == [600] and first is not None
     w.store.complete(first, w.id, 0.5, 1.0, None, None)
-    w.take()  # re-reads the rows stamped with the newest time seen (the last tenant's 20 inserts)
+    w.take()
     for _ in range(10):
         read.clear()
         claim = w.take()
