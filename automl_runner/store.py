@@ -361,6 +361,9 @@ class Store:
             if pg_schema:
                 self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{pg_schema}"')
                 self.conn.execute(f'SET search_path TO "{pg_schema}"')
+            # Plan each query for its values: a cached generic plan of `changed_at >= $1` guesses a
+            # third of the table and scans it all, where the worker's read wants a few rows.
+            self.conn.execute("SET plan_cache_mode = force_custom_plan")
         self.pg_schema = pg_schema
 
     # -- plumbing -------------------------------------------------------------------------
