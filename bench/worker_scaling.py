@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def run(tmp: str, workers: int, threads: int, tenants: int, candidates: list[str
             s.add_tenant(f"digits{t}", path, infer_schema(path, "digit"), cat, only=candidates)
     env = dict(os.environ, XDG_CACHE_HOME=os.path.join(tmp, "cache"))
     load0 = os.getloadavg()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "automl_runner.cli", "work", "--store", url, "--exit-when-idle", "--poll", "0.2",
            "--no-promote", "--json", "--prior", "none", "--threads", str(threads)]
     t0 = time.time()
@@ -65,13 +67,16 @@ def run(tmp: str, workers: int, threads: int, tenants: int, candidates: list[str
             raise SystemExit(f"worker failed ({p.returncode}): {err.decode()[-2000:]}")
     wall = time.time() - t0
     load1 = os.getloadavg()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     with open_store(url) as s:
         rows = s._read("SELECT MIN(started_at), MAX(finished_at), COUNT(*), SUM(cost) FROM trials WHERE status = 'done'")
         failed = s._read("SELECT COUNT(*) FROM trials WHERE status <> 'done'")[0][0]
     first, last, done, busy = rows[0]
     minutes = (last - first) / 60.0
     return {"workers": workers, "threads": threads, "done": done, "failed": failed, "minutes": minutes,
-            "per_min": done / minutes, "train_s": busy, "wall_s": wall, "load": (load0[0], load1[0])}
+            "per_min": done / minutes, "train_s": busy, "wall_s": wall, "load": (load0[0], load1[0]),
+            "cpu_per_trial": cpu_s / max(done, 1)}
 
 
 def main() -> None:
@@ -92,11 +97,14 @@ def main() -> None:
                 r = run(tmp, w, threads, args.tenants, cands)
                 results.append(r)
                 print(f"{config:>8} {w} worker(s): {r['done']} trials in {r['minutes']:.2f} min = "
-                      f"{r['per_min']:.1f}/min (load {r['load'][0]:.1f} -> {r['load'][1]:.1f})", flush=True)
+                      f"{r['per_min']:.1f}/min, {r['cpu_per_trial']:.2f} CPU s/trial "
+                      f"(load {r['load'][0]:.1f} -> {r['load'][1]:.1f})", flush=True)
     print(f"\n{args.tenants} tenants (digits, 1,797 x 64) x {len(cands)} candidates ({', '.join(cands)}); "
           f"{os.cpu_count()} CPUs")
-    print("| threads per worker | workers | trials | trials/min | scaling vs 1 worker | load avg (start -> end) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("CPU s/trial: the workers' CPU time (start-up included) per trial; it does not depend on what else")
+    print("runs on the machine, so equal figures for 1 and W workers mean the workers do not slow each other.")
+    print("| threads per worker | workers | trials | trials/min | scaling vs 1 worker | CPU s/trial | load avg (start -> end) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     base = {}
     for r in results:
         key = r["threads"]
@@ -105,7 +113,7 @@ def main() -> None:
         scale = r["per_min"] / base[key] if key in base else float("nan")
         label = "1 (capped)" if r["threads"] == 1 else "uncapped"
         print(f"| {label} | {r['workers']} | {r['done']} | {r['per_min']:.1f} | {scale:.2f}x | "
-              f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+              f"{r['cpu_per_trial']:.2f} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
 
 
 if __name__ == "__main__":
