@@ -10,7 +10,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "easeml-ci needs Python >= 3.10"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# torch first, pinned to its CPU wheel: the gpu extra's torch>=2.4 is then already satisfied
+	# (an unpinned torch would download a multi-GB CUDA build).
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,automl,gpu]'
 	@touch $(STAMP)
 
 test: $(STAMP)

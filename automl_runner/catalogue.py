@@ -29,9 +29,33 @@ ENTRY_POINT_GROUP = "easeml_automl.candidates"
 class Candidate:
     """One model the queue can train: an estimator class with fixed hyperparameters.
 
-    ``estimator`` is called as ``estimator(**hyperparameters)``; when ``device_parameter`` is set
-    the worker's device (``cpu`` or ``cuda:N``) is passed under that keyword too.
-    ``uses_gpu`` marks a candidate that needs a GPU: CPU workers never take it.
+    ``estimator`` is called as ``estimator(**hyperparameters)``.
+
+    How it takes a device:
+
+    * ``uses_gpu``: it needs a GPU; CPU workers never take it.
+    * ``takes_gpu``: it trains on the worker's GPU when the worker has one (``--device cuda:N``)
+      and on the CPU otherwise (XGBoost, PyTorch). A candidate with neither trains on the CPU
+      even on a GPU worker, and the store records ``cpu`` for it.
+    * ``device_parameter``: the keyword under which the device the candidate trains on
+      (``cpu`` or ``cuda:N``, see :meth:`placement`) is passed to the estimator, as is;
+      ``device_kwargs`` instead maps that device to keyword arguments in the estimator's own
+      words (LightGBM: ``{"device_type": "gpu", "gpu_device_id": N}``).
+    * ``thread_parameter``: the keyword that caps the estimator's own threads (XGBoost's
+      ``n_jobs``); the worker passes its per-worker thread cap under it.
+
+    How it is exported: ``exporter`` is None for scikit-learn estimators (skl2onnx converts
+    the whole pipeline). Otherwise it is the framework's own exporter, called as
+    ``exporter(model, n_inputs)`` with the fitted model step, returning an ``onnx.ModelProto``
+    with one float input ``[N, n_inputs]`` (the preprocessed features) and, for classification,
+    an output named ``probabilities`` (``[N, classes]`` in the order of ``model.classes_``), for
+    regression the predictions as its first output. :func:`export_onnx` puts skl2onnx's
+    preprocessing in front and the class labels behind, so every candidate exports to one graph
+    with one input ``X`` and a ``label`` output, checked like the others.
+
+    Early stopping (see docs/automl.md): ``fidelity`` names the budget unit of an iterative
+    learner (``rounds``, ``epochs``, ...), ``fidelity_param`` the hyperparameter that sets it
+    (the estimator resumes with ``warm_start``), ``max_budget`` the full budget.
     """
 
     name: str
@@ -46,6 +70,15 @@ class Candidate:
     min_train_rows: int = 2
     max_train_rows: int | None = None
     description: str = ""
+    takes_gpu: bool = False
+    device_kwargs: Callable[[str], Mapping[str, Any]] | None = None
+    thread_parameter: str | None = None
+    exporter: Callable[[Any, int], Any] | None = None
+    #: Schemas it accepts beyond task and size (the CNN: image-shaped features).
+    accepts_schema: Callable[[Schema], bool] | None = None
+    fidelity: str | None = None
+    fidelity_param: str | None = None
+    max_budget: int = 1
 
     def accepts(self, schema: Schema) -> bool:
         """Whether this candidate can be trained on a dataset with this schema."""
@@ -55,12 +88,21 @@ class Candidate:
             return False
         if self.max_train_rows is not None and schema.n_train > self.max_train_rows:
             return False
+        if self.accepts_schema is not None and not self.accepts_schema(schema):
+            return False
         return True
 
     def runs_on(self, device: str) -> bool:
         return device.startswith("cuda") or not self.uses_gpu
 
-    def build(self, schema: Schema, device: str = "cpu"):
+    def placement(self, device: str) -> str:
+        """The device this candidate trains on when the worker runs on ``device``."""
+        takes = self.uses_gpu or self.takes_gpu or self.device_parameter or self.device_kwargs is not None
+        if device.startswith("cuda") and takes:
+            return device
+        return "cpu"
+
+    def build(self, schema: Schema, device: str = "cpu", *, threads: int | None = None):
         """A fresh, unfitted pipeline: preprocessing for the schema, then the estimator."""
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
@@ -80,8 +122,13 @@ class Candidate:
         if cat:
             parts.append(("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cat))
         kwargs = dict(self.hyperparameters)
+        placed = self.placement(device)
         if self.device_parameter:
-            kwargs[self.device_parameter] = device
+            kwargs[self.device_parameter] = placed
+        if self.device_kwargs is not None:
+            kwargs.update(self.device_kwargs(placed))
+        if self.thread_parameter and threads:
+            kwargs[self.thread_parameter] = int(threads)
         model = self.estimator(**kwargs)
         return Pipeline([("features", ColumnTransformer(parts, remainder="drop")), ("model", model)])
 
@@ -94,6 +141,11 @@ class Candidate:
             "hyperparameters": _jsonable(dict(self.hyperparameters)),
             "tasks": list(self.tasks),
             "uses_gpu": self.uses_gpu,
+            "takes_gpu": self.takes_gpu,
+            "exporter": "skl2onnx" if self.exporter is None else getattr(self.exporter, "__qualname__", repr(self.exporter)),
+            "fidelity": self.fidelity,
+            "fidelity_param": self.fidelity_param,
+            "max_budget": self.max_budget,
             "min_train_rows": self.min_train_rows,
             "max_train_rows": self.max_train_rows,
         }
@@ -210,7 +262,9 @@ def _entry_point_candidates(group: str = ENTRY_POINT_GROUP) -> list[Candidate]:
 
 def load_catalogue(extra: Iterable[Candidate] = ()) -> list[Candidate]:
     """The default catalogue plus every candidate registered by entry point (and ``extra``)."""
-    cands = default_catalogue() + _entry_point_candidates() + list(extra)
+    from .gpu_candidates import gpu_catalogue
+
+    cands = default_catalogue() + gpu_catalogue() + _entry_point_candidates() + list(extra)
     seen: dict[str, Candidate] = {}
     for c in cands:
         if c.name in seen:
@@ -242,14 +296,31 @@ def validation_score(schema: Schema, y_true: np.ndarray, y_pred: np.ndarray) -> 
 TIE_MARGIN = 1e-5
 
 
-def export_onnx(estimator, schema: Schema, X_sample: np.ndarray, *, check: bool = True) -> bytes:
+def export_onnx(estimator, schema: Schema, X_sample: np.ndarray, *, check: bool = True, exporter=None) -> bytes:
     """Serialise a fitted pipeline to ONNX (one float input ``X``) and check it on ``X_sample``.
 
     The check runs the ONNX graph with onnxruntime and compares its predictions with the
     estimator's on the same float32 rows: class labels must be equal on every row that is not a
     numerical tie (see :data:`TIE_MARGIN`), regression outputs equal to float32 precision.
     Raises :class:`ExportError` otherwise.
+
+    ``exporter``: the candidate's own exporter for its model step (see :class:`Candidate`); the
+    preprocessing still goes through skl2onnx and the two graphs are joined into one.
     """
+    if exporter is not None:
+        from .onnx_compose import compose_export
+
+        X32 = np.asarray(X_sample, dtype=np.float32)
+        try:
+            blob = compose_export(estimator, schema, exporter)
+        except ExportError:
+            raise
+        except Exception as exc:
+            model = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+            raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc
+        if check:
+            check_onnx(blob, estimator, schema, X32)
+        return blob
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 

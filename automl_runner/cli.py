@@ -25,10 +25,35 @@ store_option = click.option(
 )
 
 
+#: What the queue's commands import beyond the gate's own dependencies: the `automl` extra.
+AUTOML_MODULES = {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx", "threadpoolctl": "threadpoolctl"}
+#: Commands that train, export or schedule (the others only read the store or encode rows).
+NEEDS_AUTOML = {"submit", "work", "catalogue", "simulate"}
+
+
+def require_automl_extra(command: str) -> None:
+    """Exit 2 with the install line when the `automl` extra is missing (a gate-only install)."""
+    import importlib.util
+
+    def absent(mod: str) -> bool:
+        try:
+            return importlib.util.find_spec(mod) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [pkg for mod, pkg in AUTOML_MODULES.items() if absent(mod)]
+    if missing:
+        raise AutomlError(f"easeml-automl {command} needs the AutoML extra ({', '.join(missing)} not installed); "
+                          "install it with: pip install 'easeml-ci[automl]'")
+
+
 @click.group(cls=ErrorMappingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="easeml-ci")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """The multi-tenant AutoML queue (ease.ml): many tenants, one pool of devices."""
+    if ctx.invoked_subcommand in NEEDS_AUTOML:
+        require_automl_extra(ctx.invoked_subcommand)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +154,10 @@ def status(store_url, tenant, as_json):
                 promoted += f" {r.pull_request}"
         click.echo(f"{r.name:<20} {r.task:<14} {(r.best_candidate or '-'):<28} {_fmt_score(r.best_score):>7} "
                    f"{r.done:>5} {r.running:>4} {r.queued:>5} {r.failed:>4}  {promoted}")
+        if r.paused:
+            click.echo(f"  PAUSED: {r.paused}; submit it again with --replace to resume")
+        if r.ran_on and (tenant is not None or set(r.ran_on) != {"cpu"}):
+            click.echo("  ran on:  " + ", ".join(f"{dev} {n}" for dev, n in sorted(r.ran_on.items())))
         if tenant is not None:
             click.echo(f"  running: {', '.join(r.running_candidates) or '-'}")
             click.echo(f"  queue:   {', '.join(r.queue) or '-'}")
@@ -139,7 +168,11 @@ def status(store_url, tenant, as_json):
 
 @main.command()
 @store_option
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda:N.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda:N; cuda:N must exist here (checked with PyTorch or XGBoost, the 'gpu' extra).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Threads this worker trains with (BLAS, PyTorch, XGBoost, onnxruntime): run one worker "
+                   "per core. 0: no cap (every library uses all cores).")
 @click.option("--once", is_flag=True, help="Run one trial, then exit.")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Exit after K trials.")
 @click.option("--exit-when-idle", is_flag=True, help="Exit when nothing is queued or running.")
@@ -161,8 +194,8 @@ def status(store_url, tenant, as_json):
 @click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
 @click.option("--no-promote", is_flag=True, help="Record results but never promote.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")
-def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts, scheduler,
-         seed, prior_path, artifacts, worker_id, no_promote, as_json):
+def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts,
+         scheduler, seed, prior_path, artifacts, worker_id, no_promote, as_json):
     """Take trials from the queue and train them on DEVICE until stopped.
 
     SIGTERM/SIGINT abort the trial in training, release it to the queue, and exit 0.
@@ -173,6 +206,9 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
 
     if not re.match(r"^(cpu|cuda:\d+)$", device):
         raise click.BadParameter(f"must be cpu or cuda:N (N a GPU index), got {device!r}", param_hint="--device")
+    from .devices import check_device
+
+    check_device(device)  # no such GPU here: exit 2 before any trial is recorded on it
     prior = None
     if prior_path != "none":
         from .matrices import MatrixError, bundled, load_matrix
@@ -184,7 +220,7 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
     opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
                          poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
                          artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed, prior=prior,
-                         promote=not no_promote)
+                         promote=not no_promote, threads=threads or None)
 
     def emit(result):
         if as_json:
@@ -195,7 +231,8 @@ def work(store_url, device, once, max_trials, exit_when_idle, lease_seconds, pol
     worker.install_signal_handlers()
     prior_note = "no prior" if prior is None else (
         f"prior {'builtin' if prior_path == 'builtin' else prior_path}: {len({r[0] for r in prior})} tenants")
-    worker.progress.line(f"[{worker.id}] worker on {device}, store {worker.store.kind}, "
+    cap = "threads uncapped" if not threads else f"{threads} thread{'s' if threads > 1 else ''}"
+    worker.progress.line(f"[{worker.id}] worker on {device} ({cap}), store {worker.store.kind}, "
                          f"scheduler {scheduler} ({prior_note})")
     results = worker.run()
     done = sum(r.status == "done" for r in results)
@@ -225,7 +262,7 @@ def catalogue(store_url, as_json):
         return
     for c in cands:
         hp = ", ".join(f"{k}={v}" for k, v in c.hyperparameters.items())
-        gpu = " [gpu]" if c.uses_gpu else ""
+        gpu = " [gpu]" if c.uses_gpu else " [gpu when the worker has one]" if c.takes_gpu else ""
         click.echo(f"{c.name:<30} {c.family:<12} {'/'.join(t[:5] for t in c.tasks):<6} {hp}{gpu}")
     for name, tenants in queued.items():
         click.echo(f"queued {name} for {', '.join(tenants)}")

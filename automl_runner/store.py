@@ -156,6 +156,26 @@ class Trial:
     onnx_path: str | None = None
     error: str | None = None
     finished_at: float | None = None
+    #: Where the trial really trained (``cpu``, ``cuda:0``), as the estimator reported it.
+    ran_on: str | None = None
+    #: Share of the full budget (rounds, epochs) the trial trained for; None = the whole budget.
+    fidelity: float | None = None
+
+
+@dataclass(frozen=True)
+class TrialChange:
+    """One trial as the worker's incremental read sees it (see :meth:`Store.trial_changes`)."""
+
+    id: int
+    tenant: str
+    candidate: str
+    status: str
+    attempts: int
+    score: float | None
+    cost: float | None
+    finished_at: float | None
+    fidelity: float | None
+    changed_at: float | None
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,10 @@ class TenantStatus:
     promoted_score: float | None = None
     pull_request: str | None = None
     promotion_status: str | None = None
+    #: Why the queue stopped choosing this tenant (its dataset changed), or None.
+    paused: str | None = None
+    #: Trials done per device they really ran on, e.g. {"cpu": 3, "cuda:0": 5}.
+    ran_on: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -247,8 +271,10 @@ class _Postgres(_Dialect):
 def driver_errors(name: str) -> tuple[type[BaseException], ...]:
     """The DB-API exception class ``name`` ("IntegrityError", "OperationalError", ...) of both
     drivers, for an ``except`` that must catch it whichever database the store runs on."""
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:  # a SQLite-only install: no PostgreSQL errors can occur
+        return (getattr(sqlite3, name),)
     return (getattr(sqlite3, name), getattr(psycopg, name))
 
 
@@ -330,7 +356,11 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"--store {target!r} is not a usable SQLite database ({exc})")
         else:
-            import psycopg
+            try:
+                import psycopg
+            except ImportError:
+                raise StoreError("--store: a PostgreSQL store needs the psycopg driver; "
+                                 "pip install 'easeml-ci[automl]'") from None
 
             self.dialect = _Postgres()
             try:
@@ -341,6 +371,9 @@ class Store:
             if pg_schema:
                 self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{pg_schema}"')
                 self.conn.execute(f'SET search_path TO "{pg_schema}"')
+            # Plan each query for its values: a cached generic plan of `changed_at >= $1` guesses a
+            # third of the table and scans it all, where the worker's read wants a few rows.
+            self.conn.execute("SET plan_cache_mode = force_custom_plan")
         self.pg_schema = pg_schema
 
     # -- plumbing -------------------------------------------------------------------------
@@ -402,6 +435,69 @@ class Store:
                 cur.execute("SELECT pg_advisory_xact_lock(7432101)")
             for s in statements:
                 cur.execute(s)
+            self._migrate(cur)
+
+    # -- additive schema changes ---------------------------------------------------------------
+    # The store has no schema version: each change below is applied when missing, so opening an
+    # existing store (any older release) adds it once, and opening it again changes nothing.
+
+    #: (table, column, type) added after the first release.
+    _ADDED_COLUMNS = (
+        ("trials", "ran_on", "TEXT"),
+        ("trials", "fidelity", "DOUBLE PRECISION"),
+        ("trials", "changed_at", "DOUBLE PRECISION"),
+        ("tenants", "paused", "TEXT"),
+        ("tenants", "changed_at", "DOUBLE PRECISION"),
+    )
+    #: Indexes of the hot queries: a tenant's trials by status (status, promotion), what changed
+    #: since the last decision (the worker's incremental read), a trial's events.
+    _ADDED_INDEXES = (
+        "CREATE INDEX IF NOT EXISTS trials_tenant_status ON trials (tenant, status)",
+        "CREATE INDEX IF NOT EXISTS trials_changed ON trials (changed_at)",
+        "CREATE INDEX IF NOT EXISTS tenants_changed ON tenants (changed_at)",
+        "CREATE INDEX IF NOT EXISTS trial_events_trial ON trial_events (trial_id)",
+        "CREATE INDEX IF NOT EXISTS promotions_tenant ON promotions (tenant, id)",
+    )
+
+    def _columns(self, cur, table: str) -> set[str]:
+        if self.kind == "sqlite":
+            cur.execute(f"PRAGMA table_info({table})")
+            return {r[1] for r in cur.fetchall()}
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema()", (table,))
+        return {r[0] for r in cur.fetchall()}
+
+    def _migrate(self, cur) -> None:
+        """Add the columns, indexes and triggers of later releases to a store that lacks them."""
+        have: dict[str, set[str]] = {}
+        for table, column, kind in self._ADDED_COLUMNS:
+            cols = have.setdefault(table, self._columns(cur, table))
+            if column not in cols:
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                cols.add(column)
+                if column == "changed_at":  # rows of an older store: their last known change
+                    when = "COALESCE(finished_at, started_at, queued_at)" if table == "trials" else "created_at"
+                    cur.execute(f"UPDATE {table} SET changed_at = {when}")
+        for ddl in self._ADDED_INDEXES:
+            cur.execute(ddl)
+        # `changed_at` is stamped by the database on every insert and status change, whichever
+        # statement makes it: the worker reads only what changed since its last decision.
+        if self.kind == "sqlite":
+            now = self.dialect.now
+            for table, col in (("trials", "status"), ("tenants", "paused")):
+                key = "id" if table == "trials" else "name"
+                cur.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_inserted AFTER INSERT ON {table} BEGIN "
+                            f"UPDATE {table} SET changed_at = {now} WHERE {key} = NEW.{key}; END")
+                cur.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_changed AFTER UPDATE OF {col} ON {table} "
+                            f"WHEN NEW.{col} IS NOT OLD.{col} BEGIN "
+                            f"UPDATE {table} SET changed_at = {now} WHERE {key} = NEW.{key}; END")
+        else:
+            cur.execute("CREATE OR REPLACE FUNCTION easeml_automl_touch() RETURNS trigger AS $$ BEGIN "
+                        "NEW.changed_at := extract(epoch from clock_timestamp())::double precision; RETURN NEW; "
+                        "END $$ LANGUAGE plpgsql")
+            for table, col in (("trials", "status"), ("tenants", "paused")):
+                cur.execute(f"CREATE OR REPLACE TRIGGER {table}_touch BEFORE INSERT OR UPDATE OF {col} ON {table} "
+                            "FOR EACH ROW EXECUTE FUNCTION easeml_automl_touch()")
 
     def drop_all(self) -> None:
         """Remove the queue's tables (or its whole PostgreSQL schema). For tests and resets."""
@@ -456,12 +552,18 @@ class Store:
         return queued
 
     def sync_catalogue(self, catalogue: Iterable[Candidate]) -> dict[str, list[str]]:
-        """:meth:`add_candidate` for each candidate; returns candidate -> tenants newly queued."""
-        out = {}
-        for c in catalogue:
-            q = self.add_candidate(c)
-            if q:
-                out[c.name] = q
+        """:meth:`add_candidate` for each candidate; returns candidate -> tenants newly queued.
+
+        Reads the tenants once and writes in one transaction: a worker starting on a queue of
+        1,000 tenants registers 50 candidates in one pass, not 50 reads of every tenant."""
+        out: dict[str, list[str]] = {}
+        tenants = self.tenants()
+        with self._tx() as cur:
+            for c in catalogue:
+                self._upsert_candidate(cur, c)
+                q = [t.name for t in tenants if t.wants(c) and self._queue(cur, t.name, c.name)]
+                if q:
+                    out[c.name] = q
         return out
 
     def candidate_names(self) -> list[str]:
@@ -630,15 +732,21 @@ class Store:
             return cur.rowcount == 1
 
     def complete(self, claim: Claim, worker: str, score: float, cost: float,
-                 onnx_path: str | None, onnx_sha256: str | None) -> bool:
+                 onnx_path: str | None, onnx_sha256: str | None, *, ran_on: str | None = None,
+                 fidelity: float | None = None) -> bool:
         """Record a finished trial. Accepted while this worker holds the lease, or when the lease
-        expired and nobody has taken the trial again yet (the work is done; no need to redo it)."""
+        expired and nobody has taken the trial again yet (the work is done; no need to redo it).
+
+        ``ran_on``: the device the model really trained on; ``fidelity``: the share of the full
+        budget it trained for when it was stopped early (None: all of it)."""
         with self._tx() as cur:
             self._exec(cur,
                 "UPDATE trials SET status = 'done', score = ?, cost = ?, onnx_path = ?, onnx_sha256 = ?, "
-                "finished_at = {now}, worker = ?, lease_token = NULL, lease_expires = NULL, error = NULL "
+                "finished_at = {now}, worker = ?, lease_token = NULL, lease_expires = NULL, error = NULL, "
+                "ran_on = ?, fidelity = ? "
                 "WHERE id = ? AND ((status = 'running' AND lease_token = ?) OR status = 'queued')",
-                (float(score), float(cost), onnx_path, onnx_sha256, worker, claim.trial_id, claim.token))
+                (float(score), float(cost), onnx_path, onnx_sha256, worker, ran_on,
+                 None if fidelity is None else float(fidelity), claim.trial_id, claim.token))
             ok = cur.rowcount == 1
             self._event(cur, claim.trial_id, worker, claim.token, "done" if ok else "lost")
         return ok
@@ -676,9 +784,60 @@ class Store:
                 self._exec(cur, "UPDATE trials SET status = 'queued', attempts = 0, error = NULL WHERE status = 'failed'")
             return cur.rowcount
 
+    # -- what changed (the worker's incremental read) and paused tenants ------------------------
+    _CHANGE_COLS = "id, tenant, candidate, status, attempts, score, cost, finished_at, fidelity, changed_at"
+
+    def trial_changes(self, since: float | None = None) -> list[TrialChange]:
+        """Trials inserted or whose status changed at or after ``since`` (database time), oldest
+        first; every trial when ``since`` is None. Served by the ``changed_at`` index, so a
+        decision costs what changed since the last one, not the size of the queue."""
+        q = f"SELECT {self._CHANGE_COLS} FROM trials"
+        params: tuple = ()
+        if since is not None:
+            q += " WHERE changed_at >= ?"
+            params = (float(since),)
+        return [TrialChange(*r) for r in self._read(q + " ORDER BY changed_at, id", params)]
+
+    def tenant_trials(self, tenant: str) -> list[TrialChange]:
+        """Every trial of one tenant, as :meth:`trial_changes` gives them."""
+        return [TrialChange(*r) for r in self._read(
+            f"SELECT {self._CHANGE_COLS} FROM trials WHERE tenant = ? ORDER BY id", (tenant,))]
+
+    def tenant_changes(self, since: float | None = None) -> list[tuple[str, float, str | None, float]]:
+        """(name, created_at, paused reason, changed_at) of tenants submitted, re-submitted,
+        paused or resumed at or after ``since``; every tenant when ``since`` is None."""
+        q = "SELECT name, created_at, paused, changed_at FROM tenants"
+        params: tuple = ()
+        if since is not None:
+            q += " WHERE changed_at >= ?"
+            params = (float(since),)
+        return [(r[0], float(r[1]), r[2], float(r[3] or 0.0)) for r in self._read(q + " ORDER BY changed_at", params)]
+
+    def db_clock(self) -> float:
+        """The database's own clock (seconds since the epoch), the one ``changed_at`` is stamped with."""
+        return float(self._read("SELECT " + self.dialect.now)[0][0])
+
+    def pause_tenant(self, tenant: str, reason: str, fingerprint: str | None = None) -> bool:
+        """Stop the queue choosing ``tenant`` until it is submitted again (``submit --replace``).
+
+        With ``fingerprint``, only while the tenant is still the submission that failed: a
+        tenant re-submitted in the meantime is not paused for its old dataset's fault."""
+        q = "UPDATE tenants SET paused = ? WHERE name = ? AND paused IS NULL"
+        params: tuple = (reason[:2000], tenant)
+        if fingerprint is not None:
+            q += " AND fingerprint = ?"
+            params += (fingerprint,)
+        with self._tx() as cur:
+            self._exec(cur, q, params)
+            return cur.rowcount == 1
+
+    def paused_tenants(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._read("SELECT name, paused FROM tenants WHERE paused IS NOT NULL")}
+
     # -- reading ----------------------------------------------------------------------------
     def trials(self, tenant: str | None = None) -> list[Trial]:
-        q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+        q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
+             "ran_on, fidelity "
              "FROM trials")
         params: tuple = ()
         if tenant is not None:
@@ -697,11 +856,13 @@ class Store:
 
     def best_trial(self, tenant: str) -> Trial | None:
         rows = self._read(
-            "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at "
+            "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
+             "ran_on, fidelity "
             "FROM trials WHERE tenant = ? AND status = 'done' " + _BEST_ORDER, (tenant, tenant))
         return Trial(*rows[0]) if rows else None
 
     def status(self) -> list[TenantStatus]:
+        """One row per tenant, from a fixed number of queries (not a few per tenant)."""
         out = []
         counts: dict[str, dict[str, int]] = {}
         for tenant, st, n in self._read("SELECT tenant, status, COUNT(*) FROM trials GROUP BY tenant, status"):
@@ -710,17 +871,35 @@ class Store:
         queued: dict[str, list[str]] = {}
         for tenant, cand, st in self._read("SELECT tenant, candidate, status FROM trials WHERE status IN ('running', 'queued') ORDER BY id"):
             (running if st == "running" else queued).setdefault(tenant, []).append(cand)
+        ran_on: dict[str, dict[str, int]] = {}
+        for tenant, dev, n in self._read("SELECT tenant, COALESCE(ran_on, 'unrecorded'), COUNT(*) FROM trials "
+                                         "WHERE status = 'done' GROUP BY tenant, COALESCE(ran_on, 'unrecorded')"):
+            ran_on.setdefault(tenant, {})[dev] = int(n)
+        last: dict[str, Promotion] = {
+            r[1]: Promotion(*r) for r in self._read(
+                f"SELECT {self._PROMO_COLS} FROM promotions WHERE id IN (SELECT MAX(id) FROM promotions GROUP BY tenant)")}
+        # The best trial of every tenant in one query, in the order of _BEST_ORDER.
+        best: dict[str, tuple[str, float]] = {}
+        for tenant, cand, score in self._read(
+                "SELECT tenant, candidate, score FROM (SELECT t.tenant, t.candidate, t.score, ROW_NUMBER() OVER ("
+                "PARTITION BY t.tenant ORDER BY t.score DESC, CASE WHEN t.id = lp.trial_id THEN 0 ELSE 1 END, "
+                "t.finished_at ASC, t.id ASC) AS rank FROM trials t LEFT JOIN promotions lp ON lp.tenant = t.tenant "
+                "AND lp.id = (SELECT MAX(id) FROM promotions p WHERE p.tenant = t.tenant) "
+                "WHERE t.status = 'done') ranked WHERE rank = 1"):
+            best[tenant] = (cand, float(score))
+        paused = self.paused_tenants()
         for t in self.tenants():
-            best = self.best_trial(t.name)
-            last = self.last_promotion(t.name)
+            b = best.get(t.name)
+            lp = last.get(t.name)
             c = counts.get(t.name, {})
             out.append(TenantStatus(
                 name=t.name, task=t.schema.task, metric="accuracy" if t.schema.task == "classification" else "r2",
-                best_candidate=best.candidate if best else None, best_score=best.score if best else None,
+                best_candidate=b[0] if b else None, best_score=b[1] if b else None,
                 done=c.get("done", 0), running=c.get("running", 0), queued=c.get("queued", 0), failed=c.get("failed", 0),
                 running_candidates=running.get(t.name, []), queue=queued.get(t.name, []),
-                promoted_candidate=last.candidate if last else None, promoted_score=last.score if last else None,
-                pull_request=last.pull_request if last else None, promotion_status=last.status if last else None,
+                promoted_candidate=lp.candidate if lp else None, promoted_score=lp.score if lp else None,
+                pull_request=lp.pull_request if lp else None, promotion_status=lp.status if lp else None,
+                paused=paused.get(t.name), ran_on=ran_on.get(t.name, {}),
             ))
         return out
 

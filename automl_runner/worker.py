@@ -17,7 +17,9 @@ signal that arrives while it is writing to the store only takes effect once the 
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+import inspect
 import os
 import re
 import signal
@@ -30,10 +32,10 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
-from .errors import AutomlError, StoreError
+from .errors import AutomlError, DatasetError, StoreError
 from .scheduler import SchedulerError
 from .schema import Dataset, load_dataset
-from .store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, driver_errors,
+from .store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, TrialChange, driver_errors,
                     open_store)
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -63,6 +65,10 @@ class _Unavailable(Exception):
     """The tenant's dataset is not on this machine."""
 
 
+class _DatasetChanged(Exception):
+    """The tenant's dataset cannot be used as submitted (edited since, unreadable)."""
+
+
 @dataclass
 class TrialResult:
     tenant: str
@@ -75,26 +81,46 @@ class TrialResult:
     error: str | None = None
     promoted: bool = False
     pull_request: str | None = None
+    ran_on: str | None = None
+    fidelity: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-class SchedulerFeed:
-    """Keeps a scheduler in step with the store without re-reading all history per decision.
+@dataclass
+class FeedView:
+    """What :meth:`SchedulerFeed.refresh` returns: the queue as the scheduler now knows it."""
 
-    Finished trials are fed once each. The store is read from a watermark a few seconds behind
-    the newest finish seen: a result's finish time is taken inside the short transaction that
-    commits it, so a result that commits a moment after a later-stamped one is not missed. Running trials are
-    fed as ``start``; if one of them is later back in the queue (its worker died), the scheduler
-    would still think it runs, so the scheduler is rebuilt from the store, which is rare.
+    pending: dict[str, list[str]]  # tenant -> queued candidates this worker can run, in trial order
+    running: list[tuple[int, str, str, int]]  # (trial id, tenant, candidate, attempts)
+    finished: list[TrialChange]  # trials this refresh fed to the scheduler as done
+
+
+class SchedulerFeed:
+    """Keeps a scheduler in step with the store, reading only what changed since the last decision.
+
+    The feed mirrors the queue: every trial's last known status, the queued candidates per tenant
+    (only those this worker can run), the running trials, the tenants' submissions and pauses.
+    Each refresh reads the trials and tenants whose ``changed_at`` (stamped by the database on
+    every insert and status change) is at or after the database's clock at the start of the
+    previous refresh, less a few seconds: a change's time is taken inside the short transaction
+    that commits it, so a change that committed after the previous read began is not missed;
+    rows read twice are recognised and skipped. A decision therefore costs what changed since the last one, not the
+    size of the queue (1,000 tenants x 50 candidates: docs/automl.md).
+
+    Finished trials are fed to the scheduler once each (``observe``, or ``observe_partial`` for a
+    trial stopped early when the scheduler has it); running ones as ``start``. If a started trial
+    is back in the queue (its worker died) or a tenant is submitted again, the scheduler would
+    hold a stale belief, so the scheduler and the mirror are rebuilt from the store, which is rare.
     """
 
     SLACK = 5.0
 
-    def __init__(self, store: Store, factory: Callable[[], Chooser]):
+    def __init__(self, store: Store, factory: Callable[[], Chooser], runnable: set[str] | None = None):
         self.store = store
         self.factory = factory
+        self.runnable = runnable
         self._reset()
 
     def _reset(self) -> None:
@@ -102,31 +128,115 @@ class SchedulerFeed:
         self.seen_done: set[int] = set()
         self.started: dict[int, tuple[str, str]] = {}
         self.watermark: float | None = None
+        self.trials: dict[int, tuple[str, int]] = {}  # id -> (status, attempts) last seen
+        self.pending: dict[str, list[str]] = {}
+        self._pending_ids: dict[str, list[int]] = {}
+        self.running: dict[int, tuple[int, str, str, int]] = {}
+        self.created: dict[str, float] = {}
+        self.paused: dict[str, str] = {}
         self.rebuilds = getattr(self, "rebuilds", -1) + 1
 
-    def refresh(self):
-        snap = self.store.snapshot(since=None if self.watermark is None else self.watermark - self.SLACK,
-                                   seen=self.seen_done)
-        queued_pairs = {(t, c) for t, cs in snap.pending.items() for c in cs}
-        if any(pair in queued_pairs for pair in self.started.values()):
+    # -- the mirror -------------------------------------------------------------------------------
+    def _add_pending(self, tid: int, tenant: str, cand: str) -> None:
+        if self.runnable is not None and cand not in self.runnable:
+            return
+        ids = self._pending_ids.get(tenant)
+        if ids is None:
+            in_order = not self.pending or tenant > next(reversed(self.pending))
+            ids = self._pending_ids[tenant] = []
+            self.pending[tenant] = []
+            if not in_order:  # keep tenants in name order, as a full read of the queue gives them
+                self.pending = {t: self.pending[t] for t in sorted(self.pending)}
+        cands = self.pending[tenant]
+        k = bisect.bisect_left(ids, tid)
+        ids.insert(k, tid)
+        cands.insert(k, cand)
+
+    def _drop_pending(self, tid: int, tenant: str) -> None:
+        ids = self._pending_ids.get(tenant)
+        if not ids:
+            return
+        k = bisect.bisect_left(ids, tid)
+        if k < len(ids) and ids[k] == tid:
+            del ids[k]
+            del self.pending[tenant][k]
+            if not ids:
+                del self._pending_ids[tenant], self.pending[tenant]
+
+    def _apply(self, r: TrialChange, finished: list[TrialChange]) -> bool:
+        """Fold one changed trial into the mirror; False when the scheduler must be rebuilt."""
+        prev = self.trials.get(r.id)
+        if prev == (r.status, r.attempts):
+            return True  # read again inside the slack window: nothing new
+        if prev is not None and prev[0] == "queued":
+            self._drop_pending(r.id, r.tenant)
+        self.running.pop(r.id, None)
+        self.trials[r.id] = (r.status, r.attempts)
+        if r.status == "queued":
+            if r.id in self.started:
+                return False
+            self._add_pending(r.id, r.tenant, r.candidate)
+        elif r.status == "running":
+            self.running[r.id] = (r.id, r.tenant, r.candidate, r.attempts)
+            if r.id not in self.started and r.id not in self.seen_done:
+                self.started[r.id] = (r.tenant, r.candidate)
+                self.scheduler.start(r.tenant, r.candidate)
+        elif r.status == "done" and r.id not in self.seen_done:
+            self.seen_done.add(r.id)
+            self.started.pop(r.id, None)
+            partial = getattr(self.scheduler, "observe_partial", None)
+            if r.fidelity is not None and r.fidelity < 1.0 and partial is not None:
+                partial(r.tenant, r.candidate, float(r.fidelity), float(r.score), float(r.cost or 0.0))
+            else:
+                self.scheduler.observe(r.tenant, r.candidate, float(r.score), float(r.cost or 0.0))
+            finished.append(r)
+        # A started trial that failed stays in `started`: should it ever be queued again
+        # (retry-failed), the check above rebuilds the scheduler.
+        return True
+
+    def refresh(self) -> FeedView:
+        for _ in range(3):
+            view = self._refresh()
+            if view is not None:
+                return view
             self._reset()
-            snap = self.store.snapshot(since=None)
-        for tr in snap.finished:
-            if tr.id in self.seen_done:
-                continue
-            self.seen_done.add(tr.id)
-            self.started.pop(tr.id, None)
-            self.scheduler.observe(tr.tenant, tr.candidate, float(tr.score), float(tr.cost or 0.0))
-            if tr.finished_at is not None:
-                self.watermark = max(self.watermark or tr.finished_at, tr.finished_at)
-        for tid, tenant, cand, _attempts in snap.running:
-            if tid not in self.started and tid not in self.seen_done:
-                self.started[tid] = (tenant, cand)
-                self.scheduler.start(tenant, cand)
-        # A started trial that is neither running nor observed done has failed (or is between a
-        # requeue and our next read); it stays in `started` so that, if it is ever queued again,
-        # the check above rebuilds the scheduler.
-        return snap
+        raise StoreError("the queue kept changing under the scheduler; try again")
+
+    def _refresh(self) -> FeedView | None:
+        # Everything committed after this read started was stamped at most SLACK seconds before
+        # this clock reading (transactions are short), so the next read starts SLACK before it.
+        clock = self.store.db_clock()
+        since = None if self.watermark is None else self.watermark - self.SLACK
+        for name, created, paused, _changed in self.store.tenant_changes(since):
+            if name in self.created and self.created[name] != created:
+                return None  # submitted again: its old trials are gone
+            self.created[name] = created
+            if paused:
+                self.paused[name] = paused
+            else:
+                self.paused.pop(name, None)
+        finished: list[TrialChange] = []
+        for r in self.store.trial_changes(since):
+            if not self._apply(r, finished):
+                return None
+        self.watermark = clock
+        return FeedView(self.pending, sorted(self.running.values()), finished)
+
+    def view(self, skip_tenants: set[str] = frozenset(), skip_pairs: set[tuple[str, str]] = frozenset()
+             ) -> dict[str, list[str]]:
+        """The pending trials to choose from, without paused tenants and the ones given."""
+        skip = set(skip_tenants) | set(self.paused)
+        if not skip and not skip_pairs:
+            return self.pending
+        out = {t: cs for t, cs in self.pending.items() if t not in skip}
+        for t, c in skip_pairs:
+            if t in out:
+                keep = [x for x in out[t] if x != c]
+                if keep:
+                    out[t] = keep
+                else:
+                    del out[t]
+        return out
 
     def claimed(self, claim: Claim) -> None:
         self.started[claim.trial_id] = (claim.tenant, claim.candidate)
@@ -186,6 +296,8 @@ class WorkerOptions:
     #: (tenant, candidate, quality, cost) rows of other tenants: the scheduler's prior.
     prior: list[tuple[str, str, float, float]] | None = None
     promote: bool = True
+    #: Threads this worker's training may use (BLAS, PyTorch, XGBoost, onnxruntime); None: no cap.
+    threads: int | None = None
 
 
 class Worker:
@@ -203,7 +315,12 @@ class Worker:
         self.runnable = {n for n, c in self.catalogue.items() if c.runs_on(options.device)}
         self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.progress = progress or Progress(False)
-        self.feed = SchedulerFeed(self.store, chooser_factory or default_scheduler_factory(options.scheduler, options.seed, options.prior))
+        if options.threads:
+            from .threads import cap_threads
+
+            cap_threads(options.threads)
+        self.feed = SchedulerFeed(self.store, chooser_factory or default_scheduler_factory(options.scheduler, options.seed, options.prior),
+                                  runnable=self.runnable)
         self.on_result = on_result
         self.stop_requested = False
         self._in_training = False
@@ -212,6 +329,7 @@ class Worker:
         #: workers that can read it (released, never failed).
         self.unavailable: set[str] = set()
         self.results: list[TrialResult] = []
+        self._last_requeue = float("-inf")
 
     # -- signals ----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -275,7 +393,7 @@ class Worker:
         self.feed._reset()
 
     def _anything_running(self) -> bool:
-        return bool(self.store.snapshot(since=float("inf")).running)
+        return bool(self.feed.refresh().running)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -284,18 +402,17 @@ class Worker:
 
     def take(self) -> Claim | None:
         """Decide and claim one trial; None when nothing this worker can run is queued."""
-        self.store.requeue_expired(self.options.max_attempts)
+        # A lease cannot expire sooner than lease_seconds after it was taken: looking a few times
+        # per lease is enough, and spares a write transaction on most decisions.
+        now = time.monotonic()
+        if now - self._last_requeue >= min(1.0, self.options.lease_seconds / 4.0):
+            self.store.requeue_expired(self.options.max_attempts)
+            self._last_requeue = now
         lost: set[tuple[str, str]] = set()
         rebuilt = False
         for _ in range(50):
-            snap = self.feed.refresh()
-            pending = {}
-            for tenant, cands in snap.pending.items():
-                if tenant in self.unavailable:
-                    continue
-                keep = [c for c in cands if c in self.runnable and (tenant, c) not in lost]
-                if keep:
-                    pending[tenant] = keep
+            self.feed.refresh()
+            pending = self.feed.view(self.unavailable, lost)
             if not pending:
                 return None
             try:
@@ -331,6 +448,28 @@ class Worker:
         os.makedirs(base, exist_ok=True)
         return os.path.join(base, f"{claim.candidate}.onnx")
 
+    def _train(self, cand: Candidate, tenant: Tenant, claim: Claim, X_tr, y_tr, X_val, y_val):
+        """(fitted pipeline, validation score, seconds, fidelity or None when trained to the end).
+
+        Iterative learners go through the early-stopping hook when it is installed
+        (automl_runner.early_stopping, see docs/automl.md); everything else is one fit."""
+        try:
+            from . import early_stopping
+        except ImportError:
+            early_stopping = None
+        if early_stopping is not None and cand.fidelity is not None:
+            decide = early_stopping.decider(self.feed.scheduler, claim.tenant, claim.candidate,
+                                            lambda: self.feed.refresh().pending)
+            if decide is not None:
+                extra = {"threads": self.options.threads} if "threads" in inspect.signature(early_stopping.train).parameters else {}
+                tr = early_stopping.train(cand, tenant.schema, self.options.device, X_tr, y_tr, X_val, y_val,
+                                          decide=decide, **extra)
+                return tr.estimator, tr.score, tr.cost, (tr.fidelity if tr.fidelity < 1.0 else None)
+        t0 = time.perf_counter()
+        est = cand.build(tenant.schema, self.options.device, threads=self.options.threads).fit(X_tr, y_tr)
+        cost = time.perf_counter() - t0
+        return est, validation_score(tenant.schema, y_val, est.predict(X_val)), cost, None
+
     def run_trial(self, claim: Claim) -> TrialResult:
         label = f"{claim.tenant}/{claim.candidate}"
         beat = _Heartbeat(self.store_url, self.store, claim, self.options, self.progress, label, self.id)
@@ -339,26 +478,36 @@ class Worker:
             try:
                 tenant = self.store.tenant(claim.tenant)
                 cand = self.catalogue[claim.candidate]
-                self.progress.line(f"[{self.id}] training {label} on {self.options.device} (attempt {claim.attempt})")
+                self.progress.line(f"[{self.id}] training {label} on {cand.placement(self.options.device)} (attempt {claim.attempt})")
                 self._in_training = True
                 try:
                     if self.stop_requested:  # the signal came between the claim and now
                         raise Interrupted()
                     if not os.path.exists(tenant.dataset):
                         raise _Unavailable()
-                    ds = self._dataset(tenant)
+                    try:
+                        ds = self._dataset(tenant)
+                    except DatasetError as exc:
+                        raise _DatasetChanged(str(exc)) from exc
                     X_tr, X_val, y_tr, y_val = ds.split()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # convergence chatter; the score says enough
-                        t0 = time.perf_counter()
-                        est = cand.build(tenant.schema, self.options.device).fit(X_tr, y_tr)
-                        cost = time.perf_counter() - t0
-                        score = validation_score(tenant.schema, y_val, est.predict(X_val))
-                        blob = export_onnx(est, tenant.schema, X_val)
+                        est, score, cost, fidelity = self._train(cand, tenant, claim, X_tr, y_tr, X_val, y_val)
+                        model = est.steps[-1][1] if hasattr(est, "steps") else est
+                        ran_on = getattr(model, "trained_on_", None) or cand.placement(self.options.device)
+                        blob = export_onnx(est, tenant.schema, X_val, exporter=cand.exporter)
                 finally:
                     self._in_training = False
             except (Interrupted, _Unavailable):
                 raise
+            except _DatasetChanged as exc:  # not the candidate's fault: stop choosing the tenant
+                beat.stop()
+                msg = f"DatasetError: {exc}"
+                ok = self.store.fail(claim, self.id, msg)
+                paused = self.store.pause_tenant(claim.tenant, f"{exc}", tenant.schema.fingerprint)
+                self.progress.line(f"[{self.id}] failed   {label}: {msg[:200]}"
+                                   + ("; tenant paused until it is submitted again" if paused else ""))
+                return TrialResult(claim.tenant, claim.candidate, claim.trial_id, "failed" if ok else "lost", error=msg)
             except driver_errors("OperationalError"):
                 raise  # the store, not the candidate, failed: the run loop reconnects
             except Exception as exc:  # the candidate failed on this data: record it, keep working
@@ -388,14 +537,17 @@ class Worker:
             fh.write(blob)
         os.replace(tmp, path)
         sha = hashlib.sha256(blob).hexdigest()
-        ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha)
+        ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha, ran_on=ran_on,
+                                 fidelity=fidelity)
         metric = "accuracy" if tenant.schema.task == "classification" else "r2"
         result = TrialResult(claim.tenant, claim.candidate, claim.trial_id, "done" if ok else "lost",
-                             score=score, cost=cost, onnx_path=os.path.abspath(path))
+                             score=score, cost=cost, onnx_path=os.path.abspath(path), ran_on=ran_on,
+                             fidelity=fidelity)
         if not ok:
             self.progress.line(f"[{self.id}] lost     {label}: its lease expired and another worker took it")
             return result
-        self.progress.line(f"[{self.id}] done     {label}: {metric} {score:.4f}, trained in {cost:.2f}s")
+        stopped = "" if fidelity is None else f", stopped early at {fidelity:.0%} of its budget"
+        self.progress.line(f"[{self.id}] done     {label}: {metric} {score:.4f}, trained in {cost:.2f}s on {ran_on}{stopped}")
         if self.options.promote:
             from .promote import maybe_promote
 

@@ -177,6 +177,8 @@ def test_entry_point_candidates_join_the_catalogue(tmp_path, monkeypatch):
         cat = load_catalogue()
     names = [c.name for c in cat]
     assert set(names[-2:]) == {"plug-tree-d2", "plug-tree-d3"}
-    assert len(names) == len(default_catalogue()) + 2
+    from automl_runner.gpu_candidates import gpu_catalogue
+
+    assert len(names) == len(default_catalogue()) + len(gpu_catalogue()) + 2
     with pytest.raises(AutomlError, match="two candidates are named 'logreg-C1'"), pytest.warns(UserWarning):
         load_catalogue(extra=[next(c for c in default_catalogue() if c.name == "logreg-C1")])
