@@ -101,6 +101,7 @@ from .bounds import EXACT_LIMIT, binomial_cdf, binomial_design, binomial_sf
 from .errors import PlanError
 
 ADAPTIVITIES = ("none", "full")
+MAX_STEPS = 10_000
 NONE_LABEL = "none"
 
 
@@ -380,8 +381,8 @@ def meter_plan(edges, tolerance: float, reliability: float, adaptivity: str = "f
     if isinstance(reliability, bool) or not isinstance(reliability, (int, float)) \
             or not 0 < reliability < 1:
         raise MeterError("reliability", f"reliability must be in (0, 1), got {reliability!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
-        raise MeterError("steps", f"steps must be an integer in [1, 10000], got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise MeterError("steps", f"steps must be an integer in [1, {MAX_STEPS}], got {steps!r}")
     count = answer_count(adaptivity, steps, r.m)
     side = _delta_side(1.0 - reliability, count)
     if side < 1e-300:
