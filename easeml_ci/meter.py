@@ -20,6 +20,7 @@ public sizes; nothing else derived from the test set.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
     vset = _load_validation(validation_path, str(validation), cfg.label_column)
     if progress:
         progress(f"evaluating {spec} on the validation set {validation}")
-    pred = load_predictions(check._model_spec(spec, workdir), vset, repo=workdir)
+    try:
+        pred = load_predictions(check._model_spec(spec, workdir), vset, repo=workdir)
+    except InputError as exc:  # the models module says "test set"; here it is the validation set
+        raise InputError(exc.message.replace("the test set", "the validation set")) from None
     v = float(np.mean(pred == vset.y))
     gate = check.Gate(cfg=cfg, plan=plan, new=spec, old=None, testset=testset_path,
                       testset_given=given, sink=sink, workdir=workdir,
@@ -221,4 +225,43 @@ def render(result: MeterResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MeterResult", "run_meter", "render", "meter_terms", "BudgetExhausted"]
+def fails_above(result: MeterResult, threshold: float | None, edges) -> bool:
+    """Whether a run should fail its job: the reported range lies at or above ``threshold``,
+    which must be one of the edges (the guarantee is stated at the edges). A withheld answer
+    (adaptivity none) never fails; ``threshold`` None never fails.
+
+    Since an answer may be the neighbour of the true range within the tolerance, a model whose
+    overfitting is at least ``threshold + tolerance`` fails with probability at least the
+    reliability, and one below ``threshold - tolerance`` passes with it.
+    """
+    if threshold is None or result.answer == "withheld":
+        return False
+    if not any(abs(threshold - e) < 1e-12 for e in edges):
+        raise UsageError(f"meter-fail-above: {threshold!r} is not one of the meter's edges "
+                         f"{list(edges)!r}; the guarantee is stated at the edges")
+    index = result.ranges.index(result.answer)
+    lower = 0.0 if index == 1 else (-math.inf if index == 0 else edges[index - 2])
+    return lower >= threshold - 1e-12
+
+
+def render_gauge(result: MeterResult) -> str:
+    """Markdown for a job summary or a pull-request comment: the ranges as a gauge, the answer
+    marked, and the budget. Shows nothing about the test set beyond the answer."""
+    if result.answer == "withheld":
+        head = "**Overfitting:** withheld (adaptivity `none`: the answer went to a private sink)"
+        gauge = " · ".join(result.ranges)
+    else:
+        head = f"**Overfitting** (validation minus true accuracy): **{result.answer}**"
+        gauge = " · ".join(f"**[ {r} ]**" if r == result.answer else r for r in result.ranges)
+    b = result.budget
+    return "\n".join([
+        f"### {GATE_NAME}", "", head, "", gauge, "",
+        f"Validation accuracy (your own set): {result.validation_accuracy:.4f}. Guaranteed up to "
+        f"±{100 * result.plan['tolerance']:g}% at each edge, reliability "
+        f"{result.plan['reliability']} for every answer of the test set's life.",
+        f"Test set `{result.fingerprint[:12]}`: {b['used']} of {b['total']} answers used "
+        f"({b['status']})."])
+
+
+__all__ = ["MeterResult", "run_meter", "render", "render_gauge", "fails_above", "meter_terms",
+           "BudgetExhausted"]

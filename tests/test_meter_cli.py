@@ -191,7 +191,7 @@ def test_missing_meter_section_and_too_many_steps(repo):
 def test_validation_that_does_not_fit_the_model_is_refused_before_the_test_set(repo):
     (repo.root / "meter.npz").write_bytes(b"not a test set: it must never be opened")
     repo.validation(right=800, name="wide.npz", features=5)
-    _assert_refused(repo.run(validation="wide.npz"), "expects 3 features")
+    _assert_refused(repo.run(validation="wide.npz"), "expects 3 features but the validation set")
     repo.validation(right=800, name="text.npz", text=True)
     _assert_refused(repo.run(validation="text.npz"), "text labels")
     _assert_refused(repo.run(validation="absent.npz"), "does not exist")
@@ -269,3 +269,26 @@ def test_monte_carlo_through_the_cli_at_the_worst_edge(tmp_path):
         wrong += not plan.ranges.acceptable(out["ranges"].index(out["answer"]), v - a)
     se = math.sqrt(exact * (1 - exact) / runs)
     assert abs(wrong / runs - exact) <= 4 * se
+
+
+def test_gauge_and_fail_above_for_the_action(repo):
+    from easeml_ci.meter import fails_above, render_gauge, run_meter
+    from easeml_ci.errors import UsageError
+
+    repo.testset(0.7, random=False)
+    repo.validation(right=950)  # 25% overfitting: "20% or more"
+    result = run_meter(repo.root / ".easeml.yml", str(repo.root / "model.onnx"),
+                       str(repo.root / "val.npz"), workdir=repo.root)
+    assert result.answer == "20% or more"
+    text = render_gauge(result)
+    assert "**[ 20% or more ]**" in text and "none · below 10% · 10-20%" in text
+    assert "0.7" not in text.replace("0.7000", "")  # nothing about the test set's accuracy
+    edges = [0.1, 0.2]
+    assert fails_above(result, 0.2, edges) and fails_above(result, 0.1, edges)
+    assert not fails_above(result, None, edges)
+    with pytest.raises(UsageError, match="not one of the meter's edges"):
+        fails_above(result, 0.15, edges)
+    repo.validation(right=750)  # 5%: "below 10%"
+    low = run_meter(repo.root / ".easeml.yml", str(repo.root / "model.onnx"),
+                    str(repo.root / "val.npz"), workdir=repo.root)
+    assert low.answer == "below 10%" and not fails_above(low, 0.1, edges)
