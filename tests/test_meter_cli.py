@@ -292,3 +292,23 @@ def test_gauge_and_fail_above_for_the_action(repo):
     low = run_meter(repo.root / ".easeml.yml", str(repo.root / "model.onnx"),
                     str(repo.root / "val.npz"), workdir=repo.root)
     assert low.answer == "below 10%" and not fails_above(low, 0.1, edges)
+
+
+def test_encrypted_test_set(repo, monkeypatch):
+    from easeml_ci import crypto
+
+    key = crypto.generate_key()
+    monkeypatch.setenv("EASEML_TESTSET_KEY", key)
+    repo.testset(0.7, random=False)
+    enc = CliRunner().invoke(main, ["testset", "encrypt", str(repo.root / "meter.npz"),
+                                    str(repo.root / "meter.enc")])
+    assert enc.exit_code == 0, enc.output
+    repo.validation(right=800)
+    result = repo.run("--json", "--testset", str(repo.root / "meter.enc"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["answer"] == "10-20%"
+    monkeypatch.setenv("EASEML_TESTSET_KEY", crypto.generate_key())
+    wrong = repo.run("--testset", str(repo.root / "meter.enc"))
+    assert wrong.exit_code == 2
+    (entries,) = repo.ledgers().values()
+    assert sum(e["kind"] == "step" for e in entries) == 1
