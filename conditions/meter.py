@@ -338,6 +338,14 @@ class MeterPlan:
                 "passes": None, "method": "exact-binomial", "test_examples": self.test_examples,
                 "labels": self.labels}
 
+    @property
+    def next_step(self) -> str:
+        """What the new-test-set alert asks for (the gate's `testset register` would pin the
+        gate's terms; a meter test set is registered by its first answer)."""
+        return (f"label a fresh test set of at least {self.test_examples:,} examples for the "
+                "meter, point `meter.testset:` (or --testset) at it; its first `easeml-ci meter` "
+                "answer registers it")
+
     def to_dict(self) -> dict:
         return {"edges": list(self.ranges.edges), "tolerance": self.ranges.tolerance,
                 "ranges": list(self.ranges.labels), "reliability": self.reliability,

@@ -250,6 +250,10 @@ def raise_alert(gate, *, budget: Budget, ledger: Ledger) -> dict:
                                fingerprint=ledger.fingerprint, budget=budget.to_dict(),
                                plan_summary=plan_summary(plan), config_path=_config_name(cfg),
                                pool_csv=pool_csv, pool_info=pool_info)
+    next_step = getattr(plan, "next_step", None)  # the meter registers a test set differently
+    if next_step:
+        alert["text"] = alert["text"].replace(alert["next_step"], next_step)
+        alert["next_step"] = next_step
     return alerts.dispatch(alert, ledger, getattr(cfg, "webhook", None))
 
 
