@@ -143,16 +143,28 @@ def _ledger_name(backend) -> str:
     return f"the file ledger {directory}" if directory is not None else repr(backend)
 
 
-def check_pinned(cfg, registered: dict | None, fingerprint: str) -> None:
-    """Refuse a config whose budget terms differ from those the test set was registered with."""
+def check_pinned(cfg, registered: dict | None, fingerprint: str, terms: dict | None = None) -> None:
+    """Refuse a config whose budget terms differ from those the test set was registered with.
+
+    ``terms``: the terms in force (default: the gate's, :func:`pinned_terms`); the meter passes
+    its own (``kind: meter``). A test set registered for one kind is refused by the other.
+    """
     if registered is None:
         return
     pinned = registered.get("terms", {})
-    for key, now in pinned_terms(cfg).items():
+    terms = pinned_terms(cfg) if terms is None else terms
+    if pinned.get("kind", "gate") != terms.get("kind", "gate"):
+        raise ConfigError(
+            f"test set {fingerprint[:12]} is registered for the {pinned.get('kind', 'gate')}, not "
+            f"the {terms.get('kind', 'gate')}: their budgets count different answers, so one test "
+            "set cannot serve both; give each its own test set")
+    for key, now in terms.items():
         if key in pinned and pinned[key] != now:
             shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else
                      f"'{v}'" if isinstance(v, str) else repr(v))
             key_line = "ledger" if key == "ledger" else key
+            if terms.get("kind") == "meter" and _line(cfg, f"meter.{key}"):
+                key_line = f"meter.{key}"
             raise ConfigError(
                 f"{_where(cfg, key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "
                 f"registered with {key} {shown(pinned[key])}; the terms are fixed when a test set "
@@ -168,6 +180,8 @@ def _plan(cfg):
 
 
 def plan_summary(plan) -> dict:
+    if hasattr(plan, "summary"):  # the meter's plan (conditions.meter.MeterPlan)
+        return plan.summary()
     return {"condition": str(plan.formula), "reliability": plan.reliability, "mode": plan.mode,
             "adaptivity": plan.adaptivity, "steps": plan.steps, "passes": plan.passes,
             "method": plan.method, "test_examples": plan.test_examples, "labels": plan.labels}
@@ -236,6 +250,10 @@ def raise_alert(gate, *, budget: Budget, ledger: Ledger) -> dict:
                                fingerprint=ledger.fingerprint, budget=budget.to_dict(),
                                plan_summary=plan_summary(plan), config_path=_config_name(cfg),
                                pool_csv=pool_csv, pool_info=pool_info)
+    next_step = getattr(plan, "next_step", None)  # the meter registers a test set differently
+    if next_step:
+        alert["text"] = alert["text"].replace(alert["next_step"], next_step)
+        alert["next_step"] = next_step
     return alerts.dispatch(alert, ledger, getattr(cfg, "webhook", None))
 
 
@@ -388,7 +406,7 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
             f"{_ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
             "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
             "branch); a test set a pull request added is refused")
-    check_pinned(gate.cfg, registered, fingerprint)
+    check_pinned(gate.cfg, registered, fingerprint, gate.terms)
     _check_models(gate, ts, registered)
     before = compute_budget(entries, gate.terms)
     if not before.active:

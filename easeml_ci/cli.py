@@ -21,9 +21,10 @@ def main() -> None:
 from .action_cmd import action  # noqa: E402
 from .check_cmd import check, register  # noqa: E402
 from .ledger_cmd import ledger  # noqa: E402
+from .meter_cmd import meter  # noqa: E402
 from .plan_cmd import plan  # noqa: E402
 from .testset_cmd import testset  # noqa: E402
 
 testset.add_command(register)  # `easeml-ci testset register`: start the next test set
-for command in (plan, check, ledger, testset, action):
+for command in (plan, check, ledger, testset, action, meter):
     main.add_command(command)

@@ -59,6 +59,15 @@ class GateConfig:
     # the config file's own, so a check run from elsewhere finds the same ledger and test set.
     base: Path | None = None
     ledger_explicit: bool = False  # the file said `ledger:`; else the default location applies
+    meter: dict | None = None  # the `meter:` section (ease.ml/meter), validated; None if absent
+
+    def meter_plan(self):
+        """The meter's plan (:func:`conditions.meter.meter_plan`) from the `meter:` section."""
+        from conditions.meter import meter_plan
+
+        m = self.meter or {}
+        return meter_plan(m["edges"], m["tolerance"], m.get("reliability", self.reliability),
+                          m.get("adaptivity", "full"), m.get("steps", 32))
 
     def plan(self) -> conditions.Plan:
         return conditions.plan(self.formula, self.reliability, self.mode, self.adaptivity,
@@ -133,6 +142,18 @@ def _output(v: Any):
         raise _Bad(str(exc)) from None
 
 
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _Bad("a number")
+    return float(v)
+
+
+def _number_list(v: Any) -> list:
+    if not isinstance(v, list) or not v:
+        raise _Bad("a non-empty list of numbers, e.g. [0.01, 0.025, 0.05]")
+    return [_number(x) for x in v]
+
+
 TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "condition": _str,
     "reliability": _reliability,
@@ -151,11 +172,14 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "pool": _str,
     "show_metrics": _bool,
     "output": _output,
+    "meter": dict,  # checked by SECTIONS and _check_meter
 }
 REQUIRED = ("condition", "reliability")
 SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "ledger": {"backend": _choice(*LEDGER_BACKENDS), "path": _str, "repository": _str, "branch": _str},
     "alerts": {"webhook": _url, "issue": _bool},
+    "meter": {"edges": _number_list, "tolerance": _number, "reliability": _reliability,
+              "adaptivity": _choice("none", "full"), "steps": _int_at_least(1), "testset": _str},
 }
 
 
@@ -304,7 +328,26 @@ def _build(values: dict, src: _Source, path: Path | None) -> GateConfig:
         conditions.check_formula(formula, cfg.mode)
     except conditions.ConditionError as exc:
         raise src.error("condition", f"key 'condition': {exc}") from None
+    if cfg.meter is not None:
+        _check_meter(cfg.meter, src)
     return cfg
+
+
+def _check_meter(section: dict, src: _Source) -> None:
+    """The `meter:` ranges and tolerance (conditions.meter.ranges), named by key and line."""
+    from conditions.meter import MAX_STEPS, MeterError, ranges
+
+    for key in ("edges", "tolerance"):
+        if key not in section:
+            raise src.error("meter", f"key 'meter': missing 'meter.{key}' (e.g. edges: [0.01, "
+                                     "0.025, 0.05] and tolerance: 0.005)")
+    try:
+        ranges(section["edges"], section["tolerance"])
+    except MeterError as exc:
+        raise src.error(f"meter.{exc.key}", f"key 'meter.{exc.key}': {exc}") from None
+    if section.get("steps", 32) > MAX_STEPS:
+        raise src.error("meter.steps", f"key 'meter.steps': expected an integer in [1, "
+                                       f"{MAX_STEPS}], got {section['steps']!r}")
 
 
 def config_from_options(condition: str, reliability: float = 0.9999, mode: str = "fp-free",

@@ -64,7 +64,7 @@ def test_an_impossible_condition_in_a_config_names_the_file(tmp_path):
     cfg.write_text("ml:\n  - condition: n > 0.9 +/- 0.5\n  - reliability: 0.99\n")
     result = run("plan", "--config", str(cfg))
     assert result.exit_code == 2
-    assert f"{cfg}: key 'condition': clause 'n > 0.9 +/- 0.5' cannot be decided" in result.output
+    assert f"{cfg}:2: key 'condition': clause 'n > 0.9 +/- 0.5' cannot be decided" in result.output
 
 
 def test_json_has_the_documented_fields():

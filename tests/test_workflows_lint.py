@@ -265,7 +265,7 @@ def test_automl_worker_installs_the_published_release_and_keeps_its_secrets_off_
     # the release, with its AutoML extra, pinned to this project's version; no checkout of the repo
     assert job["env"]["EASEML_CI_VERSION"] == version
     install = next(s["run"] for s in steps if "pip install" in s.get("run", ""))
-    assert '"easeml-ci[automl]==$EASEML_CI_VERSION"' in install
+    assert '"easeml-ci[automl,gpu]==$EASEML_CI_VERSION"' in install
     assert not any(str(s.get("uses", "")).startswith("actions/checkout") for s in steps)
     assert "install ." not in text and "install -e" not in text
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
