@@ -29,7 +29,8 @@ import numpy as np
 from conditions.meter import MeterError, MeterPlan
 
 from . import check, private_sink
-from .errors import BudgetExhausted, ConfigError, InputError, TestSetTooSmall, UsageError
+from .errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet, TestSetTooSmall,
+                     UsageError)
 from .ledger import LedgerSpent
 
 GATE_NAME = "easeml-meter"
@@ -106,7 +107,7 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
 
     Returns the gate (``plan`` is the :class:`MeterPlan`) and the validation accuracy.
     """
-    from .models import load_predictions, validate_model_spec
+    from .models import load_predictions, preflight
 
     cfg = check._load_config(config)
     plan = _meter_plan(cfg)
@@ -116,7 +117,6 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
     spec = str(model)
     if not spec.startswith(check.GIT) and not check._resolve(spec, workdir).is_file():
         raise UsageError(f"--model: {spec} does not exist or is not a file")
-    validate_model_spec(check._model_spec(spec, workdir), repo=workdir)
     if not spec.lower().endswith(".onnx"):
         raise InputError(f"--model: {spec} is a predictions file; the meter runs the model on the "
                          "validation set and on its own test set, so it needs the model itself "
@@ -133,18 +133,21 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
         raise ConfigError(f"{check._where(cfg, 'meter.testset' if check._line(cfg, 'meter.testset') else 'meter')}: "
                           f"{given} is the gate's test set (`testset:`); the meter needs its own, "
                           "since each answer spends that test set's budget")
+    opened_model = preflight(check._model_spec(spec, workdir), repo=workdir,
+                             output=getattr(cfg, "output", None))
     validation_path = check._resolve(str(validation), workdir)
     vset = _load_validation(validation_path, str(validation), cfg.label_column)
     if progress:
         progress(f"evaluating {spec} on the validation set {validation}")
     try:
-        pred = load_predictions(check._model_spec(spec, workdir), vset, repo=workdir)
+        pred = load_predictions(opened_model, vset)
     except InputError as exc:  # the models module says "test set"; here it is the validation set
         raise InputError(exc.message.replace("the test set", "the validation set")) from None
     v = float(np.mean(pred == vset.y))
     gate = check.Gate(cfg=cfg, plan=plan, new=spec, old=None, testset=testset_path,
                       testset_given=given, sink=sink, workdir=workdir,
-                      terms=meter_terms(cfg, plan), progress=progress or (lambda _m: None))
+                      terms=meter_terms(cfg, plan), progress=progress or (lambda _m: None),
+                      models={"new": opened_model})
     return gate, v
 
 
@@ -182,10 +185,20 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
                               f"{plan.test_examples:,} labelled examples for {plan.steps} answers "
                               f"(adaptivity {plan.adaptivity}); label more, or configure fewer "
                               "steps, a wider tolerance or a lower reliability") from None
-    pred, _ = check.evaluate(gate, ts)
+    try:
+        pred, _ = check.evaluate(gate, ts)
+    except ModelFailedOnTestSet as failure:
+        # As in the gate (docs/threat-model.md): whether a model fails on the test data depends
+        # on the secret features, so it is a counted answer, shown exactly as the most
+        # pessimistic range; a distinct "failed" would be an (m+1)-th symbol the plan does not
+        # count. The details go to the private sink, if there is one.
+        pred = None
+        if gate.sink is not None:
+            gate.sink.deliver({"gate": GATE_NAME, "testset": opened.fingerprint,
+                               "model_failed": failure.spec, "detail": failure.detail})
     labels = ts.y
     del ts
-    index = decide(plan, v, labels, pred)
+    index = decide(plan, v, labels, pred) if pred is not None else len(plan.ranges.labels) - 1
     del labels, pred
     label = plan.label(index)
     entry, after = commit(gate, opened, label)

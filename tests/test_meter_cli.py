@@ -62,7 +62,8 @@ class Repo:
         self.config()
 
     def config(self, **top):
-        cfg = {"condition": "n > 0.6 +/- 0.1", "reliability": 0.9, "meter": self.meter}
+        cfg = {"condition": "n > 0.6 +/- 0.1", "reliability": 0.9, "meter": self.meter,
+               "output": "argmax"}  # the model scores two classes, column i class i
         cfg.update(top)
         (self.root / ".easeml.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
@@ -180,7 +181,8 @@ def test_bad_meter_config_names_key_and_line(repo, meter, key, words):
 
 
 def test_missing_meter_section_and_too_many_steps(repo):
-    (repo.root / ".easeml.yml").write_text("condition: n > 0.6 +/- 0.1\nreliability: 0.9\n")
+    (repo.root / ".easeml.yml").write_text("condition: n > 0.6 +/- 0.1\nreliability: 0.9\n"
+                                           "output: argmax\n")
     repo.testset(0.7, rows=200, random=False)
     repo.validation(right=800)
     _assert_refused(repo.run(), "no `meter:` section")
