@@ -289,13 +289,18 @@ class TenantGP:
         self._mean = np.append(self._mean, self.prior.mean[new] + v_new.T @ self._alpha)
         self._var = np.append(self._var, np.diag(self.prior.cov)[new] - np.sum(v_new**2, axis=0))
 
-    def observe(self, c: int, quality: float) -> None:
-        """Condition on candidate index ``c`` having scored ``quality`` (a rank-one step)."""
+    def observe(self, c: int, quality: float, noise: float | None = None) -> None:
+        """Condition on candidate index ``c`` having scored ``quality`` (a rank-one step).
+
+        ``noise``: this observation's noise variance, when it is not the prior's (a score
+        extrapolated from a partial trial is known less precisely than a measured one).
+        """
         self._sync()
         K, S = self.prior.cov, self.observed
         k_sc = K[S, c]
         l_row = solve_triangular(self._L, k_sc, lower=True) if S else np.zeros(0)
-        d2 = K[c, c] + self.prior.noise - float(l_row @ l_row)
+        noise = self.prior.noise if noise is None else float(noise)
+        d2 = K[c, c] + noise - float(l_row @ l_row)
         d = math.sqrt(max(d2, 1e-12))
         n = len(S)
         L = np.zeros((n + 1, n + 1))
@@ -337,13 +342,15 @@ class TenantGP:
         return np.maximum(mean_var - reduction, 1e-12)
 
 
-def direct_posterior(prior: CandidatePrior, observed: Sequence[int], y: Sequence[float]):
+def direct_posterior(prior: CandidatePrior, observed: Sequence[int], y: Sequence[float],
+                     noises: Sequence[float] | None = None):
     """Posterior mean and variance by one dense solve (the reference the tests compare to)."""
     K, mu = prior.cov, prior.mean
     S = list(observed)
     if not S:
         return mu.copy(), np.diag(K).copy()
-    kss = K[np.ix_(S, S)] + prior.noise * np.eye(len(S))
+    noise = np.full(len(S), prior.noise) if noises is None else np.asarray(noises, dtype=float)
+    kss = K[np.ix_(S, S)] + np.diag(noise)
     factor = cho_factor(kss, lower=True)
     ks = K[S, :]
     mean = mu + ks.T @ cho_solve(factor, np.asarray(y) - mu[S])
