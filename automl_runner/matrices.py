@@ -396,3 +396,24 @@ def split_curves(curves: LearningCurves, n: int, rng: np.random.Generator) -> tu
         raise ValueError(f"need at least {n + 1} tenants to schedule {n} with a prior, have {len(names)}")
     chosen = [names[i] for i in rng.choice(len(names), size=n, replace=False)]
     return curves.subset(chosen), curves.without(chosen)
+
+
+def synthetic_curves(tenants: int = 40, candidates: int = 12, seed: int = 0,
+                     fidelities: Sequence[float] = (1 / 27, 1 / 9, 1 / 3, 1.0)) -> LearningCurves:
+    """``synthetic`` with learning curves: even-numbered candidates resume (cost grows with
+    fidelity), odd ones do not (trained on a fraction of the rows, cost about that fraction);
+    the score climbs to its final value as q_f = q_1 - g (1 - f)^2 + noise, g per trial."""
+    base = synthetic(tenants=tenants, candidates=candidates, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    order = {c: i for i, c in enumerate(base.candidates)}
+    rows = []
+    for tenant, cand, q1, c1 in base.rows:
+        resumes = order[cand] % 2 == 0
+        gap = rng.uniform(0.0, 0.3)
+        for f in fidelities:
+            if f >= 1.0:
+                rows.append((tenant, cand, 1.0, q1, c1, resumes))
+                continue
+            q = float(np.clip(q1 - gap * (1 - f) ** 2 + rng.normal(0, 0.01), 0.0, 1.0))
+            rows.append((tenant, cand, float(f), round(q, 6), round(c1 * f, 6), resumes))
+    return LearningCurves(rows, source=f"synthetic_curves(seed={seed})")
