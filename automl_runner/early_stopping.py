@@ -14,6 +14,9 @@ before: one ``fit`` at the full budget.
 
     plan = early_stopping.plan(scheduler, tenant, candidate, pending_fn)   # None: no rungs
     tr = early_stopping.train(candidate, schema, device, X_tr, y_tr, X_val, y_val, plan)
+    # or, as worker.py calls it (decider: None unless the scheduler stops trials early):
+    decide = early_stopping.decider(scheduler, tenant, candidate.name, pending_fn)
+    tr = early_stopping.train(candidate, schema, device, X_tr, y_tr, X_val, y_val, decide=decide, threads=n)
     tr.estimator, tr.score, tr.fidelity, tr.cost, tr.stopped
 """
 
@@ -87,14 +90,30 @@ def plan(scheduler, tenant: str, candidate, pending_fn: Callable[[], Mapping[str
     kind, _param, _budget = fidelity_of(candidate)
     if kind not in RESUMING:
         return None
-    if candidate.name in getattr(scheduler, "stopped", {}).get(tenant, {}):
+    decide = decider(scheduler, tenant, candidate.name, pending_fn)
+    if decide is None:
         return None
     from .successive_halving import RUNGS
 
-    def decide(fidelity: float, score: float, spent: float) -> bool:
-        return not scheduler.should_stop(tenant, candidate.name, fidelity, score, spent, pending_fn())
-
     return Plan(list(getattr(scheduler, "rung_fidelities", RUNGS)), decide)
+
+
+def decider(scheduler, tenant: str, candidate: str,
+            pending_fn: Callable[[], Mapping[str, Sequence[str]]]) -> Callable[[float, float, float], bool] | None:
+    """The rung question for ``train(..., decide=...)``, or None (train once, as before).
+
+    None unless the scheduler stops trials early, and for a candidate already stopped once for
+    this tenant (chosen again, it runs to the end). ``candidate`` is the candidate's name.
+    """
+    if not getattr(scheduler, "early_stopping", False):
+        return None
+    if candidate in getattr(scheduler, "stopped", {}).get(tenant, {}):
+        return None
+
+    def decide(fidelity: float, score: float, spent: float) -> bool:
+        return not scheduler.should_stop(tenant, candidate, fidelity, score, spent, pending_fn())
+
+    return decide
 
 
 @dataclass
@@ -122,12 +141,24 @@ def _stratified(y: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def train(candidate: Candidate, schema, device: str, X_tr, y_tr, X_val, y_val, plan: Plan | None = None) -> Trained:
-    """Train ``candidate`` (rung by rung when ``plan`` says so); see the module docstring."""
+def train(candidate: Candidate, schema, device: str, X_tr, y_tr, X_val, y_val, plan: Plan | None = None, *,
+          decide: Callable[[float, float, float], bool] | None = None, rungs: Sequence[float] | None = None,
+          threads: int | None = None) -> Trained:
+    """Train ``candidate`` (rung by rung when ``plan`` says so); see the module docstring.
+
+    ``decide`` (from ``decider``) and ``rungs`` (default 1/9, 1/3, 1) are the other way to give
+    a plan; it applies only to candidates whose fidelity resumes. ``threads``: passed on to
+    ``candidate.build`` (the worker's thread cap) when given.
+    """
     kind, param, budget = fidelity_of(candidate)
+    if plan is None and decide is not None and kind in RESUMING:
+        from .successive_halving import RUNGS
+
+        plan = Plan(list(rungs or RUNGS), decide)
+    build_kw = {"threads": threads} if threads is not None else {}
     if plan is None or kind is None or len(plan.rungs) < 2:
         t0 = time.perf_counter()
-        est = candidate.build(schema, device).fit(X_tr, y_tr)
+        est = candidate.build(schema, device, **build_kw).fit(X_tr, y_tr)
         cost = time.perf_counter() - t0
         score = validation_score(schema, y_val, est.predict(X_val))
         return Trained(est, score, 1.0, cost, False, [(1.0, score, cost)])
@@ -138,14 +169,14 @@ def train(candidate: Candidate, schema, device: str, X_tr, y_tr, X_val, y_val, p
         for k, f in enumerate(rungs):
             idx = _stratified(np.asarray(y_tr), f) if f < 1 else np.arange(len(y_tr))
             t0 = time.perf_counter()
-            est = candidate.build(schema, device).fit(X_tr[idx], np.asarray(y_tr)[idx])
+            est = candidate.build(schema, device, **build_kw).fit(X_tr[idx], np.asarray(y_tr)[idx])
             spent += time.perf_counter() - t0
             score = validation_score(schema, y_val, est.predict(X_val))
             history.append((f, score, spent))
             if k < len(rungs) - 1 and not plan.decide(f, score, spent):
                 return Trained(est, score, f, spent, True, history)
         return Trained(est, score, 1.0, spent, False, history)
-    pipe = candidate.build(schema, device)
+    pipe = candidate.build(schema, device, **build_kw)
     t0 = time.perf_counter()
     features, model = pipe.steps[0][1], pipe.steps[-1][1]
     Xf = features.fit_transform(X_tr)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from automl_runner.catalogue import export_onnx, onnx_predict, validation_score
-from automl_runner.early_stopping import Plan, candidates_from_space, plan, train
+from automl_runner.early_stopping import Plan, candidates_from_space, decider, plan, train
 from automl_runner.matrices import LearningCurves
 from automl_runner.schema import Dataset, Feature, Schema
 from automl_runner.search_space import classification_spaces
@@ -103,3 +103,20 @@ def test_plan_only_for_an_early_stopping_scheduler_and_a_resumable_candidate():
     assert p is not None and p.rungs == pytest.approx(list(RUNGS))
     hb.observe_partial("A", gbm.name, 1 / 9, 0.5, 1.0)
     assert plan(hb, "A", gbm, dict) is None  # stopped once: runs to the end when chosen again
+
+
+def test_the_decider_form_the_worker_uses():
+    from automl_runner.scheduler import make_scheduler
+
+    schema, (Xtr, Xva, ytr, yva) = _data()
+    gbm = _cand("boosting", learning_rate=0.1, max_depth=3, subsample=1.0)
+    hb = MultiTenantHBScheduler(curves=LearningCurves([("p", gbm.name, 1.0, 0.9, 1.0, True)]))
+    assert decider(make_scheduler("multitenant"), "A", gbm.name, dict) is None
+    asked = []
+    hb.should_stop = lambda *a: asked.append(a) or True  # stop at the first rung
+    tr = train(gbm, schema, "cpu", Xtr, ytr, Xva, yva, decide=decider(hb, "A", gbm.name, lambda: {"B": ["x"]}))
+    assert tr.stopped and tr.fidelity == pytest.approx(1 / 9)
+    assert asked[0][:3] == ("A", gbm.name, pytest.approx(1 / 9)) and asked[0][5] == {"B": ["x"]}
+    # a candidate that does not resume ignores decide: one fit
+    tr = train(_cand("logreg", C=1.0), schema, "cpu", Xtr, ytr, Xva, yva, decide=lambda *a: False)
+    assert not tr.stopped and tr.fidelity == 1.0
