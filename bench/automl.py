@@ -216,9 +216,15 @@ def svg_chart(panels, title: str) -> str:
     # one legend row under the panels (six curves: inside a panel it covered some of them)
     lx, ly = 10 + pad_l, H + 44
     for s in next(iter(panels))[2]:
+        step = 25 + 7 * len(s) + 22
+        if lx + step > width:  # wrap the legend onto a second row
+            lx, ly = 10 + pad_l, ly + 18
+            parts[0] = parts[0].replace(f'height="{height}"', f'height="{height + 18}"').replace(
+                f'0 0 {width} {height}"', f'0 0 {width} {height + 18}"')
+            height += 18
         parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
         parts.append(f'<text x="{lx + 25}" y="{ly}">{s}</text>')
-        lx += 25 + 7 * len(s) + 22
+        lx += step
     parts.append("</svg>")
     return "\n".join(parts)
 
