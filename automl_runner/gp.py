@@ -203,12 +203,27 @@ class CandidatePrior:
         prior = cls(names=list(names), mean=mean, cov=_floor(_ledoit_wolf(filled)), noise=noise, learned=True)
         return prior
 
-    def add(self, name: str) -> int:
-        """Index of candidate ``name``, adding it (see class docstring) when new."""
+    def add(self, name: str, like: dict[int, float] | None = None) -> int:
+        """Index of candidate ``name``, adding it (see class docstring) when new.
+
+        ``like``: weights over known candidates (indices) that the new one resembles, e.g. the
+        nearby configurations of its family (``add_like``). It is then modelled as their
+        weighted average plus an independent part, f_new = sum_i w_i f_i + e: mean sum w_i mu_i,
+        covariances K w, variance w'Kw + var(e), positive semi-definite by construction.
+        """
         i = self.index.get(name)
         if i is not None:
             return i
         c = len(self.names)
+        if like and c:
+            idx = np.array(list(like), dtype=int)
+            w = np.array([like[k] for k in like], dtype=float)
+            w = w / w.sum()
+            m = float(self.mean[idx] @ w)
+            cross = self.cov[:, idx] @ w
+            own = (FALLBACK_CANDIDATE_SD / 2) ** 2 if self.learned else FALLBACK_CANDIDATE_SD**2
+            var = float(w @ self.cov[np.ix_(idx, idx)] @ w) + own
+            return self._append(name, m, cross, var)
         if c == 0:
             m = FALLBACK_MEAN
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
@@ -226,6 +241,31 @@ class CandidatePrior:
             m = FALLBACK_MEAN
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
             cross = np.full(c, FALLBACK_TENANT_SD**2)
+        return self._append(name, m, cross, var)
+
+    def add_like(self, name: str, family: str, point, known: dict[str, tuple[str, np.ndarray]],
+                 length: float = 0.3) -> int:
+        """Add configuration ``name`` of ``family`` at ``point`` (its hyperparameters in [0, 1]^d).
+
+        ``known``: for candidate names, (family, point). The new configuration is modelled
+        after the prior's configurations of the same family, weighted by
+        exp(-|point - p_i|^2 / (2 length^2)) (``add`` with ``like``); with none of its family in
+        the prior, as the average known candidate.
+        """
+        if name in self.index:
+            return self.index[name]
+        point = np.asarray(point, dtype=float)
+        like = {}
+        for other, (fam, p) in known.items():
+            j = self.index.get(other)
+            if j is None or fam != family or np.shape(p) != point.shape:
+                continue
+            like[j] = math.exp(-float(np.sum((np.asarray(p) - point) ** 2)) / (2 * length**2))
+        total = sum(like.values())
+        return self.add(name, like if total > 1e-12 else None)
+
+    def _append(self, name: str, m: float, cross: np.ndarray, var: float) -> int:
+        c = len(self.names)
         cov = np.empty((c + 1, c + 1))
         cov[:c, :c] = self.cov
         cov[c, :c] = cross

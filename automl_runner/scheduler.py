@@ -352,6 +352,7 @@ class MultiTenantScheduler(Scheduler):
         self.effects = None if self.prior.learned else CandidateEffects()
         self._effects_seen: dict[str, int] = {}
         self.gps: dict[str, TenantGP] = {}
+        self._spaces = None  # search spaces, loaded when a configuration new to the prior appears
         self._effect_size = -1
         self._effect_arr = np.zeros(0)
         self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
@@ -364,6 +365,18 @@ class MultiTenantScheduler(Scheduler):
         return gp
 
     def _index(self, cand: str) -> int:
+        i = self.prior.index.get(cand)
+        if i is not None:
+            return i
+        if "/" in cand:  # a configuration of a family's search space: model it after its neighbours
+            from .search_space import as_unit_vectors, classification_spaces
+
+            if self._spaces is None:
+                self._spaces = classification_spaces()
+            mine = as_unit_vectors([cand], self._spaces)
+            if mine:
+                family, point = mine[cand]
+                return self.prior.add_like(cand, family, point, as_unit_vectors(self.prior.names, self._spaces))
         return self.prior.add(cand)
 
     def observe(self, tenant, candidate, quality, cost):

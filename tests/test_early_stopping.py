@@ -298,3 +298,31 @@ def test_search_space_names_round_trip_and_stay_inside_the_space():
     gb = spaces["boosting"]
     assert gb.units(1 / 9) == 9 and gb.units(1.0) == 81 and gb.resumes
     assert not spaces["logreg"].resumes
+
+
+@pytest.mark.parametrize("family", ["forest/", "mlp/"])
+def test_a_configuration_new_to_the_prior_is_modelled_after_its_family(family):
+    """Held out of the prior, a configuration is predicted on new tenants from their results on
+    the *other* families: modelled after its own family's configurations (``add_like``) the
+    error is well below the average-candidate model's (measured: about half for every family)."""
+    from automl_runner.matrices import DATA_DIR
+
+    full = load_curves(DATA_DIR / "real_curves.csv").full()
+    held = next(c for c in full.candidates if c.startswith(family))
+    tenants = full.tenants
+    prior_rows = [r for r in full.rows if r[0] in tenants[:50] and r[1] != held]
+    errors = {}
+    for mode in ("family", "average"):
+        s = make_scheduler("multitenant", prior=prior_rows)
+        if mode == "average":
+            s._spaces = {}  # no search spaces known: the average-candidate model
+        errs = []
+        for t in tenants[50:]:
+            gp = TenantGP(s.prior)
+            i = s._index(held)
+            for c in full.candidates:
+                if not c.startswith(family):
+                    gp.observe(s._index(c), full.quality[t][c])
+            errs.append(abs(gp.posterior()[0][i] - full.quality[t][held]))
+        errors[mode] = float(np.mean(errs))
+    assert errors["family"] < 0.75 * errors["average"], errors
