@@ -203,12 +203,27 @@ class CandidatePrior:
         prior = cls(names=list(names), mean=mean, cov=_floor(_ledoit_wolf(filled)), noise=noise, learned=True)
         return prior
 
-    def add(self, name: str) -> int:
-        """Index of candidate ``name``, adding it (see class docstring) when new."""
+    def add(self, name: str, like: dict[int, float] | None = None) -> int:
+        """Index of candidate ``name``, adding it (see class docstring) when new.
+
+        ``like``: weights over known candidates (indices) that the new one resembles, e.g. the
+        nearby configurations of its family (``add_like``). It is then modelled as their
+        weighted average plus an independent part, f_new = sum_i w_i f_i + e: mean sum w_i mu_i,
+        covariances K w, variance w'Kw + var(e), positive semi-definite by construction.
+        """
         i = self.index.get(name)
         if i is not None:
             return i
         c = len(self.names)
+        if like and c:
+            idx = np.array(list(like), dtype=int)
+            w = np.array([like[k] for k in like], dtype=float)
+            w = w / w.sum()
+            m = float(self.mean[idx] @ w)
+            cross = self.cov[:, idx] @ w
+            own = (FALLBACK_CANDIDATE_SD / 2) ** 2 if self.learned else FALLBACK_CANDIDATE_SD**2
+            var = float(w @ self.cov[np.ix_(idx, idx)] @ w) + own
+            return self._append(name, m, cross, var)
         if c == 0:
             m = FALLBACK_MEAN
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
@@ -226,6 +241,31 @@ class CandidatePrior:
             m = FALLBACK_MEAN
             var = FALLBACK_TENANT_SD**2 + FALLBACK_CANDIDATE_SD**2
             cross = np.full(c, FALLBACK_TENANT_SD**2)
+        return self._append(name, m, cross, var)
+
+    def add_like(self, name: str, family: str, point, known: dict[str, tuple[str, np.ndarray]],
+                 length: float = 0.3) -> int:
+        """Add configuration ``name`` of ``family`` at ``point`` (its hyperparameters in [0, 1]^d).
+
+        ``known``: for candidate names, (family, point). The new configuration is modelled
+        after the prior's configurations of the same family, weighted by
+        exp(-|point - p_i|^2 / (2 length^2)) (``add`` with ``like``); with none of its family in
+        the prior, as the average known candidate.
+        """
+        if name in self.index:
+            return self.index[name]
+        point = np.asarray(point, dtype=float)
+        like = {}
+        for other, (fam, p) in known.items():
+            j = self.index.get(other)
+            if j is None or fam != family or np.shape(p) != point.shape:
+                continue
+            like[j] = math.exp(-float(np.sum((np.asarray(p) - point) ** 2)) / (2 * length**2))
+        total = sum(like.values())
+        return self.add(name, like if total > 1e-12 else None)
+
+    def _append(self, name: str, m: float, cross: np.ndarray, var: float) -> int:
+        c = len(self.names)
         cov = np.empty((c + 1, c + 1))
         cov[:c, :c] = self.cov
         cov[c, :c] = cross
@@ -289,13 +329,18 @@ class TenantGP:
         self._mean = np.append(self._mean, self.prior.mean[new] + v_new.T @ self._alpha)
         self._var = np.append(self._var, np.diag(self.prior.cov)[new] - np.sum(v_new**2, axis=0))
 
-    def observe(self, c: int, quality: float) -> None:
-        """Condition on candidate index ``c`` having scored ``quality`` (a rank-one step)."""
+    def observe(self, c: int, quality: float, noise: float | None = None) -> None:
+        """Condition on candidate index ``c`` having scored ``quality`` (a rank-one step).
+
+        ``noise``: this observation's noise variance, when it is not the prior's (a score
+        extrapolated from a partial trial is known less precisely than a measured one).
+        """
         self._sync()
         K, S = self.prior.cov, self.observed
         k_sc = K[S, c]
         l_row = solve_triangular(self._L, k_sc, lower=True) if S else np.zeros(0)
-        d2 = K[c, c] + self.prior.noise - float(l_row @ l_row)
+        noise = self.prior.noise if noise is None else float(noise)
+        d2 = K[c, c] + noise - float(l_row @ l_row)
         d = math.sqrt(max(d2, 1e-12))
         n = len(S)
         L = np.zeros((n + 1, n + 1))
@@ -337,13 +382,15 @@ class TenantGP:
         return np.maximum(mean_var - reduction, 1e-12)
 
 
-def direct_posterior(prior: CandidatePrior, observed: Sequence[int], y: Sequence[float]):
+def direct_posterior(prior: CandidatePrior, observed: Sequence[int], y: Sequence[float],
+                     noises: Sequence[float] | None = None):
     """Posterior mean and variance by one dense solve (the reference the tests compare to)."""
     K, mu = prior.cov, prior.mean
     S = list(observed)
     if not S:
         return mu.copy(), np.diag(K).copy()
-    kss = K[np.ix_(S, S)] + prior.noise * np.eye(len(S))
+    noise = np.full(len(S), prior.noise) if noises is None else np.asarray(noises, dtype=float)
+    kss = K[np.ix_(S, S)] + np.diag(noise)
     factor = cho_factor(kss, lower=True)
     ks = K[S, :]
     mean = mu + ks.T @ cho_solve(factor, np.asarray(y) - mu[S])

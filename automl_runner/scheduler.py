@@ -52,7 +52,9 @@ SCHEDULERS = ("multitenant", "round-robin", "random")
 # Also available by name, for benchmarks: round-robin that ignores the prior and takes each
 # tenant's candidates in catalogue order (cheap linear models come first in ours), and the
 # paper's own baselines: the tenant by turn or at random, the candidate by multitenant's rule.
-EXTRA_SCHEDULERS = ("round-robin-catalogue", "round-robin-gp", "random-gp")
+EXTRA_SCHEDULERS = ("round-robin-catalogue", "round-robin-gp", "random-gp", "multitenant-hb")
+#: Schedulers that stop trials early at rungs (``successive_halving``); they use learning curves.
+EARLY_STOPPING_SCHEDULERS = ("multitenant-hb",)
 
 
 class SchedulerError(ValueError):
@@ -67,6 +69,7 @@ class Scheduler:
     def __init__(self) -> None:
         self.done: dict[str, dict[str, float]] = {}
         self.running: dict[str, set[str]] = {}
+        self.stopped: dict[str, dict[str, tuple[float, float]]] = {}
 
     def observe(self, tenant: str, candidate: str, quality: float, cost: float) -> None:
         """A trial finished: ``quality`` on the tenant's validation split, ``cost`` seconds."""
@@ -76,6 +79,28 @@ class Scheduler:
     def start(self, tenant: str, candidate: str) -> None:
         """A trial is now running (chosen by this scheduler or by anybody else)."""
         self.running.setdefault(tenant, set()).add(candidate)
+
+    #: Whether ``should_stop`` can ever say yes (only ``multitenant-hb``): a worker asks at
+    #: rungs only then.
+    early_stopping = False
+
+    def observe_partial(self, tenant: str, candidate: str, fidelity: float, quality: float, cost: float) -> None:
+        """A trial was stopped early at ``fidelity`` < 1 with ``quality``, after ``cost`` seconds.
+
+        It is over (neither running nor pending again). Schedulers that do not stop trials
+        ignore the score; ``multitenant-hb`` feeds it to the tenant's model.
+        """
+        self.running.get(tenant, set()).discard(candidate)
+        self.stopped.setdefault(tenant, {})[candidate] = (float(fidelity), float(quality))
+
+    def should_stop(self, tenant: str, candidate: str, fidelity: float, quality: float, spent: float,
+                    pending: Mapping[str, Sequence[str]]) -> bool:
+        """At a rung: stop this running trial (True) or let it go on to the next rung."""
+        return False
+
+    def rungs(self, tenant: str, candidate: str, available: Sequence[float] = (1.0,)) -> list[float]:
+        """The fidelities at which a trial of ``candidate`` reports (the last is 1: the full budget)."""
+        return [1.0]
 
     def best(self, tenant: str) -> float:
         """Best quality found so far for ``tenant``; 0 before its first result."""
@@ -327,6 +352,7 @@ class MultiTenantScheduler(Scheduler):
         self.effects = None if self.prior.learned else CandidateEffects()
         self._effects_seen: dict[str, int] = {}
         self.gps: dict[str, TenantGP] = {}
+        self._spaces = None  # search spaces, loaded when a configuration new to the prior appears
         self._effect_size = -1
         self._effect_arr = np.zeros(0)
         self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
@@ -339,6 +365,18 @@ class MultiTenantScheduler(Scheduler):
         return gp
 
     def _index(self, cand: str) -> int:
+        i = self.prior.index.get(cand)
+        if i is not None:
+            return i
+        if "/" in cand:  # a configuration of a family's search space: model it after its neighbours
+            from .search_space import as_unit_vectors, classification_spaces
+
+            if self._spaces is None:
+                self._spaces = classification_spaces()
+            mine = as_unit_vectors([cand], self._spaces)
+            if mine:
+                family, point = mine[cand]
+                return self.prior.add_like(cand, family, point, as_unit_vectors(self.prior.names, self._spaces))
         return self.prior.add(cand)
 
     def observe(self, tenant, candidate, quality, cost):
@@ -435,11 +473,16 @@ class MultiTenantScheduler(Scheduler):
             sds.append(self._tenant_sd(tenant)[idx])
             inc = self.believed_best(tenant) if believe_running else self.best(tenant)
             bests.append(np.full(len(cands), inc))
-            costs.append(np.exp(self.costs.level(tenant) + self._cost_effects()[idx]))
+            full_cost = np.exp(self.costs.level(tenant) + self._cost_effects()[idx])
+            costs.append(self.trial_cost(cands, full_cost, means[-1], sds[-1], inc))
         ei = expected_improvement(
             np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling
         )
         return segments, ei, np.concatenate(costs)
+
+    def trial_cost(self, cands, full_cost, mean, sd, incumbent) -> np.ndarray:
+        """Expected seconds a trial of each of ``cands`` will take: here, training to the end."""
+        return full_cost
 
     def choose(self, pending):
         """The tenant whose best pending pair promises the largest EI per expected second, with
@@ -509,12 +552,19 @@ class TenantTurnScheduler(MultiTenantScheduler):
         return self.best_pair({tenant: avail[tenant]})
 
 
-def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0) -> Scheduler:
+def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0, curves=None) -> Scheduler:
     """A scheduler by name: ``multitenant``, ``round-robin`` or ``random`` (or one of
-    ``EXTRA_SCHEDULERS``: ``round-robin-catalogue``, ``round-robin-gp``, ``random-gp``).
+    ``EXTRA_SCHEDULERS``: ``round-robin-catalogue``, ``round-robin-gp``, ``random-gp``,
+    ``multitenant-hb``).
 
     ``prior``: (tenant, candidate, quality, cost) rows from *other* tenants, or None.
+    ``curves``: their learning curves (``matrices.LearningCurves`` or (tenant, candidate,
+    fidelity, quality, cost, resumes) rows), used by ``multitenant-hb`` only.
     """
+    if name == "multitenant-hb":
+        from .successive_halving import MultiTenantHBScheduler
+
+        return MultiTenantHBScheduler(prior=prior, seed=seed, curves=curves)
     if name == "multitenant":
         return MultiTenantScheduler(prior=prior, seed=seed)
     if name == "round-robin":

@@ -29,8 +29,8 @@ from typing import Sequence
 import click
 import numpy as np
 
-from .matrices import MatrixError, QualityMatrix, as_rows, load_matrix
-from .scheduler import EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
+from .matrices import LearningCurves, MatrixError, QualityMatrix, curves_from_matrix, load_any
+from .scheduler import EARLY_STOPPING_SCHEDULERS, EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
 
 
 @dataclass
@@ -43,6 +43,8 @@ class Trace:
     times: np.ndarray  # times[0] = 0
     regret: np.ndarray  # regret[i] holds on [times[i], times[i+1])
     trials: int = 0
+    #: every trial that ended: (tenant, candidate, fidelity reached, seconds spent, stopped early)
+    log: list = field(default_factory=list)
 
     def time_to(self, target: float) -> float:
         """First time the mean regret is <= target (inf if never)."""
@@ -107,40 +109,81 @@ def _finite(x: float):
     return x if np.isfinite(x) else None
 
 
+def _prior_parts(prior):
+    """(fidelity-1 rows, learning curves or None) from whatever the caller gave as prior."""
+    if prior is None:
+        return None, None
+    if isinstance(prior, LearningCurves):
+        return prior.full().rows, prior
+    if isinstance(prior, QualityMatrix):
+        return prior.rows, None
+    rows = list(prior)
+    if rows and len(rows[0]) >= 5:
+        curves = LearningCurves(rows)
+        return curves.full().rows, curves
+    return rows, None
+
+
 def run_once(
-    matrix: QualityMatrix,
-    prior_rows,
+    matrix: QualityMatrix | LearningCurves,
+    prior,
     scheduler: str,
     devices: int,
     seed: int,
     stop_when_solved: bool = True,
 ) -> Trace:
-    """One event-driven replay of ``matrix`` with ``devices`` devices."""
+    """One event-driven replay of ``matrix`` with ``devices`` devices.
+
+    ``matrix``: a plain matrix or learning curves; ``prior``: None, (tenant, candidate, quality,
+    cost) rows, a QualityMatrix, or LearningCurves of other tenants. A scheduler that stops
+    trials early (``multitenant-hb``) runs each trial through its rungs
+    (``Scheduler.rungs``): at each rung below 1 the trial's score at that fidelity is read
+    from the curve and the scheduler says whether it goes on; going on costs the difference
+    of the curve's costs when the candidate resumes, the whole cost at the next fidelity
+    when it does not. A stopped trial frees its device at once and is over. Regret counts
+    only results at fidelity 1 (a stopped trial's model is not a tenant's result).
+    """
+    curves = matrix if isinstance(matrix, LearningCurves) else curves_from_matrix(matrix)
+    full = curves.full()
+    prior_rows, prior_curves = _prior_parts(prior)
     rng = np.random.default_rng(seed)
-    tenants = matrix.tenants
+    tenants = full.tenants
     order = [tenants[i] for i in rng.permutation(len(tenants))]
     # Candidates stay in matrix (catalogue) order within a tenant.
-    pending = {t: list(matrix.quality[t]) for t in order}
-    sched = make_scheduler(scheduler, prior=prior_rows, seed=seed)
-    best = {t: matrix.best(t) for t in order}
+    pending = {t: list(full.quality[t]) for t in order}
+    sched = make_scheduler(scheduler, prior=prior_rows, seed=seed, curves=prior_curves)
+    best = {t: full.best(t) for t in order}
     # Nothing found yet counts as quality 0 (accuracy's floor); a score scale that goes
     # below 0 (R^2) starts at the tenant's worst score instead, so regret is never negative.
-    found = {t: min(0.0, min(matrix.quality[t].values())) for t in order}
+    found = {t: min(0.0, min(full.quality[t].values())) for t in order}
     regret = sum(best[t] - found[t] for t in order)
     times, regrets = [0.0], [regret]
-    events: list[tuple[float, int, str, str]] = []
+    # (time, counter, tenant, candidate, rung index, ladder, seconds spent so far)
+    events: list[tuple] = []
     counter = 0
     trials = 0
+    log: list[tuple[str, str, float, float, bool]] = []
+    parked: dict[str, list[str]] = {}  # trials stopped early, by tenant
+
+    def step_cost(tenant, cand, ladder, k):
+        cost = curves.at(tenant, cand, ladder[k])[1]
+        if k > 0 and curves.resumes.get(cand, False):
+            cost = max(cost - curves.at(tenant, cand, ladder[k - 1])[1], 0.0)
+        return cost
 
     def launch(now: float) -> bool:
         nonlocal counter
+        for t in [t for t, c in parked.items() if c and not pending[t]]:
+            pending[t] = parked.pop(t)  # nothing else left for t: its stopped trials may run again
         live = {t: c for t, c in pending.items() if c}
         if not live:
             return False
         tenant, cand = sched.choose(live)
         pending[tenant].remove(cand)
         sched.start(tenant, cand)
-        heapq.heappush(events, (now + matrix.cost[tenant][cand], counter, tenant, cand))
+        ladder = list(sched.rungs(tenant, cand, curves.fidelities(tenant, cand)))
+        cost = step_cost(tenant, cand, ladder, 0)
+        heapq.heappush(events, (now + cost, counter, tenant, cand, 0, ladder, cost))
         counter += 1
         return True
 
@@ -148,9 +191,23 @@ def run_once(
         if not launch(0.0):
             break
     while events:
-        now, _, tenant, cand = heapq.heappop(events)
-        q = matrix.quality[tenant][cand]
-        sched.observe(tenant, cand, q, matrix.cost[tenant][cand])
+        now, _, tenant, cand, k, ladder, spent = heapq.heappop(events)
+        if k < len(ladder) - 1:
+            q_partial = curves.at(tenant, cand, ladder[k])[0]
+            live = {t: c for t, c in pending.items() if c}
+            if sched.should_stop(tenant, cand, ladder[k], q_partial, spent, live):
+                sched.observe_partial(tenant, cand, ladder[k], q_partial, spent)
+                log.append((tenant, cand, ladder[k], spent, True))
+                parked.setdefault(tenant, []).append(cand)
+                launch(now)
+            else:
+                cost = step_cost(tenant, cand, ladder, k + 1)
+                heapq.heappush(events, (now + cost, counter, tenant, cand, k + 1, ladder, spent + cost))
+                counter += 1
+            continue
+        q = full.quality[tenant][cand]
+        sched.observe(tenant, cand, q, spent)
+        log.append((tenant, cand, ladder[k], spent, False))
         trials += 1
         if q > found[tenant]:
             regret -= q - found[tenant]
@@ -161,12 +218,12 @@ def run_once(
         if stop_when_solved and regret <= 1e-12:
             break
         launch(now)
-    return Trace(scheduler, seed, len(tenants), np.array(times), np.array(regrets), trials)
+    return Trace(scheduler, seed, len(tenants), np.array(times), np.array(regrets), trials, log)
 
 
 def simulate(
-    matrix: QualityMatrix,
-    prior: QualityMatrix | Sequence | None,
+    matrix: QualityMatrix | LearningCurves,
+    prior: QualityMatrix | LearningCurves | Sequence | None,
     devices: int,
     seeds: int | Sequence[int],
     target: float,
@@ -178,14 +235,14 @@ def simulate(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("need at least one seed")
-    prior_rows = as_rows(prior)
     out = {}
     for name in schedulers:
         res = SchedulerResult(name)
         for s in seed_list:
-            res.traces.append(run_once(matrix, prior_rows, name, devices, s))
+            res.traces.append(run_once(matrix, prior, name, devices, s))
         out[name] = res
-    return SimulationResult(devices=devices, target=target, tenants=len(matrix.tenants), schedulers=out)
+    n = len(matrix.tenants)
+    return SimulationResult(devices=devices, target=target, tenants=n, schedulers=out)
 
 
 def _fail(message: str) -> None:
@@ -195,21 +252,23 @@ def _fail(message: str) -> None:
 
 @click.command("simulate")
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(dir_okay=False),
-              help="CSV with header tenant,candidate,quality,cost (cost in seconds).")
+              help="CSV with header tenant,candidate,quality,cost (cost in seconds), or learning curves: "
+                   "tenant,candidate,fidelity,quality,cost[,resumes] (fidelity in (0, 1]).")
 @click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
-              help="Same format, other tenants: the scheduler's prior. None: a generic prior.")
+              help="Either format, other tenants: the scheduler's prior. None: a generic prior.")
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--target", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
               help="Mean regret (global regret / tenants) to reach.")
 @click.option("--scheduler", "schedulers", type=click.Choice(SCHEDULERS + EXTRA_SCHEDULERS), multiple=True,
-              help="Only these schedulers (repeatable). Default: multitenant, round-robin, random.")
+              help="Only these schedulers (repeatable). Default: multitenant, round-robin, random, "
+                   "and multitenant-hb when the matrix has learning curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def simulate_command(matrix_path, prior_path, devices, seeds, target, schedulers, as_json):
     """Replay a quality-and-cost matrix through the schedulers and compare time to target regret."""
     try:
-        matrix = load_matrix(matrix_path)
-        prior = load_matrix(prior_path) if prior_path else None
+        matrix = load_any(matrix_path)
+        prior = load_any(prior_path) if prior_path else None
     except MatrixError as exc:
         _fail(str(exc))
     if prior is not None:
@@ -219,7 +278,10 @@ def simulate_command(matrix_path, prior_path, devices, seeds, target, schedulers
                 f"{prior_path}: tenant {shared[0]!r} is also in {matrix_path}; the prior must come "
                 f"from other tenants ({len(shared)} shared)"
             )
-    result = simulate(matrix, prior, devices, seeds, target, schedulers or SCHEDULERS)
+    if not schedulers:
+        has_curves = any(f < 1 for _t, _c, f, *_ in matrix.rows)
+        schedulers = SCHEDULERS + (EARLY_STOPPING_SCHEDULERS if has_curves else ())
+    result = simulate(matrix, prior, devices, seeds, target, schedulers)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

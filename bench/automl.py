@@ -9,7 +9,14 @@ ratio of each baseline's time to multitenant's (round-robin, round-robin in cata
 order, random, and the paper's round-robin-gp and random-gp), and writes a chart of the median
 mean regret over time (SVG, drawn by hand: no plotting library, no network).
 
-    python bench/automl.py [--matrix automl_runner/data/real.csv] [--seeds 20]
+On learning curves (the default, ``automl_runner/data/real_curves.csv``: sampled
+configurations of each family's search space at fidelities 1/27 .. 1) it adds
+``multitenant-hb`` (early stopping at rungs 1/9, 1/3, 1; prior curves from the tenants not
+scheduled) and the ratio multitenant / multitenant-hb, and checks the early-stopping
+target: at least 1.5x sooner than multitenant at T = 0.01 at the median, and never slower at
+the median in any cell.
+
+    python bench/automl.py [--matrix automl_runner/data/real_curves.csv] [--seeds 20]
         [--svg docs/automl_regret.svg] [--json bench/out/automl.json]
 """
 
@@ -27,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import load_matrix, split_tenants, synthetic  # noqa: E402
+from automl_runner.matrices import curves_from_matrix, load_any, split_curves, synthetic  # noqa: E402
 from automl_runner.scheduler import SCHEDULERS  # noqa: E402
 
 # round-robin-catalogue: round-robin in catalogue order, a second, prior-free baseline;
@@ -36,28 +43,31 @@ from automl_runner.scheduler import SCHEDULERS  # noqa: E402
 BASELINES = ["round-robin", "round-robin-catalogue", "random", "round-robin-gp", "random-gp"]
 BENCH = ("multitenant",) + tuple(BASELINES)
 assert set(SCHEDULERS) <= set(BENCH)
+HB = "multitenant-hb"
 SHORT = {"round-robin": "RR", "round-robin-catalogue": "RR-cat", "random": "random",
-         "round-robin-gp": "RR-GP", "random-gp": "random-GP"}
+         "round-robin-gp": "RR-GP", "random-gp": "random-GP", HB: "HB"}
+#: early stopping's target: this much sooner than multitenant at T = 0.01 (median)
+HB_TARGET, HB_T = 1.5, 0.01
 from automl_runner.simulate import run_once  # noqa: E402
 
 TENANTS = (8, 16, 32)
 DEVICES = (1, 4)
 TARGETS = (0.05, 0.02, 0.01)
-COLOURS = {"multitenant": "#1b7837", "round-robin": "#2166ac", "round-robin-catalogue": "#92c5de",
+COLOURS = {HB: "#000000", "multitenant": "#1b7837", "round-robin": "#2166ac", "round-robin-catalogue": "#92c5de",
            "random": "#b2182b", "round-robin-gp": "#e08214", "random-gp": "#8073ac"}
 
 
-def run(matrix, tenants, devices, seeds, targets, use_prior=True):
+def run(matrix, tenants, devices, seeds, targets, use_prior=True, names=BENCH):
     """{(n, m): {scheduler: [Trace per seed]}}; the split depends on (n, seed) only."""
     out = {}
     for n in tenants:
         for m in devices:
-            runs = {s: [] for s in BENCH}
+            runs = {s: [] for s in names}
             for seed in range(seeds):
                 rng = np.random.default_rng([n, seed])
-                sched, prior = split_tenants(matrix, n, rng)
-                for name in BENCH:
-                    runs[name].append(run_once(sched, prior.rows if use_prior else None, name, m, seed))
+                sched, prior = split_curves(matrix, n, rng)
+                for name in names:
+                    runs[name].append(run_once(sched, prior if use_prior else None, name, m, seed))
             out[(n, m)] = runs
     return out
 
@@ -116,10 +126,39 @@ def per_seed(results, targets) -> str:
 
 def curves(runs, points=240):
     """Median mean regret on a log-spaced time grid, from the first results to the last."""
-    start = min(float(np.median([tr.times[1] for tr in runs[s]])) for s in BENCH) / 2
-    end = max(float(np.median([tr.times[-1] for tr in runs[s]])) for s in BENCH)
+    start = min(float(np.median([tr.times[1] for tr in runs[s]])) for s in runs) / 2
+    end = max(float(np.median([tr.times[-1] for tr in runs[s]])) for s in runs)
     grid = np.geomspace(start, end, points)
-    return grid, {s: np.median([tr.regret_at(grid) / tr.tenants for tr in runs[s]], axis=0) for s in BENCH}
+    return grid, {s: np.median([tr.regret_at(grid) / tr.tenants for tr in runs[s]], axis=0) for s in runs}
+
+
+def hb_table(results, targets) -> tuple[str, list[str], list[str]]:
+    """multitenant-hb against multitenant per cell: median times, ratio, runs sooner / later, stops."""
+    lines = [
+        "| tenants | devices | T | multitenant | multitenant-hb | MT / HB (median) | MT / HB (geometric mean per run) "
+        "| HB sooner / later (runs) | HB trials stopped early |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    slower, missed = [], []
+    for (n, m), runs in results.items():
+        logs = [entry for tr in runs[HB] for entry in tr.log]
+        stopped = sum(1 for e in logs if e[4])
+        for T in targets:
+            mt = np.array([tr.time_to(T) for tr in runs["multitenant"]])
+            hb = np.array([tr.time_to(T) for tr in runs[HB]])
+            ratio = float(np.median(mt)) / float(np.median(hb))
+            ok = np.isfinite(mt) & np.isfinite(hb) & (hb > 0)
+            geo = float(np.exp(np.mean(np.log(mt[ok] / hb[ok])))) if ok.any() else float("nan")
+            lines.append(
+                f"| {n} | {m} | {T:g} | {fmt_time(float(np.median(mt)))} | {fmt_time(float(np.median(hb)))} | "
+                f"{ratio:.2f}x | {geo:.2f}x | {int(np.sum(hb < mt))} / {int(np.sum(hb > mt))} | "
+                f"{stopped} of {len(logs)} ({100 * stopped / max(len(logs), 1):.0f}%) |"
+            )
+            if ratio < 1:
+                slower.append(f"{n} tenants, {m} device(s), T={T:g}: {ratio:.2f}x")
+            if T == HB_T and ratio < HB_TARGET:
+                missed.append(f"{n} x {m}: {ratio:.2f}x")
+    return "\n".join(lines), slower, missed
 
 
 def svg_chart(panels, title: str) -> str:
@@ -178,18 +217,24 @@ def svg_chart(panels, title: str) -> str:
             parts.append(f'<polyline fill="none" stroke="{COLOURS[s]}" stroke-width="2" points="{" ".join(pts)}"/>')
     # one legend row under the panels (six curves: inside a panel it covered some of them)
     lx, ly = 10 + pad_l, H + 44
-    for s in BENCH:
+    for s in next(iter(panels))[2]:
+        step = 25 + 7 * len(s) + 22
+        if lx + step > width:  # wrap the legend onto a second row
+            lx, ly = 10 + pad_l, ly + 18
+            parts[0] = parts[0].replace(f'height="{height}"', f'height="{height + 18}"').replace(
+                f'0 0 {width} {height}"', f'0 0 {width} {height + 18}"')
+            height += 18
         parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" stroke="{COLOURS[s]}" stroke-width="2"/>')
         parts.append(f'<text x="{lx + 25}" y="{ly}">{s}</text>')
-        lx += 25 + 7 * len(s) + 22
+        lx += step
     parts.append("</svg>")
     return "\n".join(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--matrix", default=str(ROOT / "automl_runner" / "data" / "real.csv"),
-                    help="a matrix CSV, or 'synthetic' for matrices.synthetic(tenants=72, candidates=20)")
+    ap.add_argument("--matrix", default=str(ROOT / "automl_runner" / "data" / "real_curves.csv"),
+                    help="a learning-curve or matrix CSV, or 'synthetic' for matrices.synthetic(tenants=72, candidates=20)")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--tenants", type=int, nargs="*", default=list(TENANTS))
     ap.add_argument("--devices", type=int, nargs="*", default=list(DEVICES))
@@ -199,9 +244,12 @@ def main() -> None:
                     help="give the schedulers no prior at all (multitenant's fallback mode)")
     args = ap.parse_args()
 
-    matrix = synthetic(tenants=72, candidates=20, seed=0) if args.matrix == "synthetic" else load_matrix(args.matrix)
+    matrix = (curves_from_matrix(synthetic(tenants=72, candidates=20, seed=0)) if args.matrix == "synthetic"
+              else load_any(args.matrix))
+    has_curves = any(f < 1 for _t, _c, f, *_ in matrix.rows)
+    names = ((HB,) if has_curves else ()) + BENCH
     t0 = time.time()
-    results = run(matrix, args.tenants, args.devices, args.seeds, TARGETS, use_prior=not args.no_prior)
+    results = run(matrix, args.tenants, args.devices, args.seeds, TARGETS, use_prior=not args.no_prior, names=names)
     md, problems = table(results, TARGETS)
     n_c = len(matrix.candidates)
     prior_note = "no prior" if args.no_prior else "prior from the tenants not scheduled"
@@ -215,6 +263,15 @@ def main() -> None:
         print("At the median, multitenant is never slower than any baseline at any T.")
     print()
     print(per_seed(results, TARGETS))
+    if has_curves:
+        md, slower, missed = hb_table(results, TARGETS)
+        print("\nEarly stopping (multitenant-hb) against multitenant, same splits and seeds:\n")
+        print(md)
+        print()
+        print("At the median multitenant-hb is " + ("slower than multitenant at: " + "; ".join(slower)
+              if slower else "never slower than multitenant in any cell") + ".")
+        print(f"Target {HB_TARGET:g}x sooner at T = {HB_T:g}: " + ("missed at " + "; ".join(missed)
+              if missed else "met in every tenants x devices cell") + ".")
     print(f"({time.time() - t0:.0f} s wall)", file=sys.stderr)
 
     if args.svg:
@@ -228,7 +285,7 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         obj = {
             f"{n}x{m}": {
-                s: {f"{T:g}": [tr.time_to(T) for tr in runs[s]] for T in TARGETS} for s in BENCH
+                s: {f"{T:g}": [tr.time_to(T) for tr in runs[s]] for T in TARGETS} for s in runs
             }
             for (n, m), runs in results.items()
         }
