@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from conditions import ConditionError
+
 from .errors import BudgetExhausted, EasemlError, UsageError
 from .redact import redact
 from .github import workflow
@@ -54,6 +56,8 @@ class ActionInputs:
     token: str | None = None
     head_sha: str | None = None  # workflow_run: the commit the verdict is about (finds the PR)
     commit_status: bool = False  # post the verdict as commit status easeml-ci/<gate> on it
+    meter_validation: str | None = None  # run the overfitting meter on this validation set too
+    meter_fail_above: float | None = None  # fail the job when the meter's range starts here
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -67,6 +71,19 @@ def parse_bool(name: str, value: str | bool | None, default: bool | None) -> boo
     if v in ("false", "no", "0", "off"):
         return False
     raise UsageError(f"input {name}: expected true or false, got {value!r}")
+
+
+def parse_threshold(value: str | float | None) -> float | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        out = float(str(value).strip())
+    except ValueError:
+        out = -1.0
+    if not 0 < out < 1:
+        raise UsageError(f"input meter-fail-above: expected one of the meter's edges, a number "
+                         f"in (0, 1) such as 0.05, got {value!r}")
+    return out
 
 
 def parse_pr_number(value: str | int | None) -> int | None:
@@ -279,8 +296,6 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                out: IO[str] | None = None, client: GitHubClient | None = None,
                summary_path: str | None = None, output_path: str | None = None) -> int:
     """Run the gate as the action does; returns the exit code."""
-    from conditions import ConditionError
-
     from .check import _ledger_name, open_ledger_backend, run_check
     from .config import load_config
 
@@ -384,8 +399,63 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         reporter.comment(report, repository, config_rel)
     if inputs.commit_status and repository:
         reporter.commit_status(report, repository, inputs.head_sha or ctx.head_sha)
+    exit_code = report.exit_code
+    if inputs.meter_validation and cfg is not None and exit_code != 2:
+        meter_code = run_meter_step(inputs, ctx, cfg, reporter, config_rel, summary_path)
+        exit_code = max(exit_code, meter_code)
     scratch.cleanup()
-    return report.exit_code
+    return exit_code
+
+
+def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Reporter,
+                   config_rel: str, summary_path: str | None) -> int:
+    """The overfitting meter on the pull request's model, after the gate: a gauge in the summary
+    and its own sticky comment (gate name ``easeml-meter``). It fails the job only when
+    ``meter-fail-above`` is set and the reported range starts at or above it (or the meter
+    cannot run: with a threshold set, no answer is a failure, exit 2); otherwise its problems
+    are warnings. Its answer is a step of the meter's own test set, recorded before it shows."""
+    from .check import open_ledger_backend
+    from .meter import GATE_NAME, fails_above, render_gauge, run_meter
+
+    try:
+        if inputs.meter_fail_above is not None:  # a threshold that is no edge: before any step
+            edges = cfg.meter_plan().ranges.edges if getattr(cfg, "meter", None) else []
+            if not any(abs(inputs.meter_fail_above - e) < 1e-12 for e in edges):
+                raise UsageError(f"input meter-fail-above: {inputs.meter_fail_above:g} is not one "
+                                 f"of the meter's edges {list(edges)}; the guarantee is stated at "
+                                 "the edges")
+        result = run_meter(cfg, inputs.new_model, inputs.meter_validation, None,
+                           key_env=KEY_ENV, workdir=ctx.workspace,
+                           backend=open_ledger_backend(cfg),
+                           register=ctx.event_name not in PULL_REQUEST_EVENTS,
+                           progress=lambda m: reporter.log(f"... meter: {m}"))
+    except (EasemlError, ConditionError) as exc:
+        text = redact(getattr(exc, "message", str(exc)), [inputs.alert_webhook])
+        workflow.append_summary(f"### {GATE_NAME}\n\n> the meter could not run: {text}\n",
+                                summary_path)
+        if inputs.meter_fail_above is not None:
+            workflow.annotate(reporter.out, "error", f"the meter could not run: {text}",
+                              title=GATE_NAME)
+            return 2
+        reporter.warn(f"the meter could not run: {text}")
+        return 0
+    gauge = render_gauge(result)
+    workflow.append_summary(gauge + "\n", summary_path)
+    reporter.log(f"easeml-ci: {GATE_NAME}: {result.answer}")
+    number = inputs.pr_number or ctx.pr_number
+    if ctx.repository and inputs.comment and number is not None and reporter.client is not None:
+        mark = marker(ctx.repository, config_rel, GATE_NAME)
+        try:
+            upsert_comment(reporter.client, ctx.repository, number, f"{mark}\n{gauge}\n", mark,
+                           reporter.client.authenticated_login())
+        except GitHubError as exc:
+            reporter.api_warning(f"post the meter comment on #{number}", exc)
+    edges = result.plan.get("edges") or []
+    if fails_above(result, inputs.meter_fail_above, edges):
+        workflow.annotate(reporter.out, "error", f"overfitting {result.answer}: at or above "
+                          f"{inputs.meter_fail_above:g} (meter-fail-above)", title=GATE_NAME)
+        return 1
+    return 0
 
 
 def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,

@@ -49,10 +49,15 @@ def _opt(name: str, env: str, help: str, **kw):
 @_opt("--commit-status", "INPUT_COMMIT_STATUS",
       "Post the verdict as commit status easeml-ci/<gate> on the head commit (true/false).",
       default="false", show_default=True)
+@_opt("--meter-validation", "INPUT_METER_VALIDATION",
+      "Also run the overfitting meter (the config's `meter:`) on this validation set.")
+@_opt("--meter-fail-above", "INPUT_METER_FAIL_ABOVE",
+      "Fail the job when the meter's range starts at or above this edge (e.g. 0.05).")
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
-           alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status):
+           alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
+           meter_validation, meter_fail_above):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
-    from .action import ActionInputs, parse_bool, parse_pr_number, run_action
+    from .action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
 
     inputs = ActionInputs(
         config=config or ".easeml.yml",
@@ -69,5 +74,7 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         config_from_base=parse_bool("config-from-base", config_from_base, True),
         head_sha=(head_sha or "").strip() or None,
         commit_status=parse_bool("commit-status", commit_status, False),
+        meter_validation=meter_validation or None,
+        meter_fail_above=parse_threshold(meter_fail_above),
     )
     sys.exit(run_action(inputs))

@@ -29,9 +29,9 @@ import numpy as np
 from conditions.meter import MeterError, MeterPlan
 
 from . import check, private_sink
-from .errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet, TestSetTooSmall,
-                     UsageError)
-from .ledger import LedgerSpent
+from .errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet,
+                     TestSetTooSmall, UsageError)
+from .ledger import Ledger, LedgerSpent
 
 GATE_NAME = "easeml-meter"
 
@@ -75,6 +75,36 @@ def meter_terms(cfg, plan: MeterPlan) -> dict:
             "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
             "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
             "ledger": gate_terms["ledger"]}
+
+
+def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TESTSET_KEY",
+                     repository: bool = False) -> tuple[str, str, dict]:
+    """The owner starts the meter test set's ledger under the config's `meter:` terms, so that
+    pull requests (which may not register) can be metered. Returns (state, ledger, budget)."""
+    from .testset import load_testset
+
+    cfg = check._load_config(config)
+    plan = _meter_plan(cfg)
+    given = testset or (cfg.meter or {}).get("testset")
+    if not given:
+        raise UsageError("no test set for the meter: pass --testset PATH or set `meter.testset:`")
+    path = Path(given) if testset else cfg.resolve(given)
+    ts = load_testset(path, label_column=cfg.label_column, key_env=key_env)
+    if len(ts) < plan.test_examples:
+        raise TestSetTooSmall(f"test set {given}: the meter needs {plan.test_examples:,} labelled "
+                              f"examples for {plan.steps} answers, have {len(ts):,}")
+    backend = check.open_ledger_backend(cfg, repository=repository)
+    ledger = Ledger(backend, ts.fingerprint)
+    terms = meter_terms(cfg, plan)
+    entries = ledger.entries()
+    existing = ledger.registration(entries)
+    if existing is not None:
+        check.check_pinned(cfg, existing, ts.fingerprint, terms)
+        state = "already registered"
+    else:
+        ledger.register(terms, by="register", note={"schema": check.testset_schema(ts)})
+        state = "registered"
+    return state, check._ledger_name(backend), ledger.budget().to_dict()
 
 
 def _meter_plan(cfg) -> MeterPlan:

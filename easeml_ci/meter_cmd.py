@@ -92,6 +92,25 @@ def render_plan(rows: dict) -> str:
     return "\n".join(lines)
 
 
+@meter.command("register")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True)
+@click.option("--testset", default=None, help="The meter's test set; default: `meter.testset:`.")
+@click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True)
+@click.option("--repository-ledger", is_flag=True,
+              help="Register in the repository ledger the GitHub Action uses by default.")
+@click.option("--json", "as_json", is_flag=True)
+def register(config_path, testset, key_env, repository_ledger, as_json):
+    """Start the meter test set's budget under the `meter:` terms (its owner, once)."""
+    from .meter import register_testset
+    from .report import budget_line
+
+    state, where, budget = register_testset(config_path, testset, key_env=key_env,
+                                            repository=repository_ledger)
+    click.echo(json.dumps({"status": state, "ledger": where, "budget": budget}, sort_keys=True)
+               if as_json else f"{state}: the meter's test set in {where}\nbudget: "
+               f"{budget_line(budget)}")
+
+
 @meter.command("plan")
 @click.option("--config", "config_path", default=None,
               help="A .easeml.yml with a `meter:` section (default: ./.easeml.yml when present).")
