@@ -111,6 +111,7 @@ class ActionContext:
     server_url: str = "https://github.com"
     run_id: str | None = None
     api_url: str | None = None
+    ref: str | None = None
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "ActionContext":
@@ -126,6 +127,7 @@ class ActionContext:
                    workspace=Path(env.get("GITHUB_WORKSPACE") or "."),
                    event_name=env.get("GITHUB_EVENT_NAME"), event=event or {},
                    sha=env.get("GITHUB_SHA"), base_ref=env.get("GITHUB_BASE_REF") or None,
+                   ref=env.get("GITHUB_REF") or None,
                    server_url=env.get("GITHUB_SERVER_URL") or "https://github.com",
                    run_id=env.get("GITHUB_RUN_ID"), api_url=env.get("GITHUB_API_URL"))
 
@@ -158,6 +160,15 @@ class ActionContext:
         if before and set(str(before)) != {"0"}:
             return str(before)
         return None
+
+    @property
+    def may_register(self) -> bool:
+        """Only a run on the default branch (trusted code) may register a test set: never a
+        pull request, and never a push to another branch, whose workflow its author wrote."""
+        if self.event_name in PULL_REQUEST_EVENTS:
+            return False
+        default = (self.event.get("repository") or {}).get("default_branch")
+        return bool(default) and self.ref == f"refs/heads/{default}"
 
     @property
     def run_url(self) -> str | None:
@@ -355,7 +366,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         reporter.log(f"easeml-ci: budget ledger: {ledger_name}")
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
-                           backend=backend, register=ctx.event_name not in PULL_REQUEST_EVENTS,
+                           backend=backend, register=ctx.may_register,
                            progress=lambda m: reporter.log(f"... {m}"))
         verdict, exit_code = result.verdict, result.exit_code
         fingerprint, alert, budget = result.fingerprint, result.alert, result.budget
@@ -427,7 +438,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
         result = run_meter(cfg, inputs.new_model, inputs.meter_validation, None,
                            key_env=KEY_ENV, workdir=ctx.workspace,
                            backend=open_ledger_backend(cfg),
-                           register=ctx.event_name not in PULL_REQUEST_EVENTS,
+                           register=ctx.may_register,
                            progress=lambda m: reporter.log(f"... meter: {m}"))
     except (EasemlError, ConditionError) as exc:
         text = redact(getattr(exc, "message", str(exc)), [inputs.alert_webhook])

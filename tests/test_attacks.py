@@ -138,3 +138,24 @@ def test_a_model_that_reads_the_features_through_errors_gets_one_counted_fail(gh
         assert "101" not in text and "shape" not in text
     steps = _steps_in_ledger(gh)
     assert [s["passed"] for s in steps] == [False]  # one counted step, recorded as a fail
+
+
+def test_a_push_to_another_branch_cannot_register_a_test_set(gh, data, tmp_path):
+    """A developer's branch may carry a workflow of its author's making, triggered on push: it
+    must not be able to register a test set (its own labels) for a later pull request."""
+    from action_harness import ActionHarness
+
+    ws, base, head = make_workspace(tmp_path, data, "new")
+    event = {"ref": "refs/heads/feature", "after": head, "before": base,
+             "repository": {"full_name": REPO, "name": "models", "owner": {"login": "acme"},
+                            "default_branch": "main"}}
+    h = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO, event=event,
+                      event_name="push", sha=head, extra_env={"GITHUB_REF": "refs/heads/feature"})
+    result = h.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy"}))
+    assert result.exit_code == 2, result.log
+    assert "is not registered" in result.summary and _steps_in_ledger(gh) == []
+    on_main = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
+                            event={**event, "ref": "refs/heads/main"}, event_name="push",
+                            sha=head, extra_env={"GITHUB_REF": "refs/heads/main"})
+    assert on_main.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy"})
+                       ).exit_code == 0  # the default branch registers, and gates
