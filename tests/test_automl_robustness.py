@@ -20,8 +20,8 @@ from automl_runner.errors import StoreError
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+from store_fixtures import PG_URL, store_url  # noqa: F401  (fixture)
 
-PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(autouse=True)
@@ -29,22 +29,6 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    import psycopg
-
-    try:
-        psycopg.connect(PG_URL, connect_timeout=5).close()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the AutoML store tests: {exc}")
-    url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema=automl_r_{uuid.uuid4().hex[:12]}"
-    yield url
-    s = open_store(url, create=False)
-    s.drop_all()
-    s.close()
 
 
 def _dataset(tmp_path, name="data.csv", n=60, seed=0):

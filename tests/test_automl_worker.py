@@ -23,9 +23,9 @@ from automl_runner.catalogue import load_catalogue
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+from store_fixtures import PG_URL, store_url  # noqa: F401  (fixture)
 from fake_clock import FakeClock
 
-PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 PLUGIN = '''
 import os, time
@@ -64,22 +64,6 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    import psycopg
-
-    try:
-        psycopg.connect(PG_URL, connect_timeout=5).close()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the worker tests: {exc}")
-    url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema=automl_w_{uuid.uuid4().hex[:12]}"
-    yield url
-    s = open_store(url, create=False)
-    s.drop_all()
-    s.close()
 
 
 def _dataset(tmp_path, name="data.csv", n=60, seed=0):
