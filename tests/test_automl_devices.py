@@ -99,6 +99,8 @@ def test_work_on_a_missing_gpu_exits_2_before_touching_the_queue(tmp_path):
 def test_the_store_records_where_each_trial_really_ran(tmp_path):
     """A scikit-learn candidate on a worker started as cuda:0 trained on the CPU: the trial
     says `cpu`, whatever the worker claimed; PyTorch and XGBoost report their own device."""
+    pytest.importorskip("xgboost")  # the gpu extra (make test installs it; make test-lowest not)
+    pytest.importorskip("torch")
     url = f"sqlite:///{tmp_path / 'q.db'}"
     data = _dataset(tmp_path)
     only = ["gaussian-nb", "xgboost-200", "torch-mlp-128-64"]
@@ -139,6 +141,8 @@ def test_status_shows_trials_recorded_before_ran_on_existed(tmp_path):
 def test_a_worker_caps_every_thread_pool_it_trains_with(tmp_path):
     """In a fresh process (the caps are per process): BLAS/OpenMP pools, PyTorch, XGBoost's
     n_jobs through the candidate's thread_parameter, all at the worker's --threads."""
+    pytest.importorskip("torch")  # the gpu extra (make test installs it; make test-lowest not)
+    pytest.importorskip("xgboost")
     import subprocess
     import sys
 

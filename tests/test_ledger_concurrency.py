@@ -28,7 +28,8 @@ def _spend_until_gone(directory: str, queue) -> None:
 
 
 def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: a fork of a threaded test
+    # runner (xdist, onnxruntime) has been seen to exit 1 after its work was done, under load
     queue = ctx.Queue()
     workers = [ctx.Process(target=_spend_until_gone, args=(str(tmp_path), queue)) for _ in range(8)]
     for w in workers:
