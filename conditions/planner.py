@@ -348,7 +348,7 @@ class Plan:
             try:
                 current = plan(formula, self.reliability, self.mode, self.adaptivity, self.steps,
                                self.passes, self.method)
-            except ImpossibleCondition as exc:
+            except ImpossibleCondition:
                 raise ImpossibleCondition(
                     f"{m:,} test examples are too few for '{self.formula}': the tolerances they "
                     f"support make it '{formula}', which no model can pass (a pass would be owed "
