@@ -307,7 +307,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                out: IO[str] | None = None, client: GitHubClient | None = None,
                summary_path: str | None = None, output_path: str | None = None) -> int:
     """Run the gate as the action does; returns the exit code."""
-    from .check import _ledger_name, open_ledger_backend, run_check
+    from .check import run_check
+    from .registration import ledger_name as name_of_ledger, open_ledger_backend
     from .config import load_config
 
     out = out or sys.stdout
@@ -323,7 +324,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     gate = inputs.gate_name or "easeml-ci"
     scratch = tempfile.TemporaryDirectory(prefix="easeml-ci-")
     cfg = None
-    ledger_name = None
+    where = None  # the ledger used, named in every report
     result = None
     fingerprint = None
     verdict, exit_code, message, alert, budget = "error", 2, None, None, None
@@ -362,8 +363,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                                      "(no base commit to take it from)")
                 _ensure_commit(workspace, old.split(":", 2)[1], reporter.log)
         backend = open_ledger_backend(cfg)
-        ledger_name = _ledger_name(backend)
-        reporter.log(f"easeml-ci: budget ledger: {ledger_name}")
+        where = name_of_ledger(backend)
+        reporter.log(f"easeml-ci: budget ledger: {where}")
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
                            backend=backend, register=ctx.may_register,
@@ -393,7 +394,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         show_metrics=result is not None and bool(getattr(cfg, "show_metrics", False)),
         metrics=getattr(result, "metrics", None), message=message, alert=alert,
         history=result.history if result else [], commit=inputs.head_sha or ctx.head_sha,
-        ledger=ledger_name)
+        ledger=where)
 
     alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
         getattr(cfg, "alert_issue", True))
@@ -425,8 +426,8 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
     ``meter-fail-above`` is set and the reported range starts at or above it (or the meter
     cannot run: with a threshold set, no answer is a failure, exit 2); otherwise its problems
     are warnings. Its answer is a step of the meter's own test set, recorded before it shows."""
-    from .check import open_ledger_backend
     from .meter import GATE_NAME, fails_above, render_gauge, run_meter
+    from .registration import open_ledger_backend
 
     try:
         if inputs.meter_fail_above is not None:  # a threshold that is no edge: before any step

@@ -62,8 +62,9 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 @click.option("--json", "as_json", is_flag=True)
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
-    from .check import (_ledger_name, _load_config, _plan, check_pinned, open_ledger_backend,
-                        pinned_terms, plan_summary, testset_schema)
+    from .check import _load_config, _plan, plan_summary
+    from .registration import (check_pinned, ledger_name, open_ledger_backend, pinned_terms,
+                               testset_schema)
     from .ledger import Ledger
     from .testset import load_testset
 
@@ -93,8 +94,8 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
         state = "registered"
     if as_json:
         click.echo(json.dumps({"status": state, "fingerprint": ts.fingerprint,
-                               "budget": budget.to_dict(), "ledger": _ledger_name(backend)},
+                               "budget": budget.to_dict(), "ledger": ledger_name(backend)},
                               sort_keys=True))
     else:
-        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {_ledger_name(backend)}\n"
+        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {ledger_name(backend)}\n"
                    f"budget: {report.budget_line(budget.to_dict())}")

@@ -19,7 +19,7 @@ DEFAULT_CONFIG = ".easeml.yml"
 
 
 def _select(config_path, testset, fingerprint, key_env):
-    from .check import open_ledger_backend
+    from .registration import open_ledger_backend
     from .config import load_config
     from .ledger import Ledger, open_backend
 
@@ -65,7 +65,7 @@ def ledger() -> None:
 @_options
 def status(config_path, testset, fingerprint, key_env, as_json):
     """Steps used, total, remaining and status (active, retired, exhausted) per test set."""
-    from .check import pinned_terms
+    from .registration import pinned_terms
 
     cfg, backend, ledgers = _select(config_path, testset, fingerprint, key_env)
     rows = []

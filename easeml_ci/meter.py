@@ -28,7 +28,7 @@ import numpy as np
 
 from conditions.meter import MeterError, MeterPlan
 
-from . import check, private_sink
+from . import check, private_sink, registration
 from .errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet,
                      TestSetTooSmall, UsageError)
 from .ledger import Ledger, LedgerSpent
@@ -70,7 +70,7 @@ class MeterResult:
 
 def meter_terms(cfg, plan: MeterPlan) -> dict:
     """The terms pinned in the meter test set's register entry (``kind: meter``)."""
-    gate_terms = check.pinned_terms(cfg)
+    gate_terms = registration.pinned_terms(cfg)
     return {"kind": "meter", "edges": list(plan.ranges.edges), "tolerance": plan.ranges.tolerance,
             "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
             "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
@@ -93,30 +93,30 @@ def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TEST
     if len(ts) < plan.test_examples:
         raise TestSetTooSmall(f"test set {given}: the meter needs {plan.test_examples:,} labelled "
                               f"examples for {plan.steps} answers, have {len(ts):,}")
-    backend = check.open_ledger_backend(cfg, repository=repository)
+    backend = registration.open_ledger_backend(cfg, repository=repository)
     ledger = Ledger(backend, ts.fingerprint)
     terms = meter_terms(cfg, plan)
     entries = ledger.entries()
     existing = ledger.registration(entries)
     if existing is not None:
-        check.check_pinned(cfg, existing, ts.fingerprint, terms)
+        registration.check_pinned(cfg, existing, ts.fingerprint, terms)
         state = "already registered"
     else:
-        ledger.register(terms, by="register", note={"schema": check.testset_schema(ts)})
+        ledger.register(terms, by="register", note={"schema": registration.testset_schema(ts)})
         state = "registered"
-    return state, check._ledger_name(backend), ledger.budget().to_dict()
+    return state, registration.ledger_name(backend), ledger.budget().to_dict()
 
 
 def _meter_plan(cfg) -> MeterPlan:
     if cfg.meter is None:
-        raise ConfigError(f"{check._config_name(cfg)}: no `meter:` section; add one, e.g.\n"
+        raise ConfigError(f"{registration._config_name(cfg)}: no `meter:` section; add one, e.g.\n"
                           "meter:\n  edges: [0.01, 0.025, 0.05]\n  tolerance: 0.005\n"
                           "  reliability: 0.999\n  steps: 32\n  adaptivity: full")
     try:
         return cfg.meter_plan()
     except MeterError as exc:
-        key = f"meter.{exc.key}" if check._line(cfg, f"meter.{exc.key}") else "meter"
-        raise ConfigError(f"{check._where(cfg, key)}: {exc}") from None
+        key = f"meter.{exc.key}" if registration._line(cfg, f"meter.{exc.key}") else "meter"
+        raise ConfigError(f"{registration._where(cfg, key)}: {exc}") from None
 
 
 def _load_validation(path: Path, given: str, label_column: str):
@@ -143,7 +143,7 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
     plan = _meter_plan(cfg)
     sink = None
     if plan.adaptivity == "none":
-        sink = private_sink.validate(cfg.private_sink, workdir, check._line(cfg, "private_sink"))
+        sink = private_sink.validate(cfg.private_sink, workdir, registration._line(cfg, "private_sink"))
     spec = str(model)
     if not spec.startswith(check.GIT) and not check._resolve(spec, workdir).is_file():
         raise UsageError(f"--model: {spec} does not exist or is not a file")
@@ -160,7 +160,7 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
         raise UsageError("no test set for the meter: pass --testset PATH or set `meter.testset:` "
                          "in the config (the meter's own, not the gate's)")
     if getattr(cfg, "testset", None) and cfg.resolve(cfg.testset).resolve() == testset_path.resolve():
-        raise ConfigError(f"{check._where(cfg, 'meter.testset' if check._line(cfg, 'meter.testset') else 'meter')}: "
+        raise ConfigError(f"{registration._where(cfg, 'meter.testset' if registration._line(cfg, 'meter.testset') else 'meter')}: "
                           f"{given} is the gate's test set (`testset:`); the meter needs its own, "
                           "since each answer spends that test set's budget")
     opened_model = preflight(check._model_spec(spec, workdir), repo=workdir,
@@ -206,7 +206,7 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
     gate, v = validate(config, model, validation, testset, workdir, progress)
     plan: MeterPlan = gate.plan
     if backend is None:
-        backend = check.open_ledger_backend(gate.cfg)
+        backend = registration.open_ledger_backend(gate.cfg)
     opened = check.budget(gate, backend, key_env=key_env, register=register)
     try:
         ts, _ = check.open_testset(gate, opened, key_env=key_env, underpowered=False)
@@ -236,8 +236,8 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
     result = MeterResult(
         answer="withheld" if withheld else label, ranges=list(plan.ranges.labels),
         validation_accuracy=v, budget=after.to_dict(), fingerprint=opened.fingerprint,
-        plan=plan.to_dict(), config_path=check._config_name(gate.cfg), step=entry["seq"],
-        adaptivity=plan.adaptivity, ledger=check._ledger_name(opened.ledger.backend))
+        plan=plan.to_dict(), config_path=registration._config_name(gate.cfg), step=entry["seq"],
+        adaptivity=plan.adaptivity, ledger=registration.ledger_name(opened.ledger.backend))
     if withheld:
         gate.sink.deliver({"gate": GATE_NAME, "testset": opened.fingerprint, "step": entry["seq"],
                            "time": entry["time"], "model": gate.new, "meter": label,

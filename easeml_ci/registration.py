@@ -1,0 +1,137 @@
+"""Registration: the terms a test set is registered with, and where its ledger lives.
+
+A test set certifies only under the terms its owner registered it with (docs/design.md §4):
+the plan terms that fix the budget, and the settings that decide what the team sees and where
+the budget is kept. This module says what those terms are for a config, refuses a config that
+differs, and opens the ledger a config names, failing closed where a budget would not last.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+from .ledger import open_backend
+
+
+def _config_name(cfg) -> str:
+    return str(cfg.path) if getattr(cfg, "path", None) else ".easeml.yml"
+
+
+def _line(cfg, key: str) -> int | None:
+    lines = getattr(cfg, "lines", None) or {}
+    return lines.get(key)
+
+
+def _where(cfg, key: str) -> str:
+    line = _line(cfg, key)
+    return f"{_config_name(cfg)}:{line}: {key}" if line else f"{_config_name(cfg)}: {key}"
+
+
+def pinned_terms(cfg) -> dict:
+    """The terms fixed at registration, as stored in the ledger's register entry.
+
+    Beside the plan terms that fix the budget, the settings that decide what the team sees and
+    where the budget is kept: ``show_metrics``, the private sink (as a digest: a webhook URL is a
+    secret, and the ledger may sit on a branch the team can read) and the ledger's location.
+    """
+    return {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
+            "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
+            "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
+            "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
+            else "default"}
+
+
+def _digest(value: str | None) -> str | None:
+    if not value:
+        return None
+    return "sha256:" + hashlib.sha256(str(value).strip().encode()).hexdigest()[:16]
+
+
+def ledger_location(spec: dict) -> str:
+    """A configured ledger location, as pinned: ``file:PATH`` or ``github:REPO@BRANCH/PATH``.
+
+    A config without ``ledger:`` pins ``default``: the repository ledger inside GitHub Actions,
+    ``.easeml/ledger`` beside the config elsewhere."""
+    if spec.get("backend", "file") == "github":
+        return (f"github:{spec.get('repository') or '(this repository)'}@"
+                f"{spec.get('branch') or 'easeml-ledger'}/{spec.get('path') or 'ledger'}")
+    return f"file:{spec.get('path') or '.easeml/ledger'}"
+
+
+def ledger_name(backend) -> str:
+    where = getattr(backend, "where", None)
+    if where:
+        return f"the repository ledger {where}"
+    directory = getattr(backend, "directory", None)
+    return f"the file ledger {directory}" if directory is not None else repr(backend)
+
+
+def check_pinned(cfg, registered: dict | None, fingerprint: str, terms: dict | None = None) -> None:
+    """Refuse a config whose budget terms differ from those the test set was registered with.
+
+    ``terms``: the terms in force (default: the gate's, :func:`pinned_terms`); the meter passes
+    its own (``kind: meter``). A test set registered for one kind is refused by the other.
+    """
+    if registered is None:
+        return
+    pinned = registered.get("terms", {})
+    terms = pinned_terms(cfg) if terms is None else terms
+    if pinned.get("kind", "gate") != terms.get("kind", "gate"):
+        raise ConfigError(
+            f"test set {fingerprint[:12]} is registered for the {pinned.get('kind', 'gate')}, not "
+            f"the {terms.get('kind', 'gate')}: their budgets count different answers, so one test "
+            "set cannot serve both; give each its own test set")
+    for key, now in terms.items():
+        if key in pinned and pinned[key] != now:
+            shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else
+                     f"'{v}'" if isinstance(v, str) else repr(v))
+            key_line = "ledger" if key == "ledger" else key
+            if terms.get("kind") == "meter" and _line(cfg, f"meter.{key}"):
+                key_line = f"meter.{key}"
+            raise ConfigError(
+                f"{_where(cfg, key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "
+                f"registered with {key} {shown(pinned[key])}; the terms are fixed when a test set "
+                "is registered: put the registered value back, or label a new test set and "
+                "register that one (`easeml-ci testset register NEW_PATH`)")
+
+
+def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = False):
+    """The ledger backend for ``cfg`` here, failing closed where a budget would not last.
+
+    Inside GitHub Actions (``GITHUB_ACTIONS=true``) a runner's disk is thrown away, so a budget
+    kept there resets on every run: a config without ``ledger:`` uses the repository ledger, and
+    a file ledger is accepted only at an absolute path outside the workspace (a self-hosted
+    runner's persistent disk). Elsewhere the config's ledger, relative to the config's folder.
+    ``repository=True`` (an owner registering from their machine) means the ledger the Action
+    will use.
+    """
+    env = os.environ if env is None else env
+    spec = dict(cfg.ledger)
+    if repository and not getattr(cfg, "ledger_explicit", True):
+        spec = {"backend": "github", "branch": "easeml-ledger"}
+    if env.get("GITHUB_ACTIONS") == "true":
+        if not getattr(cfg, "ledger_explicit", True):
+            spec = {"backend": "github", "branch": "easeml-ledger"}
+        if spec.get("backend", "file") == "file":
+            path = Path(str(spec.get("path", ""))).expanduser()
+            workspace = Path(env.get("GITHUB_WORKSPACE") or ".").resolve()
+            if not path.is_absolute() or path.resolve() == workspace or \
+                    workspace in path.resolve().parents:
+                raise ConfigError(
+                    f"{_where(cfg, 'ledger.path' if _line(cfg, 'ledger.path') else 'ledger')}: "
+                    f"the file ledger {str(spec.get('path'))!r} is inside the runner's workspace, "
+                    "which GitHub Actions throws away after the job: every run would start a "
+                    "fresh budget and no verdict could be certified. Drop the `ledger:` key to "
+                    "use the repository ledger (the job needs `permissions: contents: write`), "
+                    "or, on a self-hosted runner, set ledger.path to an absolute path outside "
+                    "the workspace")
+    return open_backend(spec, base=cfg.ledger_base())
+
+
+def testset_schema(ts) -> dict:
+    """What a registration pins about the test set's shape (no data): see :func:`_check_models`."""
+    from .models import TestSetSchema
+
+    return TestSetSchema.of(ts).to_dict()
