@@ -367,10 +367,12 @@ class MultiTenantScheduler(Scheduler):
         self._sd_size: dict[str, int] = {}
         # The score cache (``_believed_rates``): per tenant, a version bumped by every change of
         # its own state (results, starts, stopped trials, a shifted prior mean) and
-        # tenant -> (version, pending list, running set, best believed EI per second); the whole
-        # cache is dropped when what couples tenants moves (``_shared_key``).
+        # tenant -> [version, pending list, running set, prior indices, EI, cost model version,
+        # best believed EI per second]; the whole cache is dropped when what couples the EI of
+        # all tenants moves (``_shared_key``), and only the costs are redone when the cost model's
+        # shared part moved (without a prior: every result).
         self._version: dict[str, int] = {}
-        self._rates: dict[str, tuple[int, list[str], frozenset | None, float]] = {}
+        self._rates: dict[str, list] = {}
         self._rates_key: tuple | None = None
 
     def _gp(self, tenant: str) -> TenantGP:
@@ -405,10 +407,10 @@ class MultiTenantScheduler(Scheduler):
         self._version[tenant] = self._version.get(tenant, 0) + 1
 
     def _shared_key(self) -> tuple:
-        """What every tenant's scores depend on: the ceiling, the prior's size (a new candidate
-        makes every tenant's fantasy variances be recomputed) and, without a prior, the cost
-        model's shared candidate effects and level."""
-        return (self.ceiling, len(self.prior), self.costs.version)
+        """What every tenant's EI depends on: the ceiling and the prior's size (a new candidate
+        makes every tenant's fantasy variances be recomputed). The cost model's shared part
+        (without a prior) is ``costs.version``."""
+        return (self.ceiling, len(self.prior))
 
     def observe(self, tenant, candidate, quality, cost):
         self._touch(tenant)
@@ -536,9 +538,11 @@ class MultiTenantScheduler(Scheduler):
         """(tenants of ``avail``, each one's largest EI per expected second, running trials believed).
 
         The same numbers as ``scores(avail, believe_running=True)`` reduced by tenant, but a
-        tenant's value is recomputed only when its version, its pending list or its running set
+        tenant is scored again only when its version, its pending list or its running set
         differ from the cached ones, or when ``_shared_key`` moved; the stale tenants are scored
-        in one vectorised pass, exactly as ``scores`` would score them.
+        in one vectorised pass, exactly as ``scores`` would score them. When only the cost
+        model's shared part moved (no prior: every result), the cached EI of every other tenant
+        is divided by its new expected costs in one more vectorised pass.
         """
         if self.effects is not None:
             self._refresh_effects(avail)  # bumps the versions of the tenants it shifts
@@ -548,38 +552,63 @@ class MultiTenantScheduler(Scheduler):
         if self._rates_key != self._shared_key():
             cache.clear()
             self._rates_key = self._shared_key()
-        stale = []
+        cost_version = self.costs.version
+        # Costs alone can be redone only where a trial's expected cost is the full one.
+        plain_cost = type(self).trial_cost is MultiTenantScheduler.trial_cost
+        stale, recost = [], []
         for k, tenant in enumerate(tenants):
             got = cache.get(tenant)
             if got is not None and got[0] == version.get(tenant, 0) and got[1] == avail[tenant]:
                 run = running.get(tenant)
                 if got[2] == (frozenset(run) if run else None):
-                    rates[k] = got[3]
+                    if got[5] == cost_version:
+                        rates[k] = got[6]
+                    elif plain_cost:
+                        recost.append(k)
+                    else:
+                        stale.append(k)
                     continue
             stale.append(k)
-        if not stale:
-            return tenants, rates
-        size = len(self.prior)
-        idxs = [self._indices(avail[tenants[k]]) for k in stale]
-        if len(self.prior) != size:  # candidates new to the prior: rescore every tenant against it
-            cache.clear()
-            self._rates_key = self._shared_key()
-            stale = list(range(len(tenants)))
-            idxs = [self._indices(avail[t]) for t in tenants]
-        parts = [self._segment(tenants[k], avail[tenants[k]], idx, True) for k, idx in zip(stale, idxs)]
-        means, sds, bests, costs = zip(*parts)
-        ei = expected_improvement(np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling)
-        rate = ei / np.concatenate(costs)
-        starts = np.cumsum([0] + [len(m) for m in means[:-1]])
-        # np.maximum propagates NaN as argmax over the flat array would pick it: same choice.
-        per_tenant = np.maximum.reduceat(rate, starts)
-        for k, best in zip(stale, per_tenant):
-            tenant = tenants[k]
-            run = running.get(tenant)
-            rates[k] = best
-            cache[tenant] = (version.get(tenant, 0), list(avail[tenant]), frozenset(run) if run else None,
-                             float(best))
+        if stale:
+            size = len(self.prior)
+            idxs = [self._indices(avail[tenants[k]]) for k in stale]
+            if len(self.prior) != size:  # candidates new to the prior: rescore every tenant against it
+                cache.clear()
+                self._rates_key = self._shared_key()
+                stale, recost = list(range(len(tenants))), []
+                idxs = [self._indices(avail[t]) for t in tenants]
+            parts = [self._segment(tenants[k], avail[tenants[k]], idx, True) for k, idx in zip(stale, idxs)]
+            means, sds, bests, costs = zip(*parts)
+            ei = expected_improvement(np.concatenate(means), np.concatenate(sds), np.concatenate(bests),
+                                      self.ceiling)
+            lengths = [len(m) for m in means]
+            per_tenant = self._segment_max(ei / np.concatenate(costs), lengths)
+            offset = 0
+            for k, idx, n, best in zip(stale, idxs, lengths, per_tenant):
+                tenant = tenants[k]
+                run = running.get(tenant)
+                rates[k] = best
+                cache[tenant] = [version.get(tenant, 0), list(avail[tenant]), frozenset(run) if run else None,
+                                 idx, ei[offset:offset + n], cost_version, float(best)]
+                offset += n
+        if recost:
+            # What _segment computes for the cost, exp(level + effect), for all of them at once.
+            entries = [cache[tenants[k]] for k in recost]
+            lengths = [len(e[3]) for e in entries]
+            levels = np.repeat(np.array([self.costs.level(tenants[k]) for k in recost]), lengths)
+            idx = np.concatenate([e[3] for e in entries])
+            cost = np.exp(levels + self._cost_effects()[idx])
+            per_tenant = self._segment_max(np.concatenate([e[4] for e in entries]) / cost, lengths)
+            for k, e, best in zip(recost, entries, per_tenant):
+                rates[k] = best
+                e[5], e[6] = cost_version, float(best)
         return tenants, rates
+
+    @staticmethod
+    def _segment_max(rate: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+        """The max of each consecutive segment of ``rate`` (NaN wins, as in the flat argmax)."""
+        starts = np.cumsum([0] + list(lengths[:-1]))
+        return np.maximum.reduceat(rate, starts)
 
     def trial_cost(self, cands, full_cost, mean, sd, incumbent) -> np.ndarray:
         """Expected seconds a trial of each of ``cands`` will take: here, training to the end."""

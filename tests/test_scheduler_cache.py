@@ -144,7 +144,7 @@ def test_cached_and_uncached_schedulers_choose_the_same(name, prior, seed):
     if name.startswith("multitenant"):
         # The uncached one scores every tenant with pending work on every decision.
         assert plain.scored > 5 * decisions
-        if prior:  # with a prior only the tenants that changed are scored again
+        if prior:  # only the tenants that changed are scored again
             assert cached.scored < plain.scored / 2, (cached.scored, plain.scored)
 
 
@@ -199,3 +199,32 @@ def test_a_tenant_with_a_new_result_is_the_only_one_scored_again():
     s.scored = 0
     s.choose(pending)
     assert s.scored == 2  # the tenant with the result, then best_pair
+
+
+def test_without_a_prior_a_result_redoes_only_the_costs_of_the_other_tenants():
+    """Without a prior every result moves the shared cost model (every tenant's expected costs),
+    but not the other tenants' EI: they are not scored again, only divided by their new costs;
+    the tenants whose prior mean the online candidate effects shift (at most
+    MAX_EFFECT_REFRESH a decision) are."""
+    tenants = 40
+    curves = synthetic(tenants=tenants, candidates=CANDIDATES, seed=3)
+    live = curves
+    cached, plain = MultiTenantScheduler(prior=None), MultiTenantScheduler(prior=None)
+    plain.cache_scores = False
+    _count_scored(cached)
+    pending = {t: list(live.candidates) for t in live.tenants}
+    for t in live.tenants[:3]:  # two results each: candidate effects to learn from
+        for c in (pending[t].pop(0), pending[t].pop(0)):
+            for s in (cached, plain):
+                s.observe(t, c, live.quality[t][c], live.cost[t][c])
+    for _ in range(4):  # let the effect refreshes settle (16 tenants a decision)
+        assert cached.choose(pending) == plain.choose(pending)
+    t = live.tenants[20]
+    c = pending[t].pop(0)
+    version = cached.costs.version
+    for s in (cached, plain):
+        s.observe(t, c, live.quality[t][c], live.cost[t][c])
+    assert cached.costs.version > version  # every tenant's costs moved
+    cached.scored = 0
+    assert cached.choose(pending) == plain.choose(pending)
+    assert cached.scored <= cached.MAX_EFFECT_REFRESH + 2 < tenants
