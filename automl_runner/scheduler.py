@@ -31,9 +31,13 @@ The schedulers share one interface (``make_scheduler(name, prior=None, seed=0)``
   that tenant's candidates (same GP posterior, prior, cost model, running trials). Only the
   choice of tenant differs (``TenantTurnScheduler``).
 
-Cost of a decision: observations update one tenant's posterior incrementally; ``choose``
-only reads cached posterior arrays and evaluates EI for all pending pairs in one vectorised
-pass (see ``bench/scheduler_latency.py``).
+Cost of a decision: observations update one tenant's posterior incrementally, and ``choose``
+keeps each tenant's best EI per expected second between decisions (``MultiTenantScheduler``,
+``cache_scores``): it recomputes, in one vectorised pass, only the tenants whose state changed
+(a result, a start, a stopped trial, a new pending list) and then takes the max over the
+cached bests, so a decision costs what changed, not the size of the queue; the choices are
+those of scoring every pending pair (``tests/test_scheduler_cache.py``,
+``bench/scheduler_latency.py``).
 """
 
 from __future__ import annotations
@@ -199,6 +203,9 @@ class CostModel:
 
     def __init__(self, prior: PriorRows | None = None) -> None:
         self.effect: dict[str, float] = {}
+        #: Bumped whenever something every tenant's expected costs depend on moves (without a
+        #: prior: the candidate effects and the typical level, with every result).
+        self.version = 0
         self.pseudo = self.PSEUDO
         self.fixed = False
         self.level0 = 0.0
@@ -249,6 +256,7 @@ class CostModel:
             self._all_sum += lc
             self._all_n += 1
             self.level0 = self._all_sum / self._all_n
+            self.version += 1
         self.tenant_sum[tenant] = self.tenant_sum.get(tenant, 0.0) + lc - self.candidate_effect(cand)
         self.tenant_n[tenant] = self.tenant_n.get(tenant, 0) + 1
 
@@ -357,6 +365,15 @@ class MultiTenantScheduler(Scheduler):
         self._effect_arr = np.zeros(0)
         self._sd: dict[str, np.ndarray] = {}  # cached sd including running-trial fantasies
         self._sd_size: dict[str, int] = {}
+        # The score cache (``_believed_rates``): per tenant, a version bumped by every change of
+        # its own state (results, starts, stopped trials, a shifted prior mean) and
+        # tenant -> [version, pending list, running set, prior indices, EI, cost model version,
+        # best believed EI per second]; the whole cache is dropped when what couples the EI of
+        # all tenants moves (``_shared_key``), and only the costs are redone when the cost model's
+        # shared part moved (without a prior: every result).
+        self._version: dict[str, int] = {}
+        self._rates: dict[str, list] = {}
+        self._rates_key: tuple | None = None
 
     def _gp(self, tenant: str) -> TenantGP:
         gp = self.gps.get(tenant)
@@ -379,9 +396,27 @@ class MultiTenantScheduler(Scheduler):
                 return self.prior.add_like(cand, family, point, as_unit_vectors(self.prior.names, self._spaces))
         return self.prior.add(cand)
 
+    #: Keep each tenant's best EI per expected second between decisions and recompute only the
+    #: tenants whose state changed (``_believed_rates``). The choices are the same as scoring
+    #: every pending pair on every decision (False), which ``tests/test_scheduler_cache.py``
+    #: checks decision by decision.
+    cache_scores = True
+
+    def _touch(self, tenant: str) -> None:
+        """Something ``tenant``'s scores depend on changed: its cached best is stale."""
+        self._version[tenant] = self._version.get(tenant, 0) + 1
+
+    def _shared_key(self) -> tuple:
+        """What every tenant's EI depends on: the ceiling and the prior's size (a new candidate
+        makes every tenant's fantasy variances be recomputed). The cost model's shared part
+        (without a prior) is ``costs.version``."""
+        return (self.ceiling, len(self.prior))
+
     def observe(self, tenant, candidate, quality, cost):
+        self._touch(tenant)
         if candidate in self.done.get(tenant, {}):
             super().observe(tenant, candidate, quality, cost)  # a re-run: keep the first result
+            self._sd.pop(tenant, None)  # no longer running
             return
         super().observe(tenant, candidate, quality, cost)
         if quality > self.ceiling:
@@ -396,8 +431,14 @@ class MultiTenantScheduler(Scheduler):
 
     def start(self, tenant, candidate):
         super().start(tenant, candidate)
+        self._touch(tenant)
         self._index(candidate)
         self._sd.pop(tenant, None)
+
+    def observe_partial(self, tenant, candidate, fidelity, quality, cost):
+        super().observe_partial(tenant, candidate, fidelity, quality, cost)
+        self._touch(tenant)
+        self._sd.pop(tenant, None)  # no longer running: its fantasy goes
 
     def _cost_effects(self) -> np.ndarray:
         """The cost model's candidate effects as an array in prior-index order (cached)."""
@@ -430,6 +471,7 @@ class MultiTenantScheduler(Scheduler):
         for tenant in stale:
             self._gp(tenant).shift_prior_mean(self.effects.shift_for(tenant, len(self.prior)))
             self._effects_seen[tenant] = version
+            self._touch(tenant)
 
     def believed_best(self, tenant: str) -> float:
         """The tenant's incumbent with its running trials fantasised at their posterior mean.
@@ -449,6 +491,22 @@ class MultiTenantScheduler(Scheduler):
             best = max(best, min(believed, self.ceiling))
         return best
 
+    def _indices(self, cands: Sequence[str]) -> np.ndarray:
+        """Prior indices of ``cands``, adding candidates new to the scheduler."""
+        try:
+            return np.fromiter(map(self.prior.index.__getitem__, cands), dtype=np.intp, count=len(cands))
+        except KeyError:  # a candidate new to the scheduler
+            return np.fromiter(map(self._index, cands), dtype=np.intp, count=len(cands))
+
+    def _segment(self, tenant: str, cands: Sequence[str], idx: np.ndarray, believe_running: bool):
+        """(posterior mean, sd, incumbent, expected cost) of ``tenant``'s pending ``cands``."""
+        mean, _ = self._gp(tenant).posterior()
+        mean = mean[idx]
+        sd = self._tenant_sd(tenant)[idx]
+        inc = self.believed_best(tenant) if believe_running else self.best(tenant)
+        full_cost = np.exp(self.costs.level(tenant) + self._cost_effects()[idx])
+        return mean, sd, np.full(len(cands), inc), self.trial_cost(cands, full_cost, mean, sd, inc)
+
     def scores(self, pending: Mapping[str, Sequence[str]], believe_running: bool = False):
         """(segments, ei, expected cost) for every available pending pair, in one pass.
 
@@ -456,29 +514,101 @@ class MultiTenantScheduler(Scheduler):
         per-pair objects are built (thousands of small tuples per decision would invite
         garbage-collector pauses longer than the whole computation). ``believe_running``:
         EI over ``believed_best`` instead of the best so far (the choice of tenant).
+        Candidates new to the scheduler join the prior before any tenant is scored, so every
+        tenant is scored against the same prior.
         """
         avail = self._available(pending)
         segments = list(avail.items())
         if self.effects is not None:
             self._refresh_effects(avail)
+        idxs = [self._indices(cands) for _tenant, cands in segments]
         means, sds, bests, costs = [], [], [], []
-        index = self.prior.index
-        for tenant, cands in segments:
-            try:
-                idx = np.fromiter(map(index.__getitem__, cands), dtype=np.intp, count=len(cands))
-            except KeyError:  # a candidate new to the scheduler
-                idx = np.fromiter(map(self._index, cands), dtype=np.intp, count=len(cands))
-            mean, _ = self._gp(tenant).posterior()
-            means.append(mean[idx])
-            sds.append(self._tenant_sd(tenant)[idx])
-            inc = self.believed_best(tenant) if believe_running else self.best(tenant)
-            bests.append(np.full(len(cands), inc))
-            full_cost = np.exp(self.costs.level(tenant) + self._cost_effects()[idx])
-            costs.append(self.trial_cost(cands, full_cost, means[-1], sds[-1], inc))
+        for (tenant, cands), idx in zip(segments, idxs):
+            mean, sd, inc, cost = self._segment(tenant, cands, idx, believe_running)
+            means.append(mean)
+            sds.append(sd)
+            bests.append(inc)
+            costs.append(cost)
         ei = expected_improvement(
             np.concatenate(means), np.concatenate(sds), np.concatenate(bests), self.ceiling
         )
         return segments, ei, np.concatenate(costs)
+
+    def _believed_rates(self, avail: Mapping[str, list[str]]) -> tuple[list[str], np.ndarray]:
+        """(tenants of ``avail``, each one's largest EI per expected second, running trials believed).
+
+        The same numbers as ``scores(avail, believe_running=True)`` reduced by tenant, but a
+        tenant is scored again only when its version, its pending list or its running set
+        differ from the cached ones, or when ``_shared_key`` moved; the stale tenants are scored
+        in one vectorised pass, exactly as ``scores`` would score them. When only the cost
+        model's shared part moved (no prior: every result), the cached EI of every other tenant
+        is divided by its new expected costs in one more vectorised pass.
+        """
+        if self.effects is not None:
+            self._refresh_effects(avail)  # bumps the versions of the tenants it shifts
+        tenants = list(avail)
+        rates = np.empty(len(tenants))
+        cache, version, running = self._rates, self._version, self.running
+        if self._rates_key != self._shared_key():
+            cache.clear()
+            self._rates_key = self._shared_key()
+        cost_version = self.costs.version
+        # Costs alone can be redone only where a trial's expected cost is the full one.
+        plain_cost = type(self).trial_cost is MultiTenantScheduler.trial_cost
+        stale, recost = [], []
+        for k, tenant in enumerate(tenants):
+            got = cache.get(tenant)
+            if got is not None and got[0] == version.get(tenant, 0) and got[1] == avail[tenant]:
+                run = running.get(tenant)
+                if got[2] == (frozenset(run) if run else None):
+                    if got[5] == cost_version:
+                        rates[k] = got[6]
+                    elif plain_cost:
+                        recost.append(k)
+                    else:
+                        stale.append(k)
+                    continue
+            stale.append(k)
+        if stale:
+            size = len(self.prior)
+            idxs = [self._indices(avail[tenants[k]]) for k in stale]
+            if len(self.prior) != size:  # candidates new to the prior: rescore every tenant against it
+                cache.clear()
+                self._rates_key = self._shared_key()
+                stale, recost = list(range(len(tenants))), []
+                idxs = [self._indices(avail[t]) for t in tenants]
+            parts = [self._segment(tenants[k], avail[tenants[k]], idx, True) for k, idx in zip(stale, idxs)]
+            means, sds, bests, costs = zip(*parts)
+            ei = expected_improvement(np.concatenate(means), np.concatenate(sds), np.concatenate(bests),
+                                      self.ceiling)
+            lengths = [len(m) for m in means]
+            per_tenant = self._segment_max(ei / np.concatenate(costs), lengths)
+            offset = 0
+            for k, idx, n, best in zip(stale, idxs, lengths, per_tenant):
+                tenant = tenants[k]
+                run = running.get(tenant)
+                rates[k] = best
+                cache[tenant] = [version.get(tenant, 0), list(avail[tenant]), frozenset(run) if run else None,
+                                 idx, ei[offset:offset + n], cost_version, float(best)]
+                offset += n
+        if recost:
+            # What _segment computes for the cost, exp(level + effect), for all of them at once.
+            entries = [cache[tenants[k]] for k in recost]
+            lengths = [len(e[3]) for e in entries]
+            levels = np.repeat(np.array([self.costs.level(tenants[k]) for k in recost]), lengths)
+            idx = np.concatenate([e[3] for e in entries])
+            cost = np.exp(levels + self._cost_effects()[idx])
+            per_tenant = self._segment_max(np.concatenate([e[4] for e in entries]) / cost, lengths)
+            for k, e, best in zip(recost, entries, per_tenant):
+                rates[k] = best
+                e[5], e[6] = cost_version, float(best)
+        return tenants, rates
+
+    @staticmethod
+    def _segment_max(rate: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+        """The max of each consecutive segment of ``rate`` (NaN wins, as in the flat argmax)."""
+        starts = np.cumsum([0] + list(lengths[:-1]))
+        return np.maximum.reduceat(rate, starts)
 
     def trial_cost(self, cands, full_cost, mean, sd, incumbent) -> np.ndarray:
         """Expected seconds a trial of each of ``cands`` will take: here, training to the end."""
@@ -492,6 +622,12 @@ class MultiTenantScheduler(Scheduler):
         nothing running this is the argmax over all pending pairs.
         """
         avail = self._available(pending)
+        if self.cache_scores:
+            # The flat argmax below is the first pair with the largest rate: it lies in the
+            # first tenant whose own largest rate is the global one.
+            tenants, rates = self._believed_rates(avail)
+            tenant = tenants[int(np.argmax(rates))]
+            return self.best_pair({tenant: avail[tenant]})
         segments, ei, cost = self.scores(avail, believe_running=True)
         pick = int(np.argmax(ei / cost))
         for tenant, cands in segments:

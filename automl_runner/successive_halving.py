@@ -220,6 +220,9 @@ class MultiTenantHBScheduler(MultiTenantScheduler):
     def alternative_rate(self, pending: Mapping[str, Sequence[str]]) -> float:
         """The best EI per expected second among pending pairs of all tenants (0: none)."""
         try:
+            if self.cache_scores:  # the same maximum, from the per-tenant score cache
+                _tenants, rates = self._believed_rates(self._available(pending))
+                return float(np.max(rates))
             _segments, ei, cost = self.scores(pending, believe_running=True)
         except Exception:  # nothing pending
             return 0.0

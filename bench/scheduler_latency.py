@@ -4,12 +4,13 @@
 tenant) and one trial running per device (8 devices); then times ``choose`` followed by the
 bookkeeping of one finished trial (``observe`` + ``start``), i.e. a whole decision cycle.
 
-    python bench/scheduler_latency.py [--decisions 500]
+    python bench/scheduler_latency.py [--decisions 500] [--tenants 1000 --finished 10000] [--no-prior] [--no-cache]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--decisions", type=int, default=500)
     ap.add_argument("--no-prior", action="store_true", help="time the no-prior mode (online candidate effects)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="score every pending pair on every decision (the scheduler before its score cache)")
     args = ap.parse_args()
 
     m = synthetic(tenants=args.tenants + 40, candidates=args.candidates, seed=7)
@@ -33,6 +36,7 @@ def main() -> None:
     prior = m.without(names[: args.tenants]).rows
     live = m.subset(names[: args.tenants])
     sched = make_scheduler("multitenant", prior=None if args.no_prior else prior, seed=0)
+    sched.cache_scores = not args.no_cache
     rng = np.random.default_rng(0)
     pending = {t: list(live.quality[t]) for t in live.tenants}
     per_tenant = args.finished // args.tenants
@@ -67,7 +71,8 @@ def main() -> None:
             break
     finished = sum(len(d) for d in sched.done.values())
     print(f"{args.tenants} tenants x {args.candidates} candidates, {finished} finished trials at the end, "
-          f"{args.devices} running, {len(choose_ms)} decisions, {'no prior' if args.no_prior else 'prior of 40 tenants'}")
+          f"{args.devices} running, {len(choose_ms)} decisions, {'no prior' if args.no_prior else 'prior of 40 tenants'}, "
+          f"{'no score cache' if args.no_cache else 'score cache'}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print("| step | median ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|")
     for label, xs in (("choose", choose_ms), ("observe + choose + start", cycle_ms)):

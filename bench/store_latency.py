@@ -9,6 +9,7 @@ max milliseconds per decision and per ``complete``, and the machine load beside 
 
     python bench/store_latency.py                                   # SQLite in a temp dir
     python bench/store_latency.py --store postgresql://127.0.0.1:5432/test
+    python bench/store_latency.py --no-cache     # the scheduler scoring every pair on every decision
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from automl_runner.catalogue import Candidate
 from automl_runner.matrices import synthetic
+from automl_runner.scheduler import make_scheduler
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import Worker, WorkerOptions
@@ -71,6 +73,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=50)
     ap.add_argument("--done-share", type=float, default=0.2, help="share of each tenant's trials already done")
     ap.add_argument("--decisions", type=int, default=200)
+    ap.add_argument("--no-cache", action="store_true",
+                    help="score every pending pair on every decision (the scheduler before its score cache)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,9 +82,14 @@ def main() -> None:
         if url.startswith("postgres"):
             url += ("&" if "?" in url else "?") + f"schema=bench_{uuid.uuid4().hex[:8]}"
         m, prior, cands, finished, build_s = build(url, args.tenants, args.candidates, args.done_share, tmp)
+
+        def factory():
+            sched = make_scheduler("multitenant", prior=prior, seed=0)
+            sched.cache_scores = not args.no_cache
+            return sched
+
         w = Worker(url, WorkerOptions(device="cpu", promote=False, worker_id="bench"), catalogue=cands,
-                   chooser_factory=lambda: __import__("automl_runner.scheduler", fromlist=["x"]).make_scheduler(
-                       "multitenant", prior=prior, seed=0))
+                   chooser_factory=factory)
         w.store.sync_catalogue(cands)
         # Split each decision: the store part (requeue, incremental read, claim) and the
         # scheduler's choose, timed by wrapping the two calls the worker makes.
@@ -126,7 +135,7 @@ def main() -> None:
         w.store.close()
     print(f"{kind}: {args.tenants} tenants x {args.candidates} candidates = {args.tenants * args.candidates} trials "
           f"({finished} done at the start; queue built in {build_s:.0f} s); {len(decide_ms)} decisions timed "
-          f"after a first one of {first_ms:.0f} ms; load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs")
+          f"after a first one of {first_ms:.0f} ms; {'no score cache' if args.no_cache else 'score cache'}; load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs")
     print("| step | median ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|")
     store_ms = [d - c for d, c in zip(decide_ms, choose_ms)]
