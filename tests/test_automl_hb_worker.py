@@ -305,3 +305,53 @@ def test_work_curves_bad_file_exits_2(tmp_path):
                                   "--curves", str(tmp_path / "nope.csv")])
     assert r.exit_code == 2 and "Invalid value for --curves" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "q.db").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the worker: an idle worker sweeps, a retry never goes through rungs
+
+
+def _stopped_alone(tmp_path, url, cand="lda"):
+    """A tenant whose only trial was stopped early by a worker that died before requeueing it."""
+    with open_store(url) as s:
+        _small_tenant(tmp_path, s, "t", only=(cand,))
+        s.complete(s.try_claim("t", cand, "gone", "cpu"), "gone", 0.5, 0.1, None, None, fidelity=1 / 9)
+
+
+@pytest.mark.parametrize("scheduler, retried", [("multitenant-hb", True), ("multitenant", False)])
+def test_an_idle_worker_requeues_what_nobody_requeued(tmp_path, store_url, monkeypatch, scheduler, retried):  # noqa: F811
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _stopped_alone(tmp_path, store_url)
+    results = worker_mod.Worker(store_url, worker_mod.WorkerOptions(
+        scheduler=scheduler, exit_when_idle=True, poll_seconds=0.05, promote=False)).run()
+    with open_store(store_url, create=False) as s:
+        (row,) = s.trials()
+    if retried:  # the early-stopping scheduler's rule: nothing else of the tenant left, so it runs again
+        assert [(r.candidate, r.status, r.fidelity, r.retry) for r in results] == [("lda", "done", None, True)]
+        assert (row.status, row.fidelity, row.stopped_at) == ("done", None, 1 / 9)
+    else:  # other schedulers never stop trials and leave stopped ones as they are
+        assert results == [] and (row.status, row.fidelity) == ("done", 1 / 9)
+
+
+def test_a_retry_trains_without_rungs_even_if_the_scheduler_forgot_the_stop(tmp_path, store_url, monkeypatch,  # noqa: F811
+                                                                           iterative_plugin):
+    with open_store(store_url) as s:
+        _small_tenant(tmp_path, s, "t", only=(ITERATIVE[0],))
+        s.complete(s.try_claim("t", ITERATIVE[0], "gone", "cpu"), "gone", 0.5, 0.1, None, None, fidelity=1 / 9)
+        s.requeue_stopped("t")
+    w = worker_mod.Worker(store_url, worker_mod.WorkerOptions(scheduler="multitenant-hb", promote=False))
+    asked = []
+    w.feed.refresh()
+    w.feed.scheduler.stopped.clear()  # as if it had never heard of the stop
+    w.feed.scheduler.should_stop = lambda *a: asked.append(a) or True
+    claim = w.take()
+    assert claim.retry and claim.candidate == ITERATIVE[0]
+    result = w.run_trial(claim)
+    assert asked == [] and (result.status, result.fidelity, result.retry) == ("done", None, True)
+    # and the same candidate, fresh (not a retry), does go through the rungs
+    tenant = w.store.tenant("t")
+    X_tr, X_val, y_tr, y_val = w._dataset(tenant).split()
+    fresh = claim.__class__(claim.trial_id, "t", ITERATIVE[0], claim.token, 1, retry=False)
+    _est, _score, _cost, fidelity = w._train(w.catalogue[ITERATIVE[0]], tenant, fresh, X_tr, y_tr, X_val, y_val)
+    assert len(asked) == 1 and fidelity == pytest.approx(1 / 9)
+    w.store.close()
