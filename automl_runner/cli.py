@@ -158,9 +158,18 @@ def status(store_url, tenant, as_json):
             click.echo(f"  PAUSED: {r.paused}; submit it again with --replace to resume")
         if r.ran_on and (tenant is not None or set(r.ran_on) != {"cpu"}):
             click.echo("  ran on:  " + ", ".join(f"{dev} {n}" for dev, n in sorted(r.ran_on.items())))
+        if r.stopped_early:
+            click.echo(f"  stopped early: {len(r.stopped_early)} at a rung, {len(r.retried)} since trained "
+                       "to the full budget")
         if tenant is not None:
             click.echo(f"  running: {', '.join(r.running_candidates) or '-'}")
             click.echo(f"  queue:   {', '.join(r.queue) or '-'}")
+            for cand, at in r.stopped_early.items():
+                now = ("trained again to the full budget" if cand in r.retried else
+                       "training again to the full budget" if cand in r.running_candidates else
+                       "queued again for the full budget" if cand in r.queue else
+                       "runs again once the tenant has nothing else queued")
+                click.echo(f"  stopped: {cand} at {at:.0%} of its budget; {now}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,8 +191,14 @@ def status(store_url, tenant, as_json):
               help="Seconds to wait when the queue is empty.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Fail a trial whose lease expired this many times.")
-@click.option("--scheduler", type=click.Choice(["multitenant", "round-robin", "random"]), default="multitenant",
-              show_default=True)
+@click.option("--scheduler", type=click.Choice(["multitenant", "multitenant-hb", "round-robin", "random"]),
+              default="multitenant", show_default=True,
+              help="multitenant-hb: multitenant that also stops iterative trials early at rungs "
+                   "(docs/scheduler.md); stopped trials run again to the full budget once their tenant "
+                   "has nothing else queued.")
+@click.option("--curves", "curves_path", default="builtin", show_default=True, metavar="FILE|builtin|none",
+              help="multitenant-hb's learning curves of other tenants (tenant,candidate,fidelity,quality,cost"
+                   "[,resumes]): 'builtin' (automl_runner/data/real_curves.csv) or 'none'.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--prior", "prior_path", default="builtin", show_default=True, metavar="FILE|builtin|none",
               help="Scheduler prior: a CSV tenant,candidate,quality,cost of other tenants' results, "
@@ -195,7 +210,7 @@ def status(store_url, tenant, as_json):
 @click.option("--no-promote", is_flag=True, help="Record results but never promote.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")
 def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts,
-         scheduler, seed, prior_path, artifacts, worker_id, no_promote, as_json):
+         scheduler, curves_path, seed, prior_path, artifacts, worker_id, no_promote, as_json):
     """Take trials from the queue and train them on DEVICE until stopped.
 
     SIGTERM/SIGINT abort the trial in training, release it to the queue, and exit 0.
@@ -217,10 +232,18 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
             prior = (bundled("real") if prior_path == "builtin" else load_matrix(prior_path)).rows
         except MatrixError as exc:
             raise click.BadParameter(str(exc), param_hint="--prior")
+    curves = None
+    if scheduler == "multitenant-hb" and curves_path != "none":
+        from .matrices import DATA_DIR, MatrixError, load_curves
+
+        try:
+            curves = load_curves(DATA_DIR / "real_curves.csv" if curves_path == "builtin" else curves_path)
+        except MatrixError as exc:
+            raise click.BadParameter(str(exc), param_hint="--curves")
     opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
                          poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
                          artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed, prior=prior,
-                         promote=not no_promote, threads=threads or None)
+                         promote=not no_promote, threads=threads or None, curves=curves)
 
     def emit(result):
         if as_json:
@@ -231,6 +254,8 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     worker.install_signal_handlers()
     prior_note = "no prior" if prior is None else (
         f"prior {'builtin' if prior_path == 'builtin' else prior_path}: {len({r[0] for r in prior})} tenants")
+    if curves is not None:
+        prior_note += f", learning curves {curves_path}: {len(curves.tenants)} tenants"
     cap = "threads uncapped" if not threads else f"{threads} thread{'s' if threads > 1 else ''}"
     worker.progress.line(f"[{worker.id}] worker on {device} ({cap}), store {worker.store.kind}, "
                          f"scheduler {scheduler} ({prior_note})")

@@ -160,6 +160,9 @@ class Trial:
     ran_on: str | None = None
     #: Share of the full budget (rounds, epochs) the trial trained for; None = the whole budget.
     fidelity: float | None = None
+    #: The fidelity at which the trial was stopped early at a rung, kept after it is trained again
+    #: to the full budget (:meth:`Store.requeue_stopped`); None: never stopped.
+    stopped_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,9 @@ class Claim:
     candidate: str
     token: str
     attempt: int
+    #: A trial stopped early and queued again (:meth:`Store.requeue_stopped`): it trains to the
+    #: full budget in one go, without rungs.
+    retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,11 @@ class TenantStatus:
     paused: str | None = None
     #: Trials done per device they really ran on, e.g. {"cpu": 3, "cuda:0": 5}.
     ran_on: dict[str, int] = field(default_factory=dict)
+    #: Candidates whose trial was stopped early at a rung -> the fidelity it was stopped at
+    #: (kept after the trial is trained again to the full budget).
+    stopped_early: dict[str, float] = field(default_factory=dict)
+    #: Those of them since trained again to the full budget (:meth:`Store.requeue_stopped`).
+    retried: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -446,6 +457,7 @@ class Store:
         ("trials", "ran_on", "TEXT"),
         ("trials", "fidelity", "DOUBLE PRECISION"),
         ("trials", "changed_at", "DOUBLE PRECISION"),
+    ("trials", "stopped_at", "DOUBLE PRECISION"),
         ("tenants", "paused", "TEXT"),
         ("tenants", "changed_at", "DOUBLE PRECISION"),
     )
@@ -457,6 +469,7 @@ class Store:
         "CREATE INDEX IF NOT EXISTS tenants_changed ON tenants (changed_at)",
         "CREATE INDEX IF NOT EXISTS trial_events_trial ON trial_events (trial_id)",
         "CREATE INDEX IF NOT EXISTS promotions_tenant ON promotions (tenant, id)",
+        "CREATE INDEX IF NOT EXISTS trials_stopped ON trials (tenant) WHERE stopped_at IS NOT NULL",
     )
 
     def _columns(self, cur, table: str) -> set[str]:
@@ -709,19 +722,22 @@ class Store:
                     "UPDATE trials SET status = 'running', worker = ?, device = ?, lease_token = ?, "
                     "lease_expires = {now} + ?, heartbeat = {now}, started_at = {now}, attempts = attempts + 1, error = NULL "
                     "WHERE id = (SELECT id FROM trials WHERE tenant = ? AND candidate = ? AND status = 'queued' "
-                    "FOR UPDATE SKIP LOCKED) RETURNING id, attempts",
+                    "FOR UPDATE SKIP LOCKED) RETURNING id, attempts, fidelity",
                     (worker, device, token, float(lease_seconds), tenant, candidate))
             else:
                 self._exec(cur,
                     "UPDATE trials SET status = 'running', worker = ?, device = ?, lease_token = ?, "
                     "lease_expires = {now} + ?, heartbeat = {now}, started_at = {now}, attempts = attempts + 1, error = NULL "
-                    "WHERE tenant = ? AND candidate = ? AND status = 'queued' RETURNING id, attempts",
+                    "WHERE tenant = ? AND candidate = ? AND status = 'queued' RETURNING id, attempts, fidelity",
                     (worker, device, token, float(lease_seconds), tenant, candidate))
             row = cur.fetchone()
             if row is None:
                 return None
             self._event(cur, row[0], worker, token, "claimed")
-        return Claim(trial_id=int(row[0]), tenant=tenant, candidate=candidate, token=token, attempt=int(row[1]))
+        # A queued trial with a fidelity below 1 is one stopped early and queued again for a full run.
+        retry = row[2] is not None and float(row[2]) < 1.0
+        return Claim(trial_id=int(row[0]), tenant=tenant, candidate=candidate, token=token, attempt=int(row[1]),
+                     retry=retry)
 
     def heartbeat(self, claim: Claim, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
         """Extend the lease; False when it was lost (expired and requeued or taken by another)."""
@@ -738,15 +754,20 @@ class Store:
         expired and nobody has taken the trial again yet (the work is done; no need to redo it).
 
         ``ran_on``: the device the model really trained on; ``fidelity``: the share of the full
-        budget it trained for when it was stopped early (None: all of it)."""
+        budget it trained for when it was stopped early (None: all of it). A trial stopped early
+        also keeps that fidelity in ``stopped_at``, which outlives its retry (see
+        :meth:`requeue_stopped`). The lease ends here: the worker's device is free at once."""
+        if fidelity is not None and not float(fidelity) < 1.0:
+            fidelity = None  # the whole budget
+        stopped = None if fidelity is None else float(fidelity)
         with self._tx() as cur:
             self._exec(cur,
                 "UPDATE trials SET status = 'done', score = ?, cost = ?, onnx_path = ?, onnx_sha256 = ?, "
                 "finished_at = {now}, worker = ?, lease_token = NULL, lease_expires = NULL, error = NULL, "
-                "ran_on = ?, fidelity = ? "
+                "ran_on = ?, fidelity = ?, stopped_at = COALESCE(?, stopped_at) "
                 "WHERE id = ? AND ((status = 'running' AND lease_token = ?) OR status = 'queued')",
                 (float(score), float(cost), onnx_path, onnx_sha256, worker, ran_on,
-                 None if fidelity is None else float(fidelity), claim.trial_id, claim.token))
+                 stopped, stopped, claim.trial_id, claim.token))
             ok = cur.rowcount == 1
             self._event(cur, claim.trial_id, worker, claim.token, "done" if ok else "lost")
         return ok
@@ -774,6 +795,35 @@ class Store:
             if ok:
                 self._event(cur, claim.trial_id, worker, claim.token, "released")
         return ok
+
+    def requeue_stopped(self, tenant: str | None = None, worker: str | None = None) -> list[tuple[str, str]]:
+        """Queue again the trials stopped early of each tenant (of ``tenant`` only, when given)
+        that has no trial queued or running; returns the (tenant, candidate) pairs queued.
+
+        A trial stopped at a rung (done with a fidelity below 1) is over while its tenant has
+        anything else to try; once it has nothing, its stopped trials go back to its queue, so
+        every candidate a tenant accepts ends with a model trained to the full budget, as
+        ``simulate`` replays it. The requeued row keeps its stopped fidelity and score until the
+        retry records its own, and :meth:`try_claim` gives it out as a ``retry`` (to train to
+        the full budget without rungs). The check and the update are one statement, so calling
+        this again, or from several workers at once, queues each trial once.
+        """
+        q = ("UPDATE trials SET status = 'queued', lease_token = NULL, lease_expires = NULL, attempts = 0, "
+             "queued_at = {now} "
+             "WHERE status = 'done' AND stopped_at IS NOT NULL AND fidelity < 1 "
+             "AND NOT EXISTS (SELECT 1 FROM trials busy WHERE busy.tenant = trials.tenant "
+             "AND busy.status IN ('queued', 'running')) "
+             "AND tenant NOT IN (SELECT name FROM tenants WHERE paused IS NOT NULL)")
+        params: tuple = ()
+        if tenant is not None:
+            q += " AND tenant = ?"
+            params = (tenant,)
+        with self._tx() as cur:
+            self._exec(cur, q + " RETURNING id, tenant, candidate", params)
+            rows = sorted(cur.fetchall())
+            for tid, _t, _c in rows:
+                self._event(cur, tid, worker, None, "requeued")
+        return [(t, c) for _id, t, c in rows]
 
     def retry_failed(self, tenant: str | None = None) -> int:
         """Queue failed trials again (after fixing what made them fail)."""
@@ -837,7 +887,7 @@ class Store:
     # -- reading ----------------------------------------------------------------------------
     def trials(self, tenant: str | None = None) -> list[Trial]:
         q = ("SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
-             "ran_on, fidelity "
+             "ran_on, fidelity, stopped_at "
              "FROM trials")
         params: tuple = ()
         if tenant is not None:
@@ -857,7 +907,7 @@ class Store:
     def best_trial(self, tenant: str) -> Trial | None:
         rows = self._read(
             "SELECT id, tenant, candidate, status, attempts, worker, lease_token, score, cost, onnx_path, error, finished_at, "
-             "ran_on, fidelity "
+             "ran_on, fidelity, stopped_at "
             "FROM trials WHERE tenant = ? AND status = 'done' " + _BEST_ORDER, (tenant, tenant))
         return Trial(*rows[0]) if rows else None
 
@@ -887,6 +937,14 @@ class Store:
                 "AND lp.id = (SELECT MAX(id) FROM promotions p WHERE p.tenant = t.tenant) "
                 "WHERE t.status = 'done') ranked WHERE rank = 1"):
             best[tenant] = (cand, float(score))
+        stopped: dict[str, dict[str, float]] = {}
+        retried: dict[str, list[str]] = {}
+        for tenant, cand, at, st, fid in self._read(
+                "SELECT tenant, candidate, stopped_at, status, fidelity FROM trials WHERE stopped_at IS NOT NULL "
+                "ORDER BY id"):
+            stopped.setdefault(tenant, {})[cand] = float(at)
+            if st == "done" and fid is None:
+                retried.setdefault(tenant, []).append(cand)
         paused = self.paused_tenants()
         for t in self.tenants():
             b = best.get(t.name)
@@ -900,6 +958,7 @@ class Store:
                 promoted_candidate=lp.candidate if lp else None, promoted_score=lp.score if lp else None,
                 pull_request=lp.pull_request if lp else None, promotion_status=lp.status if lp else None,
                 paused=paused.get(t.name), ran_on=ran_on.get(t.name, {}),
+                stopped_early=stopped.get(t.name, {}), retried=retried.get(t.name, []),
             ))
         return out
 

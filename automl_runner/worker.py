@@ -10,6 +10,12 @@ One worker runs on one device. It loops:
    score it on the validation rows, export it to ONNX and check the export, record the result;
 5. promote the model if it is the tenant's new best by at least the tenant's margin.
 
+With ``multitenant-hb`` an iterative candidate trains rung by rung (``early_stopping``); a trial
+the scheduler stops is recorded as done with its fidelity (< 1), its lease ends with that record
+and the worker takes its next trial at once. When a tenant has nothing left queued or running, its
+stopped trials go back to the queue (``Store.requeue_stopped``) and run again, as a ``retry``,
+to the full budget without rungs.
+
 A worker killed at any point loses nothing: the lease expires and another worker runs the trial
 again. On SIGTERM or SIGINT the worker aborts the training in progress, *releases* the trial back
 to the queue at once (so another worker need not wait for the lease to expire) and exits 0; a
@@ -30,6 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Protocol
+from urllib.parse import quote
 
 from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
 from .errors import AutomlError, DatasetError, StoreError
@@ -83,6 +90,8 @@ class TrialResult:
     pull_request: str | None = None
     ran_on: str | None = None
     fidelity: float | None = None
+    #: The trial had been stopped early and ran again to the full budget.
+    retry: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -128,7 +137,7 @@ class SchedulerFeed:
         self.seen_done: set[int] = set()
         self.started: dict[int, tuple[str, str]] = {}
         self.watermark: float | None = None
-        self.trials: dict[int, tuple[str, int]] = {}  # id -> (status, attempts) last seen
+        self.trials: dict[int, tuple[str, int, float | None]] = {}  # id -> (status, attempts, fidelity) last seen
         self.pending: dict[str, list[str]] = {}
         self._pending_ids: dict[str, list[int]] = {}
         self.running: dict[int, tuple[int, str, str, int]] = {}
@@ -166,22 +175,41 @@ class SchedulerFeed:
     def _apply(self, r: TrialChange, finished: list[TrialChange]) -> bool:
         """Fold one changed trial into the mirror; False when the scheduler must be rebuilt."""
         prev = self.trials.get(r.id)
-        if prev == (r.status, r.attempts):
+        if prev == (r.status, r.attempts, r.fidelity):
             return True  # read again inside the slack window: nothing new
         if prev is not None and prev[0] == "queued":
             self._drop_pending(r.id, r.tenant)
         self.running.pop(r.id, None)
-        self.trials[r.id] = (r.status, r.attempts)
+        self.trials[r.id] = (r.status, r.attempts, r.fidelity)
+        # A trial seen stopped early (done, fidelity < 1) and now done to the full budget: its
+        # retry ran between two reads of this feed.
+        retried = prev is not None and prev[0] == "done" and prev[2] is not None and prev[2] < 1.0
         if r.status == "queued":
             if r.id in self.started:
-                return False
+                # Stopped early and queued again (attempts reset) before this feed read it done:
+                # the stop is news to the scheduler. Anything else (a lease expired) rebuilds it.
+                known = getattr(self.scheduler, "stopped", None)
+                if not (r.attempts == 0 and r.fidelity is not None and r.fidelity < 1.0 and known is not None
+                        and r.candidate not in known.get(r.tenant, {})):
+                    return False
+                self.started.pop(r.id)
+                self._observe_stop(r)
+                finished.append(r)
+            elif r.id in self.seen_done:  # stopped early and queued again for a full run (a retry):
+                self.seen_done.discard(r.id)  # the scheduler already has its partial result
+            else:
+                self._observe_stop(r)
             self._add_pending(r.id, r.tenant, r.candidate)
         elif r.status == "running":
             self.running[r.id] = (r.id, r.tenant, r.candidate, r.attempts)
-            if r.id not in self.started and r.id not in self.seen_done:
+            if r.id in self.seen_done:  # a retry claimed between two reads
+                self.seen_done.discard(r.id)
+            elif r.id not in self.started:
+                self._observe_stop(r)
+            if r.id not in self.started:
                 self.started[r.id] = (r.tenant, r.candidate)
                 self.scheduler.start(r.tenant, r.candidate)
-        elif r.status == "done" and r.id not in self.seen_done:
+        elif r.status == "done" and (r.id not in self.seen_done or retried):
             self.seen_done.add(r.id)
             self.started.pop(r.id, None)
             partial = getattr(self.scheduler, "observe_partial", None)
@@ -193,6 +221,15 @@ class SchedulerFeed:
         # A started trial that failed stays in `started`: should it ever be queued again
         # (retry-failed), the check above rebuilds the scheduler.
         return True
+
+    def _observe_stop(self, r: TrialChange) -> None:
+        """A retry read for the first time (queued or running again with the fidelity it was
+        stopped at): tell the scheduler about the stop first, so it knows the retry for what it is
+        (``multitenant-hb`` trains it without rungs) and keeps the partial result's information."""
+        if r.fidelity is not None and r.fidelity < 1.0 and r.score is not None:
+            partial = getattr(self.scheduler, "observe_partial", None)
+            if partial is not None:
+                partial(r.tenant, r.candidate, float(r.fidelity), float(r.score), float(r.cost or 0.0))
 
     def refresh(self) -> FeedView:
         for _ in range(3):
@@ -244,10 +281,15 @@ class SchedulerFeed:
 
 
 def default_scheduler_factory(name: str = "multitenant", seed: int = 0,
-                              prior: list[tuple[str, str, float, float]] | None = None) -> Callable[[], Chooser]:
+                              prior: list[tuple[str, str, float, float]] | None = None,
+                              curves=None) -> Callable[[], Chooser]:
+    """``curves``: other tenants' learning curves (``matrices.LearningCurves`` or rows), for the
+    schedulers that stop trials early (``multitenant-hb``); the others ignore them."""
     from .scheduler import make_scheduler
 
-    return lambda: make_scheduler(name, prior=prior, seed=seed)
+    if curves is None:
+        return lambda: make_scheduler(name, prior=prior, seed=seed)
+    return lambda: make_scheduler(name, prior=prior, seed=seed, curves=curves)
 
 
 class Progress:
@@ -298,6 +340,9 @@ class WorkerOptions:
     promote: bool = True
     #: Threads this worker's training may use (BLAS, PyTorch, XGBoost, onnxruntime); None: no cap.
     threads: int | None = None
+    #: Other tenants' learning curves (``matrices.LearningCurves``): the rung model of a scheduler
+    #: that stops trials early (``multitenant-hb``); None: its generic model.
+    curves: object | None = None
 
 
 class Worker:
@@ -319,8 +364,9 @@ class Worker:
             from .threads import cap_threads
 
             cap_threads(options.threads)
-        self.feed = SchedulerFeed(self.store, chooser_factory or default_scheduler_factory(options.scheduler, options.seed, options.prior),
-                                  runnable=self.runnable)
+        factory = chooser_factory or default_scheduler_factory(options.scheduler, options.seed, options.prior,
+                                                               options.curves)
+        self.feed = SchedulerFeed(self.store, factory, runnable=self.runnable)
         self.on_result = on_result
         self.stop_requested = False
         self._in_training = False
@@ -410,10 +456,14 @@ class Worker:
             self._last_requeue = now
         lost: set[tuple[str, str]] = set()
         rebuilt = False
+        swept = False
         for _ in range(50):
             self.feed.refresh()
             pending = self.feed.view(self.unavailable, lost)
             if not pending:
+                if not swept and self.requeue_stopped():  # nothing else left: stopped trials run again
+                    swept = True
+                    continue
                 return None
             try:
                 tenant, cand = self.feed.scheduler.choose(pending)
@@ -431,6 +481,18 @@ class Worker:
             lost.add((tenant, cand))  # another worker took it between our read and our claim
         return None
 
+    def requeue_stopped(self, tenant: str | None = None) -> list[tuple[str, str]]:
+        """Queue again the trials stopped early of ``tenant`` (of every tenant when None) once it
+        has nothing queued or running (:meth:`Store.requeue_stopped`); only a worker whose
+        scheduler stops trials early (``multitenant-hb``) does, as ``simulate`` replays it."""
+        if not getattr(self.feed.scheduler, "early_stopping", False):
+            return []
+        back = self.store.requeue_stopped(tenant, worker=self.id)
+        for t, c in back:
+            self.progress.line(f"[{self.id}] requeued {t}/{c}: stopped early, its tenant has nothing else "
+                               "queued; it trains to the full budget")
+        return back
+
     def _dataset(self, tenant: Tenant) -> Dataset:
         key = (tenant.name, tenant.schema.fingerprint)
         if key not in self._datasets:
@@ -446,18 +508,20 @@ class Worker:
             cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
             base = os.path.join(cache, "easeml-automl", "artifacts", tenant.name)
         os.makedirs(base, exist_ok=True)
-        return os.path.join(base, f"{claim.candidate}.onnx")
+        # A search-space candidate's name has '/' between its settings: one file, not folders.
+        return os.path.join(base, f"{quote(claim.candidate, safe='=.,_-')}.onnx")
 
     def _train(self, cand: Candidate, tenant: Tenant, claim: Claim, X_tr, y_tr, X_val, y_val):
         """(fitted pipeline, validation score, seconds, fidelity or None when trained to the end).
 
         Iterative learners go through the early-stopping hook when it is installed
-        (automl_runner.early_stopping, see docs/automl.md); everything else is one fit."""
+        (automl_runner.early_stopping, see docs/automl.md); everything else, and a retry of a trial
+        stopped early (``claim.retry``), is one fit to the full budget."""
         try:
             from . import early_stopping
         except ImportError:
             early_stopping = None
-        if early_stopping is not None and cand.fidelity is not None:
+        if early_stopping is not None and cand.fidelity is not None and not claim.retry:
             decide = early_stopping.decider(self.feed.scheduler, claim.tenant, claim.candidate,
                                             lambda: self.feed.refresh().pending)
             if decide is not None:
@@ -515,6 +579,8 @@ class Worker:
                 msg = f"{type(exc).__name__}: {exc}".strip()
                 ok = self.store.fail(claim, self.id, msg)
                 self.progress.line(f"[{self.id}] failed   {label}: {msg.splitlines()[0][:200]}")
+                if ok:
+                    self.requeue_stopped(claim.tenant)
                 return TrialResult(claim.tenant, claim.candidate, claim.trial_id, "failed" if ok else "lost", error=msg)
         except Interrupted:
             beat.stop()
@@ -542,12 +608,15 @@ class Worker:
         metric = "accuracy" if tenant.schema.task == "classification" else "r2"
         result = TrialResult(claim.tenant, claim.candidate, claim.trial_id, "done" if ok else "lost",
                              score=score, cost=cost, onnx_path=os.path.abspath(path), ran_on=ran_on,
-                             fidelity=fidelity)
+                             fidelity=fidelity, retry=claim.retry)
         if not ok:
             self.progress.line(f"[{self.id}] lost     {label}: its lease expired and another worker took it")
             return result
         stopped = "" if fidelity is None else f", stopped early at {fidelity:.0%} of its budget"
+        if claim.retry:
+            stopped = ", the full budget this time (it had been stopped early)"
         self.progress.line(f"[{self.id}] done     {label}: {metric} {score:.4f}, trained in {cost:.2f}s on {ran_on}{stopped}")
+        self.requeue_stopped(claim.tenant)  # its last trial: the stopped ones run again, to the end
         if self.options.promote:
             from .promote import maybe_promote
 
