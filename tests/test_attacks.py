@@ -135,7 +135,9 @@ def test_a_model_that_reads_the_features_through_errors_gets_one_counted_fail(gh
     assert result.exit_code == 1, result.log
     assert result.outputs["verdict"] == "fail"
     for text in (result.summary, result.stdout, result.stderr):
-        assert "101" not in text and "shape" not in text
+        # neither the secret nor the length that would spell it (n + 101) shows; a commit sha
+        # on the page may contain any short digit run, so the test looks for these exactly
+        assert "101257" not in text and f"{len(y) + 101}" not in text and "shape" not in text
     steps = _steps_in_ledger(gh)
     assert [s["passed"] for s in steps] == [False]  # one counted step, recorded as a fail
 

@@ -457,9 +457,10 @@ def test_a_model_failing_on_the_test_set_is_a_counted_fail_and_the_owner_gets_th
                        workdir=tmp_path)
     assert result.verdict == "fail" and result.exit_code == 1
     assert result.budget["used"] == 1
-    assert "101" not in json.dumps(result.to_dict())
+    shown = json.dumps(result.to_dict())
+    assert "101257" not in shown and "2101" not in shown  # the secret, and the length spelling it
     record = json.loads(sink.read_text().splitlines()[-1])
-    assert "101" in record["model_failed"]["detail"]  # the owner sees what happened
+    assert "2101" in record["model_failed"]["detail"]  # the owner sees what happened
 
 
 def test_ledger_status_reads_the_ledger_beside_the_config_from_anywhere(gate, tmp_path,
