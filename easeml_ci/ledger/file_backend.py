@@ -101,9 +101,18 @@ class FileBackend:
 
     def snapshot(self, fingerprint: str) -> tuple[list[dict], dict | None]:
         """Entries and head read under one shared lock: a consistent view for ``verify``."""
-        if not self._path(fingerprint, ".lock").exists() and \
-                not self._path(fingerprint, ".jsonl").exists():
-            return [], self.head(fingerprint)
+        def untouched() -> bool:
+            return not self._path(fingerprint, ".lock").exists() and \
+                not self._path(fingerprint, ".jsonl").exists()
+
+        if untouched():
+            # The head is read between two looks: a writer creates the lock file before it
+            # writes anything, so if nothing exists after the head was read, nothing had been
+            # written when it was (a head read after a writer started could be ahead of the
+            # empty entries and look like a truncation).
+            head = self.head(fingerprint)
+            if untouched():
+                return [], head
         with self._locked(fingerprint, exclusive=False):
             return self._read(fingerprint)[0], self.head(fingerprint)
 
