@@ -90,28 +90,11 @@ class QualityMatrix:
 def load_matrix(path: str | Path) -> QualityMatrix:
     """Read and check a matrix CSV; any problem raises MatrixError naming file:line and column."""
     path = Path(path)
-    try:
-        f = open(path, newline="")
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+    f = _open_csv(path)
     rows: list[tuple[str, str, float, float]] = []
     seen: dict[tuple[str, str], int] = {}
     with f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise MatrixError(f"{path}: empty file; expected the header {','.join(COLUMNS)}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
-        names = [h.strip() for h in header]
-        missing = [c for c in COLUMNS if c not in names]
-        if missing:
-            raise MatrixError(
-                f"{path}:1: missing column(s) {', '.join(missing)}; "
-                f"the header must name {','.join(COLUMNS)}, got {','.join(names) or '(nothing)'}"
-            )
-        pos = {c: names.index(c) for c in COLUMNS}
+        reader, names, pos = _read_header(path, f, COLUMNS)
         try:
             for line, record in enumerate(reader, start=2):
                 if not record or all(not x.strip() for x in record):
@@ -142,6 +125,33 @@ def load_matrix(path: str | Path) -> QualityMatrix:
     if not rows:
         raise MatrixError(f"{path}: no rows after the header")
     return QualityMatrix(rows, source=str(path))
+
+
+def _open_csv(path: Path):
+    try:
+        return open(path, newline="")
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+
+
+def _read_header(path: Path, f, columns) -> tuple:
+    """The CSV reader past its header, the header's names, and each required column's index;
+    an empty, unreadable or incomplete header is a MatrixError naming the file and line 1."""
+    reader = csv.reader(f)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise MatrixError(f"{path}: empty file; expected the header {','.join(columns)}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
+    names = [h.strip() for h in header]
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise MatrixError(
+            f"{path}:1: missing column(s) {', '.join(missing)}; "
+            f"the header must name {','.join(columns)}, got {','.join(names) or '(nothing)'}"
+        )
+    return reader, names, {c: names.index(c) for c in columns}
 
 
 def _number(path: Path, line: int, col: str, text: str) -> float:
@@ -306,30 +316,13 @@ def load_any(path: str | Path) -> LearningCurves:
 def load_curves(path: str | Path) -> LearningCurves:
     """Read and check a learning-curve CSV; any problem raises MatrixError naming file:line and column."""
     path = Path(path)
-    try:
-        f = open(path, newline="")
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+    f = _open_csv(path)
     rows: list[CurveRow] = []
     seen: dict[tuple[str, str, float], int] = {}
     first_line: dict[tuple[str, str], int] = {}
     resumes_of: dict[str, tuple[bool, int]] = {}
     with f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise MatrixError(f"{path}: empty file; expected the header {','.join(CURVE_COLUMNS)}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
-        names = [h.strip() for h in header]
-        missing = [c for c in CURVE_COLUMNS if c not in names]
-        if missing:
-            raise MatrixError(
-                f"{path}:1: missing column(s) {', '.join(missing)}; "
-                f"the header must name {','.join(CURVE_COLUMNS)}, got {','.join(names) or '(nothing)'}"
-            )
-        pos = {c: names.index(c) for c in CURVE_COLUMNS}
+        reader, names, pos = _read_header(path, f, CURVE_COLUMNS)
         res_pos = names.index("resumes") if "resumes" in names else None
         try:
             for line, record in enumerate(reader, start=2):
