@@ -296,6 +296,12 @@ def validation_score(schema: Schema, y_true: np.ndarray, y_pred: np.ndarray) -> 
 TIE_MARGIN = 1e-5
 
 
+#: The newest opsets a promoted model may import: those of the oldest onnxruntime the gate
+#: installs with (1.17, pyproject.toml), so a model a worker exports with a newer onnx and
+#: skl2onnx (which would pick opset 22 and IR version 10 by default) still loads in every gate.
+GATE_OPSETS = {"": 20, "ai.onnx.ml": 3}
+
+
 def export_onnx(estimator, schema: Schema, X_sample: np.ndarray, *, check: bool = True, exporter=None) -> bytes:
     """Serialise a fitted pipeline to ONNX (one float input ``X``) and check it on ``X_sample``.
 
@@ -338,7 +344,7 @@ def export_onnx(estimator, schema: Schema, X_sample: np.ndarray, *, check: bool 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # converters read deprecated attributes
-            onx = to_onnx(estimator, initial_types=types, options=options)
+            onx = to_onnx(estimator, initial_types=types, options=options, target_opset=GATE_OPSETS)
     except Exception as exc:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
     blob = onx.SerializeToString()

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from automl_runner.catalogue import Candidate, by_name, export_onnx, load_catalogue, onnx_predict, validation_score
+from automl_runner.catalogue import GATE_OPSETS, Candidate, by_name, export_onnx, load_catalogue, onnx_predict, validation_score
 from automl_runner.errors import ExportError
 from automl_runner.gpu_candidates import XGBoostClassifier, gpu_catalogue
 from automl_runner.schema import infer_schema, load_dataset
@@ -125,6 +125,7 @@ def test_digits_train_on_the_cpu_and_export_through_their_own_framework(digits, 
     blob = export_onnx(est, schema, X_val, exporter=cand.exporter)  # raises unless predictions agree
     assert op in _ops(blob)
     model = onnx.load_from_string(blob)
+    assert model.ir_version <= 9 and all(imp.version <= GATE_OPSETS[imp.domain or ""] for imp in model.opset_import)
     assert [i.name for i in model.graph.input] == ["X"]
     assert [o.name for o in model.graph.output] == ["label", "probabilities"]
     # dynamic batch axis: one row and many rows

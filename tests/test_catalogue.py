@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from automl_runner.catalogue import (
+    GATE_OPSETS,
     Candidate,
     check_onnx,
     default_catalogue,
@@ -66,6 +67,17 @@ def test_catalogue_covers_the_families_with_unique_names():
     assert not any(c.uses_gpu for c in cat)
 
 
+def assert_loads_in_every_gate(blob: bytes, name: str) -> None:
+    """The export imports no opset newer than the oldest onnxruntime the gate allows (1.17) runs,
+    and an IR version it reads (9): skl2onnx's defaults (IR 10) would not load there."""
+    import onnx
+
+    model = onnx.load_from_string(blob)
+    assert model.ir_version <= 9, (name, model.ir_version)
+    for imp in model.opset_import:
+        assert imp.version <= GATE_OPSETS[imp.domain or ""], (name, imp.domain, imp.version)
+
+
 def test_every_classifier_trains_and_exports_to_an_equivalent_onnx_model(cls_data):
     schema, ds = cls_data
     assert schema.categorical_indices == [2] and schema.classes == ("high", "low", "mid")
@@ -78,6 +90,7 @@ def test_every_classifier_trains_and_exports_to_an_equivalent_onnx_model(cls_dat
             warnings.simplefilter("ignore")
             est = cand.build(schema).fit(X_tr, y_tr)
         blob = export_onnx(est, schema, X_val)  # raises if ONNX disagrees with the estimator
+        assert_loads_in_every_gate(blob, cand.name)
         pred = onnx_predict(blob, X_val)
         assert set(np.asarray(pred).astype(str)) <= set(schema.classes)
         scores[cand.name] = validation_score(schema, y_val, est.predict(X_val))
@@ -98,6 +111,7 @@ def test_every_regressor_trains_and_exports(reg_data):
             warnings.simplefilter("ignore")
             est = cand.build(schema).fit(X_tr, y_tr)
         blob = export_onnx(est, schema, X_val)
+        assert_loads_in_every_gate(blob, cand.name)
         assert np.allclose(onnx_predict(blob, X_val), est.predict(X_val.astype(np.float32)), rtol=1e-3, atol=1e-3)
         done += 1
     assert done == 12
