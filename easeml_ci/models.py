@@ -737,6 +737,10 @@ class OnnxModel:
             # but it holds a second block for the intermediates (+17 MB vs +9 MB for an MLP
             # (128, 128) on 8k-row batches).
             session_options.enable_mem_pattern = False
+        # onnxruntime logs a failed run's error to the process's stderr itself, before raising:
+        # shapes and sizes computed from the secret features, in the job's public log. Only
+        # fatal messages; the error still reaches us as the exception (the private detail).
+        session_options.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(target, sess_options=session_options,
                                                 providers=["CPUExecutionProvider"])
@@ -898,8 +902,11 @@ class OnnxModel:
                     progress: Progress | None = None) -> np.ndarray:
         """Labels for the test set. Whatever goes wrong here happened on the secret features:
         :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``)."""
+        from .memory_ceiling import memory_ceiling
+
         try:
-            return self._predict(testset.X, label_kind_of(testset.y), batch_size, progress)
+            with memory_ceiling():  # running out of memory fails the model, not the job
+                return self._predict(testset.X, label_kind_of(testset.y), batch_size, progress)
         except (_RunFailed, _NotLabels) as exc:
             detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
         except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data

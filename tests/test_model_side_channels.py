@@ -1,0 +1,134 @@
+"""A model that runs out of memory, or errs, only on some features must not tell the team which.
+
+Two channels outside the verdict (docs/threat-model.md): the job killed by the kernel when the
+model's memory use depends on the features (no step recorded, a crash the team sees), and
+onnxruntime's own error log on the process's stderr, which quotes shapes and sizes computed from
+the features. Under the memory ceiling the allocation fails inside onnxruntime and the gate
+records a failed model: a counted fail step, the same fixed text. And nothing reaches stderr.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto as T
+from onnx import helper
+
+from easeml_ci import memory_ceiling
+from easeml_ci.cli import main
+
+SECRET_ROWS = 250_000_000  # floats the model asks for when it reads the secret feature: 1 GB
+
+
+def _hungry_model(path) -> None:
+    """label = round(X[:, 1]); on the side it allocates max(X[:, 0]) floats (and adds 0 x their
+    sum): a few on synthetic rows, as many as the secret feature says on the test set."""
+    nodes = [
+        helper.make_node("Constant", [], ["i0"], value=helper.make_tensor("i0", T.INT64, [1], [0])),
+        helper.make_node("Constant", [], ["i1"], value=helper.make_tensor("i1", T.INT64, [1], [1])),
+        helper.make_node("Gather", ["X", "i0"], ["c0"], axis=1),
+        helper.make_node("Gather", ["X", "i1"], ["c1"], axis=1),
+        helper.make_node("ReduceMax", ["c0"], ["m"], keepdims=0),
+        helper.make_node("Abs", ["m"], ["am"]),
+        helper.make_node("Cast", ["am"], ["mi"], to=T.INT64),
+        helper.make_node("Reshape", ["mi", "i1"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                         value=helper.make_tensor("v", T.FLOAT, [1], [1.0])),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["z"]),
+        helper.make_node("Reshape", ["c1", "minus1"], ["c1r"]),
+        helper.make_node("Add", ["c1r", "z"], ["c1z"]),
+        helper.make_node("Round", ["c1z"], ["r"]),
+        helper.make_node("Cast", ["r"], ["label"], to=T.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "hungry", [helper.make_tensor_value_info("X", T.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("label", T.INT64, [None])],
+        initializer=[helper.make_tensor("zero", T.FLOAT, [], [0.0]),
+                     helper.make_tensor("minus1", T.INT64, [1], [-1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _workspace(tmp_path, secret: float):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    X = np.column_stack([rng.uniform(0, 3, 400), y]).astype(np.float32)
+    X[7, 0] = secret
+    np.savez(tmp_path / "t.npz", X=X, y=y)
+    _hungry_model(tmp_path / "m.onnx")
+    (tmp_path / ".easeml.yml").write_text(
+        'condition: "n > 0.8 +/- 0.1"\nreliability: 0.9\nadaptivity: full\nsteps: 4\n'
+        "ledger:\n  backend: file\n  path: ledger\n")
+
+
+def _check(tmp_path):
+    return CliRunner().invoke(main, ["check", "--config", str(tmp_path / ".easeml.yml"), "--new",
+                                     str(tmp_path / "m.onnx"), "--testset", str(tmp_path / "t.npz"),
+                                     "--json"], catch_exceptions=False)
+
+
+@pytest.fixture
+def tight_ceiling(monkeypatch):
+    """The machine 'has' 256 MiB available: the model's 1 GB cannot fit under the ceiling."""
+    monkeypatch.setattr(memory_ceiling, "available_bytes", lambda: 256 * 2**20)
+
+
+def test_the_model_passes_where_the_secret_feature_is_small(tmp_path, tight_ceiling, capfd):
+    _workspace(tmp_path, secret=2.0)
+    r = _check(tmp_path)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verdict"] == "pass"
+
+
+def test_running_out_of_memory_on_the_secret_feature_is_a_counted_fail_and_nothing_on_stderr(
+        tmp_path, tight_ceiling, capfd):
+    _workspace(tmp_path, secret=float(SECRET_ROWS))
+    r = _check(tmp_path)
+    # Without the ceiling the 1 GB allocation succeeds here and the model passes (its labels are
+    # right): the fail below is the ceiling's doing, and the job was not killed.
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "fail" and out["step"] >= 1 and out["budget"]["used"] == 1
+    fd_out, fd_err = capfd.readouterr()
+    for text in (r.output, fd_out, fd_err):
+        assert str(SECRET_ROWS) not in text and str(SECRET_ROWS * 4) not in text
+        assert "allocate" not in text and "ConstantOfShape" not in text
+
+
+def test_the_ceiling_is_lifted_after_the_run():
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    with memory_ceiling.memory_ceiling() as limit:
+        if limit is None:
+            pytest.skip("this platform has no RLIMIT_DATA or /proc")  # only off Linux
+        assert resource.getrlimit(resource.RLIMIT_DATA)[0] == limit
+        assert limit > memory_ceiling.data_bytes()
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+@pytest.mark.parametrize("version", ["v2", "v1", "v2 unlimited", "v1 at the mount's root"])
+def test_a_containers_memory_limit_lowers_the_room(tmp_path, version):
+    """A runner in a container: its control group's limit, not the machine's memory, is what the
+    OOM killer enforces, so the ceiling must sit under the group's room."""
+    proc = tmp_path / "cgroup"
+    if version.startswith("v2"):
+        proc.write_text("0::/job\n")
+        folder = tmp_path / "job"
+        limit, usage = ("max" if "unlimited" in version else str(3 * 2**30)), str(2**30)
+        names = ("memory.max", "memory.current")
+    else:
+        proc.write_text("4:memory:/docker/abc\n1:cpu:/\n")
+        folder = tmp_path / "memory" / ("docker/abc" if "root" not in version else "")
+        limit, usage, names = str(3 * 2**30), str(2**30), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / names[0]).write_text(limit + "\n")
+    (folder / names[1]).write_text(usage + "\n")
+    room = memory_ceiling._cgroup_room(str(proc), str(tmp_path))
+    assert room == (None if "unlimited" in version else 2 * 2**30)
