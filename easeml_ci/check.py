@@ -353,15 +353,34 @@ def evaluate(gate: Gate, ts):
     """Step 3: both models' predictions on the test set (the features are freed by the caller).
 
     A model that fails on the test data raises :class:`ModelFailedOnTestSet`, whose message is
-    fixed: see :func:`failed_verdict` for what it costs."""
+    fixed: see :func:`failed_verdict` for what it costs. With ``evaluation_time`` set, the two
+    runs take exactly that long together, whether they finish, fail or are stopped
+    (:mod:`.evaluation_clock`)."""
     from .models import load_predictions
 
-    gate.progress(f"evaluating new model {gate.new}")
-    new_pred = load_predictions(gate.models["new"], ts)
-    old_pred = None
-    if gate.old:
-        gate.progress(f"evaluating old model {gate.old}")
-        old_pred = load_predictions(gate.models["old"], ts)
+    clock = None
+    seconds = getattr(gate.cfg, "evaluation_time", None)
+    if seconds is not None:
+        from .evaluation_clock import EvaluationClock
+
+        clock = EvaluationClock(seconds)
+        # One line now, none between the models: its time in the log would show when the new
+        # model finished.
+        gate.progress(f"evaluating new model {gate.new}"
+                      + (f" and old model {gate.old}" if gate.old else "")
+                      + f" (evaluation_time: {seconds:g} s, whatever they do)")
+    try:
+        if clock is None:
+            gate.progress(f"evaluating new model {gate.new}")
+        new_pred = load_predictions(gate.models["new"], ts, clock=clock)
+        old_pred = None
+        if gate.old:
+            if clock is None:
+                gate.progress(f"evaluating old model {gate.old}")
+            old_pred = load_predictions(gate.models["old"], ts, clock=clock)
+    finally:
+        if clock is not None:
+            clock.pad()
     return new_pred, old_pred
 
 

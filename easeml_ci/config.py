@@ -53,6 +53,7 @@ class GateConfig:
     pool: str | None = None
     show_metrics: bool = False
     output: Any = None  # models.OutputRule: how score outputs become labels; None: labels only
+    evaluation_time: float | None = None  # seconds the models' run on the test set takes, exactly
     lines: dict = field(default_factory=dict)
     path: Path | None = None
     # Relative paths in the config (testset, pool, ledger.path) resolve against this folder:
@@ -148,6 +149,15 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _duration(v: Any) -> float:
+    from .evaluation_clock import parse_duration
+
+    try:
+        return parse_duration(v)
+    except ValueError:
+        raise _Bad("a positive duration: seconds (600) or a string such as '90s', '10m', '1h30m'") from None
+
+
 def _number_list(v: Any) -> list:
     if not isinstance(v, list) or not v:
         raise _Bad("a non-empty list of numbers, e.g. [0.01, 0.025, 0.05]")
@@ -172,6 +182,7 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "pool": _str,
     "show_metrics": _bool,
     "output": _output,
+    "evaluation_time": _duration,
     "meter": dict,  # checked by SECTIONS and _check_meter
 }
 REQUIRED = ("condition", "reliability")

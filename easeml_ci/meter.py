@@ -71,10 +71,14 @@ class MeterResult:
 def meter_terms(cfg, plan: MeterPlan) -> dict:
     """The terms pinned in the meter test set's register entry (``kind: meter``)."""
     gate_terms = registration.pinned_terms(cfg)
-    return {"kind": "meter", "edges": list(plan.ranges.edges), "tolerance": plan.ranges.tolerance,
-            "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
-            "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
-            "ledger": gate_terms["ledger"]}
+    terms = {"kind": "meter", "edges": list(plan.ranges.edges), "tolerance": plan.ranges.tolerance,
+             "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
+             "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
+             "ledger": gate_terms["ledger"]}
+    for key in registration.OPTIONAL_TERMS:  # pinned when set (the gate's rule)
+        if key in gate_terms:
+            terms[key] = gate_terms[key]
+    return terms
 
 
 def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TESTSET_KEY",

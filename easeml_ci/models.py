@@ -347,14 +347,15 @@ def preflight(spec, *, n_features: int | None = None, label_kind: str | None = N
 def load_predictions(model, testset: TestSet, *, repo: Path = Path("."),
                      output: OutputRule | str | dict | None = None,
                      batch_size: int = DEFAULT_BATCH_ROWS, progress: Progress | None = None,
-                     ) -> np.ndarray:
+                     clock=None) -> np.ndarray:
     """One label per test example for ``model``: a spec (``repo`` and ``output`` apply), or the
     model :func:`preflight` returned (its own repo and output rule apply).
 
     First finishes the checks preflight could not make without the test set's schema
     (:class:`InputError`); then runs the model on the test data, where any failure of an ONNX
     model is a :class:`ModelFailedOnTestSet` with a fixed message. ``progress(done, total)``
-    is called after each ONNX batch.
+    is called after each ONNX batch. ``clock``: an :class:`~easeml_ci.evaluation_clock.EvaluationClock`
+    whose deadline stops an ONNX model's run (a failure on the test set).
     """
     schema = TestSetSchema.of(testset)
     if isinstance(model, (OnnxModel, PredictionFile)):
@@ -362,6 +363,8 @@ def load_predictions(model, testset: TestSet, *, repo: Path = Path("."),
     else:
         model = open_model(model, repo=repo, output=output)
         model.check(schema)
+    if isinstance(model, OnnxModel):
+        return model.predictions(testset, batch_size=batch_size, progress=progress, clock=clock)
     return model.predictions(testset, batch_size=batch_size, progress=progress)
 
 
@@ -861,11 +864,11 @@ class OnnxModel:
 
     # --- running ---------------------------------------------------------------------------
 
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def _run_batch(self, batch: np.ndarray, run_options=None) -> np.ndarray:
         if batch.dtype != self.input_dtype or not batch.flags.c_contiguous:
             batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         try:
-            (res,) = self.session.run([self.output_name], {self.input.name: batch})
+            (res,) = self.session.run([self.output_name], {self.input.name: batch}, run_options)
         except Exception as exc:  # onnxruntime's own error types
             raise _RunFailed(_whole(exc)) from None
         return np.asarray(res)
@@ -878,14 +881,15 @@ class OnnxModel:
         return decode_predictions(res, self.output, label_kind, f"output {self.output_name!r}")
 
     def _predict(self, X: np.ndarray, label_kind: str | None, batch_size: int,
-                 progress: Progress | None) -> np.ndarray:
+                 progress: Progress | None, run_options=None) -> np.ndarray:
         n = X.shape[0]
         row_bytes = max(1, X.shape[1] * self.input_dtype.itemsize)
         batch_size = max(1, min(batch_size, _MAX_BATCH_INPUT_BYTES // row_bytes))
         pieces = []
         for start in range(0, n, batch_size):
             batch = X[start:start + batch_size]
-            pieces.append(self._decode_batch(self._run_batch(batch), batch.shape[0], label_kind))
+            pieces.append(self._decode_batch(self._run_batch(batch, run_options), batch.shape[0],
+                                             label_kind))
             if progress is not None:
                 progress(min(start + batch_size, n), n)
         if not pieces:
@@ -899,19 +903,26 @@ class OnnxModel:
         return out
 
     def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
-                    progress: Progress | None = None) -> np.ndarray:
+                    progress: Progress | None = None, clock=None) -> np.ndarray:
         """Labels for the test set. Whatever goes wrong here happened on the secret features:
-        :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``)."""
+        :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``). Runs
+        under the memory ceiling (:mod:`.memory_ceiling`) and, with ``clock``, until its
+        deadline (:mod:`.evaluation_clock`)."""
         from .memory_ceiling import memory_ceiling
 
+        run_options = clock.run_options if clock is not None else None
         try:
             with memory_ceiling():  # running out of memory fails the model, not the job
-                return self._predict(testset.X, label_kind_of(testset.y), batch_size, progress)
+                return self._predict(testset.X, label_kind_of(testset.y), batch_size, progress,
+                                     run_options)
         except (_RunFailed, _NotLabels) as exc:
             detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
         except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data
             detail = (f"ONNX model {self.label} on the test set {testset.source}: "
                       f"{type(exc).__name__}: {_whole(exc)}")
+        if clock is not None and clock.expired:
+            detail = (f"ONNX model {self.label} on the test set {testset.source}: stopped at the "
+                      f"end of evaluation_time ({clock.seconds:g} s) before it finished")
         raise ModelFailedOnTestSet(self.label, detail)
 
     def predict(self, X: np.ndarray, *, batch_size: int = DEFAULT_BATCH_ROWS,

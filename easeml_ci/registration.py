@@ -34,13 +34,21 @@ def pinned_terms(cfg) -> dict:
 
     Beside the plan terms that fix the budget, the settings that decide what the team sees and
     where the budget is kept: ``show_metrics``, the private sink (as a digest: a webhook URL is a
-    secret, and the ledger may sit on a branch the team can read) and the ledger's location.
+    secret, and the ledger may sit on a branch the team can read), the ledger's location and,
+    when set, ``evaluation_time`` (dropping it would reopen the timing channel it closes).
     """
-    return {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
-            "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
-            "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
-            "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
-            else "default"}
+    terms = {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
+             "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
+             "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
+             "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
+             else "default"}
+    if getattr(cfg, "evaluation_time", None) is not None:  # pinned only when set, so a test set
+        terms["evaluation_time"] = cfg.evaluation_time     # registered before the key stays valid
+    return terms
+
+
+#: Terms pinned only when the config sets them (absent from older registrations).
+OPTIONAL_TERMS = ("evaluation_time",)
 
 
 def _digest(value: str | None) -> str | None:
@@ -83,6 +91,10 @@ def check_pinned(cfg, registered: dict | None, fingerprint: str, terms: dict | N
             f"test set {fingerprint[:12]} is registered for the {pinned.get('kind', 'gate')}, not "
             f"the {terms.get('kind', 'gate')}: their budgets count different answers, so one test "
             "set cannot serve both; give each its own test set")
+    terms = dict(terms)
+    for key in OPTIONAL_TERMS:  # pinned when set: a config that drops it differs
+        if key in pinned and key not in terms:
+            terms[key] = None
     for key, now in terms.items():
         if key in pinned and pinned[key] != now:
             shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else

@@ -132,3 +132,100 @@ def test_a_containers_memory_limit_lowers_the_room(tmp_path, version):
     (folder / names[1]).write_text(usage + "\n")
     room = memory_ceiling._cgroup_room(str(proc), str(tmp_path))
     assert room == (None if "unlimited" in version else 2 * 2**30)
+
+
+# --- timing: evaluation_time ---------------------------------------------------------------------
+
+SLOW_SECRET = 2e7  # loop iterations the slow model runs when the secret feature says so (~30 s)
+
+
+def _slow_model(path) -> None:
+    """label = round(X[:, 1]); on the side a loop of max(X[:, 0]) additions (a few on synthetic
+    rows, SLOW_SECRET on the test set that holds it), added as 0 x its result."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("cond_in", T.BOOL, []),
+         helper.make_tensor_value_info("acc_in", T.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", T.BOOL, []),
+         helper.make_tensor_value_info("acc_out", T.FLOAT, [])],
+        initializer=[helper.make_tensor("one", T.FLOAT, [], [1.0])])
+    nodes = [
+        helper.make_node("Constant", [], ["i0"], value=helper.make_tensor("i0", T.INT64, [1], [0])),
+        helper.make_node("Constant", [], ["i1"], value=helper.make_tensor("i1", T.INT64, [1], [1])),
+        helper.make_node("Gather", ["X", "i0"], ["c0"], axis=1),
+        helper.make_node("Gather", ["X", "i1"], ["c1"], axis=1),
+        helper.make_node("ReduceMax", ["c0"], ["m"], keepdims=0),
+        helper.make_node("Abs", ["m"], ["am"]),
+        helper.make_node("Cast", ["am"], ["M"], to=T.INT64),
+        helper.make_node("Constant", [], ["t"], value=helper.make_tensor("t", T.BOOL, [], [True])),
+        helper.make_node("Loop", ["M", "t", "zero"], ["acc"], body=body),
+        helper.make_node("Mul", ["acc", "zero"], ["z"]),
+        helper.make_node("Reshape", ["c1", "minus1"], ["c1r"]),
+        helper.make_node("Add", ["c1r", "z"], ["c1z"]),
+        helper.make_node("Round", ["c1z"], ["r"]),
+        helper.make_node("Cast", ["r"], ["label"], to=T.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "slow", [helper.make_tensor_value_info("X", T.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("label", T.INT64, [None])],
+        initializer=[helper.make_tensor("zero", T.FLOAT, [], [0.0]),
+                     helper.make_tensor("minus1", T.INT64, [1], [-1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _timed_workspace(tmp_path, secret: float, extra: str = "evaluation_time: 1.5s\n"):
+    _workspace(tmp_path, secret)
+    _slow_model(tmp_path / "m.onnx")
+    with open(tmp_path / ".easeml.yml", "a") as fh:
+        fh.write(extra)
+
+
+@pytest.mark.parametrize("secret, verdict", [(3.0, "pass"), (SLOW_SECRET, "fail")])
+def test_evaluation_time_makes_a_slow_and_a_fast_run_take_the_same_time(tmp_path, capfd, secret, verdict):
+    """The same model, fast or (on the secret feature) slow: each check's evaluation takes 1.5 s.
+    The slow run is stopped at 1.5 s and fails the check as a counted step; without the clock it
+    runs ~30 s and passes, and the fast one takes milliseconds."""
+    import time
+
+    _timed_workspace(tmp_path, secret)
+    t0 = time.monotonic()
+    r = _check(tmp_path)
+    elapsed = time.monotonic() - t0
+    out = json.loads(r.stdout)
+    assert out["verdict"] == verdict and out["budget"]["used"] == 1, r.output
+    assert 1.5 <= elapsed < 1.5 + 8, elapsed
+    assert "Loop" not in capfd.readouterr().err
+
+
+def test_evaluation_time_is_checked_and_pinned(tmp_path):
+    _timed_workspace(tmp_path, 3.0, extra="evaluation_time: soon\n")
+    r = _check(tmp_path)
+    assert r.exit_code == 2 and "evaluation_time" in r.output and "'soon'" in r.output and "1h30m" in r.output
+    assert not (tmp_path / "ledger").exists()
+
+    _timed_workspace(tmp_path, 3.0)  # registered (first check) with evaluation_time: 1.5 s
+    assert _check(tmp_path).exit_code == 0
+    (tmp_path / ".easeml.yml").write_text(
+        (tmp_path / ".easeml.yml").read_text().replace("evaluation_time: 1.5s\n", ""))
+    r = _check(tmp_path)  # a config that drops it would reopen the timing channel
+    assert r.exit_code == 2 and "evaluation_time" in r.output and "registered with" in r.output, r.output
+
+
+@pytest.mark.parametrize("text, seconds", [(600, 600.0), ("90s", 90.0), ("10m", 600.0), ("1h30m", 5400.0),
+                                           ("0.5s", 0.5), ("45", 45.0)])
+def test_durations(text, seconds):
+    from easeml_ci.evaluation_clock import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", [0, -5, "soon", "0s", "m", True, float("nan"), "10d", "1h 30x"])
+def test_bad_durations(bad):
+    from easeml_ci.evaluation_clock import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(bad)
