@@ -56,16 +56,15 @@ def is_on_demand(ts, registered: dict | None) -> bool:
 
 
 def refuse_adaptive(cfg, testset: str) -> None:
-    """Labels on demand only under ``adaptivity: none`` (without ``passes``): exit 2 otherwise.
+    """Labels on demand only under ``adaptivity: none``: exit 2 otherwise.
 
     Under an adaptive mode the team would see a verdict at a time that depends on when the labels
     sufficed (or an "awaiting labels" answer): an outcome the budget does not count."""
-    if cfg.adaptivity == "none" and cfg.passes is None:
+    if cfg.adaptivity == "none":  # (passes apply to `full` only: the config refuses the rest)
         return
-    key = "passes" if cfg.adaptivity == "none" else "adaptivity"
-    value = cfg.passes if key == "passes" else f"'{cfg.adaptivity}'"
+    passes = f" with passes {cfg.passes}" if cfg.passes is not None else ""
     raise ConfigError(
-        f"{_where(cfg, key)} is {value}, but test set {testset} is labelled on demand: whether a "
+        f"{_where(cfg, 'adaptivity')} is '{cfg.adaptivity}'{passes}, but test set {testset} is labelled on demand: whether a "
         "check decides or awaits labels depends on the labels, and under an adaptive mode the team "
         "would see it as an outcome the budget does not count. Use `adaptivity: none` (verdicts "
         "and label requests go to the private sink), or label every row and register a labelled "
