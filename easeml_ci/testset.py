@@ -505,7 +505,7 @@ def testset_fingerprint(path, label_column: str = "label", key_env: str = crypto
     _check_readable(path, "test set")
     if crypto.is_encrypted(path) and not os.environ.get(key_env, "").strip():
         return crypto.read_header(path).fingerprint, False
-    return load_testset(path, label_column=label_column, key_env=key_env).fingerprint, True
+    return load_any_testset(path, label_column=label_column, key_env=key_env).fingerprint, True
 
 
 def load_pool(path, label_column: str | None = "label") -> np.ndarray:
@@ -867,3 +867,24 @@ def load_any_testset(path, label_column: str = "label", id_column: str = "id",
             return load_partly_labelled_csv(path, id_column, label_column)[0]
         return load_unlabelled_testset(path, id_column=id_column, key_env=key_env)
     return load_testset(path, label_column=label_column, key_env=key_env)
+
+
+def save_unlabelled_testset(ts: UnlabelledTestSet, out_path, id_column: str = "id") -> Path:
+    """Write an unlabelled test set as ``.npz`` (``X``, ``ids``) or a CSV (the id column, then
+    ``x0, x1, ...``), mode 0600; loading it back keeps the fingerprint."""
+    out = _resolve(out_path)
+    if out.suffix.lower() == ".npz":
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, X=ts.X, ids=ts.ids)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return out
+    # CSV: the ids go in as the "label" column of the labelled writer, under the id column's name
+    return _write_private(out, ts.X, ts.ids, id_column)

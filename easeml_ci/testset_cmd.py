@@ -12,7 +12,7 @@ import click
 
 from . import crypto
 from .errors import InputError
-from .testset import PLAIN_SUFFIXES, encrypt_testset, load_testset, save_testset, testset_fingerprint
+from .testset import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
 _KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an argument)."
 
@@ -116,8 +116,13 @@ def decrypt(in_path: Path, out_path: Path, label_column: str, key_env: str, forc
         if not in_path.exists():
             raise InputError(f"test set {in_path} does not exist")
         raise InputError(f"{in_path} is not an easeml-ci encrypted test set; nothing to decrypt")
-    ts = load_testset(in_path, key_env=key_env)
-    save_testset(ts, out_path, label_column=label_column)
+    from .testset import UnlabelledTestSet, load_any_testset, save_unlabelled_testset
+
+    ts = load_any_testset(in_path, key_env=key_env)
+    if isinstance(ts, UnlabelledTestSet):  # labelled on demand: features and ids (the labels
+        save_unlabelled_testset(ts, out_path)  # stay in its sealed store)
+    else:
+        save_testset(ts, out_path, label_column=label_column)
     click.echo(f"wrote the plaintext test set ({len(ts)} examples) to {out_path} with mode 0600; "
                f"keep it out of the repository", err=True)
 

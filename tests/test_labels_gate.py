@@ -396,3 +396,36 @@ def test_a_bound_wrong_by_a_factor_of_two_would_be_caught():
         assert crossed <= clause.alpha + _slack(clause.alpha, runs), (mu, crossed)
         crossed_at_half = (wealth >= level - math.log(2)).any(axis=1).mean()
         assert crossed_at_half > clause.alpha + _slack(clause.alpha, runs), (mu, crossed_at_half)
+
+
+def test_fingerprint_and_decrypt_of_an_encrypted_test_set_labelled_on_demand(tmp_path):
+    """`testset fingerprint` and `testset decrypt` take it too; the plaintext written back (npz
+    or CSV) has the same fingerprint, so re-encrypting it keeps the budget."""
+    repo = Repo(tmp_path, 40)
+    key = new_key()
+    enc = tmp_path / "ts.enc"
+    assert cli(["testset", "encrypt", str(repo.root / "ts.npz"), str(enc)],
+               env={KEY_ENV: key}).exit_code == 0
+    fingerprint = load_unlabelled_testset(repo.root / "ts.npz").fingerprint
+    for env in ({KEY_ENV: key}, {KEY_ENV: None}):
+        out = cli(["testset", "fingerprint", str(enc)], env=env)
+        assert out.exit_code == 0 and out.stdout.strip() == fingerprint, out.output
+    for name in ("back.npz", "back.csv"):
+        out = cli(["testset", "decrypt", str(enc), str(tmp_path / name)], env={KEY_ENV: key})
+        assert out.exit_code == 0, out.output
+        assert cli(["testset", "fingerprint", str(tmp_path / name)]).stdout.strip() == fingerprint
+
+
+def test_an_unregistered_encrypted_test_set_is_refused_under_full_before_registering(tmp_path):
+    plan = _plan()
+    repo = Repo(tmp_path, plan.rows)
+    repo.config(adaptivity="full")
+    key = new_key()
+    enc = repo.root / "ts.enc"
+    assert cli(["testset", "encrypt", str(repo.root / "ts.npz"), str(enc)],
+               env={KEY_ENV: key}).exit_code == 0
+    new, old = repo.models("m", *_pair(np.random.default_rng(8), repo.truth, 0.4, 0.3))
+    result = cli(["check", "--config", str(repo.root / ".easeml.yml"), "--new", str(repo.root / new),
+                  "--old", str(repo.root / old), "--testset", str(enc)], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "labelled on demand" in result.stderr, result.output
+    assert not (repo.root / ".easeml").exists() and not repo.sink.exists()
