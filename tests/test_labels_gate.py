@@ -429,3 +429,26 @@ def test_an_unregistered_encrypted_test_set_is_refused_under_full_before_registe
                   "--old", str(repo.root / old), "--testset", str(enc)], env={KEY_ENV: key})
     assert result.exit_code == 2 and "labelled on demand" in result.stderr, result.output
     assert not (repo.root / ".easeml").exists() and not repo.sink.exists()
+
+
+def test_registering_a_partly_labelled_csv_moves_its_labels_into_the_store(tmp_path):
+    """A plaintext CSV with ids and some labels: `testset register` registers it as labelled on
+    demand (the fingerprint covers features and ids only) and appends the labels it carries to
+    its store; registering again adds nothing, and a check reads them."""
+    plan = _plan()
+    repo = Repo(tmp_path, plan.rows)
+    X = np.load(repo.root / "ts.npz")["X"]
+    given = np.arange(len(repo.ids)) % 3 == 0
+    rows = [[i] + [f"{v:.9g}" for v in x] + [int(t) if g else ""]
+            for i, x, t, g in zip(repo.ids.tolist(), X, repo.truth, given)]
+    csv_path = write_csv(repo.root / "ts.csv", ["id", "a", "b", "c", "label"], rows)
+    args = ["testset", "register", str(csv_path), "--config", str(repo.root / ".easeml.yml"), "--json"]
+    first = cli(args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["fingerprint"] == load_unlabelled_testset(repo.root / "ts.npz").fingerprint
+    assert f"{int(given.sum())} labels from" in first.stderr
+    store = default_store_path(csv_path)
+    before = store.read_bytes()
+    assert cli(args).exit_code == 0 and store.read_bytes() == before
+    assert len(LabelStore.open(store, load_unlabelled_testset(repo.root / "ts.npz"), None).labels) \
+        == int(given.sum())
