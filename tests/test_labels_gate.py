@@ -171,6 +171,31 @@ def test_steps_disagreeing_on_different_rows_are_decided_as_with_every_label(tmp
     assert len(repo.steps()) == 3  # one per pair, however many checks each took
 
 
+def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_path):
+    """Monte Carlo through the CLI, for the link: 24 model pairs on one test set, their truths
+    drawn from both zone edges and the middle, each checked and labelled until decided; every
+    private decision equals :func:`on_demand.decide` with every label known, so the error rates
+    measured on that function below hold for the CLI. One step per pair."""
+    plan = _plan(steps=24)
+    repo = Repo(tmp_path, plan.rows, steps=24)
+    rng = np.random.default_rng(SEED + 9)
+    a, b = plan.clauses[0].edges
+    outcomes = []
+    for k in range(24):
+        mu = (a, b, (a + b) / 2)[k % 3]
+        preds = _pair(rng, repo.truth, float(rng.uniform(0.2, 0.5)), mu)
+        new, old = repo.models(f"p{k}", *preds)
+        for _ in range(20):
+            assert repo.check(new, old).exit_code == 0
+            record = repo.records()[-1]
+            if record["verdict"] != "awaiting labels":
+                break
+            repo.label(record["label_request"]["row_ids"])
+        assert record["verdict"] == _with_every_label(repo, plan, *preds), (k, mu)
+        outcomes.append(record["verdict"])
+    assert len(repo.steps()) == 24 and set(outcomes) == {"pass", "fail"}
+
+
 class _Gate:  # what pair_digest reads from a validated gate
     def __init__(self, repo, new, old):
         self.new, self.old, self.workdir = new, old, repo.root
