@@ -11,11 +11,11 @@ What is checked here, and how:
 * What the team sees: an awaiting check and a deciding one give the same stdout, exit code and
   ledger entries (volatile fields masked); one step per model pair, whatever happened; adaptive
   modes refused before anything is written.
-* Monte Carlo: thousands of team runs are too slow through the CLI (~0.1 s a check), so the error
-  rates are measured on :func:`easeml_ci.on_demand.decide`, the function `check` calls after
-  evaluating the models, in the same loop (decide -> label the requested rows -> decide). The
-  CLI scenario above pins that the CLI path decides exactly what this function decides. Reliability
-  is low (delta' = 0.2) so a few thousand runs measure the error.
+* Monte Carlo, reliability low (delta' = 0.2): through the CLI, 150 fresh repositories per zone
+  edge (~45 ms a run; enough to fail on an error twice the bound); the rates themselves with ten
+  times the runs on :func:`easeml_ci.on_demand.decide`, the function `check` calls after
+  evaluating the models, in the same loop (decide -> label the requested rows -> decide), and
+  24 pairs through the CLI pin that the CLI decides exactly what this function decides.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class Repo:
     def __init__(self, tmp_path: Path, rows: int, *, seed: int = 0, steps: int = 3,
                  adaptivity: str = "none", reliability: float = 0.6, condition: str = CONDITION):
         self.root = tmp_path / "repo"
-        self.root.mkdir()
+        self.root.mkdir(parents=True)
         self.sink = tmp_path / "sink.jsonl"
         rng = np.random.default_rng(seed)
         self.truth = rng.integers(0, 2, rows)
@@ -194,6 +194,37 @@ def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_pat
         assert record["verdict"] == _with_every_label(repo, plan, *preds), (k, mu)
         outcomes.append(record["verdict"])
     assert len(repo.steps()) == 24 and set(outcomes) == {"pass", "fail"}
+
+
+CLI_RUNS = 150
+
+
+def test_error_through_the_cli_at_both_edges(tmp_path):
+    """Monte Carlo through the CLI itself: a fresh repository, test set and ledger per run
+    (~45 ms each), the team re-running `check` and the owner answering with `testset label`
+    until the private sink holds a decision. 150 runs per edge put delta' + four standard errors
+    at 0.33: an error twice the bound (0.4) would fail here; the rates themselves are measured on
+    the decision function below with ten times the runs."""
+    plan = _plan(steps=2)
+    clause = plan.clauses[0]
+    a, b = clause.edges
+    rng = np.random.default_rng(SEED + 11)
+    for mu, wrong in ((a, "pass"), (b, "fail")):
+        errors = 0
+        for run in range(CLI_RUNS):
+            repo = Repo(tmp_path / f"{wrong}-{run}", plan.rows, seed=int(rng.integers(2**31)),
+                        steps=2)
+            new, old = repo.models("m", *_pair(rng, repo.truth, 0.3, mu))
+            for _ in range(20):
+                assert repo.check(new, old).exit_code == 0
+                record = repo.records()[-1]
+                if record["verdict"] != "awaiting labels":
+                    break
+                repo.label(record["label_request"]["row_ids"])
+            assert len(repo.steps()) == 1
+            errors += record["verdict"] == wrong
+        rate = errors / CLI_RUNS
+        assert rate <= clause.delta + _slack(clause.delta, CLI_RUNS), (mu, rate)
 
 
 class _Gate:  # what pair_digest reads from a validated gate
