@@ -19,7 +19,7 @@ from typing import Callable
 
 import conditions
 
-from . import alerts, private_sink
+from . import alerts, on_demand, private_sink
 from .errors import (BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall,
                      UsageError)
 from .ledger import Budget, Ledger, LedgerSpent
@@ -270,7 +270,7 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
     from the registered ones, a spent budget or a ledger the token may not write: no verdict.
     """
     from . import crypto
-    from .testset import load_testset
+    from .testset import load_any_testset
 
     probe = getattr(backend, "check_writable", None)
     if probe is not None:  # a ledger we could not write would waste the evaluation: ask first
@@ -280,7 +280,7 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
         fingerprint = crypto.read_header(gate.testset).fingerprint
     else:
         gate.progress(f"loading test set {gate.testset_given}")
-        ts = load_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
+        ts = load_any_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
         fingerprint = ts.fingerprint
     ledger = Ledger(backend, fingerprint)
     entries = ledger.entries()
@@ -291,10 +291,16 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
             f"{ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
             "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
             "branch); a test set a pull request added is refused")
+    labels_on_demand = on_demand.is_on_demand(ts, registered)
+    if labels_on_demand:  # before anything is written: adaptive modes are refused (exit 2)
+        on_demand.refuse_adaptive(gate.cfg, gate.testset_given)
     check_pinned(gate.cfg, registered, fingerprint, gate.terms)
     _check_models(gate, ts, registered)
     before = compute_budget(entries, gate.terms)
-    if not before.active:
+    # A pair checked before on a test set labelled on demand spends no step: it may still
+    # complete its decision privately when the budget has run out since.
+    if not before.active and not (labels_on_demand and on_demand.spent_step(
+            entries, on_demand.pair_digest(gate)) is not None):
         alert = raise_alert(gate, budget=before, ledger=ledger)
         raise _exhausted(before, alert, fingerprint)
     return Opened(ledger=ledger, entries=entries, fingerprint=fingerprint, testset=ts)
@@ -305,8 +311,11 @@ def _check_models(gate: Gate, ts, registered: dict | None) -> None:
     opened: a plaintext file was read to fingerprint it; an encrypted one's schema was pinned
     when its owner registered it (the header carries none)."""
     from .models import TestSetSchema
+    from .testset import UnlabelledTestSet
 
-    if ts is not None:
+    if isinstance(ts, UnlabelledTestSet):
+        schema = on_demand.schema_of(ts)
+    elif ts is not None:
         schema = TestSetSchema.of(ts)
     elif registered is not None and registered.get("schema"):
         schema = TestSetSchema.from_dict(registered["schema"])
@@ -317,17 +326,21 @@ def _check_models(gate: Gate, ts, registered: dict | None) -> None:
 
 
 def open_testset(gate: Gate, opened: Opened, *, key_env: str, underpowered: bool):
-    """Decrypt (or reuse) the test set and size the plan to it; returns (test set, plan)."""
-    from .testset import load_testset
+    """Decrypt (or reuse) the test set and size the plan to it; returns (test set, plan).
+
+    A test set labelled on demand comes back with its sequential plan (:mod:`.on_demand`)."""
+    from .testset import UnlabelledTestSet, load_any_testset
 
     ts = opened.testset
     if ts is None:
         gate.progress(f"loading test set {gate.testset_given}")
-        ts = load_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
+        ts = load_any_testset(gate.testset, label_column=gate.cfg.label_column, key_env=key_env)
     if ts.fingerprint != opened.fingerprint:  # cannot happen for an authentic file
         raise UsageError(f"test set {gate.testset_given}: its content does not match the "
                          "fingerprint its header claims; refusing it")
     opened.testset = None
+    if isinstance(ts, UnlabelledTestSet):
+        return ts, on_demand.admit(gate, opened, ts, underpowered=underpowered)
     plan = gate.plan
     if len(ts) < plan.test_examples:
         if not underpowered:
@@ -405,10 +418,13 @@ def decide(gate: Gate, plan, labels, new_pred, old_pred) -> conditions.Verdict:
         raise TestSetTooSmall(f"test set {gate.testset_given}: {exc}") from None
 
 
-def commit(gate: Gate, opened: Opened, verdict, *, underpowered: bool):
-    """Step 5: spend the step durably. Only after this may anything about the verdict show."""
+def commit(gate: Gate, opened: Opened, verdict, *, underpowered: bool,
+           details: dict | None = None):
+    """Step 5: spend the step durably. Only after this may anything about the verdict show.
+
+    ``details``: more fields for the step's ledger entry (public: nothing label-dependent)."""
     withheld = gate.cfg.adaptivity == "none"
-    details = {"new": gate.new, "old": gate.old}
+    details = {"new": gate.new, "old": gate.old, **(details or {})}
     if underpowered:
         details["underpowered"] = True
     try:
@@ -467,10 +483,11 @@ def reveal(gate: Gate, opened: Opened, verdict, plan, entry: dict, after: Budget
 def run_check(config, new: str, old: str | None, testset: str | None, *,
               underpowered: bool = False, key_env: str = "EASEML_TESTSET_KEY",
               workdir: Path = Path("."), backend=None, register: bool = True,
-              progress: Progress | None = None) -> CheckResult:
+              progress: Progress | None = None, label_store=None) -> CheckResult:
     """Gate ``new`` (against ``old``) on ``testset`` under ``config``; see the module docstring.
 
     ``register=False`` refuses a test set its owner has not registered (pull requests).
+    ``label_store``: the label store of a test set labelled on demand (default: beside it).
     """
     workdir = Path(workdir)
     gate = validate(config, new, old, testset, workdir, progress)
@@ -478,6 +495,8 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
         backend = open_ledger_backend(gate.cfg)
     opened = budget(gate, backend, key_env=key_env, register=register)
     ts, plan = open_testset(gate, opened, key_env=key_env, underpowered=underpowered)
+    if isinstance(plan, conditions.SequentialPlan):  # labels on demand: its own steps 3-6
+        return on_demand.run(gate, opened, ts, plan, key_env=key_env, store_path=label_store)
     failure = None
     try:
         new_pred, old_pred = evaluate(gate, ts)

@@ -34,13 +34,16 @@ def _progress(enabled: bool):
               help="Decide on a test set smaller than the plan, at the tolerance it supports.")
 @click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
               help="Environment variable holding the key of an encrypted test set.")
-def check(config_path, new, old, testset, as_json, underpowered, key_env):
+@click.option("--labels", "label_store", default=None,
+              help="Label store of a test set labelled on demand [default: TESTSET.labels].")
+def check(config_path, new, old, testset, as_json, underpowered, key_env, label_store):
     """Gate a model on the secret test set; the step is recorded before the verdict is shown."""
     from .check import run_check
 
     try:
         result = run_check(config_path, new, old, testset, underpowered=underpowered,
-                           key_env=key_env, workdir=Path("."), progress=_progress(not as_json))
+                           key_env=key_env, workdir=Path("."), progress=_progress(not as_json),
+                           label_store=label_store)
     except BudgetExhausted as exc:  # the alert is part of the answer (under --json: the object)
         alert = getattr(exc, "alert", None)
         if alert and not as_json:
@@ -62,16 +65,25 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env):
 @click.option("--json", "as_json", is_flag=True)
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
+    from . import on_demand
     from .check import _load_config, _plan, plan_summary
     from .registration import (check_pinned, ledger_name, open_ledger_backend, pinned_terms,
                                testset_schema)
     from .ledger import Ledger
-    from .testset import load_testset
+    from .testset import UnlabelledTestSet, load_any_testset
 
     cfg = _load_config(config_path)
     plan = _plan(cfg)
-    ts = load_testset(path, label_column=cfg.label_column, key_env=key_env)
-    if len(ts) < plan.test_examples and not underpowered:
+    ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
+    imported = None
+    if isinstance(ts, UnlabelledTestSet):
+        on_demand.refuse_adaptive(cfg, path)
+        rows = on_demand.sequential(cfg).rows
+        if len(ts) < rows:
+            raise TestSetTooSmall(f"test set {path}: labelled on demand, it needs {rows} rows "
+                                  f"(features and ids), has {len(ts)}; add rows")
+        imported = _import_file_labels(path, ts, cfg, key_env)
+    elif len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
                               f"have {len(ts)}; label more, or pass --underpowered")
     backend = open_ledger_backend(cfg, repository=repository_ledger)
@@ -86,16 +98,42 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
                              "renaming or re-encrypting it does not reset its budget, label a new one")
         state = "already registered"
     else:
-        ledger.register(pinned_terms(cfg), by="register",
-                        note={"plan": {k: v for k, v in plan_summary(plan).items()
-                                       if k in ("method", "test_examples", "labels")},
-                              "schema": testset_schema(ts)})
+        note = {"plan": {k: v for k, v in plan_summary(plan).items()
+                         if k in ("method", "test_examples", "labels")}}
+        if isinstance(ts, UnlabelledTestSet):
+            note.update(on_demand.registration_note(ts))
+        else:
+            note["schema"] = testset_schema(ts)
+        ledger.register(pinned_terms(cfg), by="register", note=note)
         budget = ledger.budget()
         state = "registered"
     if as_json:
-        click.echo(json.dumps({"status": state, "fingerprint": ts.fingerprint,
-                               "budget": budget.to_dict(), "ledger": ledger_name(backend)},
-                              sort_keys=True))
+        out = {"status": state, "fingerprint": ts.fingerprint, "budget": budget.to_dict(),
+               "ledger": ledger_name(backend)}
+        if isinstance(ts, UnlabelledTestSet):
+            out["labels"] = "on-demand"
+        click.echo(json.dumps(out, sort_keys=True))
     else:
         click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {ledger_name(backend)}\n"
                    f"budget: {report.budget_line(budget.to_dict())}")
+        if isinstance(ts, UnlabelledTestSet):
+            click.echo("labels: on demand (checks ask the owner, privately, for the rows they need)")
+    if imported:
+        click.echo(imported, err=True)
+
+
+def _import_file_labels(path, ts, cfg, key_env: str) -> str | None:
+    """The labels a partly labelled CSV test set carries go into its label store (append-only,
+    so registering twice adds nothing); returns what was done, for stderr."""
+    from .labels import LabelStore, batch_from_rows, default_store_path
+    from .testset import load_partly_labelled_csv
+
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    _, rows = load_partly_labelled_csv(path, label_column=cfg.label_column)
+    if not rows:
+        return None
+    store = LabelStore.open(default_store_path(path), ts, None)
+    result = store.add(batch_from_rows(path, rows))
+    return (f"{result.added} labels from {path} added to the label store {store.path} "
+            f"({len(store.labels)} of {len(ts)} rows labelled)")

@@ -299,15 +299,22 @@ def read_labels_csv(path, id_column: str = "id", label_column: str = "label") ->
             continue
         if len(row) != len(header):
             raise InputError(f"{path} line {line}: {len(row)} columns, the header has {len(header)}")
-        row_id, value = row[id_at].strip(), row[label_at].strip()
+        raw.append((row[id_at].strip(), row[label_at].strip(), line))
+    if not raw:
+        raise InputError(f"{path}: no labels (only a header)")
+    return batch_from_rows(path, raw)
+
+
+def batch_from_rows(path, raw: list) -> LabelBatch:
+    """A :class:`LabelBatch` from ``(row id, label text, line)`` rows read elsewhere (a labels
+    CSV, or the labelled rows of a partly labelled test set CSV), checked the same way."""
+    path = Path(path)
+    for row_id, value, line in raw:
         if not row_id:
             raise InputError(f"{path} line {line}: empty row id")
         if not value or value.lower() in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity"):
             raise InputError(f"{path} line {line}: row id {row_id!r} has {value or 'an empty value'!r}, "
                              f"which is not a label (an integer, a finite number or text)")
-        raw.append((row_id, value, line))
-    if not raw:
-        raise InputError(f"{path}: no labels (only a header)")
     numbers = []
     for row_id, value, line in raw:
         try:

@@ -169,6 +169,8 @@ class _CanonicalAssembler:
 
     def _lay_out(self) -> None:
         head = bytes(self.head)
+        if head.startswith(_UNLABELLED_MAGIC):
+            raise _IsUnlabelled(f"{self.source} is an unlabelled test set")
         if not head.startswith(_PREAMBLE_MAGIC):
             raise self._bad("no easeml-ci header line")
         try:
@@ -503,7 +505,7 @@ def testset_fingerprint(path, label_column: str = "label", key_env: str = crypto
     _check_readable(path, "test set")
     if crypto.is_encrypted(path) and not os.environ.get(key_env, "").strip():
         return crypto.read_header(path).fingerprint, False
-    return load_testset(path, label_column=label_column, key_env=key_env).fingerprint, True
+    return load_any_testset(path, label_column=label_column, key_env=key_env).fingerprint, True
 
 
 def load_pool(path, label_column: str | None = "label") -> np.ndarray:
@@ -767,3 +769,122 @@ def encrypt_unlabelled_testset(ts: UnlabelledTestSet, out_path, key: bytes) -> c
     parts = unlabelled_parts(ts.X, ts.ids)
     size = sum(len(memoryview(p).cast("B")) for p in parts)
     return crypto.encrypt_to_file(parts, size, ts.fingerprint, key, _resolve(out_path))
+
+
+class _IsUnlabelled(InputError):
+    """Raised while decrypting: the plaintext is an unlabelled test set (see :func:`load_any_testset`)."""
+
+
+def is_unlabelled_file(path, label_column: str = "label", id_column: str = "id") -> bool:
+    """Whether a plaintext test set file holds row ids and no (complete) labels, without loading
+    it: an ``.npz`` with ``ids`` and no ``y``, or a CSV with the id column and no label column
+    (or a label column with an empty cell: labelled in part). Encrypted files: see
+    :func:`load_any_testset`. A file that is neither is left to the labelled loader's messages.
+    """
+    path = _resolve(path)
+    if crypto.is_encrypted(path) or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = set(getattr(data, "files", []))
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+            return False
+        return "ids" in names and "y" not in names
+    if suffix == ".csv":
+        try:
+            names = _csv_header(path)
+        except InputError:
+            return False
+        if id_column not in names:
+            return False
+        if label_column not in names:
+            return True
+        return bool(_partial_labels(path, names, id_column, label_column)[1])
+    return False
+
+
+def _partial_labels(path: Path, names: list[str], id_column: str, label_column: str,
+                    ) -> tuple[list, list]:
+    """``(labelled, empty)``: (row id, label text, line) of the CSV's labelled rows, and the lines
+    whose label cell is empty."""
+    labelled, empty = [], []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = csv.reader(fh)
+        next(rows, None)
+        id_at, label_at = names.index(id_column), names.index(label_column)
+        for line, row in enumerate(rows, start=2):
+            if not any(cell.strip() for cell in row) or len(row) <= max(id_at, label_at):
+                continue
+            value = row[label_at].strip()
+            if value:
+                labelled.append((row[id_at].strip(), value, line))
+            else:
+                empty.append(line)
+    return labelled, empty
+
+
+def load_partly_labelled_csv(path, id_column: str = "id", label_column: str = "label",
+                             ) -> tuple[UnlabelledTestSet, list]:
+    """A CSV with row ids whose label column is empty on some rows (or absent): the unlabelled
+    test set (features without the id and label columns) and the labels it does have, as
+    ``(row id, label text, line)`` for the label store (:func:`easeml_ci.labels.batch_from_rows`)."""
+    path = _resolve(path)
+    _check_readable(path, "test set")
+    names = _csv_header(path)
+    if id_column not in names:
+        raise InputError(f"{path}: no row id column {id_column!r}; the columns are "
+                         f"{', '.join(repr(n) for n in names)} (pass --id-column)")
+    ids = np.atleast_1d(_loadtxt(path, [names.index(id_column)], str, f"id column {id_column!r}", names))
+    ids = canonical_row_ids(ids, path, 1, "data row")
+    features = [i for i, n in enumerate(names) if n not in (id_column, label_column)]
+    if not features:
+        raise InputError(f"{path}: no feature columns besides {id_column!r} and {label_column!r}")
+    X = _loadtxt(path, features, np.float32,
+                 f"features (every column but {id_column!r} and {label_column!r} must be numeric)",
+                 names)
+    ts = unlabelled_from_arrays(X, ids, path)
+    labelled = _partial_labels(path, names, id_column, label_column)[0] if label_column in names else []
+    return ts, labelled
+
+
+def load_any_testset(path, label_column: str = "label", id_column: str = "id",
+                     key_env: str = crypto.DEFAULT_KEY_ENV) -> "TestSet | UnlabelledTestSet":
+    """A labelled :class:`TestSet` or, for a file that holds row ids without (all) labels, an
+    :class:`UnlabelledTestSet` (labels on demand: :mod:`easeml_ci.labels`). Plaintext labels
+    of a partly labelled CSV are not returned here: ``testset register`` / ``encrypt`` move them
+    into the label store."""
+    path = _resolve(path)
+    _check_readable(path, "test set")
+    if crypto.is_encrypted(path):
+        try:
+            return load_testset(path, label_column=label_column, key_env=key_env)
+        except _IsUnlabelled:
+            return load_unlabelled_testset(path, id_column=id_column, key_env=key_env)
+    if is_unlabelled_file(path, label_column, id_column):
+        if path.suffix.lower() == ".csv":
+            return load_partly_labelled_csv(path, id_column, label_column)[0]
+        return load_unlabelled_testset(path, id_column=id_column, key_env=key_env)
+    return load_testset(path, label_column=label_column, key_env=key_env)
+
+
+def save_unlabelled_testset(ts: UnlabelledTestSet, out_path, id_column: str = "id") -> Path:
+    """Write an unlabelled test set as ``.npz`` (``X``, ``ids``) or a CSV (the id column, then
+    ``x0, x1, ...``), mode 0600; loading it back keeps the fingerprint."""
+    out = _resolve(out_path)
+    if out.suffix.lower() == ".npz":
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, X=ts.X, ids=ts.ids)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return out
+    # CSV: the ids go in as the "label" column of the labelled writer, under the id column's name
+    return _write_private(out, ts.X, ts.ids, id_column)

@@ -12,7 +12,7 @@ import click
 
 from . import crypto
 from .errors import InputError
-from .testset import PLAIN_SUFFIXES, encrypt_testset, load_testset, save_testset, testset_fingerprint
+from .testset import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
 _KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an argument)."
 
@@ -46,23 +46,50 @@ def _refuse_overwrite(out: Path, force: bool) -> None:
 @click.argument("out_path", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("--label-column", default="label", show_default=True,
               help="Label column of a CSV test set (all other columns are features).")
+@click.option("--id-column", default="id", show_default=True,
+              help="Row id column of a test set labelled on demand (a CSV whose label column is "
+                   "absent or empty on some rows).")
 @click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
 @click.option("--in-key-env", default=None,
               help="Key of IN when IN is already encrypted (re-encrypting under a new key); "
                    "defaults to --key-env.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
-def encrypt(in_path: Path, out_path: Path, label_column: str, key_env: str,
+def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, key_env: str,
             in_key_env: str | None, force: bool) -> None:
     """Encrypt the test set IN (.npz, .csv, or encrypted) into OUT with AES-256-GCM.
 
     The fingerprint, which keys the budget ledger, depends on the data only: re-encrypting the
-    same data under any key keeps its budget.
+    same data under any key keeps its budget. A test set labelled on demand (row ids, labels
+    absent or given on some rows only) is encrypted without labels; the labels a CSV does carry
+    go to OUT's sealed label store (OUT.labels).
     """
+    from .labels import LabelStore, batch_from_rows, default_store_path
+    from .testset import (UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset,
+                          load_partly_labelled_csv)
+
     key = crypto.key_from_env(key_env, purpose="the key to encrypt with")
     _refuse_overwrite(out_path, force)
-    ts = load_testset(in_path, label_column=label_column, key_env=in_key_env or key_env)
+    ts = load_any_testset(in_path, label_column=label_column, id_column=id_column,
+                          key_env=in_key_env or key_env)
     if out_path.resolve() == in_path.resolve():
         raise InputError(f"OUT {out_path} is the same file as IN; write the encrypted copy elsewhere")
+    if isinstance(ts, UnlabelledTestSet):
+        rows = []
+        if not crypto.is_encrypted(in_path) and in_path.suffix.lower() == ".csv":
+            rows = load_partly_labelled_csv(in_path, id_column, label_column)[1]
+        batch = batch_from_rows(in_path, rows) if rows else None  # checked before writing
+        store_path = default_store_path(out_path)
+        if batch is not None and store_path.exists():
+            raise InputError(f"{store_path} already exists; move it away before encrypting a "
+                             f"partly labelled test set to {out_path}")
+        encrypt_unlabelled_testset(ts, out_path, key)
+        click.echo(f"encrypted {len(ts)} rows labelled on demand to {out_path} (fingerprint "
+                   f"{ts.fingerprint})", err=True)
+        if batch is not None:
+            added = LabelStore.open(store_path, ts, key).add(batch).added
+            click.echo(f"{added} labels from {in_path} sealed into {store_path}", err=True)
+        click.echo(ts.fingerprint)
+        return
     encrypt_testset(ts, out_path, key)
     click.echo(f"encrypted {len(ts)} examples to {out_path} (fingerprint {ts.fingerprint})", err=True)
     click.echo(ts.fingerprint)
@@ -89,8 +116,13 @@ def decrypt(in_path: Path, out_path: Path, label_column: str, key_env: str, forc
         if not in_path.exists():
             raise InputError(f"test set {in_path} does not exist")
         raise InputError(f"{in_path} is not an easeml-ci encrypted test set; nothing to decrypt")
-    ts = load_testset(in_path, key_env=key_env)
-    save_testset(ts, out_path, label_column=label_column)
+    from .testset import UnlabelledTestSet, load_any_testset, save_unlabelled_testset
+
+    ts = load_any_testset(in_path, key_env=key_env)
+    if isinstance(ts, UnlabelledTestSet):  # labelled on demand: features and ids (the labels
+        save_unlabelled_testset(ts, out_path)  # stay in its sealed store)
+    else:
+        save_testset(ts, out_path, label_column=label_column)
     click.echo(f"wrote the plaintext test set ({len(ts)} examples) to {out_path} with mode 0600; "
                f"keep it out of the repository", err=True)
 
@@ -130,9 +162,13 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     a no-op). An encrypted TESTSET's store is sealed with its key, so only the owner can read it.
     """
     from .labels import LabelStore, default_store_path, read_labels_csv
-    from .testset import load_unlabelled_testset
+    from .testset import UnlabelledTestSet, load_any_testset
 
-    ts = load_unlabelled_testset(testset_path, id_column=id_column, key_env=key_env)
+    ts = load_any_testset(testset_path, id_column=id_column, key_env=key_env)
+    if not isinstance(ts, UnlabelledTestSet):
+        raise InputError(f"test set {testset_path} has a label for every row; labels on demand "
+                         f"need a test set of features and row ids (column {id_column!r}) whose "
+                         f"labels are absent or empty")
     key = crypto.key_from_env(key_env) if crypto.is_encrypted(testset_path) else None
     batch = read_labels_csv(labels_path, id_column=id_column, label_column=label_column)
     store = LabelStore.open(store_path or default_store_path(testset_path), ts, key)
