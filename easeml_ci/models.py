@@ -124,7 +124,10 @@ class TestSetSchema:
 
     @classmethod
     def of(cls, testset: TestSet) -> "TestSetSchema":
-        return cls(n_features=testset.n_features, label_kind=label_kind_of(testset.y),
+        """The schema of a test set; of one labelled on demand (no ``y``), no label kind yet."""
+        y = getattr(testset, "y", None)
+        return cls(n_features=int(testset.X.shape[1]),
+                   label_kind=label_kind_of(y) if y is not None else None,
                    n_examples=len(testset), feature_dtype=testset.X.dtype,
                    source=str(testset.source))
 
@@ -913,8 +916,8 @@ class OnnxModel:
         run_options = clock.run_options if clock is not None else None
         try:
             with memory_ceiling():  # running out of memory fails the model, not the job
-                return self._predict(testset.X, label_kind_of(testset.y), batch_size, progress,
-                                     run_options)
+                return self._predict(testset.X, TestSetSchema.of(testset).label_kind, batch_size,
+                                     progress, run_options)
         except (_RunFailed, _NotLabels) as exc:
             detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
         except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data

@@ -115,19 +115,35 @@ def admit(gate, opened, ts, *, underpowered: bool):
 # --- the model pair ------------------------------------------------------------------------------
 
 def model_digest(spec: str, workdir: Path) -> str:
-    """SHA-256 of a model file's bytes (a path from ``workdir``, or ``git:REF:PATH``)."""
-    from .models import GIT_PREFIX, read_git_blob
+    """SHA-256 of a model's bytes (a path from ``workdir``, or ``git:REF:PATH``), with the
+    external data files an ONNX model keeps its weights in: new weights beside the same graph
+    file are another model, and must spend their own step."""
+    import posixpath
 
-    if str(spec).startswith(GIT_PREFIX):
-        blob = read_git_blob(str(spec), workdir)[1]
-    else:
-        path = Path(spec)
+    from .models import GIT_PREFIX, _parse_onnx, external_data_locations, parse_git_spec, read_git_blob
+
+    def read(where: str) -> bytes:
+        if where.startswith(GIT_PREFIX):
+            return read_git_blob(where, workdir)[1]
+        path = Path(where)
         path = path if path.is_absolute() else workdir / path
         try:
-            blob = path.read_bytes()
+            return path.read_bytes()
         except OSError as exc:
-            raise InputError(f"cannot read model {spec}: {exc.strerror or exc}") from None
-    return hashlib.sha256(blob).hexdigest()
+            raise InputError(f"cannot read model {where}: {exc.strerror or exc}") from None
+
+    spec = str(spec)
+    blob = read(spec)
+    digest = hashlib.sha256(blob)
+    proto = _parse_onnx(blob) if spec.endswith(".onnx") and b"location" in blob else None
+    for location in sorted(external_data_locations(proto)) if proto is not None else []:
+        if spec.startswith(GIT_PREFIX):
+            ref, path = parse_git_spec(spec)
+            data = read(f"{GIT_PREFIX}{ref}:{posixpath.join(posixpath.dirname(path), location)}")
+        else:
+            data = read(str(Path(spec).parent / location))
+        digest.update(b"\0" + location.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
 
 
 def pair_digest(gate) -> str:
@@ -203,32 +219,17 @@ def decide(plan: conditions.SequentialPlan, seed: int, ids: np.ndarray, labels: 
 
 
 def evaluate(gate, ts, kind: str | None, y: np.ndarray):
-    """Both models' predictions on every row of an unlabelled test set.
+    """Both models' predictions on every row of an unlabelled test set, as for a labelled one
+    (:func:`easeml_ci.check.evaluate`: the memory ceiling, ``evaluation_time``, the fixed text
+    of a failure on the test data).
 
     The models are checked against the label kind of the labels given so far (none yet: any
-    kind of labels is accepted). A failure on the test data is :class:`ModelFailedOnTestSet`."""
-    from .models import OnnxModel, load_predictions
+    kind of labels is accepted)."""
+    from .check import evaluate as run_models
     from .testset import TestSet
 
-    out = {}
-    for role in ("new", "old"):
-        model = gate.models.get(role)
-        if model is None:
-            continue
-        gate.progress(f"evaluating {role} model {getattr(gate, role)}")
-        if kind is not None:
-            view = TestSet(X=ts.X, y=y, fingerprint=ts.fingerprint, source=ts.source)
-            out[role] = load_predictions(model, view)
-        elif isinstance(model, OnnxModel):
-            model.check(schema_of(ts))
-            try:
-                out[role] = model.predict(ts.X, source=ts.source)
-            except InputError as exc:
-                raise ModelFailedOnTestSet(model.label, exc.message) from None
-        else:
-            model.check(schema_of(ts))
-            out[role] = model.predictions(ts)
-    return out["new"], out.get("old")
+    view = ts if kind is None else TestSet(X=ts.X, y=y, fingerprint=ts.fingerprint, source=ts.source)
+    return run_models(gate, view)
 
 
 def open_store(gate, ts, key_env: str, store_path):

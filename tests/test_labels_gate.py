@@ -508,3 +508,39 @@ def test_registering_a_partly_labelled_csv_moves_its_labels_into_the_store(tmp_p
     assert cli(args).exit_code == 0 and store.read_bytes() == before
     assert len(LabelStore.open(store, load_unlabelled_testset(repo.root / "ts.npz"), None).labels) \
         == int(given.sum())
+
+
+def test_new_weights_beside_the_same_graph_file_are_another_pair(tmp_path):
+    """The pair digest covers an ONNX model's external data: changed weights with the graph file
+    unchanged would otherwise pass as the pair already checked, and get a fresh decision under
+    the old step (more decisions than the budget counts)."""
+    import subprocess
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def save(weights):
+        w = numpy_helper.from_array(np.asarray(weights, dtype=np.float32).reshape(2, 1), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["X", "w"], ["label"])], "g",
+                                  [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])],
+                                  [helper.make_tensor_value_info("label", TensorProto.FLOAT, [None, 1])],
+                                  initializer=[w])
+        onnx.save_model(helper.make_model(graph), tmp_path / "m.onnx", save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+
+    save([1.0, 2.0])
+    graph_file = (tmp_path / "m.onnx").read_bytes()
+    first = on_demand.model_digest("m.onnx", tmp_path)
+    assert on_demand.model_digest("m.onnx", tmp_path) == first
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "m.onnx", "m.onnx.data"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    assert on_demand.model_digest("git:HEAD:m.onnx", tmp_path) == first
+    (tmp_path / "m.onnx.data").write_bytes(np.asarray([3.0, 4.0], dtype=np.float32).tobytes())
+    assert (tmp_path / "m.onnx").read_bytes() == graph_file  # the graph file did not change
+    second = on_demand.model_digest("m.onnx", tmp_path)
+    assert second != first
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    assert on_demand.model_digest("git:HEAD:m.onnx", tmp_path) == second
+    assert on_demand.model_digest("git:HEAD~1:m.onnx", tmp_path) == first
