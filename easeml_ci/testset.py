@@ -564,9 +564,11 @@ def _csv_field(value: str) -> str:
     return buf.getvalue()
 
 
-def _write_private(out: Path, X: np.ndarray, y: np.ndarray | None, label_column: str) -> Path:
-    """Write features (and labels) as ``.npz`` or CSV by extension: mode 0600, temporary file
-    then rename, so a failure never leaves a partial file under the final name."""
+def _write_private(out: Path, X: np.ndarray, y: np.ndarray | None, label_column: str,
+                   npz_key: str = "y") -> Path:
+    """Write features (and labels, or another column: ``npz_key`` names it in an ``.npz``) as
+    ``.npz`` or CSV by extension: mode 0600, temporary file then rename, so a failure never
+    leaves a partial file under the final name."""
     suffix = out.suffix.lower()
     if suffix not in PLAIN_SUFFIXES:
         raise InputError(f"cannot write {out}: extension {out.suffix or '(none)'!r}; allowed: "
@@ -575,7 +577,7 @@ def _write_private(out: Path, X: np.ndarray, y: np.ndarray | None, label_column:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         if suffix == ".npz":
-            arrays = {"X": np.asarray(X)} if y is None else {"X": np.asarray(X), "y": np.asarray(y)}
+            arrays = {"X": np.asarray(X)} if y is None else {"X": np.asarray(X), npz_key: np.asarray(y)}
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
         else:
@@ -872,19 +874,5 @@ def load_any_testset(path, label_column: str = "label", id_column: str = "id",
 def save_unlabelled_testset(ts: UnlabelledTestSet, out_path, id_column: str = "id") -> Path:
     """Write an unlabelled test set as ``.npz`` (``X``, ``ids``) or a CSV (the id column, then
     ``x0, x1, ...``), mode 0600; loading it back keeps the fingerprint."""
-    out = _resolve(out_path)
-    if out.suffix.lower() == ".npz":
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, X=ts.X, ids=ts.ids)
-            os.replace(tmp, out)
-        except OSError as exc:
-            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return out
     # CSV: the ids go in as the "label" column of the labelled writer, under the id column's name
-    return _write_private(out, ts.X, ts.ids, id_column)
+    return _write_private(_resolve(out_path), ts.X, ts.ids, id_column, npz_key="ids")

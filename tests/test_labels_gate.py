@@ -96,6 +96,17 @@ class Repo:
         assert result.exit_code == 0, result.output
         return result
 
+    def check_until_decided(self, new: str, old: str, rounds: int = 20) -> dict:
+        """The team re-runs the check, the owner answers each label request, until the private
+        sink holds a decision; returns that record."""
+        for _ in range(rounds):
+            assert self.check(new, old).exit_code == 0
+            record = self.records()[-1]
+            if record["verdict"] != "awaiting labels":
+                return record
+            self.label(record["label_request"]["row_ids"])
+        raise AssertionError(f"no decision after {rounds} rounds of labels")
+
     def records(self) -> list[dict]:
         if not self.sink.exists():
             return []
@@ -185,12 +196,7 @@ def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_pat
         mu = (a, b, (a + b) / 2)[k % 3]
         preds = _pair(rng, repo.truth, float(rng.uniform(0.2, 0.5)), mu)
         new, old = repo.models(f"p{k}", *preds)
-        for _ in range(20):
-            assert repo.check(new, old).exit_code == 0
-            record = repo.records()[-1]
-            if record["verdict"] != "awaiting labels":
-                break
-            repo.label(record["label_request"]["row_ids"])
+        record = repo.check_until_decided(new, old)
         assert record["verdict"] == _with_every_label(repo, plan, *preds), (k, mu)
         outcomes.append(record["verdict"])
     assert len(repo.steps()) == 24 and set(outcomes) == {"pass", "fail"}
@@ -215,12 +221,7 @@ def test_error_through_the_cli_at_both_edges(tmp_path):
             repo = Repo(tmp_path / f"{wrong}-{run}", plan.rows, seed=int(rng.integers(2**31)),
                         steps=2)
             new, old = repo.models("m", *_pair(rng, repo.truth, 0.3, mu))
-            for _ in range(20):
-                assert repo.check(new, old).exit_code == 0
-                record = repo.records()[-1]
-                if record["verdict"] != "awaiting labels":
-                    break
-                repo.label(record["label_request"]["row_ids"])
+            record = repo.check_until_decided(new, old)
             assert len(repo.steps()) == 1
             errors += record["verdict"] == wrong
         rate = errors / CLI_RUNS

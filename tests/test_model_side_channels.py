@@ -23,29 +23,27 @@ from easeml_ci.cli import main
 SECRET_ROWS = 250_000_000  # floats the model asks for when it reads the secret feature: 1 GB
 
 
-def _hungry_model(path) -> None:
-    """label = round(X[:, 1]); on the side it allocates max(X[:, 0]) floats (and adds 0 x their
-    sum): a few on synthetic rows, as many as the secret feature says on the test set."""
-    nodes = [
-        helper.make_node("Constant", [], ["i0"], value=helper.make_tensor("i0", T.INT64, [1], [0])),
-        helper.make_node("Constant", [], ["i1"], value=helper.make_tensor("i1", T.INT64, [1], [1])),
-        helper.make_node("Gather", ["X", "i0"], ["c0"], axis=1),
-        helper.make_node("Gather", ["X", "i1"], ["c1"], axis=1),
-        helper.make_node("ReduceMax", ["c0"], ["m"], keepdims=0),
-        helper.make_node("Abs", ["m"], ["am"]),
-        helper.make_node("Cast", ["am"], ["mi"], to=T.INT64),
-        helper.make_node("Reshape", ["mi", "i1"], ["shape"]),
-        helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                         value=helper.make_tensor("v", T.FLOAT, [1], [1.0])),
-        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
-        helper.make_node("Mul", ["s", "zero"], ["z"]),
-        helper.make_node("Reshape", ["c1", "minus1"], ["c1r"]),
-        helper.make_node("Add", ["c1r", "z"], ["c1z"]),
-        helper.make_node("Round", ["c1z"], ["r"]),
-        helper.make_node("Cast", ["r"], ["label"], to=T.INT64),
-    ]
+# Every test model reads a secret feature (column 0: the largest |value| of the batch, as "am")
+# and gives round(column 1) as its label (adding "z", 0 x whatever it computed on the side).
+_SECRET = [
+    helper.make_node("Constant", [], ["i0"], value=helper.make_tensor("i0", T.INT64, [1], [0])),
+    helper.make_node("Constant", [], ["i1"], value=helper.make_tensor("i1", T.INT64, [1], [1])),
+    helper.make_node("Gather", ["X", "i0"], ["c0"], axis=1),
+    helper.make_node("Gather", ["X", "i1"], ["c1"], axis=1),
+    helper.make_node("ReduceMax", ["c0"], ["m"], keepdims=0),
+    helper.make_node("Abs", ["m"], ["am"]),
+]
+_LABEL = [
+    helper.make_node("Reshape", ["c1", "minus1"], ["c1r"]),
+    helper.make_node("Add", ["c1r", "z"], ["c1z"]),
+    helper.make_node("Round", ["c1z"], ["r"]),
+    helper.make_node("Cast", ["r"], ["label"], to=T.INT64),
+]
+
+
+def _save(nodes, name: str, path) -> None:
     graph = helper.make_graph(
-        nodes, "hungry", [helper.make_tensor_value_info("X", T.FLOAT, [None, 2])],
+        nodes, name, [helper.make_tensor_value_info("X", T.FLOAT, [None, 2])],
         [helper.make_tensor_value_info("label", T.INT64, [None])],
         initializer=[helper.make_tensor("zero", T.FLOAT, [], [0.0]),
                      helper.make_tensor("minus1", T.INT64, [1], [-1])])
@@ -53,6 +51,22 @@ def _hungry_model(path) -> None:
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def _hungry_model(path) -> None:
+    """label = round(X[:, 1]); on the side it allocates max(X[:, 0]) floats (and adds 0 x their
+    sum): a few on synthetic rows, as many as the secret feature says on the test set."""
+    nodes = [
+        *_SECRET,
+        helper.make_node("Cast", ["am"], ["mi"], to=T.INT64),
+        helper.make_node("Reshape", ["mi", "i1"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                         value=helper.make_tensor("v", T.FLOAT, [1], [1.0])),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["z"]),
+        *_LABEL,
+    ]
+    _save(nodes, "hungry", path)
 
 
 def _workspace(tmp_path, secret: float):
@@ -151,30 +165,14 @@ def _slow_model(path) -> None:
          helper.make_tensor_value_info("acc_out", T.FLOAT, [])],
         initializer=[helper.make_tensor("one", T.FLOAT, [], [1.0])])
     nodes = [
-        helper.make_node("Constant", [], ["i0"], value=helper.make_tensor("i0", T.INT64, [1], [0])),
-        helper.make_node("Constant", [], ["i1"], value=helper.make_tensor("i1", T.INT64, [1], [1])),
-        helper.make_node("Gather", ["X", "i0"], ["c0"], axis=1),
-        helper.make_node("Gather", ["X", "i1"], ["c1"], axis=1),
-        helper.make_node("ReduceMax", ["c0"], ["m"], keepdims=0),
-        helper.make_node("Abs", ["m"], ["am"]),
+        *_SECRET,
         helper.make_node("Cast", ["am"], ["M"], to=T.INT64),
         helper.make_node("Constant", [], ["t"], value=helper.make_tensor("t", T.BOOL, [], [True])),
         helper.make_node("Loop", ["M", "t", "zero"], ["acc"], body=body),
         helper.make_node("Mul", ["acc", "zero"], ["z"]),
-        helper.make_node("Reshape", ["c1", "minus1"], ["c1r"]),
-        helper.make_node("Add", ["c1r", "z"], ["c1z"]),
-        helper.make_node("Round", ["c1z"], ["r"]),
-        helper.make_node("Cast", ["r"], ["label"], to=T.INT64),
+        *_LABEL,
     ]
-    graph = helper.make_graph(
-        nodes, "slow", [helper.make_tensor_value_info("X", T.FLOAT, [None, 2])],
-        [helper.make_tensor_value_info("label", T.INT64, [None])],
-        initializer=[helper.make_tensor("zero", T.FLOAT, [], [0.0]),
-                     helper.make_tensor("minus1", T.INT64, [1], [-1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    _save(nodes, "slow", path)
 
 
 def _timed_workspace(tmp_path, secret: float, extra: str = "evaluation_time: 1.5s\n"):
