@@ -26,6 +26,7 @@ from .ledger import Budget, Ledger, LedgerSpent
 from .registration import (_config_name, _line, _where, check_pinned, ledger_name,
                            open_ledger_backend, pinned_terms, testset_schema)
 from .ledger.budget import compute as compute_budget
+from .models import GIT_PREFIX
 
 Progress = Callable[[str], None]
 
@@ -217,10 +218,7 @@ class Opened:
 
 
 def _model_spec(spec: str, workdir: Path) -> str:
-    return str(spec) if str(spec).startswith(GIT) else str(_resolve(spec, workdir))
-
-
-GIT = "git:"
+    return str(spec) if str(spec).startswith(GIT_PREFIX) else str(_resolve(spec, workdir))
 
 
 def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
@@ -247,7 +245,7 @@ def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
         raise UsageError("no test set: pass --testset PATH or set `testset:` in the config")
     models = {}
     for role, spec, flag in (("new", new, "--new"), ("old", old, "--old")):
-        if spec and not str(spec).startswith(GIT) and not _resolve(spec, workdir).is_file():
+        if spec and not str(spec).startswith(GIT_PREFIX) and not _resolve(spec, workdir).is_file():
             raise UsageError(f"{flag}: model {spec} does not exist or is not a file")
         if spec:  # file, git ref, graph, input and output on synthetic rows: before any data
             models[role] = preflight(_model_spec(spec, workdir), repo=workdir,

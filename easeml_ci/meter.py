@@ -149,7 +149,7 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
     if plan.adaptivity == "none":
         sink = private_sink.validate(cfg.private_sink, workdir, registration._line(cfg, "private_sink"))
     spec = str(model)
-    if not spec.startswith(check.GIT) and not check._resolve(spec, workdir).is_file():
+    if not spec.startswith(check.GIT_PREFIX) and not check._resolve(spec, workdir).is_file():
         raise UsageError(f"--model: {spec} does not exist or is not a file")
     if not spec.lower().endswith(".onnx"):
         raise InputError(f"--model: {spec} is a predictions file; the meter runs the model on the "
