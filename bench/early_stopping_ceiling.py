@@ -14,7 +14,7 @@ A second, partial oracle tells where the gap between ``multitenant-hb`` and the 
 knows the answer only for trials that would raise their tenant's best by more than T (0.01), and
 decides those as the oracle does; every other trial (those that would not improve, or by little)
 gets ``multitenant-hb``'s own rule. If it comes close to the full oracle, the rule's loss is its
-false stops of the few trials with a large late gain (and not, say, continuing useless ones).
+false stops of trials with a large late gain (and not, say, continuing useless ones).
 
 It also prints the share of multitenant's device time spent on trials that did not improve
 their tenant's best (what an ideal stopper could save, at most, of multitenant's own schedule),
