@@ -77,11 +77,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
     imported = None
     if isinstance(ts, UnlabelledTestSet):
-        on_demand.refuse_adaptive(cfg, path)
-        rows = on_demand.sequential(cfg).rows
-        if len(ts) < rows:
-            raise TestSetTooSmall(f"test set {path}: labelled on demand, it needs {rows} rows "
-                                  f"(features and ids), has {len(ts)}; add rows")
+        on_demand.admissible_plan(cfg, ts, path)
         imported = _import_file_labels(path, ts, cfg, key_env)
     elif len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "

@@ -92,20 +92,27 @@ def registration_note(ts) -> dict:
     return {"labels": ON_DEMAND, "schema": schema_of(ts).to_dict()}
 
 
+def admissible_plan(cfg, ts, name: str) -> conditions.SequentialPlan:
+    """The sequential plan for ``ts`` under ``cfg``, refusing an adaptive mode (exit 2) and a
+    test set with fewer rows than the plan's cap (exit 3)."""
+    refuse_adaptive(cfg, name)
+    plan = sequential(cfg)
+    if len(ts) < plan.rows:
+        raise TestSetTooSmall(
+            f"test set {name}: labelled on demand, it needs {plan.rows} rows "
+            f"(features and ids; labels only where a decision asks), has {len(ts)}; add rows")
+    return plan
+
+
 def admit(gate, opened, ts, *, underpowered: bool):
     """Open step for an unlabelled test set: refusals first, then register if needed.
 
     Returns the sequential plan. Nothing is written before every refusal has had its say."""
-    refuse_adaptive(gate.cfg, gate.testset_given)
+    plan = admissible_plan(gate.cfg, ts, gate.testset_given)
     if underpowered:
         raise UsageError(f"--underpowered: test set {gate.testset_given} is labelled on demand; "
                          "a sequential decision reads as many rows as it needs up to its cap, so "
                          "give the test set at least the cap's rows instead")
-    plan = sequential(gate.cfg)
-    if len(ts) < plan.rows:
-        raise TestSetTooSmall(
-            f"test set {gate.testset_given}: labelled on demand, it needs {plan.rows} rows "
-            f"(features and ids; labels only where a decision asks), has {len(ts)}; add rows")
     if opened.ledger.registration(opened.entries) is None:  # the first check registers it
         opened.ledger.register(gate.terms, by="check", note=registration_note(ts))
         opened.entries = opened.ledger.entries()
