@@ -215,6 +215,7 @@ class Opened:
     entries: list[dict]
     fingerprint: str
     testset: object | None = None  # loaded already (plaintext files are read to fingerprint them)
+    pair: str | None = None  # labels on demand: the model pair's digest (on_demand.pair_digest)
 
 
 def _model_spec(spec: str, workdir: Path) -> str:
@@ -289,19 +290,19 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
             f"{ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
             "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
             "branch); a test set a pull request added is refused")
-    labels_on_demand = on_demand.is_on_demand(ts, registered)
-    if labels_on_demand:  # before anything is written: adaptive modes are refused (exit 2)
-        on_demand.refuse_adaptive(gate.cfg, gate.testset_given)
+    pair = None
+    if on_demand.is_on_demand(ts, registered):  # before anything is written: adaptive modes
+        on_demand.refuse_adaptive(gate.cfg, gate.testset_given)  # are refused (exit 2)
+        pair = on_demand.pair_digest(gate)
     check_pinned(gate.cfg, registered, fingerprint, gate.terms)
     _check_models(gate, ts, registered)
     before = compute_budget(entries, gate.terms)
     # A pair checked before on a test set labelled on demand spends no step: it may still
     # complete its decision privately when the budget has run out since.
-    if not before.active and not (labels_on_demand and on_demand.spent_step(
-            entries, on_demand.pair_digest(gate)) is not None):
+    if not before.active and not (pair and on_demand.spent_step(entries, pair) is not None):
         alert = raise_alert(gate, budget=before, ledger=ledger)
         raise _exhausted(before, alert, fingerprint)
-    return Opened(ledger=ledger, entries=entries, fingerprint=fingerprint, testset=ts)
+    return Opened(ledger=ledger, entries=entries, fingerprint=fingerprint, testset=ts, pair=pair)
 
 
 def _check_models(gate: Gate, ts, registered: dict | None) -> None:
@@ -309,11 +310,8 @@ def _check_models(gate: Gate, ts, registered: dict | None) -> None:
     opened: a plaintext file was read to fingerprint it; an encrypted one's schema was pinned
     when its owner registered it (the header carries none)."""
     from .models import TestSetSchema
-    from .testset import UnlabelledTestSet
 
-    if isinstance(ts, UnlabelledTestSet):
-        schema = on_demand.schema_of(ts)
-    elif ts is not None:
+    if ts is not None:  # labelled, or on demand (no label kind yet)
         schema = TestSetSchema.of(ts)
     elif registered is not None and registered.get("schema"):
         schema = TestSetSchema.from_dict(registered["schema"])

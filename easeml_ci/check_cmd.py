@@ -121,15 +121,12 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
 def _import_file_labels(path, ts, cfg, key_env: str) -> str | None:
     """The labels a partly labelled CSV test set carries go into its label store (append-only,
     so registering twice adds nothing); returns what was done, for stderr."""
-    from .labels import LabelStore, batch_from_rows, default_store_path
-    from .testset import load_partly_labelled_csv
+    from .labels import LabelStore, carried_labels, default_store_path
 
-    if Path(path).suffix.lower() != ".csv":
-        return None
-    _, rows = load_partly_labelled_csv(path, label_column=cfg.label_column)
-    if not rows:
+    batch = carried_labels(path, label_column=cfg.label_column)
+    if batch is None:
         return None
     store = LabelStore.open(default_store_path(path), ts, None)
-    result = store.add(batch_from_rows(path, rows))
+    result = store.add(batch)
     return (f"{result.added} labels from {path} added to the label store {store.path} "
             f"({len(store.labels)} of {len(ts)} rows labelled)")

@@ -305,6 +305,20 @@ def read_labels_csv(path, id_column: str = "id", label_column: str = "label") ->
     return batch_from_rows(path, raw)
 
 
+def carried_labels(path, id_column: str = "id", label_column: str = "label") -> "LabelBatch | None":
+    """The labels a partly labelled plaintext CSV test set carries, checked like a labels file
+    (None for any other file, or when it carries none): ``testset encrypt`` and ``register``
+    move them into the label store."""
+    from . import crypto
+    from .testset import load_partly_labelled_csv
+
+    path = Path(path)
+    if crypto.is_encrypted(path) or path.suffix.lower() != ".csv":
+        return None
+    rows = load_partly_labelled_csv(path, id_column, label_column)[1]
+    return batch_from_rows(path, rows) if rows else None
+
+
 def batch_from_rows(path, raw: list) -> LabelBatch:
     """A :class:`LabelBatch` from ``(row id, label text, line)`` rows read elsewhere (a labels
     CSV, or the labelled rows of a partly labelled test set CSV), checked the same way."""

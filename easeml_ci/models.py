@@ -366,9 +366,7 @@ def load_predictions(model, testset: TestSet, *, repo: Path = Path("."),
     else:
         model = open_model(model, repo=repo, output=output)
         model.check(schema)
-    if isinstance(model, OnnxModel):
-        return model.predictions(testset, batch_size=batch_size, progress=progress, clock=clock)
-    return model.predictions(testset, batch_size=batch_size, progress=progress)
+    return model.predictions(testset, batch_size=batch_size, progress=progress, clock=clock)
 
 
 def open_model(spec, *, repo: Path = Path("."), output: OutputRule | str | dict | None = None,
@@ -507,7 +505,9 @@ class PredictionFile:
                              f"{n} examples; one prediction per test example is needed")
 
     def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
-                    progress: Progress | None = None) -> np.ndarray:
+                    progress: Progress | None = None, clock=None) -> np.ndarray:
+        """The file's predictions, checked against the test set (``clock`` is not needed:
+        nothing runs on the test data)."""
         if self._decoded is None:
             self.check(TestSetSchema.of(testset))
         self._check_rows(len(testset), f"the test set {testset.source}")

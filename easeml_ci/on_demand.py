@@ -80,16 +80,10 @@ def sequential(cfg) -> conditions.SequentialPlan:
         raise ConfigError(f"{_config_name(cfg)}: {exc}") from None
 
 
-def schema_of(ts):
-    """The shape an unlabelled test set pins at registration (no label kind: none yet)."""
+def registration_note(ts) -> dict:
     from .models import TestSetSchema
 
-    return TestSetSchema(n_features=int(ts.X.shape[1]), label_kind=None, n_examples=len(ts),
-                         feature_dtype=ts.X.dtype, source=str(ts.source))
-
-
-def registration_note(ts) -> dict:
-    return {"labels": ON_DEMAND, "schema": schema_of(ts).to_dict()}
+    return {"labels": ON_DEMAND, "schema": TestSetSchema.of(ts).to_dict()}
 
 
 def admissible_plan(cfg, ts, name: str) -> conditions.SequentialPlan:
@@ -113,6 +107,8 @@ def admit(gate, opened, ts, *, underpowered: bool):
         raise UsageError(f"--underpowered: test set {gate.testset_given} is labelled on demand; "
                          "a sequential decision reads as many rows as it needs up to its cap, so "
                          "give the test set at least the cap's rows instead")
+    if opened.pair is None:  # an encrypted test set seen first here (budget knew it by header)
+        opened.pair = pair_digest(gate)
     if opened.ledger.registration(opened.entries) is None:  # the first check registers it
         opened.ledger.register(gate.terms, by="check", note=registration_note(ts))
         opened.entries = opened.ledger.entries()
@@ -260,7 +256,7 @@ def run(gate, opened, ts, plan, *, key_env: str, store_path=None):
     from .check import commit
 
     store = open_store(gate, ts, key_env, store_path)
-    pair = pair_digest(gate)
+    pair = opened.pair
     earlier = spent_step(opened.entries, pair)
     y, known = store.label_vector()
     failure = None

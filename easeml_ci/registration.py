@@ -29,6 +29,10 @@ def _where(cfg, key: str) -> str:
     return f"{_config_name(cfg)}:{line}: {key}" if line else f"{_config_name(cfg)}: {key}"
 
 
+#: Terms pinned only when the config sets them (absent from older registrations).
+OPTIONAL_TERMS = ("evaluation_time",)
+
+
 def pinned_terms(cfg) -> dict:
     """The terms fixed at registration, as stored in the ledger's register entry.
 
@@ -42,13 +46,10 @@ def pinned_terms(cfg) -> dict:
              "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
              "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
              else "default"}
-    if getattr(cfg, "evaluation_time", None) is not None:  # pinned only when set, so a test set
-        terms["evaluation_time"] = cfg.evaluation_time     # registered before the key stays valid
+    for key in OPTIONAL_TERMS:  # pinned only when set, so a test set registered before the
+        if getattr(cfg, key, None) is not None:  # key existed stays valid
+            terms[key] = getattr(cfg, key)
     return terms
-
-
-#: Terms pinned only when the config sets them (absent from older registrations).
-OPTIONAL_TERMS = ("evaluation_time",)
 
 
 def _digest(value: str | None) -> str | None:

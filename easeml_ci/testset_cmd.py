@@ -63,9 +63,8 @@ def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, ke
     absent or given on some rows only) is encrypted without labels; the labels a CSV does carry
     go to OUT's sealed label store (OUT.labels).
     """
-    from .labels import LabelStore, batch_from_rows, default_store_path
-    from .testset import (UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset,
-                          load_partly_labelled_csv)
+    from .labels import LabelStore, carried_labels, default_store_path
+    from .testset import UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset
 
     key = crypto.key_from_env(key_env, purpose="the key to encrypt with")
     _refuse_overwrite(out_path, force)
@@ -74,10 +73,7 @@ def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, ke
     if out_path.resolve() == in_path.resolve():
         raise InputError(f"OUT {out_path} is the same file as IN; write the encrypted copy elsewhere")
     if isinstance(ts, UnlabelledTestSet):
-        rows = []
-        if not crypto.is_encrypted(in_path) and in_path.suffix.lower() == ".csv":
-            rows = load_partly_labelled_csv(in_path, id_column, label_column)[1]
-        batch = batch_from_rows(in_path, rows) if rows else None  # checked before writing
+        batch = carried_labels(in_path, id_column, label_column)  # checked before writing
         store_path = default_store_path(out_path)
         if batch is not None and store_path.exists():
             raise InputError(f"{store_path} already exists; move it away before encrypting a "

@@ -545,3 +545,23 @@ def test_new_weights_beside_the_same_graph_file_are_another_pair(tmp_path):
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
     assert on_demand.model_digest("git:HEAD:m.onnx", tmp_path) == second
     assert on_demand.model_digest("git:HEAD~1:m.onnx", tmp_path) == first
+
+
+def test_an_encrypted_test_set_its_first_check_registers_keeps_one_step_per_pair(tmp_path, monkeypatch):
+    """No `testset register`: the budget step knows an encrypted file only by its header, so the
+    pair is named once the check finds the file labelled on demand; a re-run still spends none."""
+    plan = _plan()
+    repo = Repo(tmp_path, plan.rows)
+    key = new_key()
+    monkeypatch.setenv(KEY_ENV, key)
+    enc = repo.root / "ts.enc"
+    assert cli(["testset", "encrypt", str(repo.root / "ts.npz"), str(enc)], env={KEY_ENV: key}).exit_code == 0
+    new, old = repo.models("m", *_pair(np.random.default_rng(3), repo.truth, 0.4, 0.4))
+    args = ["check", "--config", str(repo.root / ".easeml.yml"), "--new", str(repo.root / new),
+            "--old", str(repo.root / old), "--testset", str(enc), "--json"]
+    for _ in range(2):
+        r = cli(args, env={KEY_ENV: key})
+        assert r.exit_code == 0 and json.loads(r.stdout)["verdict"] == "withheld", r.output
+    steps = repo.steps()
+    assert len(steps) == 1 and steps[0]["pair"] == on_demand.pair_digest(_Gate(repo, new, old))
+    assert [rec["repeat"] for rec in repo.records()] == [False, True]
