@@ -53,33 +53,26 @@ def test_append_with_a_stale_length_is_a_conflict_and_writes_nothing(repo):
 
 
 def test_stale_sha_on_put_becomes_a_conflict(repo):
-    """Two writers read the same version; GitHub's 409 on the second PUT is a LedgerConflict."""
+    """A writer that read version 1 before another wrote version 2: GitHub's 409 on its PUT
+    (stale blob sha) is a LedgerConflict, and nothing of it is written.
+
+    The interleaving is fixed by hand (the second writer's first read is the one taken before
+    the first writer's append), not by timing threads against the fake server: under load a
+    barrier timeout let the second read happen late, and the conflict came from the length
+    check instead of the PUT.
+    """
     b1, b2 = backend(repo), backend(repo)
     b1.append(FP, {"n": 0}, 0)
-    barrier = threading.Barrier(2, timeout=5)
-    held = []
-
-    def hold_reads(method, path):  # both writers read version 1 before either writes
-        if method == "GET" and path.endswith(f"{FP}.jsonl") and len(held) < 2:
-            held.append(path)
-            barrier.wait()
-
-    repo.before_request = hold_reads
-    errors = []
-
-    def write(b, tag):
-        try:
-            b.append(FP, {"n": tag}, 1)
-        except LedgerConflict as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(b, t)) for b, t in ((b1, "a"), (b2, "b"))]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    repo.before_request = None
-    assert len(errors) == 1
-    assert len(b1.load(FP)) == 2
-    assert [r.status for r in repo.calls("PUT", FP)][-2:].count(409) == 1
+    stale = b2._read(FP)
+    b1.append(FP, {"n": "a"}, 1)
+    reads = iter([stale])
+    real_read = b2._read
+    b2._read = lambda fp: next(reads, None) or real_read(fp)
+    with pytest.raises(LedgerConflict) as info:
+        b2.append(FP, {"n": "b"}, 1)
+    assert [r.status for r in repo.calls("PUT", FP)][-1] == 409
+    assert info.value.actual == 2
+    assert b1.load(FP) == [{"n": 0}, {"n": "a"}]
 
 
 def test_ledger_never_spends_a_step_twice_across_concurrent_writers(repo):
