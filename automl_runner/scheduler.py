@@ -107,9 +107,13 @@ class Scheduler:
         return [1.0]
 
     def best(self, tenant: str) -> float:
-        """Best quality found so far for ``tenant``; 0 before its first result."""
-        done = self.done.get(tenant)
-        return max(done.values()) if done else 0.0
+        """Best quality found so far for ``tenant``; 0 before its first result.
+
+        A trial stopped early counts at its score at the rung: it is a done trial in the store,
+        whose best score is what the queue promotes to the gate (``Store.begin_promotion``).
+        """
+        scores = [*self.done.get(tenant, {}).values(), *(q for _f, q in self.stopped.get(tenant, {}).values())]
+        return max(scores) if scores else 0.0
 
     def choose(self, pending: Mapping[str, Sequence[str]]) -> tuple[str, str]:
         """Pick the next (tenant, candidate) among ``pending`` (neither done nor running)."""

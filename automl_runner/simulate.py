@@ -8,7 +8,9 @@ records the global regret
 
     regret(t) = sum over tenants of (best quality in the matrix - best found by time t)
 
-with "best found" = 0 before a tenant's first result (its worst score instead, when that is
+with "best found" the best validation score of the tenant's models so far (a model stopped
+early at a rung counts at its score there, as the queue's promotion counts it; see
+``run_once``), = 0 before a tenant's first result (its worst score instead, when that is
 negative, as R^2 can be). The time to target T is the first
 simulated time at which the *mean* regret (global regret / number of tenants) is <= T.
 
@@ -140,8 +142,14 @@ def run_once(
     (``Scheduler.rungs``): at each rung below 1 the trial's score at that fidelity is read
     from the curve and the scheduler says whether it goes on; going on costs the difference
     of the curve's costs when the candidate resumes, the whole cost at the next fidelity
-    when it does not. A stopped trial frees its device at once and is over. Regret counts
-    only results at fidelity 1 (a stopped trial's model is not a tenant's result).
+    when it does not. A stopped trial frees its device at once and is over for now.
+
+    A stopped trial's model counts as the tenant's result at its rung score, as the queue
+    counts it: the worker records it as a done trial with that score, the store's best and
+    the promotion to the gate take the best score of the tenant's done trials, stopped or not
+    (``Store.begin_promotion``). Its score counts at most the tenant's best at fidelity 1
+    (the regret's reference, which a partial model may overshoot on validation rows), so a
+    tenant's regret is never below 0.
     """
     curves = matrix if isinstance(matrix, LearningCurves) else curves_from_matrix(matrix)
     full = curves.full()
@@ -171,6 +179,16 @@ def run_once(
             cost = max(cost - curves.at(tenant, cand, ladder[k - 1])[1], 0.0)
         return cost
 
+    def found_result(now: float, tenant: str, q: float) -> None:
+        nonlocal regret
+        q = min(q, best[tenant])  # a partial model may beat the full-budget best on validation
+        if q > found[tenant]:
+            regret -= q - found[tenant]
+            found[tenant] = q
+        regret = max(regret, 0.0)  # rounding only
+        times.append(now)
+        regrets.append(regret)
+
     def launch(now: float) -> bool:
         nonlocal counter
         for t in [t for t, c in parked.items() if c and not pending[t]]:
@@ -198,6 +216,7 @@ def run_once(
             if sched.should_stop(tenant, cand, ladder[k], q_partial, spent, live):
                 sched.observe_partial(tenant, cand, ladder[k], q_partial, spent)
                 log.append((tenant, cand, ladder[k], spent, True))
+                found_result(now, tenant, q_partial)
                 parked.setdefault(tenant, []).append(cand)
                 launch(now)
             else:
@@ -209,12 +228,7 @@ def run_once(
         sched.observe(tenant, cand, q, spent)
         log.append((tenant, cand, ladder[k], spent, False))
         trials += 1
-        if q > found[tenant]:
-            regret -= q - found[tenant]
-            found[tenant] = q
-        regret = max(regret, 0.0)  # rounding only
-        times.append(now)
-        regrets.append(regret)
+        found_result(now, tenant, q)
         if stop_when_solved and regret <= 1e-12:
             break
         launch(now)

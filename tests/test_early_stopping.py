@@ -193,7 +193,7 @@ def test_the_decision_moves_with_the_partial_score_monotonically():
     assert not any(stops[first_go:])
 
 
-def test_a_stopped_trial_updates_its_tenant_and_is_not_a_result():
+def test_a_stopped_trial_updates_its_tenant_and_counts_at_its_rung_score():
     s = _hb(_prior_curves())
     s.observe("A", "cheap", 0.9, 1.0)
     s.start("A", "gbm")
@@ -202,6 +202,10 @@ def test_a_stopped_trial_updates_its_tenant_and_is_not_a_result():
     after = s._gp("A").posterior()[0][s.prior.index["gbm"]]
     assert after < before - 0.1  # pulled towards 0.52, its extrapolated score
     assert s.best("A") == 0.9 and "gbm" not in s.running.get("A", ())
+    # a stopped model better than the tenant's best is its best, as the store promotes it
+    s.start("A", "other")
+    s.observe_partial("A", "other", 1 / 3, 0.93, 1.0)
+    assert s.best("A") == 0.93
     assert s.rungs("A", "gbm", RUNGS) == [1.0]  # chosen again, it runs to the end in one go
     assert s.rungs("B", "gbm", RUNGS) == list(RUNGS)
     assert s.rungs("B", "cheap", RUNGS) == [1.0]  # does not resume: no rungs
@@ -246,6 +250,28 @@ def test_no_trial_trains_past_its_budget_and_stopped_ones_free_the_device_at_onc
     if devices == 1:
         # one device, back to back: the last event is the sum of everything spent
         assert tr.times[-1] == pytest.approx(sum(e[3] for e in tr.log))
+
+
+def test_a_stopped_model_counts_in_the_regret_at_its_rung_score_capped_at_the_best():
+    """The simulator counts what the queue delivers: a stopped trial is a done trial in the store
+    with its rung score, and the store promotes the tenant's best done trial, stopped or not."""
+    from automl_runner.matrices import DATA_DIR
+
+    c = load_curves(DATA_DIR / "real_curves.csv")
+    sched, prior = split_curves(c, 8, np.random.default_rng([8, 0]))
+    tr = run_once(sched, prior, "multitenant-hb", 4, seed=0, stop_when_solved=False)
+    full = sched.full()
+    found = {t: min(0.0, min(full.quality[t].values())) for t in full.tenants}
+    expected = [sum(full.best(t) - found[t] for t in full.tenants)]
+    for tenant, cand, fid, _spent, _stopped in tr.log:
+        q = min(sched.at(tenant, cand, fid)[0], full.best(tenant))
+        found[tenant] = max(found[tenant], q)
+        expected.append(sum(full.best(t) - found[t] for t in full.tenants))
+    assert len(tr.regret) == len(expected)
+    assert tr.regret == pytest.approx(np.maximum(expected, 0.0), abs=1e-9)
+    # and it matters: some stopped model lowered the regret when it stopped
+    lowered = [i for i, e in enumerate(tr.log, start=1) if e[4] and tr.regret[i] < tr.regret[i - 1] - 1e-12]
+    assert lowered, "no stopped model ever beat its tenant's best: this test would not see the rule"
 
 
 def test_multitenant_ignores_the_curves_below_fidelity_1():
