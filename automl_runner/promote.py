@@ -65,9 +65,16 @@ class ModelCard:
     ignored: list = field(default_factory=list)
     validation_fraction: float = 0.2
     seed: int = 0
+    #: Share of the candidate's full training budget (rounds, trees, epochs) the model was trained
+    #: to: below 1 when ``multitenant-hb`` stopped the trial at a rung and its model was still the
+    #: tenant's best. Written only then, so a full-budget card is the same as before the field.
+    fidelity: float = 1.0
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+        fields = dict(self.__dict__)
+        if not fields["fidelity"] < 1.0:
+            del fields["fidelity"]
+        return json.dumps(fields, indent=2, sort_keys=True) + "\n"
 
     def to_markdown(self) -> str:
         prev = "none (first promotion)" if self.previous_score is None else f"{self.previous_score:.4f}"
@@ -88,7 +95,10 @@ class ModelCard:
             f"| validation {self.metric} | **{self.validation_score:.4f}** on {self.validation_rows} rows "
             f"(previous promoted: {prev}) |\n"
             f"| training rows | {self.train_rows} |\n"
-            f"| data | `{self.dataset}`, sha256 `{self.data_fingerprint}` |\n"
+            + (f"| training budget | {self.fidelity:.0%} of the candidate's budget: stopped early at a rung, and "
+               "still the tenant's best; the full-budget run comes later and is promoted if it does better |\n"
+               if self.fidelity < 1.0 else "")
+            + f"| data | `{self.dataset}`, sha256 `{self.data_fingerprint}` |\n"
             f"| target | `{self.target}` |\n"
             f"| ONNX | input `X` float32 [n, {len(self.features)}], sha256 `{self.onnx_sha256}` |\n"
             f"| promoted | {self.promoted_at} (trial {self.trial_id}) |\n\n"
@@ -100,7 +110,8 @@ class ModelCard:
         )
 
 
-def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes) -> ModelCard:
+def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes, fidelity: float | None = None) -> ModelCard:
+    """The card of ``promo``'s model; ``fidelity``: the share of the budget it trained to (None: all)."""
     import hashlib
 
     s = tenant.schema
@@ -115,6 +126,7 @@ def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes) -
         onnx_sha256=hashlib.sha256(blob).hexdigest(),
         promoted_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         label_kind=s.label_kind, ignored=list(s.ignored), validation_fraction=s.validation_fraction, seed=s.seed,
+        fidelity=1.0 if fidelity is None else float(fidelity),
     )
 
 
@@ -280,12 +292,17 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
 
 
 def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, blob: bytes, score: float,
-                  *, progress=None, who: str = "") -> Promotion | None:
-    """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None."""
+                  *, progress=None, who: str = "", fidelity: float | None = None) -> Promotion | None:
+    """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None.
+
+    ``fidelity``: the share of the budget the trial trained to when it was stopped early at a
+    rung (None: all of it); a stopped trial's model is promoted like any other when it is the
+    tenant's best, and its card says how far it trained.
+    """
     promo = store.begin_promotion(tenant.name, trial_id)
     if promo is None:
         return None
-    card = build_card(tenant, promo, cand, blob)
+    card = build_card(tenant, promo, cand, blob, fidelity)
     model_path = card_path = None
     status, message, pr_url = "written", None, None
     try:

@@ -621,7 +621,7 @@ class Worker:
             from .promote import maybe_promote
 
             promo = maybe_promote(self.store, tenant, claim.trial_id, cand, blob, score, progress=self.progress,
-                                  who=f"[{self.id}] ")
+                                  who=f"[{self.id}] ", fidelity=fidelity)
             if promo is not None:
                 result.promoted = True
                 result.pull_request = promo.pull_request

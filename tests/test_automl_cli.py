@@ -305,6 +305,33 @@ def test_second_promotion_updates_the_same_pull_request(tmp_path, data, github):
         assert (card["validation_score"], card["previous_score"]) == (0.80, 0.60)
 
 
+def test_a_model_stopped_early_is_promoted_when_best_and_its_card_says_how_far_it_trained(tmp_path, data):
+    """A trial stopped at a rung is a done trial with its rung score; when it is the tenant's best
+    it is promoted like any other (the simulator counts it so), and its card says it was stopped."""
+    schema = infer_schema(data, "species")
+    ds = load_dataset(data, schema)
+    out = tmp_path / "out"
+    with open_store(tmp_path / "q.db") as s:
+        s.add_tenant("flowers", data, schema, default_catalogue(), output=str(out), only=["gaussian-nb", "lda"])
+        tenant = s.tenant("flowers")
+        cand, blob = _fit(schema, ds, "lda")
+        c = s.try_claim("flowers", "lda", "w", "cpu")
+        s.complete(c, "w", 0.9, 0.1, None, None, fidelity=1 / 9)
+        p = maybe_promote(s, tenant, c.trial_id, cand, blob, 0.9, fidelity=1 / 9)
+        assert p is not None and p.score == 0.9
+        card = json.loads((out / "model-card.json").read_text())
+        assert card["fidelity"] == pytest.approx(1 / 9)
+        assert "| training budget | 11% of the candidate's budget: stopped early at a rung" in \
+            (out / "MODEL_CARD.md").read_text()
+        # a full-budget model's card has no such key nor row (full-budget cards are as before)
+        cand, blob = _fit(schema, ds, "gaussian-nb")
+        c = s.try_claim("flowers", "gaussian-nb", "w", "cpu")
+        s.complete(c, "w", 0.95, 0.1, None, None)
+        assert maybe_promote(s, tenant, c.trial_id, cand, blob, 0.95) is not None
+        assert "fidelity" not in json.loads((out / "model-card.json").read_text())
+        assert "training budget" not in (out / "MODEL_CARD.md").read_text()
+
+
 def test_pull_request_failure_is_recorded_not_raised(tmp_path, data, github, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "wrong")
     schema = infer_schema(data, "species")
