@@ -20,7 +20,7 @@ It also prints the share of multitenant's device time spent on trials that did n
 their tenant's best (what an ideal stopper could save, at most, of multitenant's own schedule),
 and how much of it the iterative candidates (the only ones with rungs) account for.
 
-    python bench/early_stopping_ceiling.py [--seeds 20] [--tenants 8 16 32] [--devices 1 4]
+    python bench/early_stopping_ceiling.py [--seeds 20] [--first-seed 0] [--tenants 8 16 32] [--devices 1 4]
 """
 from __future__ import annotations
 
@@ -101,19 +101,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matrix", default=str(ROOT / "automl_runner" / "data" / "real_curves.csv"))
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--tenants", type=int, nargs="*", default=[8, 16, 32])
     ap.add_argument("--devices", type=int, nargs="*", default=[1, 4])
     args = ap.parse_args()
     curves = load_any(args.matrix)
     t0 = time.time()
-    print(f"matrix {args.matrix}; {args.seeds} seeds; same splits as bench/automl.py; T = {T:g}\n")
+    print(f"matrix {args.matrix}; seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; same splits as bench/automl.py; T = {T:g}\n")
     print("| tenants | devices | multitenant | multitenant-hb | oracle stopper | MT / HB | MT / oracle (ceiling) "
           "| MT / oracle for gains > T only | MT time on trials that did not improve (of it: iterative) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.tenants:
         for m in args.devices:
             mt, hb, orc, big, waste, waste_it = [], [], [], [], [], []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 sched, prior = split_curves(curves, n, np.random.default_rng([n, seed]))
                 OracleStopper.full_scores = sched.full().quality
                 a = simulate_mod.run_once(sched, prior, "multitenant", m, seed, stop_when_solved=False)
