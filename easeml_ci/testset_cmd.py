@@ -148,7 +148,8 @@ def fingerprint(path: Path, label_column: str, key_env: str) -> None:
               help="The label store to append to [default: TESTSET.labels].")
 @click.option("--id-column", default="id", show_default=True,
               help="Row id column of LABELS.csv (and of a CSV TESTSET).")
-@click.option("--label-column", default="label", show_default=True, help="Label column of LABELS.csv.")
+@click.option("--label-column", default="label", show_default=True,
+              help="Label column of LABELS.csv (and of a CSV TESTSET).")
 @click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
 def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_column: str,
           label_column: str, key_env: str) -> None:
@@ -160,7 +161,7 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     from .labels import LabelStore, default_store_path, read_labels_csv
     from .testset import UnlabelledTestSet, load_any_testset
 
-    ts = load_any_testset(testset_path, id_column=id_column, key_env=key_env)
+    ts = load_any_testset(testset_path, label_column=label_column, id_column=id_column, key_env=key_env)
     if not isinstance(ts, UnlabelledTestSet):
         raise InputError(f"test set {testset_path} has a label for every row; labels on demand "
                          f"need a test set of features and row ids (column {id_column!r}) whose "

@@ -93,6 +93,19 @@ def test_labels_are_added_and_the_same_labels_again_are_a_no_op(tmp_path):
     assert store.records == 2 and store.head == more.stdout.strip()
 
 
+def test_a_csv_test_set_whose_label_column_has_another_name(tmp_path):
+    """--label-column names the label column of LABELS.csv and of a CSV TESTSET alike, as
+    --id-column does; without it the empty column reads as a feature and is refused, exit 2."""
+    ts_path = write_csv(tmp_path / "ts.csv", ["id", "a", "b", "species"],
+                        [["r0", 1, 2, ""], ["r1", 3, 4, ""], ["r2", 5, 6, ""]])
+    labels = write_csv(tmp_path / "lab.csv", ["id", "species"], [["r0", 1], ["r2", 0]])
+    _refused(cli(["testset", "label", str(ts_path), str(labels)]), "ts.csv", "'species'")
+    assert not default_store_path(ts_path).exists()
+    done = cli(["testset", "label", str(ts_path), str(labels), "--label-column", "species"])
+    assert done.exit_code == 0, done.output
+    assert "2 new labels, 0 already given; 2 of 3 rows labelled" in done.stderr
+
+
 def _refused(result, *needles):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
