@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from easeml_ci.clickutil import ErrorMappingGroup
+from easeml_ci.cli.group import ErrorMappingGroup
 
 from .errors import AutomlError
 
@@ -328,7 +328,7 @@ def testset(raw, out, card_path, pool, key_env, label_column, force, as_json):
         raise AutomlError(f"OUT {out} is the same file as RAW; write the test set elsewhere")
     key = None
     if kind == "encrypted":
-        from easeml_ci.crypto import key_from_env
+        from easeml_ci.testsets.crypto import key_from_env
 
         key = key_from_env(key_env, purpose=f"the key to encrypt {out} with")
     enc = encode_rows(card_path, raw, pool=pool)

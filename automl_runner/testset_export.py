@@ -5,7 +5,7 @@ columns as category indices, see :mod:`automl_runner.schema`), but a team keeps 
 in the dataset's own format: strings for categories, empty cells. ``easeml-automl testset``
 rebuilds the tenant's schema from the model card and runs the rows through the very function
 the training rows went through (:func:`automl_runner.schema.encode`), then writes what the gate
-reads, with the gate's own writers (:mod:`easeml_ci.testset`):
+reads, with the gate's own writers (:mod:`easeml_ci.testsets`):
 
 * ``OUT.npz`` / ``OUT.csv``: a plaintext test set (features ``X`` + labels ``y``);
 * ``OUT.enc``: the same, encrypted with the key in ``--key-env`` (the project's convention for
@@ -263,7 +263,7 @@ def out_kind(out: Path, pool: bool) -> str:
 def write(enc: Encoded, out: Path, kind: str, *, key: bytes | None = None, label_column: str = "label") -> str | None:
     """Write OUT with the gate's own writers; the test set's fingerprint (None for a pool)."""
     from easeml_ci.errors import InputError
-    from easeml_ci.testset import encrypt_testset, save_pool, save_testset, testset_from_arrays
+    from easeml_ci.testsets import encrypt_testset, save_pool, save_testset, testset_from_arrays
 
     if enc.y is None:
         save_pool(enc.X, out)

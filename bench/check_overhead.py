@@ -71,8 +71,8 @@ def build(rows: int, features: int, kind: str, seed: int = 7) -> Path:
     from skl2onnx import to_onnx
     from sklearn.datasets import make_classification
 
-    from easeml_ci import crypto
-    from easeml_ci.testset import encrypt_testset, load_testset
+    from easeml_ci.testsets import crypto
+    from easeml_ci.testsets import encrypt_testset, load_testset
 
     folder = OUT / f"{kind}-{rows}x{features}"
     done = folder / "done.json"
@@ -214,7 +214,7 @@ def phases_child(folder: Path) -> None:
 
     from easeml_ci import check, cli  # noqa: F401
     from easeml_ci.models import load_predictions
-    from easeml_ci.testset import load_testset
+    from easeml_ci.testsets import load_testset
     mark("imports (interpreter already up)")
     os.environ[KEY_ENV] = (folder / "key.txt").read_text().strip()
     ts = load_testset(folder / "testset.enc", key_env=KEY_ENV)
@@ -238,8 +238,8 @@ def _mb(n: float) -> str:
 
 def import_baseline() -> int:
     """Peak RSS of a process that only imports what a check imports (interpreter + libraries)."""
-    code = ("import conditions, onnxruntime, easeml_ci.cli, easeml_ci.check, easeml_ci.models, "
-            "easeml_ci.testset; from cryptography.hazmat.primitives.ciphers import aead")
+    code = ("import conditions, onnxruntime, easeml_ci.cli, easeml_ci.gate.check, easeml_ci.models, "
+            "easeml_ci.testsets; from cryptography.hazmat.primitives.ciphers import aead")
     return spawn([sys.executable, "-c", code])["peak_rss_bytes"]
 
 

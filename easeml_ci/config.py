@@ -150,7 +150,7 @@ def _number(v: Any) -> float:
 
 
 def _duration(v: Any) -> float:
-    from .evaluation_clock import parse_duration
+    from .models.clock import parse_duration
 
     try:
         return parse_duration(v)

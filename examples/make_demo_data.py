@@ -51,8 +51,8 @@ def main(outdir: Path, rows: int, pool_rows: int, features: int, seed: int, key_
     from sklearn.tree import DecisionTreeClassifier
     from skl2onnx import to_onnx
 
-    from easeml_ci import crypto
-    from easeml_ci.testset import encrypt_testset, load_testset
+    from easeml_ci.testsets import crypto
+    from easeml_ci.testsets import encrypt_testset, load_testset
 
     started = time.perf_counter()
     outdir.mkdir(parents=True, exist_ok=True)

@@ -357,8 +357,8 @@ class ActionHarness:
 
 _ZYGOTE_SRC = r'''
 import json, os, signal, socket, sys
-import easeml_ci.cli, easeml_ci.check, easeml_ci.config, easeml_ci.models, easeml_ci.testset
-import easeml_ci.action, easeml_ci.ledger.github_backend, requests, numpy
+import easeml_ci.cli, easeml_ci.gate.check, easeml_ci.config, easeml_ci.models, easeml_ci.testsets
+import easeml_ci.github.action, easeml_ci.ledger.github_backend, requests, numpy
 path = sys.argv[1]
 parent = os.getppid()
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -39,8 +39,8 @@ def data(tmp_path_factory):
 
     X = rng.normal(size=(ROWS, 3))
     np.savez(root / "testset.npz", X=X, y=y)
-    from easeml_ci import crypto
-    from easeml_ci.testset import encrypt_testset, load_testset
+    from easeml_ci.testsets import crypto
+    from easeml_ci.testsets import encrypt_testset, load_testset
 
     key = crypto.generate_key()
     encrypt_testset(load_testset(root / "testset.npz", label_column="label", key_env="UNUSED"),
@@ -55,7 +55,7 @@ def data(tmp_path_factory):
 def _key_bytes(text: str) -> bytes:
     import os
 
-    from easeml_ci import crypto
+    from easeml_ci.testsets import crypto
 
     os.environ["_H3_TEST_KEY"] = text
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from easeml_ci import alerts
+from easeml_ci.gate import alert as alerts
 from easeml_ci.cli import main
 from easeml_ci.http import HttpRetry
 from easeml_ci.ledger import FileBackend, Ledger
@@ -277,7 +277,7 @@ def test_dispatch_redacts_whatever_the_transport_said(tmp_path):
 def test_a_failing_webhook_leaves_no_part_of_its_path_anywhere(
         gate, hook_factory, fake_github, monkeypatch, caplog, where, failure):
     import easeml_ci.http
-    from easeml_ci.github.alerts import upsert_alert_issue
+    from easeml_ci.github.alert_issue import upsert_alert_issue
     from easeml_ci.github.api import GitHubClient
 
     monkeypatch.setattr(easeml_ci.http.time, "sleep", lambda _s: None)  # the connection retries

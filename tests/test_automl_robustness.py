@@ -346,7 +346,7 @@ sys.meta_path.insert(0, Block())
 def test_the_gate_runs_without_the_automl_stack(tmp_path):
     """The gate's command line and its model and test-set code import none of the AutoML stack."""
     code = BLOCK + (
-        "import easeml_ci.cli, easeml_ci.check, easeml_ci.models, easeml_ci.testset\n"
+        "import easeml_ci.cli, easeml_ci.gate.check, easeml_ci.models, easeml_ci.testsets\n"
         "from click.testing import CliRunner\n"
         "r = CliRunner().invoke(easeml_ci.cli.main, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"

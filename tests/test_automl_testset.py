@@ -14,9 +14,9 @@ from automl_runner.cli import main as automl
 from automl_runner.store import open_store
 from automl_runner.testset_export import encode_rows, schema_from_card
 from easeml_ci.cli import main as gate
-from easeml_ci.crypto import generate_key
+from easeml_ci.testsets.crypto import generate_key
 from easeml_ci.models import OnnxModel
-from easeml_ci.testset import load_pool, load_testset
+from easeml_ci.testsets import load_pool, load_testset
 
 PLANS = ["pro", "basic", "plus", "enterprise"]  # sorted in the card: basic, enterprise, plus, pro
 YES = {"plus", "enterprise"}  # not a contiguous range of codes: only a right encoding learns it

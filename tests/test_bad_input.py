@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from easeml_ci import crypto
+from easeml_ci.testsets import crypto
 from easeml_ci.cli import main
-from easeml_ci.testset import encrypt_testset, load_testset
+from easeml_ci.testsets import encrypt_testset, load_testset
 
 from test_check import ROWS, Gate
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from easeml_ci.check import run_check
+from easeml_ci.gate.check import run_check
 from easeml_ci.cli import main
 from easeml_ci.errors import BudgetExhausted, TestSetTooSmall
 from easeml_ci.ledger import FileBackend, Ledger
@@ -288,7 +288,7 @@ def test_too_small_from_the_api(gate):
 
 # --- commit, then reveal ---------------------------------------------------------------------------
 def test_the_step_is_on_disk_before_the_report_is_rendered(gate, monkeypatch):
-    import easeml_ci.report as report
+    import easeml_ci.cli.render as report
 
     seen = []
     original = report.render_terminal

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from easeml_ci.check import run_check
+from easeml_ci.gate.check import run_check
 from easeml_ci.errors import BudgetExhausted
 
 from test_check import Gate
@@ -55,7 +55,7 @@ def test_eight_checks_at_once_spend_each_step_exactly_once(gate):
 # and says so; everything the check would show goes to stdout.
 CHECK_STOPPED_MID_WRITE = """
 import os, sys
-from easeml_ci.check import run_check
+from easeml_ci.gate.check import run_check
 from easeml_ci.ledger import FileBackend
 
 def stop_mid_write(fd, line):

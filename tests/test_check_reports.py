@@ -7,9 +7,9 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from easeml_ci.check import run_check
+from easeml_ci.gate.check import run_check
 from easeml_ci.cli import main
-from easeml_ci.report import render_markdown, render_terminal
+from easeml_ci.cli.render import render_markdown, render_terminal
 
 from test_check import Gate
 

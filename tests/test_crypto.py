@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest_h1 import KEY_ENV, arrays, cli, new_key, write_npz
-from easeml_ci import crypto
+from easeml_ci.testsets import crypto
 from easeml_ci.errors import InputError
-from easeml_ci.testset import encrypt_testset, load_testset
+from easeml_ci.testsets import encrypt_testset, load_testset
 
 
 @pytest.fixture
@@ -300,7 +300,7 @@ def _encrypt_raw(path, parts, key, fingerprint=None):
 @pytest.mark.parametrize("case", ["float64 features", "nonzero padding", "float labels that are integers",
                                   "not a test set", "extra bytes"])
 def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
-    from easeml_ci import testset as ts_mod
+    from easeml_ci import testsets as ts_mod
 
     X = np.arange(6, dtype=np.float32).reshape(3, 2)
     y = np.array([0, 1, 1], dtype="<i8")
@@ -324,7 +324,7 @@ def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
 
 
 def test_a_header_fingerprint_that_does_not_match_the_content_is_refused(tmp_path, key):
-    from easeml_ci import testset as ts_mod
+    from easeml_ci import testsets as ts_mod
 
     X = np.ones((2, 2), np.float32)
     y = np.array([0, 1], dtype="<i8")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from action_harness import evaluate, resolve
 from easeml_ci.github import workflow
-from easeml_ci.github.alerts import upsert_alert_issue
+from easeml_ci.github.alert_issue import upsert_alert_issue
 from easeml_ci.github.api import (
     GitHubAmbiguous,
     GitHubClient,

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 
 from automl_runner.promote import ModelCard
 from automl_runner.testset_export import load_card, schema_from_card
-from easeml_ci import crypto
+from easeml_ci.testsets import crypto
 from easeml_ci.cli import main
 from easeml_ci.ledger import Budget, FileBackend, Ledger
 from easeml_ci.ledger.chain import canonical, entry_hash
-from easeml_ci.testset import fingerprint_arrays, load_testset
+from easeml_ci.testsets import fingerprint_arrays, load_testset
 
 GOLDEN = Path(__file__).parent / "golden"
 

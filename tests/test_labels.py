@@ -9,14 +9,14 @@ import pytest
 
 from conftest_h1 import KEY_ENV, cli, new_key, write_csv, write_npz
 from easeml_ci.errors import InputError
-from easeml_ci.labels import LabelStore, default_store_path, read_labels_csv
-from easeml_ci.testset import (
+from easeml_ci.testsets.labels import LabelStore, default_store_path, read_labels_csv
+from easeml_ci.testsets import (
     encrypt_unlabelled_testset,
     fingerprint_arrays,
     load_unlabelled_testset,
     unlabelled_from_arrays,
 )
-from easeml_ci import crypto
+from easeml_ci.testsets import crypto
 
 
 def _features(rows=6, seed=0):

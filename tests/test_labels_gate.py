@@ -13,7 +13,7 @@ What is checked here, and how:
   modes refused before anything is written.
 * Monte Carlo, reliability low (delta' = 0.2): through the CLI, 150 fresh repositories per zone
   edge (~45 ms a run; enough to fail on an error twice the bound); the rates themselves with ten
-  times the runs on :func:`easeml_ci.on_demand.decide`, the function `check` calls after
+  times the runs on :func:`easeml_ci.gate.on_demand.decide`, the function `check` calls after
   evaluating the models, in the same loop (decide -> label the requested rows -> decide), and
   24 pairs through the CLI pin that the CLI decides exactly what this function decides.
 """
@@ -28,10 +28,11 @@ import pytest
 import yaml
 
 from conftest_h1 import KEY_ENV, cli, new_key, write_csv
-from easeml_ci import crypto, on_demand
-from easeml_ci.labels import LabelStore, default_store_path
+from easeml_ci.testsets import crypto
+from easeml_ci.gate import on_demand
+from easeml_ci.testsets.labels import LabelStore, default_store_path
 from easeml_ci.ledger import FileBackend, Ledger
-from easeml_ci.testset import load_unlabelled_testset
+from easeml_ci.testsets import load_unlabelled_testset
 
 CONDITION = "n - o > 0.1 +/- 0.1"  # fp-free zone on n - o: (0.1, 0.3)
 SEED = 20261201

@@ -276,7 +276,7 @@ def test_monte_carlo_through_the_cli_at_the_worst_edge(tmp_path):
 
 
 def test_gauge_and_fail_above_for_the_action(repo):
-    from easeml_ci.meter import fails_above, render_gauge, run_meter
+    from easeml_ci.gate.meter import fails_above, render_gauge, run_meter
     from easeml_ci.errors import UsageError
 
     repo.testset(0.7, random=False)
@@ -299,7 +299,7 @@ def test_gauge_and_fail_above_for_the_action(repo):
 
 
 def test_encrypted_test_set(repo, monkeypatch):
-    from easeml_ci import crypto
+    from easeml_ci.testsets import crypto
 
     key = crypto.generate_key()
     monkeypatch.setenv("EASEML_TESTSET_KEY", key)

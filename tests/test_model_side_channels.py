@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from onnx import TensorProto as T
 from onnx import helper
 
-from easeml_ci import memory_ceiling
+from easeml_ci.models import memory as memory_ceiling
 from easeml_ci.cli import main
 
 SECRET_ROWS = 250_000_000  # floats the model asks for when it reads the secret feature: 1 GB
@@ -216,14 +216,14 @@ def test_evaluation_time_is_checked_and_pinned(tmp_path):
 @pytest.mark.parametrize("text, seconds", [(600, 600.0), ("90s", 90.0), ("10m", 600.0), ("1h30m", 5400.0),
                                            ("0.5s", 0.5), ("45", 45.0)])
 def test_durations(text, seconds):
-    from easeml_ci.evaluation_clock import parse_duration
+    from easeml_ci.models.clock import parse_duration
 
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("bad", [0, -5, "soon", "0s", "m", True, float("nan"), "10d", "1h 30x"])
 def test_bad_durations(bad):
-    from easeml_ci.evaluation_clock import parse_duration
+    from easeml_ci.models.clock import parse_duration
 
     with pytest.raises(ValueError):
         parse_duration(bad)

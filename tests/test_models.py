@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest_h1 import write_npz
 from easeml_ci.errors import InputError
 from easeml_ci.models import OnnxModel, bare_inference, load_predictions
-from easeml_ci.testset import load_pool, load_testset
+from easeml_ci.testsets import load_pool, load_testset
 
 
 @pytest.fixture(scope="module")

@@ -117,8 +117,8 @@ def test_start_up_imports_neither_requests_nor_scipy():
 
 
 def test_action_alert_labels_default_matches_the_alert_module():
-    from easeml_ci.action_cmd import DEFAULT_LABELS
-    from easeml_ci.github.alerts import DEFAULT_LABELS as ALERT_LABELS
+    from easeml_ci.cli.action import DEFAULT_LABELS
+    from easeml_ci.github.alert_issue import DEFAULT_LABELS as ALERT_LABELS
 
     assert DEFAULT_LABELS == ALERT_LABELS
 

@@ -14,11 +14,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest_h1 import write_npz
-from easeml_ci import crypto
+from easeml_ci.testsets import crypto
 from easeml_ci.config import parse_config
 from easeml_ci.errors import ConfigError, EasemlError, InputError, ModelFailedOnTestSet, UsageError
 from easeml_ci.models import (OnnxModel, OutputRule, TestSetSchema, load_predictions, preflight)
-from easeml_ci.testset import encrypt_testset, load_testset
+from easeml_ci.testsets import encrypt_testset, load_testset
 
 F = 6
 

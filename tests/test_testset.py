@@ -8,7 +8,7 @@ import pytest
 
 from conftest_h1 import arrays, cli, write_csv, write_npz
 from easeml_ci.errors import InputError
-from easeml_ci.testset import TestSet, load_pool, load_testset, save_testset
+from easeml_ci.testsets import TestSet, load_pool, load_testset, save_testset
 
 
 # --- formats and the canonical fingerprint ------------------------------------------------------

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from automl_runner.promote import ModelCard  # noqa: E402
 from easeml_ci.ledger import FileBackend  # noqa: E402
 from easeml_ci.ledger.chain import GENESIS, seal  # noqa: E402
-from easeml_ci.testset import encrypt_testset, load_testset  # noqa: E402
+from easeml_ci.testsets import encrypt_testset, load_testset  # noqa: E402
 
 # A test-only key, committed on purpose: it protects nothing but these golden files.
 GOLDEN_KEY = "Z29sZGVuLXRlc3Qta2V5LW5vdC1hLXNlY3JldCEhISE="
@@ -65,7 +65,7 @@ def write_testsets() -> str:
             fh.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
     ts = load_testset(HERE / "testset.npz")
     os.environ[GOLDEN_KEY_ENV] = GOLDEN_KEY
-    from easeml_ci.crypto import key_from_env
+    from easeml_ci.testsets.crypto import key_from_env
 
     encrypt_testset(ts, HERE / "testset.enc", key_from_env(GOLDEN_KEY_ENV), chunk_bytes=64)
     return ts.fingerprint

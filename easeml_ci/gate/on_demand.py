@@ -1,7 +1,7 @@
 """A check on a test set labelled on demand: decide from the labels present, or ask for more.
 
-A test set registered without labels (:class:`easeml_ci.testset.UnlabelledTestSet`) gets them
-in batches (:mod:`easeml_ci.labels`). A check on it evaluates both models on every row, reads
+A test set registered without labels (:class:`easeml_ci.testsets.UnlabelledTestSet`) gets them
+in batches (:mod:`easeml_ci.testsets.labels`). A check on it evaluates both models on every row, reads
 the rows in an order fixed at registration (:func:`order_seed`: a function of the fingerprint
 only, so of neither the labels nor the models) and decides each clause with the sequential test
 of :mod:`conditions.sequential`, capped by the fixed-size plan. When the labels present settle
@@ -37,8 +37,8 @@ import numpy as np
 import conditions
 from conditions.sequential import label_request, row_order
 
-from .errors import ConfigError, InputError, ModelFailedOnTestSet, TestSetTooSmall, UsageError
-from .ledger.budget import compute as compute_budget
+from ..errors import ConfigError, InputError, ModelFailedOnTestSet, TestSetTooSmall, UsageError
+from ..ledger.budget import compute as compute_budget
 from .registration import _config_name, _line, _where, ledger_name
 
 ON_DEMAND = "on-demand"  # the register entry's "labels" note for such a test set
@@ -48,7 +48,7 @@ ON_DEMAND = "on-demand"  # the register entry's "labels" note for such a test se
 
 def is_on_demand(ts, registered: dict | None) -> bool:
     """A loaded unlabelled test set, or one registered as labelled on demand."""
-    from .testset import UnlabelledTestSet
+    from ..testsets import UnlabelledTestSet
 
     if isinstance(ts, UnlabelledTestSet):
         return True
@@ -81,7 +81,7 @@ def sequential(cfg) -> conditions.SequentialPlan:
 
 
 def registration_note(ts) -> dict:
-    from .models import TestSetSchema
+    from ..models import TestSetSchema
 
     return {"labels": ON_DEMAND, "schema": TestSetSchema.of(ts).to_dict()}
 
@@ -123,7 +123,7 @@ def model_digest(spec: str, workdir: Path) -> str:
     file are another model, and must spend their own step."""
     import posixpath
 
-    from .models import GIT_PREFIX, _parse_onnx, external_data_locations, parse_git_spec, read_git_blob
+    from ..models import GIT_PREFIX, _parse_onnx, external_data_locations, parse_git_spec, read_git_blob
 
     def read(where: str) -> bytes:
         if where.startswith(GIT_PREFIX):
@@ -223,13 +223,13 @@ def decide(plan: conditions.SequentialPlan, seed: int, ids: np.ndarray, labels: 
 
 def evaluate(gate, ts, kind: str | None, y: np.ndarray):
     """Both models' predictions on every row of an unlabelled test set, as for a labelled one
-    (:func:`easeml_ci.check.evaluate`: the memory ceiling, ``evaluation_time``, the fixed text
+    (:func:`easeml_ci.gate.check.evaluate`: the memory ceiling, ``evaluation_time``, the fixed text
     of a failure on the test data).
 
     The models are checked against the label kind of the labels given so far (none yet: any
     kind of labels is accepted)."""
     from .check import evaluate as run_models
-    from .testset import TestSet
+    from ..testsets import TestSet
 
     view = ts if kind is None else TestSet(X=ts.X, y=y, fingerprint=ts.fingerprint, source=ts.source)
     return run_models(gate, view)
@@ -237,8 +237,8 @@ def evaluate(gate, ts, kind: str | None, y: np.ndarray):
 
 def open_store(gate, ts, key_env: str, store_path):
     """The label store of ``ts``: ``store_path``, or the default beside the test set."""
-    from . import crypto
-    from .labels import LabelStore, default_store_path
+    from ..testsets import crypto
+    from ..testsets.labels import LabelStore, default_store_path
 
     key = crypto.key_from_env(key_env) if crypto.is_encrypted(gate.testset) else None
     path = Path(store_path) if store_path else default_store_path(gate.testset)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from . import report
-from .errors import BudgetExhausted, TestSetTooSmall, UsageError
+from . import render as report
+from ..errors import BudgetExhausted, TestSetTooSmall, UsageError
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 
@@ -38,7 +38,7 @@ def _progress(enabled: bool):
               help="Label store of a test set labelled on demand [default: TESTSET.labels].")
 def check(config_path, new, old, testset, as_json, underpowered, key_env, label_store):
     """Gate a model on the secret test set; the step is recorded before the verdict is shown."""
-    from .check import run_check
+    from ..gate.check import run_check
 
     try:
         result = run_check(config_path, new, old, testset, underpowered=underpowered,
@@ -65,12 +65,12 @@ def check(config_path, new, old, testset, as_json, underpowered, key_env, label_
 @click.option("--json", "as_json", is_flag=True)
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
-    from . import on_demand
-    from .check import _load_config, _plan, plan_summary
-    from .registration import (check_pinned, ledger_name, open_ledger_backend, pinned_terms,
+    from ..gate import on_demand
+    from ..gate.check import _load_config, _plan, plan_summary
+    from ..gate.registration import (check_pinned, ledger_name, open_ledger_backend, pinned_terms,
                                testset_schema)
-    from .ledger import Ledger
-    from .testset import UnlabelledTestSet, load_any_testset
+    from ..ledger import Ledger
+    from ..testsets import UnlabelledTestSet, load_any_testset
 
     cfg = _load_config(config_path)
     plan = _plan(cfg)
@@ -121,7 +121,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
 def _import_file_labels(path, ts, cfg, key_env: str) -> str | None:
     """The labels a partly labelled CSV test set carries go into its label store (append-only,
     so registering twice adds nothing); returns what was done, for stderr."""
-    from .labels import LabelStore, carried_labels, default_store_path
+    from ..testsets.labels import LabelStore, carried_labels, default_store_path
 
     batch = carried_labels(path, label_column=cfg.label_column)
     if batch is None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Protocol
 
-from .errors import InputError
+from ..errors import InputError
 
 MAGIC = b"EASEMLTS"
 FORMAT = "easeml-ci-testset"

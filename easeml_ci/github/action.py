@@ -1,6 +1,6 @@
 """The GitHub Action's entry point: one gated check, reported on the pull request.
 
-Order (commit, then reveal — docs/design.md §3): :func:`easeml_ci.check.run_check` records the step in
+Order (commit, then reveal — docs/design.md §3): :func:`easeml_ci.gate.check.run_check` records the step in
 the ledger before it returns anything; only then are the summary, outputs, annotations, comment
 and alert issue written. A run that fails before the step is recorded (bad input, a token that
 may not write the repository ledger) reports the error and nothing about the test set.
@@ -24,13 +24,13 @@ from typing import IO, Callable
 
 from conditions import ConditionError
 
-from .errors import BudgetExhausted, EasemlError, UsageError
-from .redact import redact
-from .github import workflow
-from .github.alerts import DEFAULT_LABELS, upsert_alert_issue
-from .github.api import GitHubClient, GitHubError, GitHubForbidden, GitHubRateLimited
-from .github.comment import marker, upsert_comment
-from .github.report import GateReport, render_comment, render_summary
+from ..errors import BudgetExhausted, EasemlError, UsageError
+from ..redact import redact
+from . import workflow
+from .alert_issue import DEFAULT_LABELS, upsert_alert_issue
+from .api import GitHubClient, GitHubError, GitHubForbidden, GitHubRateLimited
+from .comment import marker, upsert_comment
+from .report import GateReport, render_comment, render_summary
 
 KEY_ENV = "EASEML_TESTSET_KEY"
 
@@ -267,7 +267,7 @@ class Reporter:
 
     def commit_status(self, report: GateReport, repository: str, sha: str | None) -> None:
         """The verdict as a commit status on the head commit, which branch protection can require."""
-        from .github.provenance import commit_status_for, post_commit_status, status_context
+        from .provenance import commit_status_for, post_commit_status, status_context
 
         if not sha:
             self.warn("commit-status: no head commit to post the status on")
@@ -290,7 +290,7 @@ def _pull_request_of_head(inputs: ActionInputs, claimed: int | None,
                           client: GitHubClient | None, ctx: ActionContext) -> ActionInputs:
     """``head-sha`` set: the PR is the one GitHub says has that head; ``claimed`` (the
     ``pr-number`` input, from an untrusted artifact) only a hint that must agree."""
-    from .github.provenance import check_sha, pull_request_for_head
+    from .provenance import check_sha, pull_request_for_head
 
     sha = check_sha(inputs.head_sha or "")
     if client is None or not ctx.repository:
@@ -307,9 +307,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                out: IO[str] | None = None, client: GitHubClient | None = None,
                summary_path: str | None = None, output_path: str | None = None) -> int:
     """Run the gate as the action does; returns the exit code."""
-    from .check import run_check
-    from .registration import ledger_name as name_of_ledger, open_ledger_backend
-    from .config import load_config
+    from ..gate.check import run_check
+    from ..gate.registration import ledger_name as name_of_ledger, open_ledger_backend
+    from ..config import load_config
 
     out = out or sys.stdout
     ctx = ctx or ActionContext.from_env()
@@ -426,8 +426,8 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
     ``meter-fail-above`` is set and the reported range starts at or above it (or the meter
     cannot run: with a threshold set, no answer is a failure, exit 2); otherwise its problems
     are warnings. Its answer is a step of the meter's own test set, recorded before it shows."""
-    from .meter import GATE_NAME, fails_above, render_gauge, run_meter
-    from .registration import open_ledger_backend
+    from ..gate.meter import GATE_NAME, fails_above, render_gauge, run_meter
+    from ..gate.registration import open_ledger_backend
 
     try:
         if inputs.meter_fail_above is not None:  # a threshold that is no edge: before any step

@@ -11,8 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import ConfigError
-from .ledger import open_backend
+from ..errors import ConfigError
+from ..ledger import open_backend
 
 
 def _config_name(cfg) -> str:
@@ -145,6 +145,6 @@ def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = Fals
 
 def testset_schema(ts) -> dict:
     """What a registration pins about the test set's shape (no data): see :func:`_check_models`."""
-    from .models import TestSetSchema
+    from ..models import TestSetSchema
 
     return TestSetSchema.of(ts).to_dict()

@@ -1,6 +1,6 @@
 """Rendering a check for people (terminal, Markdown) and machines (JSON).
 
-Renderers only format what :class:`~easeml_ci.check.CheckResult` already decided may be shown:
+Renderers only format what :class:`~easeml_ci.gate.check.CheckResult` already decided may be shown:
 under ``full``, ``firstChange`` and ``passes`` that is the verdict bit per clause and the budget;
 under ``none`` not even that. Estimates appear only when ``show_metrics`` put them in
 ``result.metrics``, and then every renderer says in words that the guarantee is void.

@@ -37,7 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from . import crypto
-from .errors import InputError
+from ..errors import InputError
 
 PLAIN_SUFFIXES = (".npz", ".csv")
 ENCRYPTED_SUFFIX = ".enc"
@@ -608,7 +608,7 @@ def save_pool(X: np.ndarray, out_path) -> Path:
     return _write_private(out, X, None, "label")
 
 
-# --- unlabelled test sets (labels arrive later: see easeml_ci.labels) ----------------------------
+# --- unlabelled test sets (labels arrive later: see easeml_ci.testsets.labels) ----------------------------
 #
 # A test set registered before its labels holds features and stable row ids. Its fingerprint is
 # a second, versioned kind: the SHA-256 of canonical bytes that start with their own marker
@@ -831,7 +831,7 @@ def load_partly_labelled_csv(path, id_column: str = "id", label_column: str = "l
                              ) -> tuple[UnlabelledTestSet, list]:
     """A CSV with row ids whose label column is empty on some rows (or absent): the unlabelled
     test set (features without the id and label columns) and the labels it does have, as
-    ``(row id, label text, line)`` for the label store (:func:`easeml_ci.labels.batch_from_rows`)."""
+    ``(row id, label text, line)`` for the label store (:func:`easeml_ci.testsets.labels.batch_from_rows`)."""
     path = _resolve(path)
     _check_readable(path, "test set")
     names = _csv_header(path)
@@ -854,7 +854,7 @@ def load_partly_labelled_csv(path, id_column: str = "id", label_column: str = "l
 def load_any_testset(path, label_column: str = "label", id_column: str = "id",
                      key_env: str = crypto.DEFAULT_KEY_ENV) -> "TestSet | UnlabelledTestSet":
     """A labelled :class:`TestSet` or, for a file that holds row ids without (all) labels, an
-    :class:`UnlabelledTestSet` (labels on demand: :mod:`easeml_ci.labels`). Plaintext labels
+    :class:`UnlabelledTestSet` (labels on demand: :mod:`easeml_ci.testsets.labels`). Plaintext labels
     of a partly labelled CSV are not returned here: ``testset register`` / ``encrypt`` move them
     into the label store."""
     path = _resolve(path)

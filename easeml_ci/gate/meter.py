@@ -1,7 +1,7 @@
 """ease.ml/meter, end to end: how far a model's validation accuracy overstates its true accuracy.
 
 The same contract as the gate (docs/design.md §2-§3) with an m-valued answer instead of a
-pass/fail bit, and the same steps, reusing :mod:`easeml_ci.check`:
+pass/fail bit, and the same steps, reusing :mod:`easeml_ci.gate.check`:
 
     validate      config and its `meter:` section, the model (ONNX: it runs on two sets), the
                   team's validation set, the private sink; the model on the validation set
@@ -29,9 +29,9 @@ import numpy as np
 from conditions.meter import MeterError, MeterPlan
 
 from . import check, private_sink, registration
-from .errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet,
+from ..errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet,
                      TestSetTooSmall, UsageError)
-from .ledger import Ledger, LedgerSpent
+from ..ledger import Ledger, LedgerSpent
 
 GATE_NAME = "easeml-meter"
 
@@ -85,7 +85,7 @@ def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TEST
                      repository: bool = False) -> tuple[str, str, dict]:
     """The owner starts the meter test set's ledger under the config's `meter:` terms, so that
     pull requests (which may not register) can be metered. Returns (state, ledger, budget)."""
-    from .testset import load_testset
+    from ..testsets import load_testset
 
     cfg = check._load_config(config)
     plan = _meter_plan(cfg)
@@ -124,8 +124,8 @@ def _meter_plan(cfg) -> MeterPlan:
 
 
 def _load_validation(path: Path, given: str, label_column: str):
-    from . import crypto
-    from .testset import load_testset
+    from ..testsets import crypto
+    from ..testsets import load_testset
 
     if not path.is_file():
         raise InputError(f"--validation: {given} does not exist or is not a file")
@@ -141,7 +141,7 @@ def validate(config, model: str, validation: str, testset: str | None, workdir: 
 
     Returns the gate (``plan`` is the :class:`MeterPlan`) and the validation accuracy.
     """
-    from .models import load_predictions, preflight
+    from ..models import load_predictions, preflight
 
     cfg = check._load_config(config)
     plan = _meter_plan(cfg)

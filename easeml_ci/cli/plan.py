@@ -9,8 +9,8 @@ import click
 
 import conditions
 
-from .config import GateConfig, config_from_options, load_config
-from .errors import ConfigError
+from ..config import GateConfig, config_from_options, load_config
+from ..errors import ConfigError
 
 DEFAULT_CONFIG = ".easeml.yml"
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import click
 
-from .errors import UsageError
-from .report import budget_line
+from ..errors import UsageError
+from .render import budget_line
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 DEFAULT_CONFIG = ".easeml.yml"
 
 
 def _select(config_path, testset, fingerprint, key_env):
-    from .registration import open_ledger_backend
-    from .config import load_config
-    from .ledger import Ledger, open_backend
+    from ..gate.registration import open_ledger_backend
+    from ..config import load_config
+    from ..ledger import Ledger, open_backend
 
     if config_path is None and not Path(DEFAULT_CONFIG).exists():
         cfg = None  # no config here: the default ledger location, terms from the ledgers
@@ -30,7 +30,7 @@ def _select(config_path, testset, fingerprint, key_env):
     # the ledger the check uses: beside the config, or the repository ledger inside Actions
     backend = open_ledger_backend(cfg) if cfg else open_backend(None, base=Path("."))
     if testset:
-        from .testset import testset_fingerprint
+        from ..testsets import testset_fingerprint
 
         label_column = cfg.label_column if cfg else "label"
         fingerprints = [testset_fingerprint(testset, label_column=label_column,
@@ -65,7 +65,7 @@ def ledger() -> None:
 @_options
 def status(config_path, testset, fingerprint, key_env, as_json):
     """Steps used, total, remaining and status (active, retired, exhausted) per test set."""
-    from .registration import pinned_terms
+    from ..gate.registration import pinned_terms
 
     cfg, backend, ledgers = _select(config_path, testset, fingerprint, key_env)
     rows = []

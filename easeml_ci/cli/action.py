@@ -13,7 +13,7 @@ import sys
 
 import click
 
-DEFAULT_LABELS = ("easeml-ci", "new-test-set")  # as easeml_ci.github.alerts; importing it here
+DEFAULT_LABELS = ("easeml-ci", "new-test-set")  # as easeml_ci.github.alert_issue; importing it here
 # would pull requests into every easeml-ci start-up (a test pins the two equal)
 
 
@@ -57,7 +57,7 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
            alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
            meter_validation, meter_fail_above):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
-    from .action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
+    from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
 
     inputs = ActionInputs(
         config=config or ".easeml.yml",

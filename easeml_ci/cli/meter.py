@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BudgetExhausted, ConfigError, UsageError
+from ..errors import BudgetExhausted, ConfigError, UsageError
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 LOOKS = (10, 100, 1000)
@@ -39,7 +39,7 @@ def meter(ctx, config_path, model, validation, testset, as_json, key_env):
         raise UsageError(f"{' and '.join(missing)} required: `easeml-ci meter --config FILE "
                          "--model MODEL.onnx --validation VALIDATION.npz` (or `easeml-ci meter "
                          "plan`)")
-    from . import meter as meter_mod
+    from ..gate import meter as meter_mod
 
     progress = None if as_json else (lambda m: click.echo(f"... {m}", err=True))
     try:
@@ -101,8 +101,8 @@ def render_plan(rows: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def register(config_path, testset, key_env, repository_ledger, as_json):
     """Start the meter test set's budget under the `meter:` terms (its owner, once)."""
-    from .meter import register_testset
-    from .report import budget_line
+    from ..gate.meter import register_testset
+    from .render import budget_line
 
     state, where, budget = register_testset(config_path, testset, key_env=key_env,
                                             repository=repository_ledger)
@@ -123,7 +123,7 @@ def plan(config_path, edges, tolerance, reliability, steps, as_json):
     """Test examples the meter needs for H answers, and validation-set sizes for 10/100/1,000 looks."""
     from conditions.meter import MeterError
 
-    from .config import load_config
+    from ..config import load_config
 
     values = {}
     if config_path is None and Path(".easeml.yml").is_file() and edges is None:

@@ -1,6 +1,6 @@
 """The label store: labels that arrive over time for a test set registered without them.
 
-A test set registered unlabelled (:class:`easeml_ci.testset.UnlabelledTestSet`: features and
+A test set registered unlabelled (:class:`easeml_ci.testsets.UnlabelledTestSet`: features and
 stable row ids) gets its labels in batches (``easeml-ci testset label TESTSET LABELS.csv``). The
 store keeps them in one append-only JSON-lines file, by default next to the test set
 (``TESTSET.labels``), one record per batch.
@@ -14,7 +14,7 @@ Why a hash chain *and* a seal
   a check that records the head in its ledger entry can later prove which labels it used, so even
   a truncated-and-rewritten store (the one thing a chain alone cannot see) is caught against
   the ledger.
-* **Sealed with the test-set key** (AES-256-GCM, :mod:`easeml_ci.crypto`'s key) when the test set is
+* **Sealed with the test-set key** (AES-256-GCM, :mod:`easeml_ci.testsets.crypto`'s key) when the test set is
   encrypted: the labels are the secret, so a store the team can read would void the guarantee.
   Each record's labels are encrypted under the key with the record's chain fields as associated
   data, so only the key holder (the owner) can read or append, and a record moved into another
@@ -23,7 +23,7 @@ Why a hash chain *and* a seal
 
 A label once given never changes: a different label for a row that has one is refused (nobody can
 flip a verdict by relabelling); the same label again is a no-op. Labels keep one kind per store:
-integers, numbers or text (as :mod:`easeml_ci.testset` canonicalises them).
+integers, numbers or text (as :mod:`easeml_ci.testsets` canonicalises them).
 
 Bad input (an unknown row id, a changed label, a store of another test set, a value that is not a
 label) is an :class:`InputError` naming the file, line and row id; nothing is written.
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from . import crypto
-from .errors import InputError
-from .ledger.chain import GENESIS, canonical, entry_hash, seal
-from .testset import UnlabelledTestSet
+from ..errors import InputError
+from ..ledger.chain import GENESIS, canonical, entry_hash, seal
+from . import UnlabelledTestSet
 
 FORMAT = "easeml-ci-labels"
 VERSION = 1
@@ -310,7 +310,7 @@ def carried_labels(path, id_column: str = "id", label_column: str = "label") -> 
     (None for any other file, or when it carries none): ``testset encrypt`` and ``register``
     move them into the label store."""
     from . import crypto
-    from .testset import load_partly_labelled_csv
+    from . import load_partly_labelled_csv
 
     path = Path(path)
     if crypto.is_encrypted(path) or path.suffix.lower() != ".csv":

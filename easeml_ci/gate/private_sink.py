@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .alerts import post_json
-from .errors import EasemlError, UsageError
+from .alert import post_json
+from ..errors import EasemlError, UsageError
 
 
 class SinkError(EasemlError):

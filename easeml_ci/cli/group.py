@@ -8,7 +8,7 @@ import click
 
 from conditions import ConditionError
 
-from .errors import BudgetExhausted, EasemlError, TestSetTooSmall
+from ..errors import BudgetExhausted, EasemlError, TestSetTooSmall
 
 
 def error_object(exc: Exception, exit_code: int) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from .clickutil import ErrorMappingGroup
+from .group import ErrorMappingGroup
 
 
 @click.group(cls=ErrorMappingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,12 +18,12 @@ def main() -> None:
 
 
 # --- subcommands (each module adds one command or group) ---------------------------------
-from .action_cmd import action  # noqa: E402
-from .check_cmd import check, register  # noqa: E402
-from .ledger_cmd import ledger  # noqa: E402
-from .meter_cmd import meter  # noqa: E402
-from .plan_cmd import plan  # noqa: E402
-from .testset_cmd import testset  # noqa: E402
+from .action import action  # noqa: E402
+from .check import check, register  # noqa: E402
+from .ledger import ledger  # noqa: E402
+from .meter import meter  # noqa: E402
+from .plan import plan  # noqa: E402
+from .testset import testset  # noqa: E402
 
 testset.add_command(register)  # `easeml-ci testset register`: start the next test set
 for command in (plan, check, ledger, testset, action, meter):

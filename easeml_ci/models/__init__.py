@@ -54,8 +54,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, ModelFailedOnTestSet
-from .testset import TestSet
+from ..errors import InputError, ModelFailedOnTestSet
+from ..testsets import TestSet
 
 # Rows per onnxruntime call. Measured on 1M rows x 20 features (bench/check_overhead.py): an MLP
 # (128, 128) run on the whole array peaks at +1 GB of activations and is *slower* than batches
@@ -234,7 +234,7 @@ def decode_predictions(raw: np.ndarray, rule: OutputRule | None, label_kind: str
                        what: str) -> np.ndarray:
     """One label per row from a model's raw output, by ``rule``; ``_NotLabels`` otherwise.
 
-    Labels come out in the conventions of :mod:`easeml_ci.testset` (int64 or text). Never reads
+    Labels come out in the conventions of :mod:`easeml_ci.testsets` (int64 or text). Never reads
     the test set's labels: ``label_kind`` is their dtype's kind only (``None``: not known yet,
     and the checks that need it wait).
     """
@@ -357,7 +357,7 @@ def load_predictions(model, testset: TestSet, *, repo: Path = Path("."),
     First finishes the checks preflight could not make without the test set's schema
     (:class:`InputError`); then runs the model on the test data, where any failure of an ONNX
     model is a :class:`ModelFailedOnTestSet` with a fixed message. ``progress(done, total)``
-    is called after each ONNX batch. ``clock``: an :class:`~easeml_ci.evaluation_clock.EvaluationClock`
+    is called after each ONNX batch. ``clock``: an :class:`~easeml_ci.models.clock.EvaluationClock`
     whose deadline stops an ONNX model's run (a failure on the test set).
     """
     schema = TestSetSchema.of(testset)
@@ -911,7 +911,7 @@ class OnnxModel:
         :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``). Runs
         under the memory ceiling (:mod:`.memory_ceiling`) and, with ``clock``, until its
         deadline (:mod:`.evaluation_clock`)."""
-        from .memory_ceiling import memory_ceiling
+        from .memory import memory_ceiling
 
         run_options = clock.run_options if clock is not None else None
         try:

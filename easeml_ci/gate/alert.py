@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .redact import redact
+from ..redact import redact
 
 def post_json(url: str, payload: dict, **kwargs) -> tuple[bool, str]:
     """POST ``payload`` under the product's one HTTP policy (:func:`easeml_ci.http.post_json`).
@@ -33,7 +33,7 @@ def post_json(url: str, payload: dict, **kwargs) -> tuple[bool, str]:
     A 5xx or a read timeout is not resent here (the alert may have arrived); the ledger keeps
     the failure and the next check delivers again.
     """
-    from .http import post_json as post  # requests only when something is POSTed
+    from ..http import post_json as post  # requests only when something is POSTed
 
     return post(url, payload, **kwargs)
 

@@ -19,14 +19,14 @@ from typing import Callable
 
 import conditions
 
-from . import alerts, on_demand, private_sink
-from .errors import (BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall,
+from . import alert as alerts, on_demand, private_sink
+from ..errors import (BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall,
                      UsageError)
-from .ledger import Budget, Ledger, LedgerSpent
+from ..ledger import Budget, Ledger, LedgerSpent
 from .registration import (_config_name, _line, _where, check_pinned, ledger_name,
                            open_ledger_backend, pinned_terms, testset_schema)
-from .ledger.budget import compute as compute_budget
-from .models import GIT_PREFIX
+from ..ledger.budget import compute as compute_budget
+from ..models import GIT_PREFIX
 
 Progress = Callable[[str], None]
 
@@ -84,7 +84,7 @@ class CheckResult:
 # --- helpers --------------------------------------------------------------------------------
 
 def _load_config(config):
-    from .config import load_config
+    from ..config import load_config
 
     if isinstance(config, (str, Path)):
         return load_config(config)
@@ -114,7 +114,7 @@ def _pool_ranking(gate, event: str, fingerprint: str, requests_dir: Path
     if not getattr(cfg, "pool", None):
         return None, ("no label request: set `pool:` in the config to a file of unlabelled "
                       "examples, and the alert will say which of them to label first")
-    from .testset import load_pool
+    from ..testsets import load_pool
 
     out = requests_dir / f"{fingerprint[:16]}-{event}.csv"
     if out.is_file():  # written when this event first happened; later refused checks keep it
@@ -138,7 +138,7 @@ def _pool_ranking(gate, event: str, fingerprint: str, requests_dir: Path
 
 
 def _onnx(spec: str, workdir: Path, cfg):
-    from .models import OnnxModel
+    from ..models import OnnxModel
 
     return OnnxModel.from_spec(_model_spec(spec, workdir), repo=workdir,
                                output=getattr(cfg, "output", None))
@@ -225,7 +225,7 @@ def _model_spec(spec: str, workdir: Path) -> str:
 def validate(cfg, new: str, old: str | None, testset: str | None, workdir: Path,
              progress: Progress | None = None) -> Gate:
     """Step 1: everything that can be checked without the test set or a model run (exit 2)."""
-    from .models import preflight
+    from ..models import preflight
 
     cfg = _load_config(cfg)
     sink = None
@@ -268,8 +268,8 @@ def budget(gate: Gate, backend, *, key_env: str, register: bool = True) -> Opene
     does not verify, an unregistered test set where registration is required, terms that differ
     from the registered ones, a spent budget or a ledger the token may not write: no verdict.
     """
-    from . import crypto
-    from .testset import load_any_testset
+    from ..testsets import crypto
+    from ..testsets import load_any_testset
 
     probe = getattr(backend, "check_writable", None)
     if probe is not None:  # a ledger we could not write would waste the evaluation: ask first
@@ -309,7 +309,7 @@ def _check_models(gate: Gate, ts, registered: dict | None) -> None:
     """The models against the test set's schema (feature count, label kind), before it is
     opened: a plaintext file was read to fingerprint it; an encrypted one's schema was pinned
     when its owner registered it (the header carries none)."""
-    from .models import TestSetSchema
+    from ..models import TestSetSchema
 
     if ts is not None:  # labelled, or on demand (no label kind yet)
         schema = TestSetSchema.of(ts)
@@ -325,7 +325,7 @@ def open_testset(gate: Gate, opened: Opened, *, key_env: str, underpowered: bool
     """Decrypt (or reuse) the test set and size the plan to it; returns (test set, plan).
 
     A test set labelled on demand comes back with its sequential plan (:mod:`.on_demand`)."""
-    from .testset import UnlabelledTestSet, load_any_testset
+    from ..testsets import UnlabelledTestSet, load_any_testset
 
     ts = opened.testset
     if ts is None:
@@ -365,12 +365,12 @@ def evaluate(gate: Gate, ts):
     fixed: see :func:`failed_verdict` for what it costs. With ``evaluation_time`` set, the two
     runs take exactly that long together, whether they finish, fail or are stopped
     (:mod:`.evaluation_clock`)."""
-    from .models import load_predictions
+    from ..models import load_predictions
 
     clock = None
     seconds = getattr(gate.cfg, "evaluation_time", None)
     if seconds is not None:
-        from .evaluation_clock import EvaluationClock
+        from ..models.clock import EvaluationClock
 
         clock = EvaluationClock(seconds)
         # One line now, none between the models: its time in the log would show when the new

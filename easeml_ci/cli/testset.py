@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from . import crypto
-from .errors import InputError
-from .testset import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
+from ..testsets import crypto
+from ..errors import InputError
+from ..testsets import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
 _KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an argument)."
 
@@ -63,8 +63,8 @@ def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, ke
     absent or given on some rows only) is encrypted without labels; the labels a CSV does carry
     go to OUT's sealed label store (OUT.labels).
     """
-    from .labels import LabelStore, carried_labels, default_store_path
-    from .testset import UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset
+    from ..testsets.labels import LabelStore, carried_labels, default_store_path
+    from ..testsets import UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset
 
     key = crypto.key_from_env(key_env, purpose="the key to encrypt with")
     _refuse_overwrite(out_path, force)
@@ -112,7 +112,7 @@ def decrypt(in_path: Path, out_path: Path, label_column: str, key_env: str, forc
         if not in_path.exists():
             raise InputError(f"test set {in_path} does not exist")
         raise InputError(f"{in_path} is not an easeml-ci encrypted test set; nothing to decrypt")
-    from .testset import UnlabelledTestSet, load_any_testset, save_unlabelled_testset
+    from ..testsets import UnlabelledTestSet, load_any_testset, save_unlabelled_testset
 
     ts = load_any_testset(in_path, key_env=key_env)
     if isinstance(ts, UnlabelledTestSet):  # labelled on demand: features and ids (the labels
@@ -158,8 +158,8 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     Append-only: a label once given never changes (a different one is refused, the same one is
     a no-op). An encrypted TESTSET's store is sealed with its key, so only the owner can read it.
     """
-    from .labels import LabelStore, default_store_path, read_labels_csv
-    from .testset import UnlabelledTestSet, load_any_testset
+    from ..testsets.labels import LabelStore, default_store_path, read_labels_csv
+    from ..testsets import UnlabelledTestSet, load_any_testset
 
     ts = load_any_testset(testset_path, label_column=label_column, id_column=id_column, key_env=key_env)
     if not isinstance(ts, UnlabelledTestSet):
