@@ -386,6 +386,13 @@ class Plan:
     def _with_tolerance(clause: Clause, tol: float) -> Clause:
         return replace(clause, tolerance=tol)
 
+    def summary(self) -> dict:
+        """The plan as a report shows it (the meter's plan has the same method)."""
+        return {"condition": str(self.formula), "reliability": self.reliability,
+                "mode": self.mode, "adaptivity": self.adaptivity, "steps": self.steps,
+                "passes": self.passes, "method": self.method,
+                "test_examples": self.test_examples, "labels": self.labels}
+
     def to_dict(self) -> dict:
         return {
             "condition": str(self.formula),

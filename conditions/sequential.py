@@ -371,6 +371,53 @@ def label_request(needs_label: np.ndarray, labelled: np.ndarray, start: int, lab
     return todo[:wanted] + start
 
 
+@dataclass(frozen=True)
+class FormulaDecision:
+    """A formula decided in reading order on the labels known so far.
+
+    ``status`` is "pass" (every clause passed), "fail" (a clause failed) or "awaiting labels";
+    ``clauses`` holds each clause's :class:`SequentialDecision`; ``request`` the rows to label
+    next (indices into the test set, in priority order) while awaiting. SECRET: it depends on
+    the labels, so it is for the test-set owner's private channel only."""
+
+    status: str
+    clauses: tuple[SequentialDecision, ...]
+    request: tuple[int, ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        return self.status in ("pass", "fail")
+
+
+def decide_in_order(plan: "SequentialPlan", order: np.ndarray, labels: np.ndarray,
+                    known: np.ndarray, new_pred: np.ndarray, old_pred: np.ndarray | None
+                    ) -> FormulaDecision:
+    """Decide every clause of ``plan`` over the rows read in ``order``, with the labels
+    ``known``. A failed clause fails the formula, all passed pass it; otherwise the request is
+    the union of the awaiting clauses' next batches (:func:`label_request`)."""
+    known = np.asarray(known, dtype=bool)[order]
+    new_pred = np.asarray(new_pred)[order]
+    labels = np.asarray(labels)[order]
+    n = np.where(known, new_pred == labels, np.nan)
+    o = d = None
+    if old_pred is not None:
+        old_pred = np.asarray(old_pred)[order]
+        o = np.where(known, old_pred == labels, np.nan)
+        d = (new_pred != old_pred).astype(np.float64)
+    decisions = plan.decide(Outcomes(n, o, d))
+    if any(s.status == "fail" for s in decisions):
+        return FormulaDecision("fail", decisions)
+    if all(s.status == "pass" for s in decisions):
+        return FormulaDecision("pass", decisions)
+    wanted: set[int] = set()
+    for clause, s in zip(plan.clauses, decisions):
+        if not s.decided:
+            need = clause.needs_label(d if d is not None else np.ones(len(order)))
+            wanted.update(label_request(need, known, s.next_row, s.labels).tolist())
+    return FormulaDecision("awaiting labels", decisions,
+                           tuple(int(order[p]) for p in sorted(wanted)))
+
+
 def transcript_queries(adaptivity: str, steps: int, passes: int | None = None,
                        outcomes: int = 2) -> int:
     """Queries to split delta over when each released check has ``outcomes`` visible outcomes.

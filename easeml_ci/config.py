@@ -82,6 +82,24 @@ class GateConfig:
     def ledger_base(self) -> Path:
         return self.base if self.base is not None else Path(".")
 
+    @property
+    def display_name(self) -> str:
+        """The config's file as messages name it."""
+        return str(self.path) if self.path else ".easeml.yml"
+
+    @property
+    def gate_name(self) -> str:
+        return self.name or "default"
+
+    def line(self, key: str) -> int | None:
+        """The line of ``key`` (dotted for nested keys) in the config file, if it is there."""
+        return (self.lines or {}).get(key)
+
+    def where(self, key: str) -> str:
+        """``FILE:LINE: key`` (or ``FILE: key``), the start of a message about ``key``."""
+        line = self.line(key)
+        return f"{self.display_name}:{line}: {key}" if line else f"{self.display_name}: {key}"
+
 
 # --- validators: each returns the clean value or raises _Bad(what is allowed) -----------------
 

@@ -58,8 +58,26 @@ class BudgetError(EasemlError):
 
 
 class TestSetTooSmall(BudgetError):
+    """The test set holds fewer examples (or rows) than the plan needs (exit 3)."""
+
     __test__ = False  # not a pytest class
 
 
 class BudgetExhausted(BudgetError):
-    pass
+    """The test set is retired or its steps are spent: no verdict, and the new-test-set alert.
+
+    ``budget`` is the ledger's :class:`~easeml_ci.ledger.Budget`; ``alert`` the alert raised for
+    this event (its ``next_step`` says what to do)."""
+
+    def __init__(self, budget, alert: dict, fingerprint: str):
+        if budget.status == "retired":
+            what = f"was retired after {budget.passes_used} pass{'es' if budget.passes_used != 1 else ''}"
+        else:
+            what = ("has used its only step" if budget.total == 1 else
+                    f"has used all {budget.total} steps")
+        step = alert["next_step"]
+        super().__init__(f"test set {fingerprint[:12]} {what}; checks no longer certify. "
+                         f"{step[0].upper()}{step[1:]}")
+        self.budget = budget
+        self.alert = alert
+        self.fingerprint = fingerprint

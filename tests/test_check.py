@@ -413,7 +413,7 @@ def test_run_check_with_an_injected_backend(gate):
     second = run_check(gate.root / ".easeml.yml", "bad.npy", None, "ts.npz", workdir=gate.root,
                        backend=backend)
     assert (first.verdict, second.verdict) == ("pass", "fail")
-    assert second.alert is not None and second.budget["status"] == "exhausted"
+    assert second.alert is not None and second.budget.status == "exhausted"
     pool_csv = second.alert["label_request"]["pool_csv"]
     assert pool_csv == str(gate.root / ".easeml" / "label-requests" / f"{first.fingerprint[:16]}-exhausted.csv")
     assert "the condition does not compare two models" in second.alert["text"]
@@ -456,7 +456,7 @@ def test_a_model_failing_on_the_test_set_is_a_counted_fail_and_the_owner_gets_th
     result = run_check(tmp_path / ".easeml.yml", "attack.onnx", None, "ts.npz",
                        workdir=tmp_path)
     assert result.verdict == "fail" and result.exit_code == 1
-    assert result.budget["used"] == 1
+    assert result.budget.used == 1
     shown = json.dumps(result.to_dict())
     assert "101257" not in shown and "2101" not in shown  # the secret, and the length spelling it
     record = json.loads(sink.read_text().splitlines()[-1])

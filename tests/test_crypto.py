@@ -300,7 +300,7 @@ def _encrypt_raw(path, parts, key, fingerprint=None):
 @pytest.mark.parametrize("case", ["float64 features", "nonzero padding", "float labels that are integers",
                                   "not a test set", "extra bytes"])
 def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
-    from easeml_ci import testsets as ts_mod
+    from easeml_ci.testsets import testset as ts_mod
 
     X = np.arange(6, dtype=np.float32).reshape(3, 2)
     y = np.array([0, 1, 1], dtype="<i8")
@@ -324,7 +324,7 @@ def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
 
 
 def test_a_header_fingerprint_that_does_not_match_the_content_is_refused(tmp_path, key):
-    from easeml_ci import testsets as ts_mod
+    from easeml_ci.testsets import testset as ts_mod
 
     X = np.ones((2, 2), np.float32)
     y = np.array([0, 1], dtype="<i8")

@@ -13,7 +13,7 @@ What is checked here, and how:
   modes refused before anything is written.
 * Monte Carlo, reliability low (delta' = 0.2): through the CLI, 150 fresh repositories per zone
   edge (~45 ms a run; enough to fail on an error twice the bound); the rates themselves with ten
-  times the runs on :func:`easeml_ci.gate.on_demand.decide`, the function `check` calls after
+  times the runs on :func:`conditions.sequential.decide_in_order`, the function `check` calls after
   evaluating the models, in the same loop (decide -> label the requested rows -> decide), and
   24 pairs through the CLI pin that the CLI decides exactly what this function decides.
 """
@@ -29,7 +29,10 @@ import yaml
 
 from conftest_h1 import KEY_ENV, cli, new_key, write_csv
 from easeml_ci.testsets import crypto
+import conditions
+from conditions.sequential import decide_in_order, row_order
 from easeml_ci.gate import on_demand
+from easeml_ci.models.digest import model_digest, pair_digest
 from easeml_ci.testsets.labels import LabelStore, default_store_path
 from easeml_ci.ledger import FileBackend, Ledger
 from easeml_ci.testsets import load_unlabelled_testset
@@ -129,14 +132,14 @@ class Repo:
 
 
 def _plan(steps=3, reliability=0.6, condition=CONDITION):
-    return on_demand.conditions.sequential_plan(condition, reliability, "fp-free", "none", steps)
+    return conditions.sequential_plan(condition, reliability, "fp-free", "none", steps)
 
 
 def _with_every_label(repo: Repo, plan, new, old) -> str:
     fingerprint = load_unlabelled_testset(repo.root / "ts.npz").fingerprint
     known = np.ones(len(repo.ids), dtype=bool)
-    return on_demand.decide(plan, on_demand.order_seed(fingerprint), repo.ids, repo.truth, known,
-                            new, old).status
+    order = row_order(len(repo.ids), on_demand.order_seed(fingerprint))
+    return decide_in_order(plan, order, repo.truth, known, new, old).status
 
 
 # --- the issue's scenario through the CLI ---------------------------------------------------------
@@ -179,7 +182,7 @@ def test_steps_disagreeing_on_different_rows_are_decided_as_with_every_label(tmp
         reused += len({r for r, d in zip(repo.ids.tolist(), dis) if d} & before)
     assert reused > 0
     assert [s["pair"] for s in repo.steps()] == [
-        on_demand.pair_digest(_Gate(repo, new, old)) for (new, old), _ in pairs]
+        pair_digest(new, old, None, repo.root) for (new, old), _ in pairs]
     assert len(repo.steps()) == 3  # one per pair, however many checks each took
 
 
@@ -227,12 +230,6 @@ def test_error_through_the_cli_at_both_edges(tmp_path):
             errors += record["verdict"] == wrong
         rate = errors / CLI_RUNS
         assert rate <= clause.delta + _slack(clause.delta, CLI_RUNS), (mu, rate)
-
-
-class _Gate:  # what pair_digest reads from a validated gate
-    def __init__(self, repo, new, old):
-        self.new, self.old, self.workdir = new, old, repo.root
-        self.cfg = type("Cfg", (), {"output": None})()
 
 
 # --- what the team sees ---------------------------------------------------------------------------
@@ -397,9 +394,10 @@ def _team(plan, rng, mu, disagree=0.3):
     known = np.zeros(rows, dtype=bool)
     seed = int(rng.integers(2**62))
     while True:
-        decision = on_demand.decide(plan, seed, ids, np.where(known, truth, 0), known, new, old)
+        decision = decide_in_order(plan, row_order(rows, seed), np.where(known, truth, 0), known,
+                                   new, old)
         if decision.decided:
-            return decision.status, decision.clauses[0]["by"]
+            return decision.status, decision.clauses[0].by
         known[np.array(decision.request, dtype=int)] = True
 
 
@@ -532,20 +530,20 @@ def test_new_weights_beside_the_same_graph_file_are_another_pair(tmp_path):
 
     save([1.0, 2.0])
     graph_file = (tmp_path / "m.onnx").read_bytes()
-    first = on_demand.model_digest("m.onnx", tmp_path)
-    assert on_demand.model_digest("m.onnx", tmp_path) == first
+    first = model_digest("m.onnx", tmp_path)
+    assert model_digest("m.onnx", tmp_path) == first
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "m.onnx", "m.onnx.data"], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    assert on_demand.model_digest("git:HEAD:m.onnx", tmp_path) == first
+    assert model_digest("git:HEAD:m.onnx", tmp_path) == first
     (tmp_path / "m.onnx.data").write_bytes(np.asarray([3.0, 4.0], dtype=np.float32).tobytes())
     assert (tmp_path / "m.onnx").read_bytes() == graph_file  # the graph file did not change
-    second = on_demand.model_digest("m.onnx", tmp_path)
+    second = model_digest("m.onnx", tmp_path)
     assert second != first
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
-    assert on_demand.model_digest("git:HEAD:m.onnx", tmp_path) == second
-    assert on_demand.model_digest("git:HEAD~1:m.onnx", tmp_path) == first
+    assert model_digest("git:HEAD:m.onnx", tmp_path) == second
+    assert model_digest("git:HEAD~1:m.onnx", tmp_path) == first
 
 
 def test_an_encrypted_test_set_its_first_check_registers_keeps_one_step_per_pair(tmp_path, monkeypatch):
@@ -564,5 +562,5 @@ def test_an_encrypted_test_set_its_first_check_registers_keeps_one_step_per_pair
         r = cli(args, env={KEY_ENV: key})
         assert r.exit_code == 0 and json.loads(r.stdout)["verdict"] == "withheld", r.output
     steps = repo.steps()
-    assert len(steps) == 1 and steps[0]["pair"] == on_demand.pair_digest(_Gate(repo, new, old))
+    assert len(steps) == 1 and steps[0]["pair"] == pair_digest(new, old, None, repo.root)
     assert [rec["repeat"] for rec in repo.records()] == [False, True]

@@ -19,12 +19,11 @@ def main() -> None:
 
 # --- subcommands (each module adds one command or group) ---------------------------------
 from .action import action  # noqa: E402
-from .check import check, register  # noqa: E402
+from .check import check  # noqa: E402
 from .ledger import ledger  # noqa: E402
 from .meter import meter  # noqa: E402
 from .plan import plan  # noqa: E402
 from .testset import testset  # noqa: E402
 
-testset.add_command(register)  # `easeml-ci testset register`: start the next test set
 for command in (plan, check, ledger, testset, action, meter):
     main.add_command(command)

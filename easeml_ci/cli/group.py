@@ -19,9 +19,8 @@ def error_object(exc: Exception, exit_code: int) -> dict:
             type(exc).__name__.removesuffix("Error").lower() or "error")
     out = {"verdict": None, "error": kind, "message": getattr(exc, "message", str(exc)),
            "exit_code": exit_code}
-    for attr in ("budget", "alert"):
-        if getattr(exc, attr, None) is not None:
-            out[attr] = getattr(exc, attr)
+    if isinstance(exc, BudgetExhausted):
+        out["budget"], out["alert"] = exc.budget.to_dict(), exc.alert
     return out
 
 

@@ -46,9 +46,8 @@ def meter(ctx, config_path, model, validation, testset, as_json, key_env):
         result = meter_mod.run_meter(config_path, model, validation, testset, key_env=key_env,
                                      workdir=Path("."), progress=progress)
     except BudgetExhausted as exc:
-        alert = getattr(exc, "alert", None)
-        if alert and not as_json:
-            click.echo(alert["text"])
+        if not as_json:
+            click.echo(exc.alert["text"])
         raise
     click.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json
                else meter_mod.render(result))
@@ -102,13 +101,11 @@ def render_plan(rows: dict) -> str:
 def register(config_path, testset, key_env, repository_ledger, as_json):
     """Start the meter test set's budget under the `meter:` terms (its owner, once)."""
     from ..gate.meter import register_testset
-    from .render import budget_line
-
     state, where, budget = register_testset(config_path, testset, key_env=key_env,
                                             repository=repository_ledger)
-    click.echo(json.dumps({"status": state, "ledger": where, "budget": budget}, sort_keys=True)
+    click.echo(json.dumps({"status": state, "ledger": where, "budget": budget.to_dict()}, sort_keys=True)
                if as_json else f"{state}: the meter's test set in {where}\nbudget: "
-               f"{budget_line(budget)}")
+               f"{budget.describe()}")
 
 
 @meter.command("plan")

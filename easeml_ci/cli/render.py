@@ -1,6 +1,6 @@
 """Rendering a check for people (terminal, Markdown) and machines (JSON).
 
-Renderers only format what :class:`~easeml_ci.gate.check.CheckResult` already decided may be shown:
+Renderers only format what :class:`~easeml_ci.gate.results.CheckResult` already decided may be shown:
 under ``full``, ``firstChange`` and ``passes`` that is the verdict bit per clause and the budget;
 under ``none`` not even that. Estimates appear only when ``show_metrics`` put them in
 ``result.metrics``, and then every renderer says in words that the guarantee is void.
@@ -21,18 +21,19 @@ def _next_step(result) -> str:
     budget = result.budget
     if result.verdict == "withheld":
         return (f"the verdict went to {result.private_sink}; whoever owns it decides. "
-                f"{_steps(budget['remaining'])} left on this test set.")
-    if budget["status"] != "active":
+                f"{_steps(budget.remaining)} left on this test set.")
+    if not budget.active:
         return "this was the test set's last certified check: label a new one (see the alert)."
-    left = f"{_steps(budget['remaining'])} left on this test set"
-    if budget.get("passes_total") is not None:
-        left += f", retired after {budget['passes_total'] - budget['passes_used']} more pass(es)"
+    left = f"{_steps(budget.remaining)} left on this test set"
+    if budget.passes_total is not None:
+        left += f", retired after {budget.passes_total - budget.passes_used} more pass(es)"
     if result.verdict == "pass":
         return f"the model may ship. {left}."
     return f"do not ship this model; every further check spends a step. {left}."
 
 
 def budget_line(budget: dict) -> str:
+    """:meth:`easeml_ci.ledger.Budget.describe` for a budget read back as a dict."""
     text = f"{budget['used']} of {budget['total']} steps used, {budget['remaining']} remaining"
     if budget.get("passes_total") is not None:
         text += f"; {budget['passes_used']} of {budget['passes_total']} passes used"
@@ -44,7 +45,7 @@ def _clause_label(verdict: str) -> str:
 
 
 def render_terminal(result) -> str:
-    plan = result.plan
+    plan = result.plan.summary()
     out = [f"easeml-ci check: gate {result.gate!r} ({result.config_path})",
            f"  condition    {plan['condition']}",
            f"  contract     reliability {plan['reliability']}, {plan['mode']}, adaptivity "
@@ -54,13 +55,13 @@ def render_terminal(result) -> str:
     if result.metrics is not None:
         out += [f"WARNING: {VOID}.", ""]
     for clause in result.clauses:
-        where = f"  ({result.config_path}:{clause['line']})" if clause.get("line") else ""
-        out.append(f"  {_clause_label(clause['verdict'])}  {clause['text']}{where}")
-        if "tolerance" in clause:
-            out.append(f"        underpowered: decided at +/- {clause['tolerance']:.4g} "
-                       f"(configured +/- {clause['configured_tolerance']:.4g}) at reliability "
+        where = f"  ({result.config_path}:{clause.line})" if clause.line else ""
+        out.append(f"  {_clause_label(clause.verdict)}  {clause.text}{where}")
+        if clause.tolerance is not None:
+            out.append(f"        underpowered: decided at +/- {clause.tolerance:.4g} "
+                       f"(configured +/- {clause.configured_tolerance:.4g}) at reliability "
                        f"{plan['reliability']}")
-    if any(clause["verdict"] == "undisclosed" for clause in result.clauses):
+    if any(clause.verdict == "undisclosed" for clause in result.clauses):
         out.append("   ?  = undisclosed: under adaptivity "
                    f"{plan['adaptivity']} only the formula's verdict is shown (one bit per step)")
     if result.metrics is not None:
@@ -71,7 +72,7 @@ def render_terminal(result) -> str:
     verdict = result.verdict.upper()
     if result.verdict == "withheld":
         verdict += " (adaptivity none: the team sees no results)"
-    out += ["", f"verdict:  {verdict}", f"budget:   {budget_line(result.budget)}"]
+    out += ["", f"verdict:  {verdict}", f"budget:   {result.budget.describe()}"]
     if result.ledger:
         out.append(f"ledger:   {result.ledger}")
     out.append(f"next:     {_next_step(result)}")
@@ -99,17 +100,17 @@ def render_json(result) -> str:
 def render_markdown(result) -> str:
     """A Markdown block (job summary, PR comment) with the same content as the terminal report."""
     icon = {"pass": "✅", "fail": "❌", "withheld": "🔒"}[result.verdict]
-    plan = result.plan
+    plan = result.plan.summary()
     out = [f"### {icon} easeml-ci `{result.gate}`: **{result.verdict}**", ""]
     if result.metrics is not None:
         out += [f"> ⚠️ {VOID}.", ""]
     out += ["| clause | verdict |", "|---|---|"]
     for clause in result.clauses:
-        text = clause["text"]
-        if "tolerance" in clause:
-            text += f" (underpowered: +/- {clause['tolerance']:.4g})"
-        out.append(f"| `{text}` | {clause['verdict']} |")
-    out += ["", f"**Budget:** {budget_line(result.budget)}  ",
+        text = clause.text
+        if clause.tolerance is not None:
+            text += f" (underpowered: +/- {clause.tolerance:.4g})"
+        out.append(f"| `{text}` | {clause.verdict} |")
+    out += ["", f"**Budget:** {result.budget.describe()}  ",
             *([f"**Ledger:** {result.ledger}  "] if result.ledger else []),
             f"**Contract:** reliability {plan['reliability']}, {plan['mode']}, adaptivity "
             f"{plan['adaptivity']}, test set `{result.fingerprint[:12]}`  ",

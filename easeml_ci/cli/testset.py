@@ -1,4 +1,5 @@
-"""`easeml-ci testset`: the test-set owner's tools (key, encrypt, decrypt, fingerprint, label).
+"""`easeml-ci testset`: the test-set owner's tools (key, encrypt, decrypt, fingerprint, label,
+register).
 
 The key only ever travels through an environment variable (``--key-env`` names which one), so
 it never appears in shell history, process listings or CI logs. ``decrypt`` is for the owner
@@ -6,12 +7,13 @@ it never appears in shell history, process listings or CI logs. ``decrypt`` is f
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
+from ..errors import ConfigError, InputError, TestSetTooSmall
 from ..testsets import crypto
-from ..errors import InputError
 from ..testsets import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
 _KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an argument)."
@@ -19,7 +21,7 @@ _KEY_ENV_HELP = "Environment variable that holds the key (never pass a key as an
 
 @click.group()
 def testset() -> None:
-    """Create keys, encrypt, decrypt and fingerprint test sets."""
+    """Create keys, encrypt, decrypt, fingerprint, label and register test sets."""
 
 
 @testset.command()
@@ -173,3 +175,72 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     click.echo(f"{result.added} new labels, {result.unchanged} already given; {len(store.labels)} "
                f"of {len(ts)} rows labelled in {store.path}", err=True)
     click.echo(result.head)
+
+
+@testset.command("register")
+@click.argument("path")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True)
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True,
+              help="Environment variable holding the key of an encrypted test set.")
+@click.option("--underpowered", is_flag=True, help="Register a test set smaller than the plan needs.")
+@click.option("--repository-ledger", is_flag=True,
+              help="Register in the repository ledger the GitHub Action uses by default "
+                   "(needs GITHUB_TOKEN that may write, and GITHUB_REPOSITORY=owner/name).")
+@click.option("--json", "as_json", is_flag=True)
+def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
+    """Start the budget ledger of a (new) test set under the config's plan."""
+    import conditions
+
+    from ..config import load_config
+    from ..gate import on_demand, registration
+    from ..testsets import UnlabelledTestSet, load_any_testset
+
+    cfg = load_config(config_path)
+    try:
+        plan = cfg.plan()
+    except conditions.PlanError as exc:
+        raise ConfigError(f"{cfg.display_name}: {exc}") from None
+    ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
+    on_demand_set = isinstance(ts, UnlabelledTestSet)
+    imported = None
+    if on_demand_set:
+        on_demand.admissible_plan(cfg, ts, path)
+        imported = _import_file_labels(path, ts, cfg)
+    elif len(ts) < plan.test_examples and not underpowered:
+        raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
+                              f"have {len(ts)}; label more, or pass --underpowered")
+    backend = registration.open_ledger_backend(cfg, repository=repository_ledger)
+    note = {"plan": {k: v for k, v in plan.summary().items()
+                     if k in ("method", "test_examples", "labels")}}
+    note.update(on_demand.registration_note(ts) if on_demand_set
+                else {"schema": registration.testset_schema(ts)})
+    state, budget = registration.register(cfg, backend, ts.fingerprint,
+                                          registration.pinned_terms(cfg), note, given=path)
+    where = registration.ledger_name(backend)
+    if as_json:
+        out = {"status": state, "fingerprint": ts.fingerprint, "budget": budget.to_dict(),
+               "ledger": where}
+        if on_demand_set:
+            out["labels"] = "on-demand"
+        click.echo(json.dumps(out, sort_keys=True))
+    else:
+        click.echo(f"{state}: test set {ts.fingerprint[:12]} ({path}) in {where}\n"
+                   f"budget: {budget.describe()}")
+        if on_demand_set:
+            click.echo("labels: on demand (checks ask the owner, privately, for the rows they need)")
+    if imported:
+        click.echo(imported, err=True)
+
+
+def _import_file_labels(path, ts, cfg) -> str | None:
+    """The labels a partly labelled CSV test set carries go into its label store (append-only,
+    so registering twice adds nothing); returns what was done, for stderr."""
+    from ..testsets.labels import LabelStore, carried_labels, default_store_path
+
+    batch = carried_labels(path, label_column=cfg.label_column)
+    if batch is None:
+        return None
+    store = LabelStore.open(default_store_path(path), ts, None)
+    result = store.add(batch)
+    return (f"{result.added} labels from {path} added to the label store {store.path} "
+            f"({len(store.labels)} of {len(ts)} rows labelled)")

@@ -18,11 +18,13 @@ fingerprint and the models' predictions on the (unlabelled) pool.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from ..atomic import atomic_write
+from ..errors import UsageError
 from ..redact import redact
 
 def post_json(url: str, payload: dict, **kwargs) -> tuple[bool, str]:
@@ -57,14 +59,12 @@ def write_label_request_csv(path: Path, order: np.ndarray, disagree: np.ndarray 
                             labels_needed: int) -> Path:
     """Write ``rank,pool_index,models_disagree,label_now`` rows, most useful first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent checks each write their own
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, "w", newline="") as fh:  # concurrent checks each write their own
         writer = csv.writer(fh)
         writer.writerow(["rank", "pool_index", "models_disagree", "label_now"])
         for rank, index in enumerate(order.tolist(), start=1):
             flag = "" if disagree is None else int(bool(disagree[index]))
             writer.writerow([rank, index, flag, int(rank <= labels_needed)])
-    os.replace(tmp, path)
     return path
 
 
@@ -116,3 +116,63 @@ def dispatch(alert: dict, ledger, webhook: str | None, *, post=post_json) -> dic
     alert["delivery"] = {"sent": True, "delivered": delivered, "detail": detail,
                          "webhook": bool(webhook)}
     return alert
+
+
+# --- raising the alert for a gate ---------------------------------------------------------------
+
+def requests_dir(ledger, workdir: Path) -> Path:
+    """Label requests sit beside a file ledger (``.easeml/label-requests``), else in the workdir."""
+    directory = getattr(ledger.backend, "directory", None)
+    if directory is not None:
+        return Path(directory).parent / "label-requests"
+    return workdir / ".easeml" / "label-requests"
+
+
+def pool_ranking(cfg, plan, models: dict, workdir: Path, event: str, fingerprint: str,
+                 out_dir: Path, progress: Callable[[str], None]) -> tuple[str | None, str]:
+    """Write the label-request CSV for ``cfg.pool`` once per event; returns (path, how)."""
+    if not cfg.pool:
+        return None, ("no label request: set `pool:` in the config to a file of unlabelled "
+                      "examples, and the alert will say which of them to label first")
+    from ..models import OnnxModel, locate
+    from ..testsets import load_pool
+
+    out = out_dir / f"{fingerprint[:16]}-{event}.csv"
+    if out.is_file():  # written when this event first happened; later refused checks keep it
+        return str(out), "written when the test set was first found spent"
+    pool_path = cfg.resolve(cfg.pool)
+    X = load_pool(pool_path, label_column=cfg.label_column)
+    new, old = models.get("new"), models.get("old")
+    new_pred = old_pred = None
+    how = "pool order (the models are prediction files, which say nothing about the pool)"
+    compares = bool(plan.variables & {"o", "d"})
+    if compares and old and all(str(s).endswith(".onnx") for s in (new, old)):
+        progress("ranking the pool by where the two models disagree")
+        new_pred, old_pred = (OnnxModel.from_spec(locate(spec, workdir), repo=workdir, output=cfg.output)
+                              .predict(X, source=pool_path) for spec in (new, old))
+        how = "examples where the old and new model disagree come first"
+    elif not compares:
+        how = "pool order (the condition does not compare two models)"
+    order, disagree = rank_pool(new_pred, old_pred, X.shape[0])
+    write_label_request_csv(out, order, disagree, plan.labels)
+    if disagree is not None:
+        how += f"; {int(disagree.sum())} of {X.shape[0]} pool examples are disagreements"
+    return str(out), how
+
+
+def raise_alert(*, cfg, plan, budget, ledger, workdir: Path, models: dict,
+                progress: Callable[[str], None], next_step: str | None = None) -> dict:
+    """Build the new-test-set alert, write the pool CSV, and dispatch it once per event."""
+    try:
+        pool_csv, pool_info = pool_ranking(cfg, plan, models, workdir, budget.status,
+                                           ledger.fingerprint, requests_dir(ledger, workdir),
+                                           progress)
+    except UsageError as exc:  # the alert still goes out; the pool problem is named in it
+        pool_csv, pool_info = None, f"POOL NOT RANKED, no label request: {exc.message}"
+    alert = build_alert(event=budget.status, gate=cfg.gate_name, fingerprint=ledger.fingerprint,
+                        budget=budget.to_dict(), plan_summary=plan.summary(),
+                        config_path=cfg.display_name, pool_csv=pool_csv, pool_info=pool_info)
+    if next_step:
+        alert["text"] = alert["text"].replace(alert["next_step"], next_step)
+        alert["next_step"] = next_step
+    return dispatch(alert, ledger, cfg.webhook)

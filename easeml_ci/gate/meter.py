@@ -1,19 +1,10 @@
-"""ease.ml/meter, end to end: how far a model's validation accuracy overstates its true accuracy.
+"""ease.ml/meter: how far a model's validation accuracy overstates its true accuracy.
 
 The same contract as the gate (docs/design.md §2-§3) with an m-valued answer instead of a
-pass/fail bit, and the same steps, reusing :mod:`easeml_ci.gate.check`:
-
-    validate      config and its `meter:` section, the model (ONNX: it runs on two sets), the
-                  team's validation set, the private sink; the model on the validation set
-                  (features and label kind): all before the test set is opened
-    budget        check.budget: fingerprint, verified ledger, pinned terms (kind: meter), steps
-    open_testset  check.open_testset: decrypt; a test set smaller than the plan is refused (exit 3)
-    evaluate      check.evaluate: the model's predictions on the test set
-    decide        the range of v - a_hat (conditions.meter.MeterPlan), in memory
-    commit        the step appended to the ledger: under `full` its details carry the answer (the
-                  symbol revealed); under `none` the ledger holds no answer
-    reveal        only the range (or `withheld` under `none`, the answer going to the private
-                  sink); the new-test-set alert (check.raise_alert) when the steps are spent
+pass/fail bit, through the same steps (docs/design.md#the-pipeline) with a ``decide`` and a
+``reveal`` of its own: the answer is the range of ``v - a_hat`` (conditions.meter.MeterPlan);
+under `full` the step's entry carries the range (the symbol revealed), under `none` the ledger
+holds no answer and the range goes to the private sink.
 
 The team sees its own validation accuracy (its own data), the range, the budget and the plan's
 public sizes; nothing else derived from the test set.
@@ -28,10 +19,11 @@ import numpy as np
 
 from conditions.meter import MeterError, MeterPlan
 
-from . import check, private_sink, registration
-from ..errors import (BudgetExhausted, ConfigError, InputError, ModelFailedOnTestSet,
-                     TestSetTooSmall, UsageError)
-from ..ledger import Ledger, LedgerSpent
+from ..errors import ConfigError, InputError, TestSetTooSmall, UsageError
+from ..ledger import Budget
+from ..models import load_predictions
+from ..testsets import crypto, load_testset
+from . import registration, steps
 
 GATE_NAME = "easeml-meter"
 
@@ -43,23 +35,26 @@ class MeterResult:
     answer: str                    # a range label, or "withheld" under adaptivity none
     ranges: list[str]
     validation_accuracy: float     # the team's own data
-    budget: dict
+    budget: Budget
     fingerprint: str
-    plan: dict
+    plan: MeterPlan
     config_path: str
     step: int
-    adaptivity: str
+    ledger: str
     alert: dict | None = None
     private_sink: str | None = None
-    ledger: str | None = None
     notes: list[str] = field(default_factory=list)
 
     exit_code = 0
 
+    @property
+    def adaptivity(self) -> str:
+        return self.plan.adaptivity
+
     def to_dict(self) -> dict:
         out = {"answer": self.answer, "ranges": self.ranges,
-               "validation_accuracy": self.validation_accuracy, "budget": self.budget,
-               "testset": {"fingerprint": self.fingerprint}, "plan": self.plan,
+               "validation_accuracy": self.validation_accuracy, "budget": self.budget.to_dict(),
+               "testset": {"fingerprint": self.fingerprint}, "plan": self.plan.to_dict(),
                "config": self.config_path, "step": self.step, "adaptivity": self.adaptivity,
                "alert": self.alert, "ledger": self.ledger, "exit_code": self.exit_code,
                "guarantee": "holds"}
@@ -81,174 +76,141 @@ def meter_terms(cfg, plan: MeterPlan) -> dict:
     return terms
 
 
-def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TESTSET_KEY",
-                     repository: bool = False) -> tuple[str, str, dict]:
-    """The owner starts the meter test set's ledger under the config's `meter:` terms, so that
-    pull requests (which may not register) can be metered. Returns (state, ledger, budget)."""
-    from ..testsets import load_testset
-
-    cfg = check._load_config(config)
-    plan = _meter_plan(cfg)
-    given = testset or (cfg.meter or {}).get("testset")
-    if not given:
-        raise UsageError("no test set for the meter: pass --testset PATH or set `meter.testset:`")
-    path = Path(given) if testset else cfg.resolve(given)
-    ts = load_testset(path, label_column=cfg.label_column, key_env=key_env)
-    if len(ts) < plan.test_examples:
-        raise TestSetTooSmall(f"test set {given}: the meter needs {plan.test_examples:,} labelled "
-                              f"examples for {plan.steps} answers, have {len(ts):,}")
-    backend = registration.open_ledger_backend(cfg, repository=repository)
-    ledger = Ledger(backend, ts.fingerprint)
-    terms = meter_terms(cfg, plan)
-    entries = ledger.entries()
-    existing = ledger.registration(entries)
-    if existing is not None:
-        registration.check_pinned(cfg, existing, ts.fingerprint, terms)
-        state = "already registered"
-    else:
-        ledger.register(terms, by="register", note={"schema": registration.testset_schema(ts)})
-        state = "registered"
-    return state, registration.ledger_name(backend), ledger.budget().to_dict()
-
-
-def _meter_plan(cfg) -> MeterPlan:
+def meter_plan(cfg) -> MeterPlan:
     if cfg.meter is None:
-        raise ConfigError(f"{registration._config_name(cfg)}: no `meter:` section; add one, e.g.\n"
+        raise ConfigError(f"{cfg.display_name}: no `meter:` section; add one, e.g.\n"
                           "meter:\n  edges: [0.01, 0.025, 0.05]\n  tolerance: 0.005\n"
                           "  reliability: 0.999\n  steps: 32\n  adaptivity: full")
     try:
         return cfg.meter_plan()
     except MeterError as exc:
-        key = f"meter.{exc.key}" if registration._line(cfg, f"meter.{exc.key}") else "meter"
-        raise ConfigError(f"{registration._where(cfg, key)}: {exc}") from None
+        key = f"meter.{exc.key}" if cfg.line(f"meter.{exc.key}") else "meter"
+        raise ConfigError(f"{cfg.where(key)}: {exc}") from None
 
 
-def _load_validation(path: Path, given: str, label_column: str):
-    from ..testsets import crypto
-    from ..testsets import load_testset
+def register_testset(config, testset: str | None, *, key_env: str = "EASEML_TESTSET_KEY",
+                     repository: bool = False) -> tuple[str, str, Budget]:
+    """The owner starts the meter test set's ledger under the config's `meter:` terms, so that
+    pull requests (which may not register) can be metered. Returns (state, ledger, budget)."""
+    cfg = steps.config_of(config)
+    plan = meter_plan(cfg)
+    source = steps.testset_source(cfg, testset, Path("."), configured=(cfg.meter or {}).get("testset"),
+                                  key_env=key_env, missing="no test set for the meter: pass "
+                                  "--testset PATH or set `meter.testset:`")
+    ts = load_testset(source.path, label_column=cfg.label_column, key_env=key_env)
+    if len(ts) < plan.test_examples:
+        raise TestSetTooSmall(f"test set {source.given}: the meter needs {plan.test_examples:,} "
+                              f"labelled examples for {plan.steps} answers, have {len(ts):,}")
+    backend = registration.open_ledger_backend(cfg, repository=repository)
+    state, budget = registration.register(cfg, backend, ts.fingerprint, meter_terms(cfg, plan),
+                                          {"schema": registration.testset_schema(ts)},
+                                          given=source.given)
+    return state, registration.ledger_name(backend), budget
 
+
+def _validation_accuracy(gate: steps.Gate, validation: str) -> float:
+    """The model on the team's own validation set (plaintext; any error may be shown)."""
+    path = steps.resolve(str(validation), gate.workdir)
     if not path.is_file():
-        raise InputError(f"--validation: {given} does not exist or is not a file")
+        raise InputError(f"--validation: {validation} does not exist or is not a file")
     if crypto.is_encrypted(path):
-        raise InputError(f"--validation: {given} is encrypted; the validation set is the team's "
-                         "own, plaintext (.npz or .csv, the format of a test set)")
-    return load_testset(path, label_column=label_column)
+        raise InputError(f"--validation: {validation} is encrypted; the validation set is the "
+                         "team's own, plaintext (.npz or .csv, the format of a test set)")
+    data = load_testset(path, label_column=gate.cfg.label_column)
+    gate.progress(f"evaluating {gate.new} on the validation set {validation}")
+    try:
+        pred = load_predictions(gate.models["new"], data)
+    except InputError as exc:  # the models module says "test set"; here it is the validation set
+        raise InputError(exc.message.replace("the test set", "the validation set")) from None
+    return float(np.mean(pred == data.y))
 
 
-def validate(config, model: str, validation: str, testset: str | None, workdir: Path,
-             progress=None) -> tuple[check.Gate, float]:
-    """Everything that needs no test set, including the model on the validation set (exit 2).
-
-    Returns the gate (``plan`` is the :class:`MeterPlan`) and the validation accuracy.
-    """
-    from ..models import load_predictions, preflight
-
-    cfg = check._load_config(config)
-    plan = _meter_plan(cfg)
-    sink = None
-    if plan.adaptivity == "none":
-        sink = private_sink.validate(cfg.private_sink, workdir, registration._line(cfg, "private_sink"))
+def validate(config, model: str, validation: str, testset: str | None, workdir: Path, *,
+             key_env: str = "EASEML_TESTSET_KEY", progress=None) -> tuple[steps.Gate, float]:
+    """Everything that needs no test set, the model's run on the validation set included."""
+    cfg = steps.config_of(config)
+    plan = meter_plan(cfg)
+    sink = steps.validate_sink(cfg, workdir, needed=plan.adaptivity == "none")
     spec = str(model)
-    if not spec.startswith(check.GIT_PREFIX) and not check._resolve(spec, workdir).is_file():
+    if not spec.startswith("git:") and not steps.resolve(spec, workdir).is_file():
         raise UsageError(f"--model: {spec} does not exist or is not a file")
     if not spec.lower().endswith(".onnx"):
         raise InputError(f"--model: {spec} is a predictions file; the meter runs the model on the "
                          "validation set and on its own test set, so it needs the model itself "
                          "(.onnx, or git:REF:PATH to one)")
-    if testset:
-        testset_path, given = check._resolve(str(testset), workdir), str(testset)
-    elif (cfg.meter or {}).get("testset"):
-        given = cfg.meter["testset"]
-        testset_path = cfg.resolve(given)
-    else:
-        raise UsageError("no test set for the meter: pass --testset PATH or set `meter.testset:` "
-                         "in the config (the meter's own, not the gate's)")
-    if getattr(cfg, "testset", None) and cfg.resolve(cfg.testset).resolve() == testset_path.resolve():
-        raise ConfigError(f"{registration._where(cfg, 'meter.testset' if registration._line(cfg, 'meter.testset') else 'meter')}: "
-                          f"{given} is the gate's test set (`testset:`); the meter needs its own, "
-                          "since each answer spends that test set's budget")
-    opened_model = preflight(check._model_spec(spec, workdir), repo=workdir,
-                             output=getattr(cfg, "output", None))
-    validation_path = check._resolve(str(validation), workdir)
-    vset = _load_validation(validation_path, str(validation), cfg.label_column)
-    if progress:
-        progress(f"evaluating {spec} on the validation set {validation}")
-    try:
-        pred = load_predictions(opened_model, vset)
-    except InputError as exc:  # the models module says "test set"; here it is the validation set
-        raise InputError(exc.message.replace("the test set", "the validation set")) from None
-    v = float(np.mean(pred == vset.y))
-    gate = check.Gate(cfg=cfg, plan=plan, new=spec, old=None, testset=testset_path,
-                      testset_given=given, sink=sink, workdir=workdir,
-                      terms=meter_terms(cfg, plan), progress=progress or (lambda _m: None),
-                      models={"new": opened_model})
-    return gate, v
+    source = steps.testset_source(
+        cfg, testset, workdir, configured=(cfg.meter or {}).get("testset"), key_env=key_env,
+        missing="no test set for the meter: pass --testset PATH or set `meter.testset:` in the "
+                "config (the meter's own, not the gate's)")
+    if cfg.testset and cfg.resolve(cfg.testset).resolve() == source.path.resolve():
+        raise ConfigError(f"{cfg.where('meter.testset' if cfg.line('meter.testset') else 'meter')}: "
+                          f"{source.given} is the gate's test set (`testset:`); the meter needs "
+                          "its own, since each answer spends that test set's budget")
+    models = steps.preflight_models(cfg, {"new": (spec, "--model")}, workdir)
+    gate = steps.Gate(cfg=cfg, plan=plan, terms=meter_terms(cfg, plan), testset=source, new=spec,
+                      old=None, models=models, sink=sink, workdir=workdir,
+                      progress=progress or (lambda _m: None), next_step=plan.next_step)
+    return gate, _validation_accuracy(gate, validation)
 
 
-def decide(plan: MeterPlan, v: float, labels, pred) -> int:
-    """The range index of ``v - a_hat``, in memory (conditions.meter: usable size, then answer)."""
-    correct = np.asarray(pred) == np.asarray(labels)
+def decide(plan: MeterPlan, v: float, labels, outputs: steps.Evaluation) -> int:
+    """The range index of ``v - a_hat``, in memory. A model that failed on the test data gets
+    the most pessimistic range: a distinct "failed" would be a symbol the plan does not count."""
+    if outputs.failed:
+        return len(plan.ranges.labels) - 1
+    correct = np.asarray(outputs.new) == np.asarray(labels)
     size = plan.usable_size(len(correct), v)
     return int(plan.answer(v, int(correct[:size].sum()), size))
-
-
-def commit(gate: check.Gate, opened: check.Opened, label: str):
-    """Spend the step durably; under `full` the ledger keeps the revealed symbol."""
-    details = {"new": gate.new, "meter": "withheld" if gate.plan.adaptivity == "none" else label}
-    try:
-        return opened.ledger.record_step(passed=None, terms=gate.terms, details=details)
-    except LedgerSpent as spent:
-        alert = check.raise_alert(gate, budget=spent.budget, ledger=opened.ledger)
-        raise check._exhausted(spent.budget, alert, opened.fingerprint) from None
 
 
 def run_meter(config, model: str, validation: str, testset: str | None = None, *,
               key_env: str = "EASEML_TESTSET_KEY", workdir: Path = Path("."), backend=None,
               register: bool = True, progress=None) -> MeterResult:
-    """One meter answer; raises BudgetExhausted (with ``.alert``), TestSetTooSmall, UsageError."""
+    """One meter answer; raises BudgetExhausted (with its alert), TestSetTooSmall, UsageError."""
     workdir = Path(workdir)
-    gate, v = validate(config, model, validation, testset, workdir, progress)
+    gate, v = validate(config, model, validation, testset, workdir, key_env=key_env,
+                       progress=progress)
     plan: MeterPlan = gate.plan
-    if backend is None:
-        backend = registration.open_ledger_backend(gate.cfg)
-    opened = check.budget(gate, backend, key_env=key_env, register=register)
-    try:
-        ts, _ = check.open_testset(gate, opened, key_env=key_env, underpowered=False)
-    except TestSetTooSmall:
-        raise TestSetTooSmall(f"test set {gate.testset_given}: the meter needs "
+    state = steps.read_ledger(gate, backend or registration.open_ledger_backend(gate.cfg),
+                              register=register)
+    steps.check_terms(gate, state)
+    steps.admit(gate, state)
+    ts = steps.open_testset(gate)
+    if len(ts) < plan.test_examples:
+        raise TestSetTooSmall(f"test set {gate.testset.given}: the meter needs "
                               f"{plan.test_examples:,} labelled examples for {plan.steps} answers "
                               f"(adaptivity {plan.adaptivity}); label more, or configure fewer "
-                              "steps, a wider tolerance or a lower reliability") from None
-    try:
-        pred, _ = check.evaluate(gate, ts)
-    except ModelFailedOnTestSet as failure:
-        # As in the gate (docs/threat-model.md): whether a model fails on the test data depends
-        # on the secret features, so it is a counted answer, shown exactly as the most
-        # pessimistic range; a distinct "failed" would be an (m+1)-th symbol the plan does not
-        # count. The details go to the private sink, if there is one.
-        pred = None
-        if gate.sink is not None:
-            gate.sink.deliver({"gate": GATE_NAME, "testset": opened.fingerprint,
-                               "model_failed": failure.spec, "detail": failure.detail})
+                              "steps, a wider tolerance or a lower reliability")
+    steps.register_if_new(gate, state, {"schema": registration.testset_schema(ts)})
+    outputs = steps.evaluate(gate, ts)
     labels = ts.y
     del ts
-    index = decide(plan, v, labels, pred) if pred is not None else len(plan.ranges.labels) - 1
-    del labels, pred
-    label = plan.label(index)
-    entry, after = commit(gate, opened, label)
-    withheld = plan.adaptivity == "none"
+    label = plan.label(decide(plan, v, labels, outputs))
+    del labels
+    done = steps.commit(gate, state, passed=None, details={
+        "new": gate.new, "meter": "withheld" if gate.withheld else label})
+    return reveal(gate, state, done, label, v, outputs)
+
+
+def reveal(gate: steps.Gate, state: steps.LedgerState, done: steps.Committed, label: str,
+           v: float, outputs: steps.Evaluation) -> MeterResult:
+    """Only the range (or `withheld` under `none`, the answer going to the private sink)."""
+    plan: MeterPlan = gate.plan
     result = MeterResult(
-        answer="withheld" if withheld else label, ranges=list(plan.ranges.labels),
-        validation_accuracy=v, budget=after.to_dict(), fingerprint=opened.fingerprint,
-        plan=plan.to_dict(), config_path=registration._config_name(gate.cfg), step=entry["seq"],
-        adaptivity=plan.adaptivity, ledger=registration.ledger_name(opened.ledger.backend))
-    if withheld:
-        gate.sink.deliver({"gate": GATE_NAME, "testset": opened.fingerprint, "step": entry["seq"],
-                           "time": entry["time"], "model": gate.new, "meter": label,
-                           "validation_accuracy": v})
-        result.private_sink = gate.sink.describe()
-    if not after.active:
-        result.alert = check.raise_alert(gate, budget=after, ledger=opened.ledger)
+        answer="withheld" if gate.withheld else label, ranges=list(plan.ranges.labels),
+        validation_accuracy=v, budget=done.budget, fingerprint=state.fingerprint, plan=plan,
+        config_path=gate.cfg.display_name, step=done.step,
+        ledger=registration.ledger_name(state.ledger.backend))
+    if outputs.failed:  # the owner's eyes only: the text may quote the secret features
+        steps.deliver_private(gate, {"gate": GATE_NAME, "testset": state.fingerprint,
+                                     "model_failed": outputs.failure.spec,
+                                     "detail": outputs.failure.detail})
+    if gate.withheld:
+        result.private_sink = steps.deliver_private(gate, {
+            "gate": GATE_NAME, "testset": state.fingerprint, "step": done.step,
+            "time": done.entry["time"], "model": gate.new, "meter": label,
+            "validation_accuracy": v})
+    result.alert = steps.alert_if_spent(gate, state.ledger, done.budget)
     return result
 
 
@@ -262,9 +224,9 @@ def render(result: MeterResult) -> str:
         gauge = "  ".join(f"[{r}]" if r == result.answer else r for r in result.ranges)
         lines.append(f"overfitting (validation minus true accuracy): {result.answer}")
         lines.append(f"  {gauge}")
-        lines.append(f"  guaranteed up to +/- {100 * result.plan['tolerance']:g}% at each edge, "
-                     f"reliability {result.plan['reliability']} over the test set's life")
-    b = result.budget
+        lines.append(f"  guaranteed up to +/- {100 * result.plan.ranges.tolerance:g}% at each edge, "
+                     f"reliability {result.plan.reliability} over the test set's life")
+    b = result.budget.to_dict()
     lines.append(f"test set {result.fingerprint[:12]}: {b['used']} of {b['total']} answers used, "
                  f"{b['remaining']} remaining ({b['status']}); ledger: {result.ledger}")
     if result.alert:
@@ -300,15 +262,14 @@ def render_gauge(result: MeterResult) -> str:
     else:
         head = f"**Overfitting** (validation minus true accuracy): **{result.answer}**"
         gauge = " · ".join(f"**[ {r} ]**" if r == result.answer else r for r in result.ranges)
-    b = result.budget
+    b = result.budget.to_dict()
     return "\n".join([
         f"### {GATE_NAME}", "", head, "", gauge, "",
         f"Validation accuracy (your own set): {result.validation_accuracy:.4f}. Guaranteed up to "
-        f"±{100 * result.plan['tolerance']:g}% at each edge, reliability "
-        f"{result.plan['reliability']} for every answer of the test set's life.",
+        f"±{100 * result.plan.ranges.tolerance:g}% at each edge, reliability "
+        f"{result.plan.reliability} for every answer of the test set's life.",
         f"Test set `{result.fingerprint[:12]}`: {b['used']} of {b['total']} answers used "
         f"({b['status']})."])
 
 
-__all__ = ["MeterResult", "run_meter", "render", "render_gauge", "fails_above", "meter_terms",
-           "BudgetExhausted"]
+__all__ = ["MeterResult", "run_meter", "render", "render_gauge", "fails_above", "meter_terms"]

@@ -11,22 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..ledger import open_backend
-
-
-def _config_name(cfg) -> str:
-    return str(cfg.path) if getattr(cfg, "path", None) else ".easeml.yml"
-
-
-def _line(cfg, key: str) -> int | None:
-    lines = getattr(cfg, "lines", None) or {}
-    return lines.get(key)
-
-
-def _where(cfg, key: str) -> str:
-    line = _line(cfg, key)
-    return f"{_config_name(cfg)}:{line}: {key}" if line else f"{_config_name(cfg)}: {key}"
+from ..errors import ConfigError, UsageError
+from ..ledger import Budget, Ledger, open_backend
 
 
 #: Terms pinned only when the config sets them (absent from older registrations).
@@ -44,7 +30,7 @@ def pinned_terms(cfg) -> dict:
     terms = {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
              "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
              "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
-             "ledger": ledger_location(cfg.ledger) if getattr(cfg, "ledger_explicit", True)
+             "ledger": ledger_location(cfg.ledger) if cfg.ledger_explicit
              else "default"}
     for key in OPTIONAL_TERMS:  # pinned only when set, so a test set registered before the
         if getattr(cfg, key, None) is not None:  # key existed stays valid
@@ -101,10 +87,10 @@ def check_pinned(cfg, registered: dict | None, fingerprint: str, terms: dict | N
             shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else
                      f"'{v}'" if isinstance(v, str) else repr(v))
             key_line = "ledger" if key == "ledger" else key
-            if terms.get("kind") == "meter" and _line(cfg, f"meter.{key}"):
+            if terms.get("kind") == "meter" and cfg.line(f"meter.{key}"):
                 key_line = f"meter.{key}"
             raise ConfigError(
-                f"{_where(cfg, key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "
+                f"{cfg.where(key_line)} is {shown(now)}, but test set {fingerprint[:12]} was "
                 f"registered with {key} {shown(pinned[key])}; the terms are fixed when a test set "
                 "is registered: put the registered value back, or label a new test set and "
                 "register that one (`easeml-ci testset register NEW_PATH`)")
@@ -122,10 +108,10 @@ def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = Fals
     """
     env = os.environ if env is None else env
     spec = dict(cfg.ledger)
-    if repository and not getattr(cfg, "ledger_explicit", True):
+    if repository and not cfg.ledger_explicit:
         spec = {"backend": "github", "branch": "easeml-ledger"}
     if env.get("GITHUB_ACTIONS") == "true":
-        if not getattr(cfg, "ledger_explicit", True):
+        if not cfg.ledger_explicit:
             spec = {"backend": "github", "branch": "easeml-ledger"}
         if spec.get("backend", "file") == "file":
             path = Path(str(spec.get("path", ""))).expanduser()
@@ -133,7 +119,7 @@ def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = Fals
             if not path.is_absolute() or path.resolve() == workspace or \
                     workspace in path.resolve().parents:
                 raise ConfigError(
-                    f"{_where(cfg, 'ledger.path' if _line(cfg, 'ledger.path') else 'ledger')}: "
+                    f"{cfg.where('ledger.path' if cfg.line('ledger.path') else 'ledger')}: "
                     f"the file ledger {str(spec.get('path'))!r} is inside the runner's workspace, "
                     "which GitHub Actions throws away after the job: every run would start a "
                     "fresh budget and no verdict could be certified. Drop the `ledger:` key to "
@@ -143,8 +129,28 @@ def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = Fals
     return open_backend(spec, base=cfg.ledger_base())
 
 
+def register(cfg, backend, fingerprint: str, terms: dict, note: dict, *, given: str
+             ) -> tuple[str, Budget]:
+    """The owner starts a test set's ledger under ``terms`` (or finds it registered under the
+    same terms). Returns ("registered" | "already registered", the budget). A spent or retired
+    test set is refused: renaming or re-encrypting it does not give its budget back."""
+    ledger = Ledger(backend, fingerprint)
+    entries = ledger.entries()
+    existing = ledger.registration(entries)
+    if existing is None:
+        ledger.register(terms, by="register", note=note)
+        return "registered", ledger.budget()
+    check_pinned(cfg, existing, fingerprint, terms)
+    budget = ledger.budget(entries=entries)
+    if not budget.active:
+        raise UsageError(f"test set {given} ({fingerprint[:12]}) is already {budget.status}; "
+                         "renaming or re-encrypting it does not reset its budget, label a new one")
+    return "already registered", budget
+
+
 def testset_schema(ts) -> dict:
-    """What a registration pins about the test set's shape (no data): see :func:`_check_models`."""
+    """What a registration pins about the test set's shape (no data): the models are checked
+    against it before an encrypted test set is opened (:func:`.steps.read_ledger`)."""
     from ..models import TestSetSchema
 
     return TestSetSchema.of(ts).to_dict()

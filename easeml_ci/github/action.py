@@ -370,12 +370,10 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                            backend=backend, register=ctx.may_register,
                            progress=lambda m: reporter.log(f"... {m}"))
         verdict, exit_code = result.verdict, result.exit_code
-        fingerprint, alert, budget = result.fingerprint, result.alert, result.budget
+        fingerprint, alert, budget = result.fingerprint, result.alert, result.budget.to_dict()
     except BudgetExhausted as exc:
         verdict, exit_code, message = "exhausted", exc.exit_code, exc.message
-        alert = getattr(exc, "alert", None)
-        budget = getattr(exc, "budget", None)
-        fingerprint = (alert or {}).get("testset")
+        alert, budget, fingerprint = exc.alert, exc.budget.to_dict(), exc.fingerprint
     except EasemlError as exc:  # bad input (2), a test set too small (3), a ledger we may not write (2)
         verdict, exit_code, message = "error", exc.exit_code, exc.message
         if KEY_ENV in message and not os.environ.get(KEY_ENV):
@@ -390,7 +388,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     adaptivity = getattr(cfg, "adaptivity", None)
     report = GateReport.build(
         gate=gate, config_path=config_rel, verdict=verdict, exit_code=exit_code,
-        adaptivity=adaptivity, clauses=result.clauses if result else None, budget=budget,
+        adaptivity=adaptivity, clauses=[c.to_dict() for c in result.clauses] if result else None, budget=budget,
         show_metrics=result is not None and bool(getattr(cfg, "show_metrics", False)),
         metrics=getattr(result, "metrics", None), message=message, alert=alert,
         history=result.history if result else [], commit=inputs.head_sha or ctx.head_sha,
@@ -462,7 +460,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
                            reporter.client.authenticated_login())
         except GitHubError as exc:
             reporter.api_warning(f"post the meter comment on #{number}", exc)
-    edges = result.plan.get("edges") or []
+    edges = list(result.plan.ranges.edges)
     if fails_above(result, inputs.meter_fail_above, edges):
         workflow.annotate(reporter.out, "error", f"overfitting {result.answer}: at or above "
                           f"{inputs.meter_fail_above:g} (meter-fail-above)", title=GATE_NAME)

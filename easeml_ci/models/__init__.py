@@ -328,6 +328,14 @@ def _to_labels(arr: np.ndarray, rule: OutputRule | None, label_kind: str | None,
 
 # --- entry points ----------------------------------------------------------------------------
 
+def locate(spec: str, workdir: Path) -> str:
+    """A model reference as given on the command line: a path from ``workdir``, or git:REF:PATH."""
+    spec = str(spec)
+    if spec.startswith(GIT_PREFIX) or Path(spec).is_absolute():
+        return spec
+    return str(Path(workdir) / spec)
+
+
 def preflight(spec, *, n_features: int | None = None, label_kind: str | None = None,
               n_examples: int | None = None, feature_dtype: Any = np.float32,
               repo: Path = Path("."), output: OutputRule | str | dict | None = None,
@@ -596,7 +604,7 @@ def _whole(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _parse_onnx(blob: bytes):
+def parse_onnx(blob: bytes):
     """The ModelProto of ``blob`` without loading external data; None if it does not parse
     (onnxruntime then says why, in its own words)."""
     import onnx
@@ -724,7 +732,7 @@ class OnnxModel:
         self.size_bytes = len(blob)
         target: str | bytes = blob
         if b"ZipMap" in blob or b"location" in blob:  # cheap screens before parsing the graph
-            proto = _parse_onnx(blob)
+            proto = parse_onnx(blob)
             external = external_data_locations(proto) if proto is not None else []
             if external:
                 if path is None:
@@ -774,7 +782,7 @@ class OnnxModel:
             return cls(Path(spec), spec, output=output)
         ref, path = parse_git_spec(spec)
         _, blob = read_git_blob(spec, repo)
-        proto = _parse_onnx(blob) if b"location" in blob else None
+        proto = parse_onnx(blob) if b"location" in blob else None
         external = external_data_locations(proto) if proto is not None else []
         if not external:
             return cls(blob, spec, output=output)

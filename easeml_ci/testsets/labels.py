@@ -42,7 +42,7 @@ import numpy as np
 from . import crypto
 from ..errors import InputError
 from ..ledger.chain import GENESIS, canonical, entry_hash, seal
-from . import UnlabelledTestSet
+from .testset import UnlabelledTestSet
 
 FORMAT = "easeml-ci-labels"
 VERSION = 1
@@ -310,7 +310,7 @@ def carried_labels(path, id_column: str = "id", label_column: str = "label") -> 
     (None for any other file, or when it carries none): ``testset encrypt`` and ``register``
     move them into the label store."""
     from . import crypto
-    from . import load_partly_labelled_csv
+    from .testset import load_partly_labelled_csv
 
     path = Path(path)
     if crypto.is_encrypted(path) or path.suffix.lower() != ".csv":

@@ -1,0 +1,306 @@
+"""The steps every answer of the gate runs through, in the order that is the guarantee.
+
+See docs/design.md#the-pipeline for why the order is what it is. In short: everything a user
+can get wrong is refused before the test set is identified (:func:`validate_*`); the test set's
+identity and its ledger are read and checked before it is opened (:func:`read_ledger`,
+:func:`admit`); the test set is opened once (:func:`open_testset`); the models run on it
+(:func:`evaluate`); each kind of answer decides in memory; the step is written durably
+(:func:`commit`); only then does anything about the answer leave the gate (each answer's
+``reveal``, with :func:`deliver_private` and :func:`alert_if_spent`).
+
+An answer (:mod:`.check`, :mod:`.on_demand`, :mod:`.meter`) is a composition of these steps
+with a ``decide`` and a ``reveal`` of its own. The hand-off objects are :class:`Gate` (what
+validation resolved), :class:`LedgerState` (what the ledger said), :class:`Evaluation` (the
+models' outputs) and :class:`Committed` (the step written).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import GateConfig, load_config
+from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, UsageError
+from ..ledger import Budget, Ledger, LedgerSpent
+from ..ledger.budget import compute as compute_budget
+from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
+from ..models.clock import EvaluationClock
+from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
+from . import alert, private_sink
+from .registration import check_pinned, ledger_name
+
+Progress = Callable[[str], None]
+
+__all__ = [
+    "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "admit", "alert_if_spent",
+    "check_terms",
+    "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert",
+    "open_testset", "preflight_models", "read_ledger", "register_if_new", "resolve",
+    "spent", "testset_source", "validate_sink",
+]
+
+
+# --- validate: nothing opened yet -------------------------------------------------------------
+
+def config_of(config: GateConfig | str | Path) -> GateConfig:
+    """A loaded config, or the config at a path."""
+    return load_config(config) if isinstance(config, (str, Path)) else config
+
+
+def resolve(spec: str, workdir: Path) -> Path:
+    """A command-line path, from ``workdir``."""
+    path = Path(spec)
+    return path if path.is_absolute() else workdir / path
+
+
+def validate_sink(cfg: GateConfig, workdir: Path, *, needed: bool) -> private_sink.PrivateSink | None:
+    """The private sink, refused up front if the team could read it (needed under `none`)."""
+    if not needed and not cfg.private_sink:
+        return None
+    return private_sink.validate(cfg.private_sink, workdir, cfg.line("private_sink"))
+
+
+def preflight_models(cfg: GateConfig, specs: dict[str, tuple[str | None, str]], workdir: Path
+                     ) -> dict[str, Any]:
+    """Each model (role -> (spec, flag)) checked without the test set: file, git ref, graph,
+    input and output on synthetic rows (models.preflight)."""
+    models = {}
+    for role, (spec, flag) in specs.items():
+        if not spec:
+            continue
+        if not str(spec).startswith(GIT_PREFIX) and not resolve(spec, workdir).is_file():
+            raise UsageError(f"{flag}: model {spec} does not exist or is not a file")
+        models[role] = preflight(locate(spec, workdir), repo=workdir, output=cfg.output)
+    return models
+
+
+def testset_source(cfg: GateConfig, given: str | None, workdir: Path, *,
+                   configured: str | None, key_env: str, missing: str) -> TestSetSource:
+    """The test set named on the command line (from ``workdir``) or in the config (from the
+    config's folder); ``missing`` is the message when neither names one."""
+    if given:
+        path, name = resolve(str(given), workdir), str(given)
+    elif configured:
+        path, name = cfg.resolve(configured), str(configured)
+    else:
+        raise UsageError(missing)
+    return TestSetSource(path, name, label_column=cfg.label_column, key_env=key_env)
+
+
+@dataclass
+class Gate:
+    """What validation resolved; every later step trusts it and nothing else."""
+
+    cfg: GateConfig
+    plan: Any                      # conditions.Plan (a check) or conditions.meter.MeterPlan
+    terms: dict                    # what the registration pins
+    testset: TestSetSource
+    new: str                       # model specs as given (paths from workdir, or git:REF:PATH)
+    old: str | None
+    models: dict                   # role -> the model preflight opened
+    sink: private_sink.PrivateSink | None
+    workdir: Path
+    progress: Progress = field(default=lambda _message: None)
+    next_step: str | None = None   # the alert's request, when not the gate's `testset register`
+
+    @property
+    def withheld(self) -> bool:
+        """Under `adaptivity: none` the team sees no answer; the private sink gets it."""
+        return self.plan.adaptivity == "none"
+
+
+# --- budget: the test set's identity and its ledger, before it is opened ---------------------
+
+@dataclass
+class LedgerState:
+    """The ledger of the gate's test set as read before the test set is opened."""
+
+    ledger: Ledger
+    entries: list[dict]
+    fingerprint: str
+    registration: dict | None
+
+    def budget(self, terms: dict) -> Budget:
+        return compute_budget(self.entries, terms)
+
+    def history(self, *more: dict) -> list[str]:
+        """The times of the spent steps (public: the team sees when checks ran)."""
+        return [str(e["time"]) for e in [*self.entries, *more]
+                if e.get("kind") == "step" and e.get("time")]
+
+
+def read_ledger(gate: Gate, backend, *, register: bool) -> LedgerState:
+    """The test set's fingerprint (an encrypted file's header; a plaintext file is read), its
+    ledger verified, and its registration.
+
+    ``register=False`` (pull requests) refuses a test set its owner has not registered."""
+    probe = getattr(backend, "check_writable", None)
+    if probe is not None:  # a ledger we could not write would waste the evaluation: ask first
+        probe()
+    if not gate.testset.encrypted:
+        gate.progress(f"loading test set {gate.testset.given}")
+    fingerprint = gate.testset.fingerprint()
+    ledger = Ledger(backend, fingerprint)
+    entries = ledger.entries()
+    registered = ledger.registration(entries)
+    if registered is None and not register:
+        raise UsageError(
+            f"test set {gate.testset.given} ({fingerprint[:12]}) is not registered in "
+            f"{ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
+            "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
+            "branch); a test set a pull request added is refused")
+    return LedgerState(ledger, entries, fingerprint, registered)
+
+
+def check_terms(gate: Gate, state: LedgerState) -> None:
+    """The config's terms against the registered ones, and the models against the test set's
+    schema (feature count, label kind), before it is opened: a plaintext file was read to
+    fingerprint it; an encrypted one's schema was pinned at registration (the header has none)."""
+    registered = state.registration
+    check_pinned(gate.cfg, registered, state.fingerprint, gate.terms)
+    ts = gate.testset.peek()
+    if ts is not None:
+        schema = TestSetSchema.of(ts)
+    elif registered is not None and registered.get("schema"):
+        schema = TestSetSchema.from_dict(registered["schema"])
+    else:
+        return  # an encrypted test set registered before schemas were pinned: checked after
+    for model in gate.models.values():
+        model.check(schema)
+
+
+def admit(gate: Gate, state: LedgerState, *, spends_step: bool = True) -> Budget:
+    """The budget before this answer; a spent one refuses (with the alert) unless the answer
+    spends no step."""
+    before = state.budget(gate.terms)
+    if not before.active and spends_step:
+        raise spent(gate, state.ledger, before)
+    return before
+
+
+def new_testset_alert(gate: Gate, ledger: Ledger, budget: Budget) -> dict:
+    """The new-test-set alert for a spent or retired budget, dispatched once per event."""
+    return alert.raise_alert(
+        cfg=gate.cfg, plan=gate.plan, budget=budget, ledger=ledger, workdir=gate.workdir,
+        models={"new": gate.new, "old": gate.old}, progress=gate.progress,
+        next_step=gate.next_step)
+
+
+def spent(gate: Gate, ledger: Ledger, budget: Budget) -> BudgetExhausted:
+    """The refusal of a spent budget, its alert raised."""
+    return BudgetExhausted(budget, new_testset_alert(gate, ledger, budget), ledger.fingerprint)
+
+
+def alert_if_spent(gate: Gate, ledger: Ledger, budget: Budget) -> dict | None:
+    """The alert when this answer spent the last step (or retired the test set)."""
+    return None if budget.active else new_testset_alert(gate, ledger, budget)
+
+
+# --- open: the test set, once ------------------------------------------------------------------
+
+def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
+    """Decrypt (or hand over) the test set; only after the ledger has admitted the answer."""
+    if gate.testset.encrypted:
+        gate.progress(f"loading test set {gate.testset.given}")
+    return gate.testset.load()
+
+
+def register_if_new(gate: Gate, state: LedgerState, note: dict) -> None:
+    """The first answer on a test set its owner allowed to be registered by use registers it."""
+    if state.registration is None:
+        state.registration = state.ledger.register(gate.terms, by="check", note=note)
+        state.entries = state.ledger.entries()
+
+
+# --- evaluate: the models on the test set -------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """The models' outputs on the test set, or the failure of one of them (a counted fail)."""
+
+    new: Any = None
+    old: Any = None
+    failure: ModelFailedOnTestSet | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+
+def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
+    """Both models' predictions on ``ts`` (``gate.old`` may be None).
+
+    A model that fails on the test data is a fixed-text :class:`ModelFailedOnTestSet`, shown as
+    a fail (docs/threat-model.md, "Model failures on the test set"). With ``evaluation_time``
+    the two runs take exactly that long together, whatever they do (:mod:`..models.clock`)."""
+    seconds = gate.cfg.evaluation_time
+    clock = EvaluationClock(seconds) if seconds is not None else None
+    if clock is not None:  # one line for both: a time between them would show when one ended
+        gate.progress(f"evaluating new model {gate.new}"
+                      + (f" and old model {gate.old}" if gate.old else "")
+                      + f" (evaluation_time: {seconds:g} s, whatever they do)")
+    outputs = Evaluation()
+    try:
+        for role, spec in (("new", gate.new), ("old", gate.old)):
+            if spec is None:
+                continue
+            if clock is None:
+                gate.progress(f"evaluating {role} model {spec}")
+            setattr(outputs, role, load_predictions(gate.models[role], ts, clock=clock))
+    except ModelFailedOnTestSet as failure:
+        outputs = Evaluation(failure=failure)
+    finally:
+        if clock is not None:
+            clock.pad()
+    return outputs
+
+
+# --- commit: the step, durably ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Committed:
+    """The step written to the ledger and the budget after it."""
+
+    entry: dict
+    budget: Budget
+
+    @property
+    def step(self) -> int:
+        return self.entry["seq"]
+
+
+def commit(gate: Gate, state: LedgerState, *, passed: bool | None, details: dict) -> Committed:
+    """Spend the step durably; only after this may anything about the answer show.
+
+    ``passed`` is the released verdict bit (None when nothing is released); ``details`` go into
+    the step's entry, which the team can read: nothing label-dependent."""
+    try:
+        entry, after = state.ledger.record_step(passed=passed, terms=gate.terms, details=details)
+    except LedgerSpent as exc:  # another answer took the last step while we evaluated
+        raise spent(gate, state.ledger, exc.budget) from None
+    return Committed(entry, after)
+
+
+# --- reveal: what leaves the gate ----------------------------------------------------------------
+
+def deliver_private(gate: Gate, record: dict) -> str | None:
+    """Send ``record`` (the owner's eyes only) to the private sink; returns where it went."""
+    if gate.sink is None:
+        return None
+    gate.sink.deliver(record)
+    return gate.sink.describe()
+
+
+def failure_record(evaluation: Evaluation) -> dict:
+    """A model's failure on the test data, for the private sink only (it may quote features)."""
+    failure = evaluation.failure
+    return {"model_failed": {"model": failure.spec, "detail": failure.detail}} if failure else {}
+
+
+def public_details(gate: Gate, **more) -> dict:
+    """The step entry's public fields (the ledger may sit where the team reads it)."""
+    return {"new": gate.new, "old": gate.old, **more}
+
+
+def refuse_config(cfg: GateConfig, exc: Exception) -> ConfigError:
+    return ConfigError(f"{cfg.display_name}: {exc}")
