@@ -228,6 +228,13 @@ class Verdict:
         return {"verdict": "pass" if self.passed else "fail",
                 "clauses": [c.to_dict(reveal_estimates) for c in self.clauses]}
 
+    @classmethod
+    def failed(cls, plan: "Plan") -> "Verdict":
+        """The verdict when the models could not be evaluated: every clause unknown, a fail."""
+        return cls(passed=False, test_examples=0, clauses=tuple(
+            ClauseVerdict(text=c.text, answer="unknown", passed=False, estimate=float("nan"))
+            for c in plan.clauses))
+
 
 @dataclass(frozen=True)
 class Outcomes:

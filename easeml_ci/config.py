@@ -74,6 +74,35 @@ class GateConfig:
         return conditions.plan(self.formula, self.reliability, self.mode, self.adaptivity,
                                self.steps, self.passes, self.method)
 
+    def checked_plan(self) -> conditions.Plan:
+        """The gate's plan; a condition that cannot be planned is a config error (exit 2)."""
+        try:
+            return self.plan()
+        except conditions.PlanError as exc:
+            raise ConfigError(f"{self.display_name}: {exc}") from None
+
+    def checked_sequential_plan(self) -> conditions.SequentialPlan:
+        """The plan of a test set labelled on demand (sequential, capped by the fixed size)."""
+        try:
+            return conditions.sequential_plan(self.formula, self.reliability, self.mode,
+                                              self.adaptivity, self.steps, self.passes)
+        except conditions.PlanError as exc:
+            raise ConfigError(f"{self.display_name}: {exc}") from None
+
+    def checked_meter_plan(self):
+        """The meter's plan; a missing or unplannable `meter:` section is a config error."""
+        from conditions.meter import MeterError
+
+        if self.meter is None:
+            raise ConfigError(f"{self.display_name}: no `meter:` section; add one, e.g.\n"
+                              "meter:\n  edges: [0.01, 0.025, 0.05]\n  tolerance: 0.005\n"
+                              "  reliability: 0.999\n  steps: 32\n  adaptivity: full")
+        try:
+            return self.meter_plan()
+        except MeterError as exc:
+            key = f"meter.{exc.key}" if self.line(f"meter.{exc.key}") else "meter"
+            raise ConfigError(f"{self.where(key)}: {exc}") from None
+
     def resolve(self, value: str | Path) -> Path:
         """A path written in this config, made absolute against the config's folder."""
         path = Path(value).expanduser()

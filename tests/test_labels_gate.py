@@ -31,7 +31,7 @@ from conftest_h1 import KEY_ENV, cli, new_key, write_csv
 from easeml_ci.testsets import crypto
 import conditions
 from conditions.sequential import decide_in_order, row_order
-from easeml_ci.gate import on_demand
+from easeml_ci.gate.registration import reading_order
 from easeml_ci.models.digest import model_digest, pair_digest
 from easeml_ci.testsets.labels import LabelStore, default_store_path
 from easeml_ci.ledger import FileBackend, Ledger
@@ -138,7 +138,7 @@ def _plan(steps=3, reliability=0.6, condition=CONDITION):
 def _with_every_label(repo: Repo, plan, new, old) -> str:
     fingerprint = load_unlabelled_testset(repo.root / "ts.npz").fingerprint
     known = np.ones(len(repo.ids), dtype=bool)
-    order = row_order(len(repo.ids), on_demand.order_seed(fingerprint))
+    order = reading_order(fingerprint, len(repo.ids))
     return decide_in_order(plan, order, repo.truth, known, new, old).status
 
 
@@ -189,7 +189,7 @@ def test_steps_disagreeing_on_different_rows_are_decided_as_with_every_label(tmp
 def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_path):
     """Monte Carlo through the CLI, for the link: 24 model pairs on one test set, their truths
     drawn from both zone edges and the middle, each checked and labelled until decided; every
-    private decision equals :func:`on_demand.decide` with every label known, so the error rates
+    private decision equals :func:`conditions.sequential.decide_in_order` with every label known, so the error rates
     measured on that function below hold for the CLI. One step per pair."""
     plan = _plan(steps=24)
     repo = Repo(tmp_path, plan.rows, steps=24)

@@ -276,7 +276,8 @@ def test_monte_carlo_through_the_cli_at_the_worst_edge(tmp_path):
 
 
 def test_gauge_and_fail_above_for_the_action(repo):
-    from easeml_ci.gate.meter import fails_above, render_gauge, run_meter
+    from easeml_ci.gate.meter import run_meter
+    from easeml_ci.github.report import render_meter_gauge as render_gauge
     from easeml_ci.errors import UsageError
 
     repo.testset(0.7, random=False)
@@ -287,15 +288,15 @@ def test_gauge_and_fail_above_for_the_action(repo):
     text = render_gauge(result)
     assert "**[ 20% or more ]**" in text and "none · below 10% · 10-20%" in text
     assert "0.7" not in text.replace("0.7000", "")  # nothing about the test set's accuracy
-    edges = [0.1, 0.2]
-    assert fails_above(result, 0.2, edges) and fails_above(result, 0.1, edges)
-    assert not fails_above(result, None, edges)
+    assert list(result.plan.ranges.edges) == [0.1, 0.2]
+    assert result.fails_above(0.2) and result.fails_above(0.1)
+    assert not result.fails_above(None)
     with pytest.raises(UsageError, match="not one of the meter's edges"):
-        fails_above(result, 0.15, edges)
+        result.fails_above(0.15)
     repo.validation(right=750)  # 5%: "below 10%"
     low = run_meter(repo.root / ".easeml.yml", str(repo.root / "model.onnx"),
                     str(repo.root / "val.npz"), workdir=repo.root)
-    assert low.answer == "below 10%" and not fails_above(low, 0.1, edges)
+    assert low.answer == "below 10%" and not low.fails_above(0.1)
 
 
 def test_encrypted_test_set(repo, monkeypatch):

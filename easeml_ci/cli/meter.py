@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BudgetExhausted, ConfigError, UsageError
+from ..errors import BudgetExhausted, ConfigError, TestSetTooSmall, UsageError
 
 DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 LOOKS = (10, 100, 1000)
@@ -40,6 +40,7 @@ def meter(ctx, config_path, model, validation, testset, as_json, key_env):
                          "--model MODEL.onnx --validation VALIDATION.npz` (or `easeml-ci meter "
                          "plan`)")
     from ..gate import meter as meter_mod
+    from .render import render_meter
 
     progress = None if as_json else (lambda m: click.echo(f"... {m}", err=True))
     try:
@@ -50,7 +51,7 @@ def meter(ctx, config_path, model, validation, testset, as_json, key_env):
             click.echo(exc.alert["text"])
         raise
     click.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json
-               else meter_mod.render(result))
+               else render_meter(result))
     sys.exit(result.exit_code)
 
 
@@ -99,10 +100,27 @@ def render_plan(rows: dict) -> str:
               help="Register in the repository ledger the GitHub Action uses by default.")
 @click.option("--json", "as_json", is_flag=True)
 def register(config_path, testset, key_env, repository_ledger, as_json):
-    """Start the meter test set's budget under the `meter:` terms (its owner, once)."""
-    from ..gate.meter import register_testset
-    state, where, budget = register_testset(config_path, testset, key_env=key_env,
-                                            repository=repository_ledger)
+    """Start the meter test set's budget under the `meter:` terms (its owner, once), so that
+    pull requests (which may not register) can be metered."""
+    from ..config import load_config
+    from ..gate import registration, steps
+    from ..testsets import load_testset
+
+    cfg = load_config(config_path)
+    plan = cfg.checked_meter_plan()
+    source = steps.testset_source(cfg, testset, Path("."), configured=(cfg.meter or {}).get("testset"),
+                                  key_env=key_env, missing="no test set for the meter: pass "
+                                  "--testset PATH or set `meter.testset:`")
+    ts = load_testset(source.path, label_column=cfg.label_column, key_env=key_env)
+    if len(ts) < plan.test_examples:
+        raise TestSetTooSmall(f"test set {source.given}: the meter needs {plan.test_examples:,} "
+                              f"labelled examples for {plan.steps} answers, have {len(ts):,}")
+    backend = registration.open_ledger_backend(cfg, repository=repository_ledger)
+    state, budget = registration.register(cfg, backend, ts.fingerprint,
+                                          registration.meter_terms(cfg, plan),
+                                          {"schema": registration.testset_schema(ts)},
+                                          given=source.given)
+    where = registration.ledger_name(backend)
     click.echo(json.dumps({"status": state, "ledger": where, "budget": budget.to_dict()}, sort_keys=True)
                if as_json else f"{state}: the meter's test set in {where}\nbudget: "
                f"{budget.describe()}")

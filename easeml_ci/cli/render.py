@@ -122,3 +122,23 @@ def render_markdown(result) -> str:
     if result.alert:
         out += ["", "#### New test set needed", "", result.alert["text"]]
     return "\n".join(out)
+
+
+def render_meter(result) -> str:
+    """The meter's terminal text: the range among the ranges, and the budget."""
+    lines = [f"easeml-meter: validation accuracy {result.validation_accuracy:.4f}"]
+    if result.answer == "withheld":
+        lines.append(f"overfitting: withheld (adaptivity none: the answer went to "
+                     f"{result.private_sink})")
+    else:
+        gauge = "  ".join(f"[{r}]" if r == result.answer else r for r in result.ranges)
+        lines.append(f"overfitting (validation minus true accuracy): {result.answer}")
+        lines.append(f"  {gauge}")
+        lines.append(f"  guaranteed up to +/- {100 * result.plan.ranges.tolerance:g}% at each edge, "
+                     f"reliability {result.plan.reliability} over the test set's life")
+    b = result.budget.to_dict()
+    lines.append(f"test set {result.fingerprint[:12]}: {b['used']} of {b['total']} answers used, "
+                 f"{b['remaining']} remaining ({b['status']}); ledger: {result.ledger}")
+    if result.alert:
+        lines.append(result.alert["text"])
+    return "\n".join(lines)

@@ -192,7 +192,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     import conditions
 
     from ..config import load_config
-    from ..gate import on_demand, registration
+    from ..gate import registration
     from ..testsets import UnlabelledTestSet, load_any_testset
 
     cfg = load_config(config_path)
@@ -204,7 +204,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     on_demand_set = isinstance(ts, UnlabelledTestSet)
     imported = None
     if on_demand_set:
-        on_demand.admissible_plan(cfg, ts, path)
+        registration.admissible_plan(cfg, ts, path)
         imported = _import_file_labels(path, ts, cfg)
     elif len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
@@ -212,7 +212,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     backend = registration.open_ledger_backend(cfg, repository=repository_ledger)
     note = {"plan": {k: v for k, v in plan.summary().items()
                      if k in ("method", "test_examples", "labels")}}
-    note.update(on_demand.registration_note(ts) if on_demand_set
+    note.update(registration.registration_note(ts) if on_demand_set
                 else {"schema": registration.testset_schema(ts)})
     state, budget = registration.register(cfg, backend, ts.fingerprint,
                                           registration.pinned_terms(cfg), note, given=path)

@@ -11,9 +11,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, TestSetTooSmall, UsageError
 from ..ledger import Budget, Ledger, open_backend
 
+
+ON_DEMAND = "on-demand"  # the register entry's "labels" note of a test set labelled on demand
 
 #: Terms pinned only when the config sets them (absent from older registrations).
 OPTIONAL_TERMS = ("evaluation_time",)
@@ -35,6 +37,19 @@ def pinned_terms(cfg) -> dict:
     for key in OPTIONAL_TERMS:  # pinned only when set, so a test set registered before the
         if getattr(cfg, key, None) is not None:  # key existed stays valid
             terms[key] = getattr(cfg, key)
+    return terms
+
+
+def meter_terms(cfg, plan) -> dict:
+    """The terms pinned in the meter test set's register entry (``kind: meter``)."""
+    gate_terms = pinned_terms(cfg)
+    terms = {"kind": "meter", "edges": list(plan.ranges.edges), "tolerance": plan.ranges.tolerance,
+             "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
+             "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
+             "ledger": gate_terms["ledger"]}
+    for key in OPTIONAL_TERMS:  # pinned when set (the gate's rule)
+        if key in gate_terms:
+            terms[key] = gate_terms[key]
     return terms
 
 
@@ -154,3 +169,44 @@ def testset_schema(ts) -> dict:
     from ..models import TestSetSchema
 
     return TestSetSchema.of(ts).to_dict()
+
+
+# --- test sets labelled on demand ------------------------------------------------------------
+
+def refuse_adaptive(cfg, testset: str) -> None:
+    """Labels on demand only under ``adaptivity: none`` (exit 2 otherwise): under an adaptive
+    mode the team would see a verdict at a time that depends on when the labels sufficed."""
+    if cfg.adaptivity == "none":
+        return
+    passes = f" with passes {cfg.passes}" if cfg.passes is not None else ""
+    raise ConfigError(
+        f"{cfg.where('adaptivity')} is '{cfg.adaptivity}'{passes}, but test set {testset} is "
+        "labelled on demand: whether a check decides or awaits labels depends on the labels, and "
+        "under an adaptive mode the team would see it as an outcome the budget does not count. "
+        "Use `adaptivity: none` (verdicts and label requests go to the private sink), or label "
+        "every row and register a labelled test set (features and a label column)")
+
+
+def admissible_plan(cfg, ts, name: str):
+    """The sequential plan for ``ts``; refuses an adaptive mode (exit 2) and a test set with
+    fewer rows than the plan's cap (exit 3)."""
+    refuse_adaptive(cfg, name)
+    plan = cfg.checked_sequential_plan()
+    if len(ts) < plan.rows:
+        raise TestSetTooSmall(
+            f"test set {name}: labelled on demand, it needs {plan.rows} rows "
+            f"(features and ids; labels only where a decision asks), has {len(ts)}; add rows")
+    return plan
+
+
+def registration_note(ts) -> dict:
+    """The register entry's note for a test set labelled on demand."""
+    return {"labels": ON_DEMAND, "schema": testset_schema(ts)}
+
+
+def reading_order(fingerprint: str, rows: int):
+    """The order a test set labelled on demand is read in: a permutation fixed at registration
+    (seeded by the fingerprint; see docs/statistics.md §6), independent of labels and models."""
+    from conditions.sequential import row_order
+
+    return row_order(rows, int(fingerprint[:16], 16))

@@ -5,10 +5,14 @@ Nothing here is derived from the labels except the released verdict bits, unless
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
 from ..ledger import Budget
+
+METER_NAME = "easeml-meter"  # the meter's gate name in reports, comments and records
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,26 @@ class ShownClause:
             out["tolerance"] = self.tolerance
             out["configured_tolerance"] = self.configured_tolerance
         return out
+
+
+def shown_clauses(configured, decided=None, verdict=None, *, line: int | None, withheld: bool,
+                  one_bit: bool) -> tuple[ShownClause, ...]:
+    """The clauses of ``configured`` (a plan) as the team may see them. ``decided`` is the plan
+    the verdict was decided under (an underpowered check's widened one), ``verdict`` its
+    :class:`conditions.Verdict` (None when nothing is decided in public)."""
+    decided = configured if decided is None else decided
+    widened = decided is not configured
+    rows = []
+    for i, clause in enumerate(configured.clauses):
+        if withheld or verdict is None:
+            shown = "withheld"
+        else:
+            shown = "undisclosed" if one_bit else ("pass" if verdict.clauses[i].passed else "fail")
+        rows.append(ShownClause(
+            text=clause.text, verdict=shown, line=line,
+            tolerance=decided.clauses[i].tolerance if widened else None,
+            configured_tolerance=clause.tolerance if widened else None))
+    return tuple(rows)
 
 
 @dataclass
@@ -76,4 +100,58 @@ class CheckResult:
             out["metrics"] = self.metrics
         if self.notes:
             out["notes"] = self.notes
+        return out
+
+
+@dataclass
+class MeterResult:
+    """What a meter run may reveal."""
+
+    answer: str                    # a range label, or "withheld" under adaptivity none
+    ranges: list[str]
+    validation_accuracy: float     # the team's own data
+    budget: Budget
+    fingerprint: str
+    plan: Any                      # the conditions.meter.MeterPlan
+    config_path: str
+    step: int
+    ledger: str
+    alert: dict | None = None
+    private_sink: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    exit_code = 0
+
+    @property
+    def adaptivity(self) -> str:
+        return self.plan.adaptivity
+
+    def fails_above(self, threshold: float | None) -> bool:
+        """Whether a run should fail its job: the reported range lies at or above ``threshold``,
+        which must be one of the edges (the guarantee is stated at the edges). A withheld answer
+        (adaptivity none) never fails; ``threshold`` None never fails.
+
+        Since an answer may be the neighbour of the true range within the tolerance, a model
+        whose overfitting is at least ``threshold + tolerance`` fails with probability at least
+        the reliability, and one below ``threshold - tolerance`` passes with it.
+        """
+        edges = list(self.plan.ranges.edges)
+        if threshold is None or self.answer == "withheld":
+            return False
+        if not any(abs(threshold - e) < 1e-12 for e in edges):
+            raise UsageError(f"meter-fail-above: {threshold!r} is not one of the meter's edges "
+                             f"{edges!r}; the guarantee is stated at the edges")
+        index = self.ranges.index(self.answer)
+        lower = 0.0 if index == 1 else (-math.inf if index == 0 else edges[index - 2])
+        return lower >= threshold - 1e-12
+
+    def to_dict(self) -> dict:
+        out = {"answer": self.answer, "ranges": self.ranges,
+               "validation_accuracy": self.validation_accuracy, "budget": self.budget.to_dict(),
+               "testset": {"fingerprint": self.fingerprint}, "plan": self.plan.to_dict(),
+               "config": self.config_path, "step": self.step, "adaptivity": self.adaptivity,
+               "alert": self.alert, "ledger": self.ledger, "exit_code": self.exit_code,
+               "guarantee": "holds"}
+        if self.private_sink:
+            out["private_sink"] = self.private_sink
         return out

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import GateConfig, load_config
-from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, UsageError
+from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall, UsageError
 from ..ledger import Budget, Ledger, LedgerSpent
 from ..ledger.budget import compute as compute_budget
 from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
 from ..models.clock import EvaluationClock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from . import alert, private_sink
-from .registration import check_pinned, ledger_name
+from .registration import check_pinned, ledger_name, pinned_terms
 
 Progress = Callable[[str], None]
 
@@ -36,7 +36,7 @@ __all__ = [
     "check_terms",
     "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert",
     "open_testset", "preflight_models", "read_ledger", "register_if_new", "resolve",
-    "spent", "testset_source", "validate_sink",
+    "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
 
 
@@ -87,6 +87,38 @@ def testset_source(cfg: GateConfig, given: str | None, workdir: Path, *,
     return TestSetSource(path, name, label_column=cfg.label_column, key_env=key_env)
 
 
+def validate(cfg: GateConfig, *, plan, terms: dict, testset: TestSetSource,
+             models: dict[str, tuple[str | None, str]], workdir: Path,
+             progress: Progress | None = None, next_step: str | None = None) -> "Gate":
+    """The gate for one answer: the private sink (needed under `none`) and every model
+    (role -> (spec, flag)) checked before anything is opened."""
+    return Gate(cfg=cfg, plan=plan, terms=terms, testset=testset,
+                new=str(models["new"][0]), old=str(models["old"][0]) if models.get("old", (None,))[0] else None,
+                models=preflight_models(cfg, models, workdir),
+                sink=validate_sink(cfg, workdir, needed=plan.adaptivity == "none"),
+                workdir=workdir, progress=progress or (lambda _message: None), next_step=next_step)
+
+
+def validate_pair(config, new: str, old: str | None, testset: str | None, workdir: Path, *,
+                  key_env: str, progress: Progress | None = None) -> "Gate":
+    """A check of a model pair (``old`` only when the condition uses o or d): everything that
+    can be checked without the test set or a model run (exit 2)."""
+    cfg = config_of(config)
+    comparing = cfg.formula.variables & {"o", "d"}
+    if comparing and not old:
+        raise UsageError(f"--old is required: the condition `{cfg.formula}` uses "
+                         f"{', '.join(sorted(comparing))}, which compare the new model with the "
+                         "old one")
+    source = testset_source(cfg, testset, workdir, configured=cfg.testset, key_env=key_env,
+                            missing="no test set: pass --testset PATH or set `testset:` in the config")
+    if cfg.pool and not cfg.resolve(cfg.pool).is_file():
+        raise ConfigError(f"{cfg.where('pool')}: {cfg.resolve(cfg.pool)} does not exist or is not "
+                         "a file; the new-test-set alert ranks the label request from it")
+    return validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg), testset=source,
+                    models={"new": (new, "--new"), "old": (old if comparing else None, "--old")},
+                    workdir=workdir, progress=progress)
+
+
 @dataclass
 class Gate:
     """What validation resolved; every later step trusts it and nothing else."""
@@ -122,6 +154,11 @@ class LedgerState:
 
     def budget(self, terms: dict) -> Budget:
         return compute_budget(self.entries, terms)
+
+    def step_of_pair(self, pair: str) -> dict | None:
+        """The step an earlier check of this model pair spent (labels on demand), or None."""
+        return next((e for e in self.entries if e.get("kind") == "step" and e.get("pair") == pair),
+                    None)
 
     def history(self, *more: dict) -> list[str]:
         """The times of the spent steps (public: the team sees when checks ran)."""
@@ -203,6 +240,13 @@ def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
     if gate.testset.encrypted:
         gate.progress(f"loading test set {gate.testset.given}")
     return gate.testset.load()
+
+
+def require_rows(gate: Gate, rows: int, needed: int, advice: str) -> None:
+    """Refuse a test set smaller than the plan needs (exit 3), before anything is evaluated."""
+    if rows < needed:
+        raise TestSetTooSmall(f"test set {gate.testset.given}: need {needed} labelled examples, "
+                              f"have {rows}; {advice}")
 
 
 def register_if_new(gate: Gate, state: LedgerState, note: dict) -> None:
@@ -291,6 +335,12 @@ def deliver_private(gate: Gate, record: dict) -> str | None:
     return gate.sink.describe()
 
 
+def private_record(gate: Gate, state: LedgerState, done: Committed, **more) -> dict:
+    """A record for the private sink about the step ``done``."""
+    return {"gate": gate.cfg.gate_name, "testset": state.fingerprint, "step": done.step,
+            "time": done.entry["time"], "new": gate.new, "old": gate.old, **more}
+
+
 def failure_record(evaluation: Evaluation) -> dict:
     """A model's failure on the test data, for the private sink only (it may quote features)."""
     failure = evaluation.failure
@@ -302,5 +352,3 @@ def public_details(gate: Gate, **more) -> dict:
     return {"new": gate.new, "old": gate.old, **more}
 
 
-def refuse_config(cfg: GateConfig, exc: Exception) -> ConfigError:
-    return ConfigError(f"{cfg.display_name}: {exc}")

@@ -30,7 +30,7 @@ from . import workflow
 from .alert_issue import DEFAULT_LABELS, upsert_alert_issue
 from .api import GitHubClient, GitHubError, GitHubForbidden, GitHubRateLimited
 from .comment import marker, upsert_comment
-from .report import GateReport, render_comment, render_summary
+from .report import GateReport, render_comment, render_meter_gauge, render_summary
 
 KEY_ENV = "EASEML_TESTSET_KEY"
 
@@ -424,7 +424,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
     ``meter-fail-above`` is set and the reported range starts at or above it (or the meter
     cannot run: with a threshold set, no answer is a failure, exit 2); otherwise its problems
     are warnings. Its answer is a step of the meter's own test set, recorded before it shows."""
-    from ..gate.meter import GATE_NAME, fails_above, render_gauge, run_meter
+    from ..gate.meter import GATE_NAME, run_meter
     from ..gate.registration import open_ledger_backend
 
     try:
@@ -449,7 +449,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
             return 2
         reporter.warn(f"the meter could not run: {text}")
         return 0
-    gauge = render_gauge(result)
+    gauge = render_meter_gauge(result)
     workflow.append_summary(gauge + "\n", summary_path)
     reporter.log(f"easeml-ci: {GATE_NAME}: {result.answer}")
     number = inputs.pr_number or ctx.pr_number
@@ -460,8 +460,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
                            reporter.client.authenticated_login())
         except GitHubError as exc:
             reporter.api_warning(f"post the meter comment on #{number}", exc)
-    edges = list(result.plan.ranges.edges)
-    if fails_above(result, inputs.meter_fail_above, edges):
+    if result.fails_above(inputs.meter_fail_above):
         workflow.annotate(reporter.out, "error", f"overfitting {result.answer}: at or above "
                           f"{inputs.meter_fail_above:g} (meter-fail-above)", title=GATE_NAME)
         return 1

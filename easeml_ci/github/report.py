@@ -17,6 +17,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..gate.results import METER_NAME
+
+
 PUBLIC_CLAUSE_KEYS = ("text", "verdict", "line")
 # An underpowered run states the tolerance the test set's *size* supports: a function of the
 # plan and the number of examples, not of any label, so it may be shown.
@@ -273,3 +276,22 @@ def render_comment(r: GateReport, marker: str) -> str:
         foot += f" · commit `{r.commit[:12]}`"
     parts += ["", foot + " · easeml-ci</sub>"]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def render_meter_gauge(result) -> str:
+    """Markdown for a job summary or a pull-request comment: the ranges as a gauge, the answer
+    marked, and the budget. Shows nothing about the test set beyond the answer."""
+    if result.answer == "withheld":
+        head = "**Overfitting:** withheld (adaptivity `none`: the answer went to a private sink)"
+        gauge = " · ".join(result.ranges)
+    else:
+        head = f"**Overfitting** (validation minus true accuracy): **{result.answer}**"
+        gauge = " · ".join(f"**[ {r} ]**" if r == result.answer else r for r in result.ranges)
+    b = result.budget.to_dict()
+    return "\n".join([
+        f"### {METER_NAME}", "", head, "", gauge, "",
+        f"Validation accuracy (your own set): {result.validation_accuracy:.4f}. Guaranteed up to "
+        f"±{100 * result.plan.ranges.tolerance:g}% at each edge, reliability "
+        f"{result.plan.reliability} for every answer of the test set's life.",
+        f"Test set `{result.fingerprint[:12]}`: {b['used']} of {b['total']} answers used "
+        f"({b['status']})."])

@@ -19,6 +19,7 @@ from .testset import (
     is_unlabelled_file,
     load_any_testset,
     load_encrypted,
+    load_own_testset,
     load_partly_labelled_csv,
     load_plaintext,
     load_pool,
@@ -35,7 +36,7 @@ from .testset import (
 __all__ = [
     "ALLOWED_SUFFIXES", "ENCRYPTED_SUFFIX", "PLAIN_SUFFIXES", "TestSet", "TestSetSource",
     "UnlabelledTestSet", "encrypt_testset", "encrypt_unlabelled_testset", "fingerprint_arrays",
-    "fingerprint_unlabelled", "is_unlabelled_file", "load_any_testset", "load_encrypted",
+    "fingerprint_unlabelled", "is_unlabelled_file", "load_any_testset", "load_encrypted", "load_own_testset",
     "load_partly_labelled_csv", "load_plaintext", "load_pool", "load_testset",
     "load_unlabelled_testset", "save_pool", "save_testset", "save_unlabelled_testset",
     "testset_fingerprint", "testset_from_arrays", "unlabelled_from_arrays",

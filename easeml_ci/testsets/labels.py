@@ -42,7 +42,7 @@ import numpy as np
 from . import crypto
 from ..errors import InputError
 from ..ledger.chain import GENESIS, canonical, entry_hash, seal
-from .testset import UnlabelledTestSet
+from .testset import TestSet, UnlabelledTestSet
 
 FORMAT = "easeml-ci-labels"
 VERSION = 1
@@ -217,6 +217,17 @@ class LabelStore:
         return AddResult(len(new), unchanged, self.head)
 
     # --- what a decision reads ---------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Where the store is, its head and how many rows are labelled (the owner's eyes only)."""
+        return {"store": str(self.path), "head": self.head, "labelled": len(self.labels)}
+
+    def labelled_view(self, ts: UnlabelledTestSet, y: np.ndarray) -> "UnlabelledTestSet | TestSet":
+        """``ts`` with the label vector ``y`` (:meth:`label_vector`), so that models are checked
+        against the label kind of the labels so far; ``ts`` itself while there are none."""
+        if self.kind is None:
+            return ts
+        return TestSet(X=ts.X, y=y, fingerprint=ts.fingerprint, source=ts.source)
 
     def label_vector(self) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, known)`` in the test set's row order; unknown rows hold a placeholder

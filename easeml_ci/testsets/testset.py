@@ -851,6 +851,18 @@ def load_partly_labelled_csv(path, id_column: str = "id", label_column: str = "l
     return ts, labelled
 
 
+def load_own_testset(path, flag: str, given: str, label_column: str = "label") -> TestSet:
+    """A labelled set the team holds itself (a validation set): plaintext, any format of a test
+    set; ``flag`` and ``given`` name it in errors."""
+    path = _resolve(path)
+    if not path.is_file():
+        raise InputError(f"{flag}: {given} does not exist or is not a file")
+    if crypto.is_encrypted(path):
+        raise InputError(f"{flag}: {given} is encrypted; the validation set is the team's own, "
+                         "plaintext (.npz or .csv, the format of a test set)")
+    return load_testset(path, label_column=label_column)
+
+
 def load_encrypted(path, key_env: str = crypto.DEFAULT_KEY_ENV) -> "TestSet | UnlabelledTestSet":
     """Decrypt an encrypted test set, labelled or unlabelled (the plaintext says which)."""
     path = _resolve(path)
