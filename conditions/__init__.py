@@ -7,7 +7,7 @@
 """
 from .ast import VARIABLES, Clause, Formula
 from .compiler import CompiledClause, compile_clause
-from .errors import ConditionError, PlanError, SampleTooSmall
+from .errors import ConditionError, ConditionsError, PlanError, SampleTooSmall
 from .parser import parse
 from .planner import (
     ADAPTIVITIES,
@@ -27,7 +27,7 @@ from .zones import ImpossibleCondition, check_formula
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
-    "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "Formula",
+    "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "ConditionsError", "Formula",
     "ImpossibleCondition", "Outcomes", "Plan", "PlanError", "SampleTooSmall",
     "SequentialClause", "SequentialDecision", "SequentialPlan", "Verdict",
     "check_formula", "compile_clause", "parse", "plan", "query_count", "sequential_plan",

@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 
-class ConditionError(ValueError):
+class ConditionsError(ValueError):
+    """The root of every error this package raises: catch it to catch them all.
+
+    ``exit_code`` is what a command line exits with when one reaches it (a user's mistake)."""
+
+    exit_code = 2
+
+
+class ConditionError(ConditionsError):
     """A condition text that does not parse or compile.
 
     The message quotes the text with a caret under the offending column and says what was
@@ -19,12 +27,14 @@ class ConditionError(ValueError):
         super().__init__(message)
 
 
-class PlanError(ValueError):
+class PlanError(ConditionsError):
     """Parameters of a plan that are out of their allowed range (reliability, steps, ...)."""
 
 
-class SampleTooSmall(ValueError):
+class SampleTooSmall(ConditionsError):
     """A test set smaller than the plan needs was given to a decision."""
+
+    exit_code = 3  # as a test set too small for its plan (easeml_ci.errors.TestSetTooSmall)
 
     def __init__(self, needed: int, have: int):
         self.needed = needed

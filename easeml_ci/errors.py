@@ -5,11 +5,22 @@ prints one line and exits without a traceback. Catch at the level you care about
 """
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `easeml-ci` and the Action exit with; each error class carries its own."""
+
+    PASS = 0          # a pass, a withheld verdict, or an answer that does not gate
+    FAIL = 1          # a fail (a model that failed on the test data is a fail)
+    USAGE = 2         # bad input, or no verdict the gate can stand behind; nothing decided
+    NO_BUDGET = 3     # the test set is retired, spent or too small for its plan
+
 
 class EasemlError(Exception):
     """Base class: a user-facing failure with a one-line message and an exit code."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -22,7 +33,7 @@ class EasemlError(Exception):
 class UsageError(EasemlError):
     """Bad input: configuration, files, keys, arguments (exit 2, nothing written anywhere)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(UsageError):
@@ -43,7 +54,7 @@ class ModelFailedOnTestSet(EasemlError):
     the test set was checked before it was opened (:func:`easeml_ci.models.preflight`).
     """
 
-    exit_code = 1
+    exit_code = ExitCode.FAIL
 
     def __init__(self, spec: str, detail: str):
         super().__init__(f"model {spec} could not be evaluated on the test set")
@@ -54,7 +65,7 @@ class ModelFailedOnTestSet(EasemlError):
 class BudgetError(EasemlError):
     """The test set cannot certify: it is retired, its steps are spent, or it is too small (exit 3)."""
 
-    exit_code = 3
+    exit_code = ExitCode.NO_BUDGET
 
 
 class TestSetTooSmall(BudgetError):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from conditions import ConditionError
+from conditions import ConditionError, ConditionsError
 
 from ..errors import BudgetExhausted, EasemlError, TestSetTooSmall
 
@@ -28,16 +28,17 @@ class ErrorMappingGroup(click.Group):
     """A click group that turns domain errors into one line on stderr and their exit code.
 
     A user mistake is an :class:`EasemlError` (which knows its exit code) or a
-    :class:`conditions.ConditionError` (exit 2); neither ever shows a traceback.
+    :class:`conditions.ConditionsError` (exit 2, or 3 for a sample too small); neither ever
+    shows a traceback.
     """
 
     def invoke(self, ctx: click.Context):
         as_json = "--json" in ctx.args  # everything after the subcommand's name
         try:
             return super().invoke(ctx)
-        except (EasemlError, ConditionError) as exc:
-            code = getattr(exc, "exit_code", 2)
-            message = getattr(exc, "message", str(exc))
+        except (EasemlError, ConditionsError) as exc:
+            code = exc.exit_code
+            message = exc.message if isinstance(exc, EasemlError) else str(exc)
             if as_json:  # stdout still carries exactly one JSON object
                 click.echo(json.dumps(error_object(exc, code), sort_keys=True, default=str))
             click.echo(f"error: {message}", err=True)

@@ -24,8 +24,6 @@ from ..errors import EasemlError, UsageError
 class SinkError(EasemlError):
     """The verdict was recorded but could not be delivered to the private sink."""
 
-    exit_code = 2
-
 
 def _repository_root(workdir: Path) -> Path:
     """The enclosing git work tree, or ``workdir`` itself outside git."""

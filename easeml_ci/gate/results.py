@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from ..ledger import Budget
 
 METER_NAME = "easeml-meter"  # the meter's gate name in reports, comments and records
@@ -75,8 +75,8 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.verdict == "fail" else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAIL if self.verdict == "fail" else ExitCode.PASS
 
     def to_dict(self) -> dict:
         out = {
@@ -120,7 +120,7 @@ class MeterResult:
     private_sink: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    exit_code = 0
+    exit_code = ExitCode.PASS  # the meter informs; a job fails on it only by meter-fail-above
 
     @property
     def adaptivity(self) -> str:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-from conditions import ConditionError
+from conditions import ConditionsError
 
-from ..errors import BudgetExhausted, EasemlError, UsageError
+from ..errors import BudgetExhausted, EasemlError, ExitCode, UsageError
 from ..redact import redact
 from . import workflow
 from .alert_issue import DEFAULT_LABELS, upsert_alert_issue
@@ -327,7 +327,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     where = None  # the ledger used, named in every report
     result = None
     fingerprint = None
-    verdict, exit_code, message, alert, budget = "error", 2, None, None, None
+    verdict, exit_code, message, alert, budget = "error", ExitCode.USAGE, None, None, None
     try:
         if inputs.head_sha:  # before anything is decrypted; no PR is addressed until verified
             claimed = inputs.pr_number
@@ -379,8 +379,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         if KEY_ENV in message and not os.environ.get(KEY_ENV):
             message += (" — the testset-key input was empty: pass it from a secret; pull requests "
                         "from forks get no secrets (see the fork-safe workflow_run pattern)")
-    except ConditionError as exc:  # the language's own errors; anything else is a bug and says so
-        verdict, exit_code, message = "error", 2, str(exc)
+    except ConditionsError as exc:  # the language's own errors; anything else is a bug and says so
+        verdict, exit_code, message = "error", exc.exit_code, str(exc)
 
     if message:  # the summary and the comment are not masked by the runner
         message = redact(message, [inputs.alert_webhook, getattr(cfg, "webhook", None),
@@ -410,7 +410,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     if inputs.commit_status and repository:
         reporter.commit_status(report, repository, inputs.head_sha or ctx.head_sha)
     exit_code = report.exit_code
-    if inputs.meter_validation and cfg is not None and exit_code != 2:
+    if inputs.meter_validation and cfg is not None and exit_code != ExitCode.USAGE:
         meter_code = run_meter_step(inputs, ctx, cfg, reporter, config_rel, summary_path)
         exit_code = max(exit_code, meter_code)
     scratch.cleanup()
@@ -439,16 +439,16 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
                            backend=open_ledger_backend(cfg),
                            register=ctx.may_register,
                            progress=lambda m: reporter.log(f"... meter: {m}"))
-    except (EasemlError, ConditionError) as exc:
+    except (EasemlError, ConditionsError) as exc:
         text = redact(getattr(exc, "message", str(exc)), [inputs.alert_webhook])
         workflow.append_summary(f"### {GATE_NAME}\n\n> the meter could not run: {text}\n",
                                 summary_path)
         if inputs.meter_fail_above is not None:
             workflow.annotate(reporter.out, "error", f"the meter could not run: {text}",
                               title=GATE_NAME)
-            return 2
+            return ExitCode.USAGE
         reporter.warn(f"the meter could not run: {text}")
-        return 0
+        return ExitCode.PASS
     gauge = render_meter_gauge(result)
     workflow.append_summary(gauge + "\n", summary_path)
     reporter.log(f"easeml-ci: {GATE_NAME}: {result.answer}")
@@ -463,8 +463,8 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
     if result.fails_above(inputs.meter_fail_above):
         workflow.annotate(reporter.out, "error", f"overfitting {result.answer}: at or above "
                           f"{inputs.meter_fail_above:g} (meter-fail-above)", title=GATE_NAME)
-        return 1
-    return 0
+        return ExitCode.FAIL
+    return ExitCode.PASS
 
 
 def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..errors import ExitCode
 from ..gate.results import METER_NAME
 
 
@@ -65,8 +66,8 @@ class GateReport:
             public.append(row)
         if withhold and verdict in ("pass", "fail"):
             verdict = "withheld"
-        if withhold and exit_code == 1:
-            exit_code = 0
+        if withhold and exit_code == ExitCode.FAIL:
+            exit_code = ExitCode.PASS
         return cls(gate=gate, config_path=config_path, verdict=verdict, exit_code=exit_code,
                    adaptivity=adaptivity, clauses=public, budget=_public_budget(budget),
                    show_metrics=bool(show_metrics and not withhold),

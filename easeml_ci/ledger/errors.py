@@ -19,8 +19,6 @@ class LedgerConflict(Exception):
 class LedgerCorrupt(EasemlError):
     """The ledger cannot be read or written as it stands (not a budget question; exit 2)."""
 
-    exit_code = 2
-
 
 class LedgerSpent(Exception):
     """Raised inside :meth:`Ledger.record_step` when the budget ran out before the append.

@@ -80,8 +80,6 @@ ledger verify` detects any change, and the branch history keeps every step.
 class LedgerWriteDenied(LedgerCorrupt):
     """The token cannot write the ledger branch: the step cannot be recorded, so nothing is shown."""
 
-    exit_code = 2
-
 
 class GitHubBackend:
     """Ledger entries in ``<directory>/<fingerprint>.jsonl`` on ``branch`` of ``repository``."""

@@ -58,8 +58,6 @@ class LedgerTampered(LedgerCorrupt):
     ``report`` is the :class:`VerifyReport` that found it.
     """
 
-    exit_code = 2
-
     def __init__(self, message: str, report: VerifyReport):
         super().__init__(message)
         self.report = report
