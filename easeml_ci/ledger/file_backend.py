@@ -30,6 +30,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..atomic import atomic_write, fsync_dir
 from .chain import canonical, parse_lines
 from .errors import LedgerConflict, LedgerCorrupt
 
@@ -154,18 +155,12 @@ class FileBackend:
             finally:
                 os.close(fd)
             if is_new:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             self._write_head(fingerprint, expected_length + 1, entry.get("hash"))
 
     def _write_head(self, fingerprint: str, length: int, last_hash: str | None) -> None:
-        path = self._path(fingerprint, ".head")
-        tmp = path.with_suffix(".head.tmp")
-        with open(tmp, "w") as fh:
+        with atomic_write(self._path(fingerprint, ".head"), "w") as fh:
             json.dump({"length": length, "hash": last_hash}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.directory)
 
     def fingerprints(self) -> list[str]:
         """Fingerprints of all ledgers in the directory (for ``ledger status`` without a test set)."""
@@ -183,9 +178,3 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

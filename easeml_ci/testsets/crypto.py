@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Protocol
 
+from ..atomic import atomic_write
 from ..errors import InputError
 
 MAGIC = b"EASEMLTS"
@@ -151,24 +152,16 @@ def encrypt_to_file(
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     aead = AESGCM(key)
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC + struct.pack("<I", len(raw)) + raw)
-            index = 0
-            for chunk in _rechunk(parts, chunk_bytes, total_bytes):
-                nonce = os.urandom(NONCE_BYTES)
-                fh.write(nonce)
-                fh.write(aead.encrypt(nonce, chunk, _aad(raw, index, index == chunks - 1)))
-                index += 1
-            if index != chunks:  # pragma: no cover - guards a caller passing a wrong total
-                raise ValueError(f"expected {chunks} chunks, produced {index}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(out_path, "wb", perms=0o644) as fh:
+        fh.write(MAGIC + struct.pack("<I", len(raw)) + raw)
+        index = 0
+        for chunk in _rechunk(parts, chunk_bytes, total_bytes):
+            nonce = os.urandom(NONCE_BYTES)
+            fh.write(nonce)
+            fh.write(aead.encrypt(nonce, chunk, _aad(raw, index, index == chunks - 1)))
+            index += 1
+        if index != chunks:  # pragma: no cover - guards a caller passing a wrong total
+            raise ValueError(f"expected {chunks} chunks, produced {index}")
     return EncryptedHeader(fingerprint, header["key_id"], chunk_bytes, total_bytes, chunks, raw,
                            len(MAGIC) + 4 + len(raw))
 

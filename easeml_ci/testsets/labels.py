@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import crypto
+from ..atomic import write_bytes
 from ..errors import InputError
 from ..ledger.chain import GENESIS, canonical, entry_hash, seal
 from .testset import TestSet, UnlabelledTestSet
@@ -250,19 +251,10 @@ def _associated(record: dict) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_bytes(path, data, perms=0o600)
     except OSError as exc:
         raise InputError(f"cannot write the label store {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --- reading a labels CSV ------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from . import crypto
+from ..atomic import atomic_write
 from ..errors import InputError
 
 PLAIN_SUFFIXES = (".npz", ".csv")
@@ -573,23 +574,17 @@ def _write_private(out: Path, X: np.ndarray, y: np.ndarray | None, label_column:
     if suffix not in PLAIN_SUFFIXES:
         raise InputError(f"cannot write {out}: extension {out.suffix or '(none)'!r}; allowed: "
                          f"{', '.join(PLAIN_SUFFIXES)}")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         if suffix == ".npz":
             arrays = {"X": np.asarray(X)} if y is None else {"X": np.asarray(X), npz_key: np.asarray(y)}
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(out, "wb", perms=0o600) as fh:
                 np.savez(fh, **arrays)
         else:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            with atomic_write(out, "w", perms=0o600, newline="") as fh:
                 for chunk in _iter_csv_lines(X, y, label_column):
                     fh.write(chunk)
-        os.replace(tmp, out)
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 
