@@ -326,7 +326,7 @@ def test_onnx_inputs_that_do_not_fit_are_input_errors(tmp_path, testset, case):
 
 
 def test_wide_inputs_get_smaller_batches(tmp_path):
-    from easeml_ci import models
+    from easeml_ci.models import onnx as models_onnx
 
     rows, width = 600, 4096  # 16 KiB per row: the 32 MiB cap allows 2,048 rows per call
     X = np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
@@ -334,12 +334,12 @@ def test_wide_inputs_get_smaller_batches(tmp_path):
     path = _score_model(tmp_path / "wide.onnx", W)
     calls = []
     model = OnnxModel(path, "wide.onnx", output="argmax")
-    cap = models._MAX_BATCH_INPUT_BYTES
-    models._MAX_BATCH_INPUT_BYTES = 256 * width * 4  # 256 rows per call, to keep the test small
+    cap = models_onnx._MAX_BATCH_INPUT_BYTES
+    models_onnx._MAX_BATCH_INPUT_BYTES = 256 * width * 4  # 256 rows per call, to keep the test small
     try:
         preds = model.predict(X, progress=lambda d, n: calls.append(d))
     finally:
-        models._MAX_BATCH_INPUT_BYTES = cap
+        models_onnx._MAX_BATCH_INPUT_BYTES = cap
     assert calls == [256, 512, 600]
     np.testing.assert_array_equal(preds, np.argmax(X @ W, axis=1))
 

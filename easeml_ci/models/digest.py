@@ -13,7 +13,13 @@ import posixpath
 from pathlib import Path
 
 from ..errors import InputError
-from . import GIT_PREFIX, external_data_locations, parse_git_spec, parse_onnx, read_git_blob
+from . import (
+    GIT_PREFIX,
+    external_data_locations,
+    parse_git_spec,
+    parse_onnx,
+    read_git_blob,
+)
 
 __all__ = ["model_digest", "pair_digest"]
 

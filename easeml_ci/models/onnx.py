@@ -1,0 +1,398 @@
+"""ONNX models run with onnxruntime: the graph checked on synthetic input before any data, then
+run on the test set in batches under the clock and the memory ceiling."""
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelFailedOnTestSet
+from ..testsets import TestSet
+from .git import GIT_PREFIX, parse_git_spec, read_git_blob
+from .output import NotLabels, OutputRule, decode_predictions, describe_labels, rule_of
+from .schema import Progress, TestSetSchema
+
+# Rows per onnxruntime call. Measured on 1M rows x 20 features (bench/check_overhead.py): an MLP
+# (128, 128) run on the whole array peaks at +1 GB of activations and is *slower* than batches
+# (16,384 rows: +43 MB; 8,192 rows: +27 MB, same speed); a 100-tree ensemble costs the same CPU
+# time at any batch size. Per-call overhead is ~0.1 ms, about 1% of an 8k-row batch. Wide
+# inputs get fewer rows (at most 32 MiB of input per call).
+DEFAULT_BATCH_ROWS = 8_192
+_MAX_BATCH_INPUT_BYTES = 32 * 1024 * 1024
+SYNTHETIC_ROWS = (2, 5)  # rows of preflight's two synthetic batches (see _synthetic_inputs)
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+_LABEL_TENSORS = ("tensor(int64)", "tensor(int32)", "tensor(int16)", "tensor(int8)",
+                  "tensor(uint64)", "tensor(uint32)", "tensor(uint16)", "tensor(uint8)",
+                  "tensor(bool)", "tensor(string)")
+_SCORE_TENSORS = ("tensor(float)", "tensor(double)", "tensor(float16)")
+
+
+# --- ONNX ----------------------------------------------------------------------------------------
+
+def _whole(exc: BaseException) -> str:
+    """An exception's whole text on one line (onnxruntime's span several)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def parse_onnx(blob: bytes):
+    """The ModelProto of ``blob`` without loading external data; None if it does not parse
+    (onnxruntime then says why, in its own words)."""
+    import onnx
+
+    try:
+        return onnx.load_from_string(blob)
+    except Exception:  # noqa: BLE001 - protobuf raises its own types; reported by onnxruntime
+        return None
+
+
+def _all_tensors(graph):
+    """Every TensorProto in a graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
+def external_data_locations(model_proto) -> list[str]:
+    """The external data files a model's tensors point to (relative to the model's folder)."""
+    from onnx import TensorProto
+
+    seen: list[str] = []
+    for tensor in _all_tensors(model_proto.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((kv.value for kv in tensor.external_data if kv.key == "location"), "")
+        if location not in seen:
+            seen.append(location)
+    return seen
+
+
+def _check_location(location: str, label: str) -> None:
+    """External data must lie beside the model: a path out of its folder could make the model's
+    weights (and so its outputs, and the messages about them) out of any file on the runner."""
+    parts = PurePosixPath(location.replace("\\", "/")).parts
+    if not location or location.startswith(("/", "\\")) or ".." in parts or (
+            len(location) > 1 and location[1] == ":"):
+        raise InputError(f"ONNX model {label} keeps weights in external data {location!r}, "
+                         f"outside its own folder; easeml-ci reads external data only from files "
+                         f"in the model's folder (export with a relative location such as "
+                         f"'model.onnx.data')")
+
+
+def _check_local_external(path: Path, locations: list[str], label: str) -> None:
+    folder = path.parent.resolve()
+    for location in locations:
+        _check_location(location, label)
+        data = path.parent / location
+        if data.is_symlink() or not data.resolve().is_relative_to(folder):
+            raise InputError(f"ONNX model {label} keeps weights in {data}, a symbolic link; "
+                             f"easeml-ci reads external data only from plain files in the "
+                             f"model's folder")
+        if not data.is_file():
+            raise InputError(f"ONNX model {label} keeps its weights in the external data file "
+                             f"{data}, which does not exist; put it beside the model (PyTorch "
+                             f"writes it next to the .onnx file: commit both)")
+
+
+def _strip_zipmap(model) -> bytes:
+    """Remove skl2onnx's ZipMap nodes (probabilities as a list of dicts): we never need them,
+    and building millions of Python-visible maps dominates the run time when they are present."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    zipmaps = [n for n in graph.node if n.op_type == "ZipMap"]
+    dropped = {n.output[0]: n.input[0] for n in zipmaps}
+    for node in zipmaps:
+        graph.node.remove(node)
+    kept = [o for o in graph.output if o.name not in dropped]
+    del graph.output[:]
+    graph.output.extend(kept)
+    if not any(o.type.HasField("tensor_type") for o in kept):
+        for src in dropped.values():  # keep the probabilities tensor for an argmax
+            graph.output.append(helper.make_tensor_value_info(src, onnx.TensorProto.FLOAT, None))
+    return model.SerializeToString()
+
+
+def _synthetic_inputs(width: int, feature_dtype, input_dtype: np.dtype):
+    """Made-up feature rows for preflight: zeros, then standard normal values (small
+    non-negative integers for an integer input, which may index a table). Two batch sizes, so
+    an output that does not follow the batch is seen; neither is 1, which some exports squeeze
+    to a scalar."""
+    rng = np.random.default_rng(0)
+    zeros_rows, random_rows = SYNTHETIC_ROWS
+    yield "zeros", np.zeros((zeros_rows, width), dtype=feature_dtype)
+    if input_dtype.kind in "iu":
+        yield "small integers", rng.integers(0, 4, size=(random_rows, width)).astype(feature_dtype)
+    else:
+        yield "standard normal values", rng.normal(size=(random_rows, width)).astype(feature_dtype)
+
+
+class _RunFailed(Exception):
+    """onnxruntime failed while running the model; the text is onnxruntime's, whole."""
+
+
+class OnnxModel:
+    """An onnxruntime session plus the conventions to get labels out of it.
+
+    ``source`` is the model's path (external data files are read from its folder) or its bytes
+    (a model with external data cannot be built from bytes: use :meth:`from_spec`).
+    """
+
+    def __init__(self, source: Path | bytes, label: str, *, output: OutputRule | None = None,
+                 session_options=None):
+        import onnxruntime as ort
+
+        self.label = label
+        self.output = rule_of(output)
+        path = None if isinstance(source, (bytes, bytearray)) else Path(source)
+        try:
+            blob = bytes(source) if path is None else path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read model {label}: {exc.strerror or exc}") from None
+        self.size_bytes = len(blob)
+        target: str | bytes = blob
+        if b"ZipMap" in blob or b"location" in blob:  # cheap screens before parsing the graph
+            proto = parse_onnx(blob)
+            external = external_data_locations(proto) if proto is not None else []
+            if external:
+                if path is None:
+                    raise InputError(f"ONNX model {label} keeps its weights in external data "
+                                     f"({', '.join(map(repr, external))}), which cannot be read "
+                                     f"from memory; load it from its path")
+                _check_local_external(path, external, label)
+                # ZipMap stays: cutting it out would need the weights in memory. It costs time,
+                # not correctness (the label output is read, never the maps).
+                target = str(path)
+            elif proto is not None and any(n.op_type == "ZipMap" for n in proto.graph.node):
+                target = _strip_zipmap(proto)
+        if session_options is None:
+            session_options = ort.SessionOptions()
+            # Batches all have one shape, so the memory-pattern plan buys no measurable speed,
+            # but it holds a second block for the intermediates (+17 MB vs +9 MB for an MLP
+            # (128, 128) on 8k-row batches).
+            session_options.enable_mem_pattern = False
+        # onnxruntime logs a failed run's error to the process's stderr itself, before raising:
+        # shapes and sizes computed from the secret features, in the job's public log. Only
+        # fatal messages; the error still reaches us as the exception (the private detail).
+        session_options.log_severity_level = 4
+        try:
+            self.session = ort.InferenceSession(target, sess_options=session_options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise InputError(f"cannot load ONNX model {label}: {_whole(exc)}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise InputError(f"ONNX model {label} has {len(inputs)} inputs "
+                             f"({', '.join(i.name for i in inputs)}); easeml-ci feeds one 2-D "
+                             f"feature tensor (export with a single input)")
+        self.input = inputs[0]
+        if self.input.type not in _ONNX_DTYPES:
+            raise InputError(f"ONNX model {label} takes {self.input.type}; easeml-ci can feed "
+                             f"{', '.join(sorted(_ONNX_DTYPES))}")
+        self.input_dtype = np.dtype(_ONNX_DTYPES[self.input.type])
+        self.output_name, self.output_rule = self._choose_output(self.session.get_outputs())
+
+    @classmethod
+    def from_spec(cls, spec: str, *, repo: Path = Path("."), output: OutputRule | None = None,
+                  ) -> "OnnxModel":
+        """A path, or ``git:REF:PATH``: with external data, the model and its data files are
+        written from that tree to a private temporary folder, loaded, and the folder removed."""
+        spec = str(spec)
+        if not spec.startswith(GIT_PREFIX):
+            return cls(Path(spec), spec, output=output)
+        ref, path = parse_git_spec(spec)
+        _, blob = read_git_blob(spec, repo)
+        proto = parse_onnx(blob) if b"location" in blob else None
+        external = external_data_locations(proto) if proto is not None else []
+        if not external:
+            return cls(blob, spec, output=output)
+        with tempfile.TemporaryDirectory(prefix="easeml-model-") as tmp:  # mode 0700
+            folder = Path(tmp)
+            for location in external:
+                _check_location(location, spec)
+                data_path = posixpath.join(posixpath.dirname(path), location)
+                try:
+                    _, data = read_git_blob(f"{GIT_PREFIX}{ref}:{data_path}", repo)
+                except InputError as exc:
+                    raise InputError(f"ONNX model {spec} keeps its weights in the external data "
+                                     f"file {location!r}, which is not readable on {ref}: "
+                                     f"{exc.message}") from None
+                target = folder / location
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            model_file = folder / posixpath.basename(path)
+            model_file.write_bytes(blob)
+            return cls(model_file, spec, output=output)
+
+    @property
+    def n_features(self) -> int | None:
+        shape = self.input.shape
+        if len(shape) == 2 and isinstance(shape[1], int):
+            return shape[1]
+        return None
+
+    def _choose_output(self, outputs: Sequence) -> tuple[str, str]:
+        tensors = [o for o in outputs if str(o.type).startswith("tensor(")]
+        for o in tensors:
+            if "label" in o.name.lower() and o.type in _LABEL_TENSORS:
+                return o.name, "label"
+        for o in tensors:
+            if o.type in _LABEL_TENSORS:
+                return o.name, "label"
+        for o in tensors:
+            if o.type in _SCORE_TENSORS:
+                return o.name, "scores"
+        raise InputError(f"ONNX model {self.label} has no tensor output to read predictions from "
+                         f"(outputs: {', '.join(f'{o.name} {o.type}' for o in outputs)})")
+
+    # --- checks without the test set ----------------------------------------------------------
+
+    def check(self, schema: TestSetSchema) -> None:
+        """Everything checkable without the test data: the input's rank, batch dimension and
+        width, and a run on synthetic rows whose output must decode to labels of the test set's
+        kind. InputError on any problem (its text comes from the model and synthetic input)."""
+        shape = list(self.input.shape or [])
+        name = self.input.name
+        if shape and len(shape) != 2:
+            raise InputError(f"ONNX model {self.label} takes input {name!r} of shape {shape}; "
+                             f"easeml-ci feeds a 2-D [examples, features] tensor")
+        if shape and isinstance(shape[0], int):
+            raise InputError(
+                f"ONNX model {self.label} takes a fixed batch of {shape[0]} row"
+                f"{'s' if shape[0] != 1 else ''} (input {name!r} has shape {shape}); easeml-ci "
+                f"feeds the test set in batches of thousands of rows, so the batch dimension "
+                f"must be dynamic. Export it with one: torch.onnx.export(..., input_names="
+                f"[{name!r}], output_names=[{self.output_name!r}], dynamic_axes={{{name!r}: "
+                f"{{0: 'batch'}}, {self.output_name!r}: {{0: 'batch'}}}}) (with dynamo=True: "
+                f"dynamic_shapes), or in skl2onnx initial_types=[({name!r}, FloatTensorType("
+                f"[None, {shape[1]}]))]")
+        want = self.n_features
+        if want is not None and schema.n_features is not None and want != schema.n_features:
+            raise InputError(f"ONNX model {self.label} expects {want} features but "
+                             f"{schema.where} has {schema.n_features}")
+        if self.output is not None and schema.label_kind is not None and (
+                (self.output.label_kind == "text") != (schema.label_kind == "text")
+                and self.output_rule == "scores"):
+            raise InputError(f"ONNX model {self.label}: `output: {self.output}` gives "
+                             f"{self.output.label_kind} labels but {describe_labels(schema.label_kind)}; "
+                             f"name classes of the same kind")
+        width = schema.n_features if schema.n_features is not None else want
+        if width is None:
+            return  # the width is learnt from the test set's schema; load_predictions runs this
+        for kind, X in _synthetic_inputs(width, schema.feature_dtype, self.input_dtype):
+            rows = X.shape[0]
+            what = (f"ONNX model {self.label}, on synthetic input ({rows} rows x {width} "
+                    f"features of {kind}; no test data involved)")
+            try:
+                res = self._run_batch(X)
+                if res.dtype.kind == "f":  # values on made-up rows say nothing: NaN is no fault
+                    res = np.nan_to_num(res, nan=0.0, posinf=0.0, neginf=0.0)
+                self._decode_batch(res, rows, schema.label_kind)
+            except _RunFailed as exc:
+                raise InputError(f"{what}, fails: {exc}") from None
+            except NotLabels as exc:
+                raise InputError(f"{what}: {exc}") from None
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _run_batch(self, batch: np.ndarray, run_options=None) -> np.ndarray:
+        if batch.dtype != self.input_dtype or not batch.flags.c_contiguous:
+            batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        try:
+            (res,) = self.session.run([self.output_name], {self.input.name: batch}, run_options)
+        except Exception as exc:  # onnxruntime's own error types
+            raise _RunFailed(_whole(exc)) from None
+        return np.asarray(res)
+
+    def _decode_batch(self, res: np.ndarray, rows: int, label_kind: str | None) -> np.ndarray:
+        if res.ndim == 0 or res.shape[0] != rows:
+            raise NotLabels(f"output {self.output_name!r} has shape {res.shape} for {rows} "
+                             f"examples; expected one prediction per example (the batch "
+                             f"dimension must run through the model)")
+        return decode_predictions(res, self.output, label_kind, f"output {self.output_name!r}")
+
+    def _predict(self, X: np.ndarray, label_kind: str | None, batch_size: int,
+                 progress: Progress | None, run_options=None) -> np.ndarray:
+        n = X.shape[0]
+        row_bytes = max(1, X.shape[1] * self.input_dtype.itemsize)
+        batch_size = max(1, min(batch_size, _MAX_BATCH_INPUT_BYTES // row_bytes))
+        pieces = []
+        for start in range(0, n, batch_size):
+            batch = X[start:start + batch_size]
+            pieces.append(self._decode_batch(self._run_batch(batch, run_options), batch.shape[0],
+                                             label_kind))
+            if progress is not None:
+                progress(min(start + batch_size, n), n)
+        if not pieces:
+            return np.empty(0, dtype=np.int64)
+        out = np.concatenate(pieces)  # batches may differ in text width or int/float
+        if out.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                as_int = out.astype(np.int64)
+            if np.array_equal(as_int, out):
+                return as_int
+        return out
+
+    def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
+                    progress: Progress | None = None, clock=None) -> np.ndarray:
+        """Labels for the test set. Whatever goes wrong here happened on the secret features:
+        :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``). Runs
+        under the memory ceiling (:mod:`.memory_ceiling`) and, with ``clock``, until its
+        deadline (:mod:`.evaluation_clock`)."""
+        from .memory import memory_ceiling
+
+        run_options = clock.run_options if clock is not None else None
+        try:
+            with memory_ceiling():  # running out of memory fails the model, not the job
+                return self._predict(testset.X, TestSetSchema.of(testset).label_kind, batch_size,
+                                     progress, run_options)
+        except (_RunFailed, NotLabels) as exc:
+            detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data
+            detail = (f"ONNX model {self.label} on the test set {testset.source}: "
+                      f"{type(exc).__name__}: {_whole(exc)}")
+        if clock is not None and clock.expired:
+            detail = (f"ONNX model {self.label} on the test set {testset.source}: stopped at the "
+                      f"end of evaluation_time ({clock.seconds:g} s) before it finished")
+        raise ModelFailedOnTestSet(self.label, detail)
+
+    def predict(self, X: np.ndarray, *, batch_size: int = DEFAULT_BATCH_ROWS,
+                progress: Progress | None = None, source="(in memory)") -> np.ndarray:
+        """Labels for every row of ``X`` (not the test set: a pool, a validation split). Checks
+        the model against X's width first; any failure is an InputError."""
+        self.check(TestSetSchema(n_features=int(X.shape[1]), source=str(source)))
+        try:
+            return self._predict(X, None, batch_size, progress)
+        except (_RunFailed, NotLabels) as exc:
+            raise InputError(f"ONNX model {self.label} failed on {source}: {exc}") from None
+
+
+def bare_inference(onnx_path, X: np.ndarray, output: str | None = None) -> np.ndarray:
+    """The baseline of ``bench/check_overhead.py``: a default onnxruntime session, one call on
+    the whole array, the first (label) output — what a user would write by hand."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = output or session.get_outputs()[0].name
+    return session.run([out], {name: X})[0]
