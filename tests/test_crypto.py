@@ -300,14 +300,14 @@ def _encrypt_raw(path, parts, key, fingerprint=None):
 @pytest.mark.parametrize("case", ["float64 features", "nonzero padding", "float labels that are integers",
                                   "not a test set", "extra bytes"])
 def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
-    from easeml_ci.testsets import testset as ts_mod
+    from easeml_ci.testsets import canonical as ts_mod
 
     X = np.arange(6, dtype=np.float32).reshape(3, 2)
     y = np.array([0, 1, 1], dtype="<i8")
     parts = ts_mod.canonical_parts(X, y)
     if case == "float64 features":
         X64 = X.astype("<f8")
-        parts = [ts_mod._preamble(X64, y), X64.tobytes(), b"\0" * ts_mod._pad(X64.nbytes), y.tobytes()]
+        parts = [ts_mod._preamble(X64, y), X64.tobytes(), b"\0" * ts_mod.pad(X64.nbytes), y.tobytes()]
     elif case == "nonzero padding":
         parts[2] = b"\1" * len(parts[2])
     elif case == "float labels that are integers":
@@ -324,7 +324,7 @@ def test_non_canonical_plaintext_is_refused(tmp_path, key, case):
 
 
 def test_a_header_fingerprint_that_does_not_match_the_content_is_refused(tmp_path, key):
-    from easeml_ci.testsets import testset as ts_mod
+    from easeml_ci.testsets import canonical as ts_mod
 
     X = np.ones((2, 2), np.float32)
     y = np.array([0, 1], dtype="<i8")

@@ -5,7 +5,6 @@ Under ``--json`` stdout carries exactly one JSON object and progress stays silen
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -18,7 +18,6 @@ reads a fixed prefix, and a failed clause fails the formula.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from conditions.sequential import FormulaDecision, decide_in_order
 

@@ -43,7 +43,7 @@ from . import crypto
 from ..atomic import write_bytes
 from ..errors import InputError
 from ..ledger.chain import GENESIS, canonical, entry_hash, seal
-from .testset import TestSet, UnlabelledTestSet
+from .canonical import TestSet, UnlabelledTestSet
 
 FORMAT = "easeml-ci-labels"
 VERSION = 1
@@ -313,7 +313,7 @@ def carried_labels(path, id_column: str = "id", label_column: str = "label") -> 
     (None for any other file, or when it carries none): ``testset encrypt`` and ``register``
     move them into the label store."""
     from . import crypto
-    from .testset import load_partly_labelled_csv
+    from .readers import load_partly_labelled_csv
 
     path = Path(path)
     if crypto.is_encrypted(path) or path.suffix.lower() != ".csv":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import crypto
-from .testset import TestSet, UnlabelledTestSet, load_encrypted, load_plaintext
+from .readers import TestSet, UnlabelledTestSet, load_encrypted, load_plaintext
 
 __all__ = ["TestSetSource"]
 
