@@ -256,16 +256,17 @@ def test_ci_runs_the_suite_and_both_linters_with_the_lint_extras_pins():
 
 # --- examples/workflows/automl-worker.yml (issue 12 item 6) ----------------------------------------
 
-def test_automl_worker_installs_the_published_release_and_keeps_its_secrets_off_command_lines():
+def test_automl_worker_installs_the_pinned_release_and_keeps_its_secrets_off_command_lines():
     path = ROOT / "examples/workflows/automl-worker.yml"
     wf, text = load(path), path.read_text()
     job = wf["jobs"]["work"]
     steps = job["steps"]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    # the release, with its AutoML extra, pinned to this project's version; no checkout of the repo
-    assert job["env"]["EASEML_CI_VERSION"] == version
+    # the release, with its AutoML extra, pinned to this project's version by its tag in the
+    # repository (easeml-ci is not on the package index); no checkout of the user's repository
+    assert job["env"]["EASEML_CI_REF"] == f"v{version}"
     install = next(s["run"] for s in steps if "pip install" in s.get("run", ""))
-    assert '"easeml-ci[automl,gpu]==$EASEML_CI_VERSION"' in install
+    assert '"easeml-ci[automl,gpu] @ git+https://github.com/easeml/easeml-ci@$EASEML_CI_REF"' in install
     assert not any(str(s.get("uses", "")).startswith("actions/checkout") for s in steps)
     assert "install ." not in text and "install -e" not in text
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
