@@ -1,4 +1,4 @@
-"""Static checks of action.yml, the workflows and the README's table against each other."""
+"""Static checks of action.yml, the workflows and docs/action.md's table against each other."""
 from __future__ import annotations
 
 import re
@@ -39,9 +39,9 @@ def test_every_input_reaches_the_gate_through_env():
         assert spec["value"] == f"${{{{ steps.gate.outputs.{name} }}}}"
 
 
-def test_readme_documents_every_input_and_output():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section:action -->", 1)[1].split("<!-- section:", 1)[0]
+def test_the_action_page_documents_every_input_and_output():
+    page = (ROOT / "docs" / "action.md").read_text()
+    section = page.split("## Inputs and outputs", 1)[1].split("\n## ", 1)[0]
     for name in list(ACTION["inputs"]) + list(ACTION["outputs"]):
         assert f"| `{name}` |" in section, name
 

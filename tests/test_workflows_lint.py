@@ -362,16 +362,21 @@ def test_examples_use_only_inputs_the_action_declares():
                 assert set(step.get("with") or {}) <= declared, (path.name, step["with"])
 
 
-def test_the_readmes_workflow_example_passes_both_linters(tmp_path):
+def test_the_readmes_workflows_pass_both_linters(tmp_path):
+    """The quick start's two workflows, as the README prints them (compact, not the examples'
+    text), under the file names it gives them."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section:action -->", 1)[1].split("<!-- section:", 1)[0]
-    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
-    assert "easeml/easeml-ci@" in example and "jobs:" in example
-    path = tmp_path / "easeml-gate.yml"
-    path.write_text(example)
-    rc, findings, err = run_zizmor([path])
+    blocks = re.findall(r"```yaml\n# \.github/workflows/([\w.-]+\.yml)\b.*?\n(.*?)```", readme, re.S)
+    assert sorted(name for name, _ in blocks) == ["easeml-gate-fork-safe.yml", "easeml-model.yml"]
+    assert any("easeml/easeml-ci@" in text and "jobs:" in text for _, text in blocks)
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    paths = []
+    for name, text in blocks:
+        paths.append(tmp_path / ".github" / "workflows" / name)
+        paths[-1].write_text(text)
+    rc, findings, err = run_zizmor(paths)
     assert findings == [] and rc == 0, json.dumps(findings, indent=1)[:4000] + err[-1000:]
-    rc, findings, err = run_actionlint([path])
+    rc, findings, err = run_actionlint(paths)
     assert findings == [] and rc == 0, [f.get("message") for f in findings]
 
 
