@@ -198,11 +198,14 @@ def anchors(path: Path) -> set[str]:
             in_code = not in_code
         elif not in_code and re.match(r"#{1,6} ", line):
             out.add(slug(line.lstrip("#")))
+        if not in_code:  # an explicit anchor: <a id="the-pipeline"></a>
+            out.update(re.findall(r"<a (?:id|name)=\"([^\"]+)\"", line))
     return out
 
 
 # docs/design.md's pipeline section is being written beside this change; its anchor is the one
-# every page links to for the step order. Every other anchor must resolve.
+# every page links to for the step order (a heading "## The pipeline", or <a id="the-pipeline">).
+# Drop it from here once docs/design.md has it. Every other anchor must resolve.
 PENDING = {("design.md", "the-pipeline")}
 
 
