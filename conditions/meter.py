@@ -341,10 +341,11 @@ class MeterPlan:
     @property
     def next_step(self) -> str:
         """What the new-test-set alert asks for (the gate's `testset register` would pin the
-        gate's terms; a meter test set is registered by its first answer)."""
+        gate's terms; a meter test set is registered by `meter register`)."""
         return (f"label a fresh test set of at least {self.test_examples:,} examples for the "
-                "meter, point `meter.testset:` (or --testset) at it; its first `easeml-ci meter` "
-                "answer registers it")
+                "meter, point `meter.testset:` (or --testset) at it and register it with "
+                "`easeml-ci meter register` (a first `easeml-ci meter` answer outside a pull "
+                "request registers it too)")
 
     def to_dict(self) -> dict:
         return {"edges": list(self.ranges.edges), "tolerance": self.ranges.tolerance,

@@ -105,12 +105,14 @@ class ClausePlan:
 
     @property
     def labels(self) -> int:
-        """Labelled rows this clause's test needs: every one of its test examples.
+        """Labelled rows this clause's fixed-size test needs: every one of its test examples.
 
-        A test set today carries a label for every row, and the decision reads them all; a
-        ``d``-only clause reads none, but its rows still come labelled. Labelling only the rows
-        where two models disagree is *not* enough: the next model pair disagrees elsewhere
-        (labels on demand, docs/design.md §7, will change this figure; it is not built yet).
+        A test set labelled in advance carries a label for every row, and the decision reads
+        them all; a ``d``-only clause reads none, but its rows still come labelled. Labelling in
+        advance only the rows where two models disagree is *not* enough: the next model pair
+        disagrees elsewhere. A test set labelled on demand (``adaptivity: none``, docs/design.md
+        §7) is decided by :mod:`conditions.sequential`, capped by a fixed-size plan of its own,
+        and needs only the labels a decision reads.
         """
         return self.test_examples
 
@@ -296,7 +298,8 @@ class Plan:
 
     @property
     def labels(self) -> int:
-        """Labelled rows the check needs today: every test example (see :attr:`ClausePlan.labels`)."""
+        """Labelled rows a test set labelled in advance needs: every test example (see
+        :attr:`ClausePlan.labels`)."""
         return self.test_examples
 
     @property
@@ -307,8 +310,9 @@ class Plan:
         The ``d`` clause's exact test passes only when the count of disagreements is at most
         ``N - k`` (k its cutoff on the count of agreements), so a run with more fails whatever
         the labels say. This is the worst case the plan allows, not ``ceil(N * p)``, which the
-        realised count exceeds about half the time at d = p. It is *not* what the check needs
-        labelled today (:attr:`labels`): a later model pair disagrees on other rows.
+        realised count exceeds about half the time at d = p. It is *not* what a test set
+        labelled in advance needs labelled (:attr:`labels`): a later model pair disagrees on
+        other rows.
         """
         n = self.test_examples
         worst = None

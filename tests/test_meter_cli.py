@@ -146,7 +146,7 @@ def test_spent_test_set_retires_and_raises_the_alert(repo):
     refused = repo.run()
     assert refused.exit_code == 3
     assert "has used all 3 steps" in refused.output
-    assert "its first `easeml-ci meter` answer registers it" in refused.output
+    assert "register it with `easeml-ci meter register`" in refused.output
     assert "testset register" not in refused.output
     (entries,) = repo.ledgers().values()
     assert sum(e["kind"] == "step" for e in entries) == 3

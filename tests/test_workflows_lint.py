@@ -256,16 +256,17 @@ def test_ci_runs_the_suite_and_both_linters_with_the_lint_extras_pins():
 
 # --- examples/workflows/automl-worker.yml (issue 12 item 6) ----------------------------------------
 
-def test_automl_worker_installs_the_published_release_and_keeps_its_secrets_off_command_lines():
+def test_automl_worker_installs_the_pinned_release_and_keeps_its_secrets_off_command_lines():
     path = ROOT / "examples/workflows/automl-worker.yml"
     wf, text = load(path), path.read_text()
     job = wf["jobs"]["work"]
     steps = job["steps"]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    # the release, with its AutoML extra, pinned to this project's version; no checkout of the repo
-    assert job["env"]["EASEML_CI_VERSION"] == version
+    # the release, with its AutoML extra, pinned to this project's version by its tag in the
+    # repository (easeml-ci is not on the package index); no checkout of the user's repository
+    assert job["env"]["EASEML_CI_REF"] == f"v{version}"
     install = next(s["run"] for s in steps if "pip install" in s.get("run", ""))
-    assert '"easeml-ci[automl,gpu]==$EASEML_CI_VERSION"' in install
+    assert '"easeml-ci[automl,gpu] @ git+https://github.com/easeml/easeml-ci@$EASEML_CI_REF"' in install
     assert not any(str(s.get("uses", "")).startswith("actions/checkout") for s in steps)
     assert "install ." not in text and "install -e" not in text
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -361,16 +362,21 @@ def test_examples_use_only_inputs_the_action_declares():
                 assert set(step.get("with") or {}) <= declared, (path.name, step["with"])
 
 
-def test_the_readmes_workflow_example_passes_both_linters(tmp_path):
+def test_the_readmes_workflows_pass_both_linters(tmp_path):
+    """The quick start's two workflows, as the README prints them (compact, not the examples'
+    text), under the file names it gives them."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section:action -->", 1)[1].split("<!-- section:", 1)[0]
-    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
-    assert "easeml/easeml-ci@" in example and "jobs:" in example
-    path = tmp_path / "easeml-gate.yml"
-    path.write_text(example)
-    rc, findings, err = run_zizmor([path])
+    blocks = re.findall(r"```yaml\n# \.github/workflows/([\w.-]+\.yml)\b.*?\n(.*?)```", readme, re.S)
+    assert sorted(name for name, _ in blocks) == ["easeml-gate-fork-safe.yml", "easeml-model.yml"]
+    assert any("easeml/easeml-ci@" in text and "jobs:" in text for _, text in blocks)
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    paths = []
+    for name, text in blocks:
+        paths.append(tmp_path / ".github" / "workflows" / name)
+        paths[-1].write_text(text)
+    rc, findings, err = run_zizmor(paths)
     assert findings == [] and rc == 0, json.dumps(findings, indent=1)[:4000] + err[-1000:]
-    rc, findings, err = run_actionlint([path])
+    rc, findings, err = run_actionlint(paths)
     assert findings == [] and rc == 0, [f.get("message") for f in findings]
 
 

@@ -35,9 +35,10 @@ def render_plan(plan: conditions.Plan) -> str:
     table = _table(rows, ["clause", "statistic", "method", "test examples", "labelled rows needed",
                           "ease.ml/ci"])
     ratio = plan.easeml_test_examples / plan.test_examples
-    foot = (f"\nThe check needs {plan.test_examples:,} test examples, every one labelled "
-            f"({plan.labels:,} labelled rows; ease.ml/ci's released code: "
-            f"{plan.easeml_test_examples:,}; {ratio:.1f}x).")
+    foot = (f"\nThe check needs {plan.test_examples:,} test examples, every one labelled when "
+            f"labelled in advance ({plan.labels:,} labelled rows; ease.ml/ci's released code: "
+            f"{plan.easeml_test_examples:,}; {ratio:.1f}x). Under adaptivity none a test set "
+            "labelled on demand needs only the labels its checks' decisions read.")
     worst = plan.disagreements_worst_case
     for c in plan.clauses:
         if c.method == "bennett-d":
@@ -47,8 +48,8 @@ def render_plan(plan: conditions.Plan) -> str:
     if worst is not None:
         foot += (f"\nFor information only: a passing check sees at most {worst:,} disagreements "
                  f"(worst case the d clause allows on {plan.test_examples:,} rows). This is not what "
-                 "needs labels: another model pair disagrees on other rows, so the check needs every "
-                 "row labelled until labels on demand exist.")
+                 "needs labels: another model pair disagrees on other rows, so a test set labelled in "
+                 "advance needs every row labelled.")
     return head + "\n" + table + "\n" + foot
 
 
@@ -69,7 +70,7 @@ def render_plan(plan: conditions.Plan) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, method, have,
          as_json):
-    """Plan how many test examples a condition needs (every one labelled, today)."""
+    """Plan how many test examples a condition needs, and how many labels in advance."""
     overrides = {k: v for k, v in dict(condition=condition, reliability=reliability, mode=mode,
                                        adaptivity=adaptivity, steps=steps, passes=passes,
                                        method=method).items() if v is not None}
