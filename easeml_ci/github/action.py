@@ -353,8 +353,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
         old = inputs.old_model
         if not old:
-            variables = getattr(cfg.formula, "variables", None)
-            needs_old = variables is None or bool(set(variables) & {"o", "d"})
+            needs_old = bool(cfg.formula.variables & {"o", "d"})
             if needs_old:
                 old = default_old_model(inputs.new_model, ctx)
                 if old is None:
@@ -383,19 +382,19 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         verdict, exit_code, message = "error", exc.exit_code, str(exc)
 
     if message:  # the summary and the comment are not masked by the runner
-        message = redact(message, [inputs.alert_webhook, getattr(cfg, "webhook", None),
-                                   getattr(cfg, "private_sink", None)])
-    adaptivity = getattr(cfg, "adaptivity", None)
+        message = redact(message, [inputs.alert_webhook, *((cfg.webhook, cfg.private_sink)
+                                                           if cfg else ())])
+    adaptivity = cfg.adaptivity if cfg else None
     report = GateReport.build(
         gate=gate, config_path=config_rel, verdict=verdict, exit_code=exit_code,
         adaptivity=adaptivity, clauses=[c.to_dict() for c in result.clauses] if result else None, budget=budget,
-        show_metrics=result is not None and bool(getattr(cfg, "show_metrics", False)),
-        metrics=getattr(result, "metrics", None), message=message, alert=alert,
+        show_metrics=result is not None and bool(cfg.show_metrics),
+        metrics=result.metrics if result else None, message=message, alert=alert,
         history=result.history if result else [], commit=inputs.head_sha or ctx.head_sha,
         ledger=where)
 
     alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
-        getattr(cfg, "alert_issue", True))
+        cfg.alert_issue if cfg else True)
     repository = ctx.repository
     if alert and alert_wanted and repository:
         reporter.alert_issue(report, repository, fingerprint)
@@ -429,7 +428,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
 
     try:
         if inputs.meter_fail_above is not None:  # a threshold that is no edge: before any step
-            edges = cfg.meter_plan().ranges.edges if getattr(cfg, "meter", None) else []
+            edges = cfg.meter_plan().ranges.edges if cfg.meter else []
             if not any(abs(inputs.meter_fail_above - e) < 1e-12 for e in edges):
                 raise UsageError(f"input meter-fail-above: {inputs.meter_fail_above:g} is not one "
                                  f"of the meter's edges {list(edges)}; the guarantee is stated at "
@@ -488,7 +487,7 @@ def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,
 
 
 def _annotate(reporter: Reporter, report: GateReport, cfg, config_rel: str) -> None:
-    lines = getattr(cfg, "lines", None) or {}
+    lines = (cfg.lines if cfg else None) or {}
     out = reporter.out
     if report.verdict == "fail":
         failed = [c for c in report.clauses if c.get("verdict") == "fail"]
