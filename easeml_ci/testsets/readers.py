@@ -160,6 +160,10 @@ def load_testset(path, label_column: str = "label", key_env: str = crypto.DEFAUL
     _check_readable(path, "test set")
     if crypto.is_encrypted(path):
         return _load_encrypted(path, key_env)
+    return _load_plain_labelled(path, label_column)
+
+
+def _load_plain_labelled(path: Path, label_column: str) -> TestSet:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         X, y = _read_npz(path)
@@ -317,6 +321,10 @@ def is_unlabelled_file(path, label_column: str = "label", id_column: str = "id")
     path = resolve(path)
     if crypto.is_encrypted(path) or not path.is_file():
         return False
+    return _plain_is_unlabelled(path, label_column, id_column)
+
+
+def _plain_is_unlabelled(path: Path, label_column: str, id_column: str) -> bool:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         try:
@@ -407,14 +415,15 @@ def load_encrypted(path, key_env: str = crypto.DEFAULT_KEY_ENV) -> "TestSet | Un
 
 def load_plaintext(path, label_column: str = "label", id_column: str = "id",
                    ) -> "TestSet | UnlabelledTestSet":
-    """A plaintext test set file: labelled, or (row ids without all labels) unlabelled."""
+    """A plaintext test set file (the caller knows it is not encrypted: :class:`TestSetSource`):
+    labelled, or (row ids without all labels) unlabelled."""
     path = resolve(path)
     _check_readable(path, "test set")
-    if is_unlabelled_file(path, label_column, id_column):
+    if _plain_is_unlabelled(path, label_column, id_column):
         if path.suffix.lower() == ".csv":
             return load_partly_labelled_csv(path, id_column, label_column)[0]
         return load_unlabelled_testset(path, id_column=id_column)
-    return load_testset(path, label_column=label_column)
+    return _load_plain_labelled(path, label_column)
 
 
 def load_any_testset(path, label_column: str = "label", id_column: str = "id",
