@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from action_harness import VENV_BIN, ActionHarness, pull_request_event
-from github_fake import BOT_LOGIN, FakeGitHub, fake_github  # noqa: F401  (fixture)
+from github_fake import BOT_LOGIN, FakeGitHub
 
 REPO = "acme/models"
 PR = 7

@@ -10,7 +10,6 @@ from easeml_ci.github.api import GitHubClient
 from easeml_ci.http import GitHubRetry
 from easeml_ci.ledger import Ledger, LedgerConflict, LedgerCorrupt, open_backend
 from easeml_ci.ledger.github_backend import GitHubBackend, LedgerWriteDenied
-from github_fake import fake_github  # noqa: F401  (fixture)
 
 REPO = "acme/models"
 FP = "ab" * 32

@@ -205,6 +205,7 @@ def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_pat
 CLI_RUNS = 150
 
 
+@pytest.mark.slow  # the rates: test_error_within_delta_at_both_edges_and_mid_zone_decides, 10x the runs
 def test_error_through_the_cli_at_both_edges(tmp_path):
     """Monte Carlo through the CLI itself: a fresh repository, test set and ledger per run
     (~45 ms each), the team re-running `check` and the owner answering with `testset label`

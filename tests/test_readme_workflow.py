@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from action_harness import ActionHarness, pull_request_event
-from github_fake import fake_github  # noqa: F401  (fixture)
 from test_action import REPO, data, git, make_workspace, register  # noqa: F401  (fixture)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
