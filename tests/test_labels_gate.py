@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest_h1 import KEY_ENV, cli, new_key, write_csv
+from testset_files import KEY_ENV, cli, new_key, write_csv
 from easeml_ci import crypto, on_demand
 from easeml_ci.labels import LabelStore, default_store_path
 from easeml_ci.ledger import FileBackend, Ledger
