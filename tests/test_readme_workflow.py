@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from action_harness import ActionHarness, pull_request_event
-from test_action import REPO, data, git, make_workspace, register  # noqa: F401  (fixture)
+from test_action import REPO, git, make_workspace, register
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
