@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench clean
+.PHONY: test test-slow test-all demo bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "easeml-ci needs Python >= 3.10"'
@@ -16,8 +16,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,automl,gpu]'
 	@touch $(STAMP)
 
+# `make test` leaves out the tests marked slow (the Monte Carlo runs through the CLI, whose rates
+# the decision-function tests measure with ten times the runs); `make test-slow` runs just those,
+# `make test-all` both. .ci/run runs `make test` and `make test-slow`. Hypothesis runs 100
+# examples a property here and 1,000 under CI=true (tests/conftest.py).
+PYTEST_FLAGS := -q -n 2 -p no:cacheprovider
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider tests
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m slow tests
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) tests
 
 # The same tests with every direct dependency at the lowest version pyproject.toml allows, so the
 # floors stay true. Rebuilt from scratch each run with uv; uv is bootstrapped from PyPI into
@@ -40,7 +52,8 @@ test-lowest: $(UV)
 	$(UV) pip list --python $(LOWEST)/bin/python
 	# The gpu extra (torch, xgboost, onnxmltools) is left out here: torch's lowest release is a
 	# multi-GB CUDA download; `make test` runs those tests with the CPU wheel of torch.
-	$(LOWEST)/bin/python -m pytest -q -n 2 -p no:cacheprovider tests \
+	# Not the slow tests: they exercise no dependency the others leave out.
+	$(LOWEST)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests \
 	  --ignore tests/test_automl_gpu_candidates.py
 
 demo: $(STAMP)

@@ -348,14 +348,17 @@ class WorkerOptions:
 class Worker:
     def __init__(self, store_url: str, options: WorkerOptions, *, progress: Progress | None = None,
                  catalogue: list[Candidate] | None = None, chooser_factory: Callable[[], Chooser] | None = None,
-                 on_result: Callable[[TrialResult], None] | None = None):
+                 on_result: Callable[[TrialResult], None] | None = None,
+                 clock: Callable[[], float] | None = None):
+        """``clock``: the store's time (leases, heartbeats), as :func:`open_store` takes it; None:
+        the database's clock. Tests pass one they move by hand, so a lease runs out when they say."""
         if not DEVICE.match(options.device):
             raise AutomlError(f"--device must be cpu or cuda:N, got {options.device!r}")
         if not options.lease_seconds > 0:
             raise AutomlError(f"--lease must be > 0 seconds, got {options.lease_seconds}")
         self.options = options
         self.store_url = store_url
-        self.store = open_store(store_url)
+        self.store = open_store(store_url, clock=clock)
         self.catalogue = by_name(catalogue if catalogue is not None else load_catalogue())
         self.runnable = {n for n, c in self.catalogue.items() if c.runs_on(options.device)}
         self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -432,7 +435,7 @@ class Worker:
     def _reconnect(self) -> None:
         self.store.close()
         try:
-            self.store = open_store(self.store_url, create=False)
+            self.store = open_store(self.store_url, create=False, clock=self.store.clock)
         except StoreError:
             return  # still down: the next loop fails fast and backs off again
         self.feed.store = self.store
@@ -635,6 +638,7 @@ class _Heartbeat(threading.Thread):
                  label: str, worker_id: str):
         super().__init__(daemon=True, name=f"heartbeat-{claim.trial_id}")
         self.url = url
+        self.clock = main_store.clock
         self.claim = claim
         self.options = options
         self.progress = progress
@@ -656,7 +660,7 @@ class _Heartbeat(threading.Thread):
                 self._last = time.monotonic()
                 try:
                     if store is None:
-                        store = open_store(self.url, create=False)
+                        store = open_store(self.url, create=False, clock=self.clock)
                     if not store.heartbeat(self.claim, self.options.lease_seconds):
                         self.lost = True
                         return

@@ -34,6 +34,10 @@ import yaml
 
 from easeml_ci.github.workflow import parse_output_file
 
+#: The repository and pull request the action's tests run against on the fake GitHub.
+REPO = "acme/models"
+PR = 7
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACTION_YML = REPO_ROOT / "action.yml"
 VENV_BIN = str(Path(sys.executable).parent)

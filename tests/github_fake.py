@@ -653,14 +653,3 @@ class _Handler(BaseHTTPRequestHandler):
             base = f"{self.server_fake.url}{urlsplit(self.path).path}"
             headers["Link"] = f'<{base}?{qs}>; rel="next"'
         return 200, chunk, headers
-
-
-try:  # a fixture for the tests that import it
-    import pytest
-
-    @pytest.fixture
-    def fake_github():
-        with FakeGitHub() as fake:
-            yield fake
-except ImportError:  # pragma: no cover - pytest is always there in the test run
-    pass

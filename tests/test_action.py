@@ -12,57 +12,15 @@ import subprocess
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from action_harness import VENV_BIN, ActionHarness, pull_request_event
-from github_fake import BOT_LOGIN, FakeGitHub, fake_github  # noqa: F401  (fixture)
+from action_harness import PR, REPO, VENV_BIN, ActionHarness, pull_request_event
+from github_fake import BOT_LOGIN, FakeGitHub
 
-REPO = "acme/models"
-PR = 7
-ROWS = 6000
 CONDITION = "n - o > 0.1 +/- 0.05"
 
 
-# --- data and workspace ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A test set and three prediction files: new (~95% right), old (~70%), worse (~60%)."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, ROWS)
-
-    def model(acc):
-        wrong = rng.random(ROWS) >= acc
-        return np.where(wrong, 1 - y, y)
-
-    X = rng.normal(size=(ROWS, 3))
-    np.savez(root / "testset.npz", X=X, y=y)
-    from easeml_ci.testsets import crypto
-    from easeml_ci.testsets import encrypt_testset, load_testset
-
-    key = crypto.generate_key()
-    encrypt_testset(load_testset(root / "testset.npz", label_column="label", key_env="UNUSED"),
-                    root / "testset.enc", _key_bytes(key))
-    preds = {"key": key, "encrypted": root / "testset.enc"}
-    for name, acc in (("new", 0.95), ("old", 0.70), ("worse", 0.60)):
-        preds[name] = root / f"{name}.npy"
-        np.save(preds[name], model(acc))
-    return {"testset": root / "testset.npz", **preds}
-
-
-def _key_bytes(text: str) -> bytes:
-    import os
-
-    from easeml_ci.testsets import crypto
-
-    os.environ["_H3_TEST_KEY"] = text
-    try:
-        return crypto.key_from_env("_H3_TEST_KEY")
-    finally:
-        del os.environ["_H3_TEST_KEY"]
-
+# --- workspace (the test set and prediction files: the `data` fixture, conftest.py) ------------
 
 def git(ws: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True,
@@ -103,15 +61,6 @@ def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivit
 def condition_line(ws: Path) -> int:
     lines = (ws / ".easeml.yml").read_text().splitlines()
     return next(i for i, line in enumerate(lines, start=1) if line.startswith("condition:"))
-
-
-@pytest.fixture
-def gh(fake_github):
-    fake_github.add_repo(REPO)
-    fake_github.add_pull_request(REPO, PR)
-    fake_github.add_token("ghs-write")                          # the workflow's GITHUB_TOKEN
-    fake_github.add_token("ghs-read", permission="read")        # a fork's read-only token
-    return fake_github
 
 
 def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None = None,

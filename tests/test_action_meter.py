@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from action_harness import VENV_BIN, ActionHarness, pull_request_event
-from github_fake import fake_github  # noqa: F401  (fixture)
 from test_action import REPO, git
 from test_meter_cli import _dataset, _exactly, _model
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from action_harness import ActionHarness
-from github_fake import fake_github  # noqa: F401  (fixture)
 
 REPO = "acme/models"
 SECRET = "s3cr3tW3bh00kT0ken"

@@ -16,7 +16,6 @@ from easeml_ci.cli import main
 from easeml_ci.http import HttpRetry
 from easeml_ci.ledger import FileBackend, Ledger
 
-from github_fake import fake_github  # noqa: F401  (fixture)
 from test_check import Gate
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from github_fake import fake_github  # noqa: F401  (fixture)
-from test_action import (FLOAT, REPO, assert_no_test_set_numbers, data, git, gh, harness,  # noqa: F401
+from test_action import (FLOAT, REPO, assert_no_test_set_numbers, git, harness,
                          inputs, make_workspace)
 
 

@@ -24,7 +24,6 @@ from automl_runner.schema import infer_schema
 from automl_runner.scheduler import Scheduler, make_scheduler
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed
-from store_fixtures import store_url  # noqa: F401  (fixture)
 
 CURVES = str(DATA_DIR / "real_curves.csv")
 

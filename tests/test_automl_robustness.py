@@ -20,7 +20,7 @@ from automl_runner.errors import StoreError
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
-from store_fixtures import PG_URL, store_url  # noqa: F401  (fixture)
+from store_fixtures import PG_URL
 
 
 

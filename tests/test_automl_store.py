@@ -6,10 +6,8 @@ skip. ``EASEML_TEST_POSTGRES_URL`` overrides the default server; every test uses
 from __future__ import annotations
 
 import csv
-import os
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -19,33 +17,7 @@ from automl_runner.errors import StoreError, TenantError
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store, parse_store_url
 
-PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
 from fake_clock import FakeClock
-
-
-def pg_store_url() -> str:
-    """A fresh schema on the test server; fails the test when PostgreSQL cannot be reached."""
-    import psycopg
-
-    try:
-        psycopg.connect(PG_URL, connect_timeout=5).close()
-    except Exception as exc:  # noqa: BLE001 - any connection failure fails the test
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the AutoML store tests: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}schema=automl_t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    url = pg_store_url()
-    yield url
-    s = open_store(url, create=False)
-    s.drop_all()
-    s.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from automl_runner.catalogue import load_catalogue
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
-from store_fixtures import PG_URL, store_url  # noqa: F401  (fixture)
+from store_fixtures import PG_URL
 from fake_clock import FakeClock
 
 
@@ -124,18 +124,33 @@ def assert_never_held_twice(events):
 FAST = ["logreg-C1", "gaussian-nb", "decision-tree-d5", "lda"]
 
 
-def _worker_main(url, out_path, sleep):
+LEASE = 60.0
+
+
+def _worker_main(url, out_path, sleep, now):
     # A forked child: the parent already imported scikit-learn and skl2onnx, so four workers
     # start in milliseconds instead of seconds; each opens its own database connections.
     os.environ["SLOWPLUG_SLEEP"] = sleep
-    # Six heartbeats per lease: a survivor keeps its trial through a 2.5 s stall of a busy
-    # machine, while the killed worker's lease still runs out 3 s after its last heartbeat.
-    w = Worker(url, WorkerOptions(lease_seconds=3.0, heartbeat_seconds=0.5, poll_seconds=0.2,
-                                  exit_when_idle=True))
+    # The store's time is `now`, shared by the four workers and moved only by the test: no lease
+    # runs out while the machine stalls, and the killed worker's runs out when the test says.
+    w = Worker(url, WorkerOptions(lease_seconds=LEASE, heartbeat_seconds=0.5, poll_seconds=0.2,
+                                  exit_when_idle=True), clock=lambda: now.value)
     w.install_signal_handlers()
     results = w.run()
     with open(out_path, "w") as fh:
         json.dump([r.to_dict() for r in results], fh)
+
+
+def _wait_heartbeats_since(store, since, but, timeout=60.0):
+    """Until every trial running on a worker other than ``but`` has heartbeated at ``since`` or later."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        behind = store._read("SELECT id FROM trials WHERE status = 'running' AND worker <> ? AND heartbeat < ?",
+                             (but, since))
+        if not behind:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"trials {behind} did not heartbeat within {timeout}s")
 
 
 def test_four_workers_one_killed_mid_trial_lose_nothing(store_url, plugin_path, tmp_path):
@@ -153,7 +168,9 @@ def test_four_workers_one_killed_mid_trial_lose_nothing(store_url, plugin_path, 
         n_trials = len(s.trials())
         assert n_trials == 10
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker_main, args=(store_url, str(tmp_path / f"w{i}.json"), "2"))
+    start = time.time()
+    now = ctx.Value("d", start)
+    procs = [ctx.Process(target=_worker_main, args=(store_url, str(tmp_path / f"w{i}.json"), "2", now))
              for i in range(4)]
     for p in procs:
         p.start()
@@ -163,6 +180,13 @@ def test_four_workers_one_killed_mid_trial_lose_nothing(store_url, plugin_path, 
         victim_pid = int(victim_trial.worker.rsplit(":", 1)[1])
         victim = next(p for p in procs if p.pid == victim_pid)
         os.kill(victim_pid, signal.SIGKILL)
+        # Every lease so far runs out at start + LEASE. Half a lease later the survivors' heartbeats
+        # carry theirs past start + 1.5 x LEASE; the victim's cannot. Then the lease it took at
+        # `start` runs out, and only that one.
+        now.value = start + LEASE / 2
+        with open_store(store_url) as s:
+            _wait_heartbeats_since(s, now.value, but=victim_trial.worker)
+        now.value = start + LEASE + 1
         for p in procs:
             p.join(timeout=120)
     finally:
@@ -212,10 +236,8 @@ def test_sigterm_releases_the_trial_and_exits_zero(plugin_path, tmp_path):
     try:
         with open_store(url) as s:
             _wait_running(s, "slow-logreg")
-        t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
-        assert time.monotonic() - t0 < 20  # did not wait for the 60 s build
+        out, err = p.communicate(timeout=30)  # a worker that waited for the 60 s build times out
     finally:
         if p.poll() is None:
             p.kill()

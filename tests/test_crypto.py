@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest_h1 import KEY_ENV, arrays, cli, new_key, write_npz
+from testset_files import KEY_ENV, arrays, cli, new_key, write_npz
 from easeml_ci.testsets import crypto
 from easeml_ci.errors import InputError
 from easeml_ci.testsets import encrypt_testset, load_testset

@@ -21,7 +21,6 @@ from easeml_ci.github.api import (
 from easeml_ci.github.comment import marker, scope_key, upsert_comment
 from easeml_ci.http import DEFAULT_MAX_WAIT, GitHubRetry
 from easeml_ci.github.report import GateReport, render_comment, render_summary, steps_chart
-from github_fake import fake_github  # noqa: F401  (fixture)
 
 REPO = "acme/models"
 

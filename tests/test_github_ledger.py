@@ -10,7 +10,6 @@ from easeml_ci.github.api import GitHubClient
 from easeml_ci.http import GitHubRetry
 from easeml_ci.ledger import Ledger, LedgerConflict, LedgerCorrupt, open_backend
 from easeml_ci.ledger.github_backend import GitHubBackend, LedgerWriteDenied
-from github_fake import fake_github  # noqa: F401  (fixture)
 
 REPO = "acme/models"
 FP = "ab" * 32
@@ -162,16 +161,16 @@ def test_a_ledger_over_the_inline_limit_is_read_whole_through_the_blob_api(repo)
     # GitHub stops returning content inline over 1 MB (encoding "none", content ""); read that
     # way the ledger would look empty and the budget fresh. The fake's limit is lowered here.
     b = backend(repo)
-    for i in range(40):
-        b.append(FP, {"n": i, "pad": "x" * 40}, i)
+    for i in range(8):
+        b.append(FP, {"n": i, "pad": "x" * 200}, i)
     repo.inline_limit = 1000
     assert len(repo.file_on_branch(REPO, "easeml-ledger", f"ledger/{FP}.jsonl")) > 1000
-    assert [e["n"] for e in b.load(FP)] == list(range(40))
+    assert [e["n"] for e in b.load(FP)] == list(range(8))
     assert repo.calls("GET", r"/git/blobs/")
-    b.append(FP, {"n": 40}, 40)  # the compare-and-swap still holds on the blob sha
+    b.append(FP, {"n": 8}, 8)  # the compare-and-swap still holds on the blob sha
     with pytest.raises(LedgerConflict):
-        b.append(FP, {"n": "late"}, 40)
-    assert [e["n"] for e in b.load(FP)] == list(range(41))
+        b.append(FP, {"n": "late"}, 8)
+    assert [e["n"] for e in b.load(FP)] == list(range(9))
 
 
 def test_a_ledger_that_does_not_add_up_is_refused_not_read_as_shorter(repo, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest_h1 import KEY_ENV, cli, new_key, write_csv, write_npz
+from testset_files import KEY_ENV, cli, new_key, write_csv, write_npz
 from easeml_ci.errors import InputError
 from easeml_ci.testsets.labels import LabelStore, default_store_path, read_labels_csv
 from easeml_ci.testsets import (

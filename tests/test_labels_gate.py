@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest_h1 import KEY_ENV, cli, new_key, write_csv
+from testset_files import KEY_ENV, cli, new_key, write_csv
 from easeml_ci.testsets import crypto
 import conditions
 from conditions.sequential import decide_in_order, row_order
@@ -209,6 +209,7 @@ def test_many_pairs_through_the_cli_decide_as_the_decision_function_does(tmp_pat
 CLI_RUNS = 150
 
 
+@pytest.mark.slow  # the rates: test_error_within_delta_at_both_edges_and_mid_zone_decides, 10x the runs
 def test_error_through_the_cli_at_both_edges(tmp_path):
     """Monte Carlo through the CLI itself: a fresh repository, test set and ledger per run
     (~45 ms each), the team re-running `check` and the owner answering with `testset label`

@@ -339,8 +339,6 @@ def test_no_history_spends_more_than_its_budget(tmp_path_factory, adaptivity, st
 from click.testing import CliRunner  # noqa: E402
 
 from easeml_ci.cli import main  # noqa: E402
-from github_fake import fake_github  # noqa: E402,F401  (fixture)
-from test_action import data, gh  # noqa: E402,F401  (fixtures)
 from test_check import Gate  # noqa: E402
 
 

@@ -254,6 +254,7 @@ def test_meter_plan_prints_none_full_and_validation_sizes(repo):
     assert bad.exit_code == 2 and "strictly increasing" in bad.output
 
 
+@pytest.mark.slow  # the rates: test_meter.py's Monte Carlo on the decision function
 def test_monte_carlo_through_the_cli_at_the_worst_edge(tmp_path):
     """Fresh test sets (true accuracy 0.5) against v = 0.651: the overfitting 0.151 is just past
     the 10% edge's tolerance, so `below 10%` is wrong. The rate of wrong answers over 400 runs

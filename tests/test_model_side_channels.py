@@ -9,6 +9,7 @@ records a failed model: a counted fail step, the same fixed text. And nothing re
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import onnx
@@ -183,19 +184,40 @@ def _timed_workspace(tmp_path, secret: float, extra: str = "evaluation_time: 1.5
 
 
 @pytest.mark.parametrize("secret, verdict", [(3.0, "pass"), (SLOW_SECRET, "fail")])
-def test_evaluation_time_makes_a_slow_and_a_fast_run_take_the_same_time(tmp_path, capfd, secret, verdict):
+def test_evaluation_time_makes_a_slow_and_a_fast_run_take_the_same_time(tmp_path, capfd, monkeypatch,
+                                                                        secret, verdict):
     """The same model, fast or (on the secret feature) slow: each check's evaluation takes 1.5 s.
-    The slow run is stopped at 1.5 s and fails the check as a counted step; without the clock it
-    runs ~30 s and passes, and the fast one takes milliseconds."""
-    import time
+    The slow run is stopped at 1.5 s (onnxruntime's terminate flag) and fails the check as a
+    counted step; without the clock it runs ~30 s and passes. The fast one ends in milliseconds
+    and waits out the rest. Asserted on the evaluation clock's own readings and waits, not on
+    how long the test took."""
+    from easeml_ci.models import clock as evaluation_clock
 
+    clocks = []
+
+    class Recorded(evaluation_clock.EvaluationClock):
+        def __init__(self, seconds, **kw):
+            self.readings, self.waits = [], []
+
+            def clock():
+                self.readings.append(time.monotonic())
+                return self.readings[-1]
+
+            super().__init__(seconds, clock=clock, sleep=lambda s: (self.waits.append(s), time.sleep(s)))
+            clocks.append(self)
+
+    monkeypatch.setattr(evaluation_clock, "EvaluationClock", Recorded)
     _timed_workspace(tmp_path, secret)
-    t0 = time.monotonic()
     r = _check(tmp_path)
-    elapsed = time.monotonic() - t0
     out = json.loads(r.stdout)
     assert out["verdict"] == verdict and out["budget"]["used"] == 1, r.output
-    assert 1.5 <= elapsed < 1.5 + 8, elapsed
+    (clock,) = clocks
+    assert clock.seconds == 1.5
+    if verdict == "fail":  # the slow run was stopped by the deadline's terminate flag
+        assert clock.run_options.terminate
+    # pad() read the clock last and waited out what was left of the 1.5 s: either way the
+    # evaluation ends at the deadline, the fast run by waiting, the stopped one at once
+    assert clock.readings[-1] + sum(clock.waits) - clock.start >= 1.5 - 1e-9
     assert "Loop" not in capfd.readouterr().err
 
 

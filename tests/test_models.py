@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest_h1 import write_npz
+from testset_files import write_npz
 from easeml_ci.errors import InputError
 from easeml_ci.models import OnnxModel, bare_inference, load_predictions
 from easeml_ci.testsets import load_pool, load_testset

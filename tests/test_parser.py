@@ -1,6 +1,6 @@
 """The condition language: accepted forms, canonical text, and errors that point at the column."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import conditions
 from conditions import ConditionError, parse
@@ -60,7 +60,6 @@ def test_errors_name_the_column_and_what_was_expected(text, reason, column):
     assert caret.index("^") - 4 == column - 1
 
 
-@settings(max_examples=3000, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("nod x<>=+-*/()\\.0123456789e±∧and")), max_size=40))
 def test_random_strings_raise_only_condition_errors(text):
     try:
@@ -88,7 +87,6 @@ def _clause_text(draw):
     return f"{' + '.join(terms)} {cmp} {draw(_num)} +/- {draw(_tol)}"
 
 
-@settings(max_examples=1000, deadline=None)
 @given(st.lists(_clause_text(), min_size=1, max_size=4), st.sampled_from([" /\\ ", " and "]))
 def test_valid_formulas_round_trip_through_canonical_text(clauses, joiner):
     text = joiner.join(clauses)

@@ -103,27 +103,27 @@ def test_feasibility_is_not_monotone_yet_the_floor_is_the_first_feasible_size():
 
 
 @pytest.mark.parametrize("tolerance", ["0.0001", "0.000001"])
-def test_tiny_tolerances_plan_in_well_under_a_second(tolerance):
-    """+/- 0.0001 took 87 s and +/- 0.000001 over 8 minutes; a fresh interpreter (scipy's import
-    included) must now plan each of four formulas in seconds. The generous limit is for a
-    loaded CI machine; the bench prints the real times (about 0.1-0.3 s each)."""
+def test_tiny_tolerances_plan_at_the_normal_approximations_size(tolerance):
+    """+/- 0.0001 took 87 s and +/- 0.000001 over 8 minutes: a fresh interpreter plans four
+    such formulas, each at the size the normal approximation predicts. How long they take is
+    bench/plan_labels.py's to print (about 0.1-0.3 s each); the subprocess's timeout only keeps
+    a regression to minutes from hanging the suite."""
     import subprocess
     import sys
-    code = ("import time, conditions\n"
+    code = ("import conditions\n"
             "for c in ['n > 0.8 +/- {e}', 'd < 0.1 +/- {e}', 'n >= 0.5 +/- {e}',\n"
             "          'n - o > 0.02 +/- {e} /\\\\ d < 0.1 +/- {e}']:\n"
-            "    t = time.perf_counter(); p = conditions.plan(c, 0.9999, adaptivity='full')\n"
-            "    print(p.test_examples, time.perf_counter() - t)\n").format(e=tolerance)
+            "    print(conditions.plan(c, 0.9999, adaptivity='full').test_examples)\n").format(e=tolerance)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          check=True)
-    sizes = [int(line.split()[0]) for line in out.stdout.splitlines()]
+    sizes = [int(line) for line in out.stdout.splitlines()]
+    assert len(sizes) == 4
     eps = float(tolerance)
     # the exact design sits at the normal approximation's size, to within a percent
     z = -statistics.NormalDist().inv_cdf(1e-4 / (2**32 - 1))
     for size, p in zip(sizes[:3], (0.8, 0.1, 0.5)):
         normal = (z * 2 * math.sqrt(p * (1 - p)) / (2 * eps)) ** 2
         assert 0.97 * normal < size < 1.03 * normal
-    assert all(float(line.split()[1]) < 20 for line in out.stdout.splitlines())
 
 
 def test_large_sizes_use_a_tail_bound_within_half_a_percent_of_the_exact_floor(monkeypatch):

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest_h1 import write_npz
+from testset_files import write_npz
 from easeml_ci.testsets import crypto
 from easeml_ci.config import parse_config
 from easeml_ci.errors import ConfigError, EasemlError, InputError, ModelFailedOnTestSet, UsageError

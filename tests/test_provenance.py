@@ -10,7 +10,7 @@ from easeml_ci.github.api import GitHubClient, GitHubForbidden
 from easeml_ci.github.provenance import (
     commit_status_for, post_commit_status, pull_request_for_head, status_context,
 )
-from github_fake import FakeGitHub, fake_github  # noqa: F401  (fixture)
+from github_fake import FakeGitHub
 
 REPO = "acme/models"
 HEAD = "a" * 40

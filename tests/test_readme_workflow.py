@@ -17,8 +17,7 @@ from pathlib import Path
 import yaml
 
 from action_harness import ActionHarness, resolve
-from github_fake import fake_github  # noqa: F401  (fixture)
-from test_action import REPO, data, git, make_workspace, register  # noqa: F401  (fixture)
+from test_action import REPO, git, make_workspace, register
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest_h1 import arrays, cli, write_csv, write_npz
+from testset_files import arrays, cli, write_csv, write_npz
 from easeml_ci.errors import InputError
 from easeml_ci.testsets import TestSet, load_pool, load_testset, save_testset
 

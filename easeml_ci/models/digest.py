@@ -13,13 +13,8 @@ import posixpath
 from pathlib import Path
 
 from ..errors import InputError
-from . import (
-    GIT_PREFIX,
-    external_data_locations,
-    parse_git_spec,
-    parse_onnx,
-    read_git_blob,
-)
+from .git import GIT_PREFIX, parse_git_spec, read_git_blob
+from .onnx import external_data_locations, parse_onnx
 
 __all__ = ["model_digest", "pair_digest"]
 

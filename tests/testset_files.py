@@ -1,4 +1,5 @@
-"""Shared helpers for the test-set, crypto and model tests (imported explicitly, not a conftest)."""
+"""Test sets, keys and the CLI for the test-set, crypto, label and model tests: plain helpers (the
+shared fixtures are in conftest.py)."""
 from __future__ import annotations
 
 import base64
