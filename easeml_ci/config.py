@@ -61,6 +61,7 @@ class GateConfig:
     base: Path | None = None
     ledger_explicit: bool = False  # the file said `ledger:`; else the default location applies
     meter: dict | None = None  # the `meter:` section (ease.ml/meter), validated; None if absent
+    pick: dict | None = None  # the `pick:` section (the best of k models), validated; None if absent
 
     def meter_plan(self):
         """The meter's plan (:func:`conditions.meter.meter_plan`) from the `meter:` section."""
@@ -88,6 +89,24 @@ class GateConfig:
                                               self.adaptivity, self.steps, self.passes)
         except conditions.PlanError as exc:
             raise ConfigError(f"{self.display_name}: {exc}") from None
+
+    def checked_pick_plan(self):
+        """The plan of a test set serving picks, from the `pick:` section (defaults: the
+        config's reliability, tolerance 0, adaptivity none, 32 picks of up to 30 candidates)."""
+        from conditions.pick_plan import PickPlan
+
+        if self.pick is None:
+            raise ConfigError(f"{self.display_name}: no `pick:` section; add one, e.g.\n"
+                              "pick:\n  reliability: 0.95\n  tolerance: 0.01\n  candidates: 10")
+        p = self.pick
+        try:
+            return PickPlan(reliability=p.get("reliability", self.reliability),
+                            tolerance=p.get("tolerance", 0.0), adaptivity=p.get("adaptivity", "none"),
+                            steps=p.get("steps", 32), candidates=p.get("candidates", 30),
+                            rows=p.get("rows", 10_000))
+        except conditions.PlanError as exc:
+            key = next((f"pick.{k}" for k in p if k in str(exc)), "pick")
+            raise ConfigError(f"{self.where(key)}: {exc}") from None
 
     def checked_meter_plan(self):
         """The meter's plan; a missing or unplannable `meter:` section is a config error."""
@@ -231,6 +250,7 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "output": _output,
     "evaluation_time": _duration,
     "meter": dict,  # checked by SECTIONS and _check_meter
+    "pick": dict,  # checked by SECTIONS and GateConfig.checked_pick_plan
 }
 REQUIRED = ("condition", "reliability")
 SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -238,6 +258,9 @@ SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "alerts": {"webhook": _url, "issue": _bool},
     "meter": {"edges": _number_list, "tolerance": _number, "reliability": _reliability,
               "adaptivity": _choice("none", "full"), "steps": _int_at_least(1), "testset": _str},
+    "pick": {"reliability": _reliability, "tolerance": _number, "adaptivity": _choice("none", "full"),
+             "steps": _int_at_least(1), "candidates": _int_at_least(2), "rows": _int_at_least(1),
+             "testset": _str},
 }
 
 

@@ -22,8 +22,9 @@ from .action import action  # noqa: E402
 from .check import check  # noqa: E402
 from .ledger import ledger  # noqa: E402
 from .meter import meter  # noqa: E402
+from .pick import pick  # noqa: E402
 from .plan import plan  # noqa: E402
 from .testset import testset  # noqa: E402
 
-for command in (plan, check, ledger, testset, action, meter):
+for command in (plan, check, ledger, testset, action, meter, pick):
     main.add_command(command)

@@ -142,3 +142,26 @@ def render_meter(result) -> str:
     if result.alert:
         lines.append(result.alert["text"])
     return "\n".join(lines)
+
+
+def render_pick(result) -> str:
+    """A pick's terminal text: the candidates, the answer, the budget."""
+    plan = result.plan
+    lines = [f"easeml-ci pick: {plan.description} at reliability {plan.reliability} over the "
+             f"test set's life ({plan.pick_reliability:.6g} per pick)"]
+    for index, spec in enumerate(result.candidates, 1):
+        mark = "->" if spec == result.answer else "  "
+        lines.append(f"  {mark} {index}. {spec}")
+    if result.answer == "withheld":
+        lines.append(f"pick: withheld (adaptivity none: the answer went to {result.private_sink})")
+    elif result.picked:
+        lines.append(f"pick: {result.answer}")
+    else:
+        lines.append(f"pick: {result.answer} (the test set's owner has the label request; run "
+                     "the same pick again once the labels are in)")
+    lines.append(f"test set {result.fingerprint[:12]}: {result.budget.describe()}; "
+                 f"ledger: {result.ledger}")
+    lines += [f"note: {note}" for note in result.notes]
+    if result.alert:
+        lines += ["", render_alert(result.alert)]
+    return "\n".join(lines)

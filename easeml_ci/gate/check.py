@@ -99,7 +99,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     labels, rows = ts.y, len(ts)
     del ts  # the labels own their buffer: deciding adds nothing to the models' peak memory
     verdict = decide(gate, plan, labels, outputs)
-    outputs.new = outputs.old = None
+    outputs.release()
     details = steps.public_details(gate, **({"underpowered": True} if plan is not gate.plan else {}))
     done = steps.commit(gate, state, passed=None if gate.withheld else verdict.passed,
                         details=details)

@@ -53,6 +53,18 @@ def meter_terms(cfg, plan) -> dict:
     return terms
 
 
+def pick_terms(cfg, plan) -> dict:
+    """The terms pinned in a pick test set's register entry (``kind: pick``)."""
+    gate_terms = pinned_terms(cfg)
+    terms = {"kind": "pick", "reliability": plan.reliability, "tolerance": plan.tolerance,
+             "adaptivity": plan.adaptivity, "steps": plan.steps, "candidates": plan.candidates,
+             "private_sink": gate_terms["private_sink"], "ledger": gate_terms["ledger"]}
+    for key in OPTIONAL_TERMS:
+        if key in gate_terms:
+            terms[key] = gate_terms[key]
+    return terms
+
+
 def _digest(value: str | None) -> str | None:
     if not value:
         return None

@@ -155,3 +155,38 @@ class MeterResult:
         if self.private_sink:
             out["private_sink"] = self.private_sink
         return out
+
+
+@dataclass
+class PickAnswer:
+    """What one pick may reveal: a candidate, "no pick yet", or "withheld" (adaptivity none)."""
+
+    answer: str
+    candidates: list[str]
+    budget: Budget
+    fingerprint: str
+    plan: Any                      # the conditions.pick_plan.PickPlan
+    config_path: str
+    step: int
+    ledger: str
+    alert: dict | None = None
+    private_sink: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    exit_code = ExitCode.PASS  # a pick informs; it gates nothing
+
+    @property
+    def picked(self) -> bool:
+        return self.answer in self.candidates
+
+    def to_dict(self) -> dict:
+        out = {"answer": self.answer, "picked": self.picked, "candidates": self.candidates,
+               "budget": self.budget.to_dict(), "testset": {"fingerprint": self.fingerprint},
+               "plan": self.plan.to_dict(), "config": self.config_path, "step": self.step,
+               "ledger": self.ledger, "alert": self.alert, "exit_code": self.exit_code,
+               "guarantee": "holds"}
+        if self.private_sink:
+            out["private_sink"] = self.private_sink
+        if self.notes:
+            out["notes"] = self.notes
+        return out

@@ -91,9 +91,9 @@ def validate(cfg: GateConfig, *, plan, terms: dict, testset: TestSetSource,
              models: dict[str, tuple[str | None, str]], workdir: Path,
              progress: Progress | None = None, next_step: str | None = None) -> "Gate":
     """The gate for one answer: the private sink (needed under `none`) and every model
-    (role -> (spec, flag)) checked before anything is opened."""
-    return Gate(cfg=cfg, plan=plan, terms=terms, testset=testset,
-                new=str(models["new"][0]), old=str(models["old"][0]) if models.get("old", (None,))[0] else None,
+    (role -> (spec, flag); roles "new" and "old" for a check) checked before anything is opened."""
+    specs = {role: str(spec) for role, (spec, _flag) in models.items() if spec}
+    return Gate(cfg=cfg, plan=plan, terms=terms, testset=testset, specs=specs,
                 models=preflight_models(cfg, models, workdir),
                 sink=validate_sink(cfg, workdir, needed=plan.adaptivity == "none"),
                 workdir=workdir, progress=progress or (lambda _message: None), next_step=next_step)
@@ -127,13 +127,21 @@ class Gate:
     plan: Any                      # conditions.Plan (a check) or conditions.meter.MeterPlan
     terms: dict                    # what the registration pins
     testset: TestSetSource
-    new: str                       # model specs as given (paths from workdir, or git:REF:PATH)
-    old: str | None
+    specs: dict[str, str]          # role -> the model as given (a path from workdir, or git:)
     models: dict                   # role -> the model preflight opened
     sink: private_sink.PrivateSink | None
     workdir: Path
     progress: Progress = field(default=lambda _message: None)
     next_step: str | None = None   # the alert's request, when not the gate's `testset register`
+
+    @property
+    def new(self) -> str:
+        """The new model of a check (the first model of any other answer)."""
+        return self.specs.get("new") or next(iter(self.specs.values()))
+
+    @property
+    def old(self) -> str | None:
+        return self.specs.get("old")
 
     @property
     def withheld(self) -> bool:
@@ -260,43 +268,53 @@ def register_if_new(gate: Gate, state: LedgerState, note: dict) -> None:
 
 @dataclass
 class Evaluation:
-    """The models' outputs on the test set, or the failure of one of them (a counted fail)."""
+    """The models' outputs on the test set (role -> predictions), or the failure of one of them
+    (a counted fail)."""
 
-    new: Any = None
-    old: Any = None
+    outputs: dict = field(default_factory=dict)
     failure: ModelFailedOnTestSet | None = None
 
     @property
     def failed(self) -> bool:
         return self.failure is not None
 
+    @property
+    def new(self):
+        return self.outputs.get("new")
+
+    @property
+    def old(self):
+        return self.outputs.get("old")
+
+    def release(self) -> None:
+        """Drop the predictions (they are as large as the test set) once decided."""
+        self.outputs = {}
+
 
 def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
-    """Both models' predictions on ``ts`` (``gate.old`` may be None).
+    """Every model's predictions on ``ts``, in the order of ``gate.specs``.
 
     A model that fails on the test data is a fixed-text :class:`ModelFailedOnTestSet`, shown as
     a fail (docs/threat-model.md, "Model failures on the test set"). With ``evaluation_time``
-    the two runs take exactly that long together, whatever they do (:mod:`..models.clock`)."""
+    the runs take exactly that long together, whatever they do (:mod:`..models.clock`)."""
     seconds = gate.cfg.evaluation_time
     clock = EvaluationClock(seconds) if seconds is not None else None
-    if clock is not None:  # one line for both: a time between them would show when one ended
-        gate.progress(f"evaluating new model {gate.new}"
-                      + (f" and old model {gate.old}" if gate.old else "")
+    if clock is not None:  # one line for all: a time between them would show when one ended
+        names = [f"{role} model {spec}" for role, spec in gate.specs.items()]
+        gate.progress("evaluating " + " and ".join(names)
                       + f" (evaluation_time: {seconds:g} s, whatever they do)")
-    outputs = Evaluation()
+    evaluation = Evaluation()
     try:
-        for role, spec in (("new", gate.new), ("old", gate.old)):
-            if spec is None:
-                continue
+        for role, spec in gate.specs.items():
             if clock is None:
                 gate.progress(f"evaluating {role} model {spec}")
-            setattr(outputs, role, load_predictions(gate.models[role], ts, clock=clock))
+            evaluation.outputs[role] = load_predictions(gate.models[role], ts, clock=clock)
     except ModelFailedOnTestSet as failure:
-        outputs = Evaluation(failure=failure)
+        evaluation = Evaluation(failure=failure)
     finally:
         if clock is not None:
             clock.pad()
-    return outputs
+    return evaluation
 
 
 # --- commit: the step, durably ------------------------------------------------------------------

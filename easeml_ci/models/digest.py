@@ -16,7 +16,7 @@ from ..errors import InputError
 from .git import GIT_PREFIX, parse_git_spec, read_git_blob
 from .onnx import external_data_locations, parse_onnx
 
-__all__ = ["model_digest", "pair_digest"]
+__all__ = ["model_digest", "models_digest", "pair_digest"]
 
 
 def _read(where: str, workdir: Path) -> bytes:
@@ -53,5 +53,12 @@ def pair_digest(new: str, old: str | None, output, workdir: Path) -> str:
     parts = {"new": model_digest(new, workdir),
              "old": model_digest(old, workdir) if old else None,
              "output": repr(output)}
+    text = json.dumps(parts, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(text).hexdigest()
+
+
+def models_digest(specs: list[str], output, workdir: Path) -> str:
+    """What identifies an ordered set of candidate models (a pick names one by its place)."""
+    parts = {"models": [model_digest(spec, workdir) for spec in specs], "output": repr(output)}
     text = json.dumps(parts, sort_keys=True).encode()
     return "sha256:" + hashlib.sha256(text).hexdigest()
