@@ -24,7 +24,7 @@ from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSet
 from ..ledger import Budget, Ledger, LedgerSpent
 from ..ledger.budget import compute as compute_budget
 from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
-from ..models.clock import EvaluationClock
+from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from . import alert, private_sink
 from .registration import check_pinned, ledger_name, pinned_terms
@@ -298,7 +298,7 @@ def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
     a fail (docs/threat-model.md, "Model failures on the test set"). With ``evaluation_time``
     the runs take exactly that long together, whatever they do (:mod:`..models.clock`)."""
     seconds = gate.cfg.evaluation_time
-    clock = EvaluationClock(seconds) if seconds is not None else None
+    clock = evaluation_clock.EvaluationClock(seconds) if seconds is not None else None
     if clock is not None:  # one line for all: a time between them would show when one ended
         names = [f"{role} model {spec}" for role, spec in gate.specs.items()]
         gate.progress("evaluating " + " and ".join(names)
