@@ -16,6 +16,7 @@ from .errors import PlanError
 from .pick import pick_queries
 
 ADAPTIVITIES = ("none", "full")
+MIN_DELTA = 1e-15  # below this, 1 - delta rounds to 1 in double precision: no pick could certify
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class PickPlan:
             raise PlanError(f"candidates must be at least 2, got {self.candidates!r}")
         if self.steps < 1:
             raise PlanError(f"steps must be at least 1, got {self.steps!r}")
+        if self.pick_delta < MIN_DELTA:
+            raise PlanError(
+                f"adaptivity {self.adaptivity} with {self.candidates} candidates and {self.steps} "
+                f"steps counts {self.queries:.3g} picks, so one pick would have to be right with "
+                f"probability 1 - {self.pick_delta:.3g}, beyond what can be certified; use fewer "
+                "steps or candidates, or adaptivity none")
 
     @property
     def queries(self) -> int:
@@ -48,9 +55,14 @@ class PickPlan:
         return pick_queries(self.adaptivity, self.steps, self.candidates)
 
     @property
+    def pick_delta(self) -> float:
+        """The error probability one pick may have: the life's delta over the picks counted."""
+        return (1.0 - self.reliability) / self.queries
+
+    @property
     def pick_reliability(self) -> float:
         """The reliability one pick is certified at."""
-        return 1.0 - (1.0 - self.reliability) / self.queries
+        return 1.0 - self.pick_delta
 
     variables = frozenset()  # a pick compares no old model (the alert ranks no pool by it)
     labels = 0               # labels are asked for only where candidates disagree

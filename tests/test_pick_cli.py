@@ -56,7 +56,7 @@ class PickRepo:
         for _ in range(rounds):
             result = self.pick()
             assert result.exit_code == 0, result.output
-            outs.append(json.loads(result.output))
+            outs.append(json.loads(result.stdout))
             record = self.records()[-1]
             if record["status"] != "awaiting labels":
                 return outs, record
@@ -103,3 +103,27 @@ def test_a_config_without_a_pick_section_names_what_to_add(tmp_path):
     result = repo.pick()
     assert result.exit_code == 2 and "no `pick:` section" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_pick_plan_prints_the_count_under_both_adaptivities_and_refuses_an_impossible_one(tmp_path):
+    repo = PickRepo(tmp_path)
+    out = json.loads(cli(["pick", "--plan", "--json", "--config",
+                          str(repo.root / ".easeml.yml")]).stdout)
+    none, full = out["rows"]
+    assert none["queries"] == 8 and none["pick_reliability"] == pytest.approx(1 - 0.05 / 8)
+    assert full["queries"] == sum(6 ** s for s in range(8))
+    cfg = yaml.safe_load((repo.root / ".easeml.yml").read_text())
+    cfg["pick"].update(candidates=30, steps=32, adaptivity="full")
+    (repo.root / ".easeml.yml").write_text(yaml.safe_dump(cfg))
+    refused = repo.pick()
+    assert refused.exit_code == 2 and "beyond what can be certified" in refused.stderr
+
+
+def test_a_spent_pick_test_set_asks_for_fresh_rows_not_labelled_examples(tmp_path):
+    repo = PickRepo(tmp_path, adaptivity="full", steps=1)
+    assert repo.pick().exit_code == 0
+    spent = repo.pick()
+    assert spent.exit_code == 3
+    alert = json.loads(spent.stdout)["alert"]
+    assert "rows of features (labels only where a decision asks)" in alert["text"]
+    assert "easeml-ci pick" in alert["next_step"]

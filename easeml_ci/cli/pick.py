@@ -30,11 +30,17 @@ DEFAULT_KEY_ENV = "EASEML_TESTSET_KEY"
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 @click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
               help="Environment variable holding the key of an encrypted test set.")
-def pick(config_path, models, more_models, testset, label_store, as_json, key_env):
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Print what the `pick:` section costs (picks counted, reliability per pick) "
+                   "under none and full, and run nothing.")
+def pick(config_path, models, more_models, testset, label_store, as_json, key_env, show_plan):
     """Which of the models is best on the pick's test set, with the configured confidence."""
     from ..gate.pick import run_pick
     from .render import render_pick
 
+    if show_plan:
+        click.echo(_plan(config_path, as_json))
+        return
     candidates = [*models, *more_models]
     if not candidates:
         raise UsageError("--models required: `easeml-ci pick --models A.onnx B.onnx ... "
@@ -49,3 +55,42 @@ def pick(config_path, models, more_models, testset, label_store, as_json, key_en
         raise
     click.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else render_pick(result))
     sys.exit(result.exit_code)
+
+
+def _plan(config_path: str, as_json: bool) -> str:
+    """The pick plan under both adaptivities: how the test set's reliability is shared."""
+    import dataclasses
+
+    from conditions import PlanError
+    from conditions.pick import pair_alphas
+
+    from ..config import load_config
+
+    configured = load_config(config_path).checked_pick_plan()
+    rows = []
+    for adaptivity in ("none", "full"):
+        row = {"adaptivity": adaptivity, "configured": adaptivity == configured.adaptivity}
+        try:
+            plan = dataclasses.replace(configured, adaptivity=adaptivity)
+        except PlanError as exc:
+            rows.append({**row, "queries": None, "pick_reliability": None,
+                         "alpha_per_pair": None, "refused": str(exc)})
+            continue
+        alpha, _ = pair_alphas(plan.candidates, plan.pick_reliability, plan.tolerance)
+        rows.append({**row, "queries": plan.queries, "pick_reliability": plan.pick_reliability,
+                     "alpha_per_pair": alpha})
+    if as_json:
+        return json.dumps({"plan": configured.to_dict(), "rows": rows}, sort_keys=True)
+    lines = [f"pick: {configured.description}, reliability {configured.reliability} over "
+             f"{configured.steps} picks of one test set",
+             "  adaptivity  picks counted            reliability per pick   alpha per pair"]
+    for row in rows:
+        mark = "*" if row["configured"] else " "
+        if row["queries"] is None:
+            lines.append(f"{mark} {row['adaptivity']:<10} refused: {row['refused']}")
+            continue
+        lines.append(f"{mark} {row['adaptivity']:<10} {row['queries']:<24,} "
+                     f"{row['pick_reliability']:<22.12g} {row['alpha_per_pair']:.3g}")
+    lines.append("  (* configured; under full each answer is one of k + 1 symbols: the (k+1)-ary "
+                 "transcript tree; labels are asked for only where candidates disagree)")
+    return "\n".join(lines)

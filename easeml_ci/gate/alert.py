@@ -84,8 +84,10 @@ def build_alert(*, event: str, gate: str, fingerprint: str, budget: dict, plan_s
                  f"`easeml-ci testset register NEW_TESTSET --config {config_path}`")
     lines = [f"easeml-ci [{gate}]: test set {fingerprint[:12]} {why} "
              f"({budget['used']} of {budget['total']} steps used).",
-             f"Label request: {need:,} test examples, every one labelled, for "
-             f"`{plan_summary['condition']}` at reliability {plan_summary['reliability']}."]
+             (f"Label request: {need:,} test examples, every one labelled, for "
+              if labels >= need else
+              f"Label request: {need:,} rows of features (labels only where a decision asks) for ")
+             + f"`{plan_summary['condition']}` at reliability {plan_summary['reliability']}."]
     if pool_csv:
         lines.append(f"Which pool examples to label first: {pool_csv}"
                      + (f" ({pool_info})" if pool_info else ""))
