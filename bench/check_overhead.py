@@ -212,7 +212,8 @@ def phases_child(folder: Path) -> None:
     import onnxruntime  # noqa: F401
     from cryptography.hazmat.primitives.ciphers import aead  # noqa: F401
 
-    from easeml_ci import check, cli  # noqa: F401
+    from easeml_ci import cli  # noqa: F401
+    from easeml_ci.gate import check  # noqa: F401
     from easeml_ci.models import load_predictions
     from easeml_ci.testsets import load_testset
     mark("imports (interpreter already up)")
