@@ -177,6 +177,7 @@ def browser_loads(url: str, cfg: str, loads: int, shots: Path | None) -> tuple[f
                 times.append(float(t))
         if shots is not None:
             shots.mkdir(parents=True, exist_ok=True)
+            driver.set_window_size(1400, 680)  # small enough for a README image (< 200 KB)
             driver.save_screenshot(str(shots / "overview.png"))
             driver.get(f"http://127.0.0.1:{port}/tenants/tenant-0007")
             driver.save_screenshot(str(shots / "tenant.png"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-W, H, PAD = 520, 220, 42
+W, H, PAD = 520, 220, 54
 
 
 def _scale(lo: float, hi: float, a: float, b: float):
@@ -55,11 +55,11 @@ def best_so_far(progress: list[dict]) -> tuple[Markup, Markup]:
         ys.append(best)
     final = ys[-1]
     regret = [final - y for y in ys]
-    return (_steps("best validation score so far", xs, ys, progress, "best"),
-            _steps("regret (final best minus best so far)", xs, regret, progress, "regret"))
+    return (_steps("best validation score so far", xs, ys, progress, "best", "validation score"),
+            _steps("regret (final best minus best so far)", xs, regret, progress, "regret", "regret"))
 
 
-def _steps(title: str, xs: list[float], ys: list[float], progress: list[dict], kind: str) -> Markup:
+def _steps(title: str, xs: list[float], ys: list[float], progress: list[dict], kind: str, y_label: str) -> Markup:
     xlo, xhi = 0.0, max(xs[-1], 1e-9)
     ylo, yhi = min(ys), max(ys)
     if yhi - ylo < 1e-12:
@@ -74,7 +74,7 @@ def _steps(title: str, xs: list[float], ys: list[float], progress: list[dict], k
     for x, y, p in zip(xs, ys, progress):
         body.append(f'<circle class="dot" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"><title>trial {int(p["trial"])} '
                     f'{escape(p["candidate"])}: {p["score"]:.4f}</title></circle>')
-    return _frame(title, "minutes since the first trial finished", kind, xlo, xhi, ylo, yhi, body, kind)
+    return _frame(title, "minutes since the first trial finished", y_label, xlo, xhi, ylo, yhi, body, kind)
 
 
 def stopped_curves(stopped: list[dict], progress: list[dict]) -> Markup:
