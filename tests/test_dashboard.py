@@ -198,3 +198,46 @@ def test_short_token_and_missing_store_are_exit_2(tmp_path):
     assert res.exit_code == 2 and "at least 16 characters" in res.stderr
     res = CliRunner().invoke(main, ["dashboard", "--store", str(tmp_path / "nope.db")])
     assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_the_command_serves_the_api_on_loopback_and_asks_for_its_token(tmp_path):
+    """`easeml-automl dashboard` as a user runs it: a real server on 127.0.0.1, token required."""
+    import http.client
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    build_queue(url, tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "EASEML_DASHBOARD_TOKEN": TOKEN, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "automl_runner.cli", "dashboard", "--store", url,
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/api/tenants")
+                first = conn.getresponse()
+                first.read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "the dashboard did not start listening"
+                time.sleep(0.2)
+        assert first.status == 401
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/api/tenants", headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        assert resp.status == 200 and '"best_score":0.875' in body.replace(" ", "")
+        assert TOKEN not in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
