@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,6 +39,19 @@ SCHEMA = json.dumps({"source": "data.csv", "fingerprint": "0" * 64, "target": "l
                      "ignored": []}, sort_keys=True)
 
 
+@contextmanager
+def bulk_load(st):
+    """One transaction on the store's own connection (a benchmark's bulk load, once)."""
+    if st.kind == "postgresql":
+        with st.conn.transaction(), st.conn.cursor() as cur:
+            yield cur
+        return
+    cur = st.conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    yield cur
+    cur.execute("COMMIT")
+
+
 def build(url: str, tenants: int, per: int, tmp: Path) -> None:
     rng = random.Random(0)
     st = open_store(url)
@@ -45,7 +59,7 @@ def build(url: str, tenants: int, per: int, tmp: Path) -> None:
     t0 = 1_800_000_000.0
     card = tmp / "card.md"
     card.write_text("# model card\n" + "trained on 5000 rows\n" * 40)
-    with st._tx() as cur:  # noqa: SLF001 - bulk load of a benchmark store, once
+    with bulk_load(st) as cur:
         q = st.dialect.sql
         cur.executemany(q("INSERT INTO candidates (name, family, spec, added_at) VALUES (?, ?, ?, ?)"),
                         [(c, "tree", json.dumps({"max_depth": j % 12 + 1, "min_samples_leaf": j % 5 + 1}), t0)
@@ -80,10 +94,7 @@ def build(url: str, tenants: int, per: int, tmp: Path) -> None:
         cur.executemany(q("INSERT INTO trial_events (trial_id, worker, event, at) VALUES (?, ?, ?, ?)"), events)
         cur.executemany(q("INSERT INTO promotions (tenant, trial_id, candidate, score, status, card_path, "
                           "pull_request, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), promos)
-    if st.kind == "postgresql":
-        st.conn.execute("ANALYZE")  # what autovacuum does to a table this size
-    else:
-        st.conn.execute("ANALYZE")
+    st.conn.execute("ANALYZE")  # on PostgreSQL what autovacuum does to tables this size
     st.close()
 
 
