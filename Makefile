@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to its CPU wheel: the gpu extra's torch>=2.4 is then already satisfied
 	# (an unpinned torch would download a multi-GB CUDA build).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,automl,gpu]'
+	$(BIN)/python -m pip install -q -e '.[test,automl,gpu,dashboard]'
 	@touch $(STAMP)
 
 # `make test` leaves out the tests marked slow (the Monte Carlo runs through the CLI, whose rates
@@ -48,7 +48,7 @@ test-lowest: $(UV)
 	@$(LOWEST_PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "easeml-ci needs Python >= 3.10"'
 	rm -rf $(LOWEST)
 	$(UV) venv -q -p $(LOWEST_PYTHON) $(LOWEST)
-	$(UV) pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test,automl]'
+	$(UV) pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test,automl,dashboard]'
 	$(UV) pip list --python $(LOWEST)/bin/python
 	# The gpu extra (torch, xgboost, onnxmltools) is left out here: torch's lowest release is a
 	# multi-GB CUDA download; `make test` runs those tests with the CPU wheel of torch.

@@ -363,6 +363,37 @@ def retry_failed(store_url, tenant):
     click.echo(f"queued {n} failed trial(s) again")
 
 
+@main.command()
+@store_option
+@click.option("--config", "config_path", default=None, metavar="PATH",
+              help="Also show the test sets of this gate config's ledgers (e.g. .easeml.yml).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True)
+@click.option("--token", envvar="EASEML_DASHBOARD_TOKEN", default=None, metavar="TOKEN",
+              help="Require this token on every request (env EASEML_DASHBOARD_TOKEN).")
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests served at once.")
+def dashboard(store_url, config_path, host, port, token, threads):
+    """Serve the read-only dashboard: tenants, trials, workers, test sets, and its JSON API."""
+    try:
+        import flask  # noqa: F401
+        import waitress
+    except ImportError:
+        raise AutomlError("easeml-automl dashboard needs the dashboard extra; "
+                          "install it with: pip install 'easeml-ci[dashboard]'") from None
+    from .dashboard import create_app, is_loopback
+
+    if token is not None and len(token) < 16:
+        raise AutomlError(f"--token must be at least 16 characters, got {len(token)}")
+    if not is_loopback(host) and token is None:
+        raise AutomlError(f"--host {host} is not a loopback address: anyone who can reach it would see every "
+                          "tenant; give --token (or EASEML_DASHBOARD_TOKEN), or keep --host 127.0.0.1")
+    app = create_app(store_url, config_path=config_path, token=token)
+    click.echo(f"dashboard on http://{host}:{port}/ (read-only; Ctrl-C stops it)", err=True)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="easeml-dashboard", _quiet=True)
+
+
 __all__ = ["main", "AutomlError"]
 
 # --- the scheduler benchmark (H5's module) ---------------------------------------------------
