@@ -126,15 +126,15 @@ def pair_alphas(candidates: int, reliability: float, tolerance: float = 0.0) -> 
     return ELIMINATION_SHARE * per_pair, (1.0 - ELIMINATION_SHARE) * per_pair
 
 
-def pick_queries(adaptivity: str, steps: int, candidates: int, passes: int | None = None,
-                 other_outcomes: int = 1) -> int:
+def pick_queries(adaptivity: str, steps: int, candidates: int, other_outcomes: int = 1) -> int:
     """Picks a test set's union bound covers when each released pick is one of k + extra symbols.
 
     A released answer names one of the ``candidates`` or says "no pick" (``other_outcomes``
     symbols beyond the k: 1 for "no certificate"; 2 if a "labels late" state is visible too), so
     under the adaptive modes the transcript tree is m-ary, ``m = k + other_outcomes``:
     ``sum_{s<H} m^s`` nodes under ``full`` (:func:`conditions.sequential.transcript_queries`),
-    H under ``none``. Each pick then runs at ``reliability = 1 - delta / queries``.
+    H under ``none``. Each pick then runs at ``reliability = 1 - delta / queries``. (``passes``
+    has no meaning for a pick, and ``firstChange`` none until "a change" is defined for picks.)
     """
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
         raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
@@ -142,7 +142,9 @@ def pick_queries(adaptivity: str, steps: int, candidates: int, passes: int | Non
         raise ValueError(f"other_outcomes must be >= 0, got {other_outcomes!r}")
     if adaptivity not in ("none", "full"):
         raise ValueError(f"adaptivity for picks must be 'none' or 'full', got {adaptivity!r}")
-    return transcript_queries(adaptivity, steps, passes, outcomes=max(2, candidates + other_outcomes))
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return transcript_queries(adaptivity, steps, outcomes=max(2, candidates + other_outcomes))
 
 
 def pick_reliability(reliability: float, adaptivity: str, steps: int, candidates: int, **kw) -> float:

@@ -210,3 +210,16 @@ def test_wrong_picks_within_delta_many_runs(accuracies, tolerance):
     runs = 1000
     wrong, _ = _wrong_rate(np.random.default_rng(SEED + 5), runs, 600, accuracies, 0.8, tolerance)
     assert wrong <= 0.2 + _slack(0.2, runs)
+
+
+def test_any_label_type_and_labels_no_model_predicts():
+    """Integer labels work like strings; a label no candidate predicts makes every model wrong."""
+    rng = np.random.default_rng(SEED + 6)
+    p, y = _draw(rng, 2000, [0.9, 0.6, 0.5], labels=np.array([3, 7, 11]))
+    y = y.copy()
+    y[::10] = 99  # nobody predicts 99
+    order = row_order(2000, 5)
+    as_int = pick(p, y, np.ones(2000, bool), 0.9, order=order)
+    as_str = pick(p.astype(str), y.astype(str), np.ones(2000, bool), 0.9, order=order)
+    assert as_int.pick == as_str.pick == 0
+    assert as_int.labels_used == as_str.labels_used
