@@ -22,14 +22,16 @@ from .planner import (
     query_count,
     validate_parameters,
 )
+from .pick import PickResult, pair_alphas, pick, pick_queries, pick_reliability
 from .sequential import SequentialClause, SequentialDecision, SequentialPlan, sequential_plan
 from .zones import ImpossibleCondition, check_formula
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
-    "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "ConditionsError", "Formula",
-    "ImpossibleCondition", "Outcomes", "Plan", "PlanError", "SampleTooSmall",
+    "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "ConditionsError",
+    "Formula", "ImpossibleCondition", "Outcomes", "PickResult", "Plan", "PlanError", "SampleTooSmall",
     "SequentialClause", "SequentialDecision", "SequentialPlan", "Verdict",
-    "check_formula", "compile_clause", "parse", "plan", "query_count", "sequential_plan",
+    "check_formula", "compile_clause", "pair_alphas", "parse", "pick", "pick_queries",
+    "pick_reliability", "plan", "query_count", "sequential_plan",
     "validate_parameters",
 ]
