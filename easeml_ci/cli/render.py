@@ -148,7 +148,7 @@ def render_pick(result) -> str:
     """A pick's terminal text: the candidates, the answer, the budget."""
     plan = result.plan
     lines = [f"easeml-ci pick: {plan.description} at reliability {plan.reliability} over the "
-             f"test set's life ({plan.pick_reliability:.6g} per pick)"]
+             f"test set's life (one pick wrong with probability at most {plan.pick_delta:.3g})"]
     for index, spec in enumerate(result.candidates, 1):
         mark = "->" if spec == result.answer else "  "
         lines.append(f"  {mark} {index}. {spec}")
