@@ -404,3 +404,64 @@ main.add_command(simulate_command, "simulate")
 
 if __name__ == "__main__":  # python -m automl_runner.cli
     main()
+
+
+@main.command("pick")
+@click.argument("tenant")
+@store_option
+@click.option("--testset", required=True,
+              help="Fresh data for the pick (features and row ids; labels on demand), as for `easeml-ci pick`.")
+@click.option("--top", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Pick among the tenant's K best done trials (by validation score).")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True,
+              help="The .easeml.yml with the `pick:` section (reliability, tolerance, ...).")
+@click.option("--labels", "label_store", default=None, help="Label store of the test set.")
+@click.option("--key-env", default="EASEML_TESTSET_KEY", show_default=True)
+@click.option("--promote", is_flag=True,
+              help="Promote a certified pick as `work` promotes a tenant's best (card, output, pull request).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def pick(tenant, store_url, testset, top, config_path, label_store, key_env, promote, as_json):
+    """Certify which of a tenant's best trials is best on fresh data, and optionally promote it."""
+    from easeml_ci.cli.render import render_pick
+    from easeml_ci.gate.pick import run_pick
+
+    from .store import open_store
+
+    with open_store(store_url, must_exist=True) as store:
+        owner = store.tenant(tenant)
+        trials = sorted((t for t in store.trials(tenant) if t.status == "done" and t.onnx_path),
+                        key=lambda t: (-t.score, t.id))[:top]
+        if len(trials) < 2:
+            raise AutomlError(f"tenant {tenant} has {len(trials)} done trial(s) with a model; a pick "
+                              "compares at least 2 (let `easeml-automl work` train more)")
+        progress = None if as_json else (lambda m: click.echo(f"... {m}", err=True))
+        result = run_pick(config_path, [t.onnx_path for t in trials], testset, key_env=key_env,
+                          workdir=Path("."), progress=progress, label_store=label_store)
+        chosen = trials[result.candidates.index(result.answer)] if result.picked else None
+        promotion = None
+        if promote and chosen is not None:
+            promotion = _promote_pick(store, owner, chosen, progress)
+    out = {"pick": result.to_dict(), "trials": [t.id for t in trials],
+           "picked_trial": chosen.id if chosen else None,
+           "promotion": None if promotion is None else promotion.status}
+    if as_json:
+        click.echo(json.dumps(out, sort_keys=True))
+    else:
+        click.echo(render_pick(result))
+        if chosen is not None:
+            click.echo(f"picked trial {chosen.id} ({chosen.candidate}, validation {chosen.score:.4f})"
+                       + (f"; promotion: {promotion.status}" if promotion else
+                          ("; not promoted (already the promoted model)" if promote else "")))
+        elif promote:
+            click.echo("nothing promoted: no certified pick yet")
+
+
+def _promote_pick(store, tenant, trial, progress):
+    """The pick's model through the queue's own promotion (card, output folder, pull request)."""
+    from .catalogue import by_name, load_catalogue
+    from .promote import maybe_promote
+
+    cand = by_name(load_catalogue())[trial.candidate]
+    blob = Path(trial.onnx_path).read_bytes()
+    return maybe_promote(store, tenant, trial.id, cand, blob, trial.score, picked=True,
+                         fidelity=trial.fidelity, progress=None)

@@ -292,14 +292,16 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
 
 
 def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, blob: bytes, score: float,
-                  *, progress=None, who: str = "", fidelity: float | None = None) -> Promotion | None:
+                  *, progress=None, who: str = "", fidelity: float | None = None,
+                  picked: bool = False) -> Promotion | None:
     """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None.
 
     ``fidelity``: the share of the budget the trial trained to when it was stopped early at a
     rung (None: all of it); a stopped trial's model is promoted like any other when it is the
-    tenant's best, and its card says how far it trained.
+    tenant's best, and its card says how far it trained. ``picked``: the trial was certified best
+    on fresh data (:meth:`Store.begin_promotion`).
     """
-    promo = store.begin_promotion(tenant.name, trial_id)
+    promo = store.begin_promotion(tenant.name, trial_id, picked=picked)
     if promo is None:
         return None
     card = build_card(tenant, promo, cand, blob, fidelity)

@@ -977,9 +977,13 @@ class Store:
             params = (tenant,)
         return [Promotion(*r) for r in self._read(q + " ORDER BY id", params)]
 
-    def begin_promotion(self, tenant: str, trial_id: int) -> Promotion | None:
+    def begin_promotion(self, tenant: str, trial_id: int, *, picked: bool = False) -> Promotion | None:
         """Reserve a promotion of ``trial_id`` if it is the tenant's best and beats the last
         promoted score by at least the tenant's margin (strictly better when the margin is 0).
+
+        ``picked``: the trial was certified best on fresh data (`easeml-automl pick`), which
+        outranks the validation scores: it is promoted when it is a done trial of the tenant and
+        not already the last promotion.
 
         Serialised per tenant (row lock on PG, BEGIN IMMEDIATE on SQLite), so two workers that
         finish at once never promote twice nor promote the worse of two results last.
@@ -993,16 +997,23 @@ class Store:
             if row is None:
                 return None
             margin = float(row[0])
-            self._exec(cur, "SELECT id, candidate, score FROM trials WHERE tenant = ? AND status = 'done' "
-                       + _BEST_ORDER, (tenant, tenant))
+            if picked:
+                self._exec(cur, "SELECT id, candidate, score FROM trials WHERE tenant = ? AND id = ? "
+                           "AND status = 'done'", (tenant, int(trial_id)))
+            else:
+                self._exec(cur, "SELECT id, candidate, score FROM trials WHERE tenant = ? AND status = 'done' "
+                           + _BEST_ORDER, (tenant, tenant))
             best = cur.fetchone()
             if best is None or int(best[0]) != int(trial_id):
                 return None
-            self._exec(cur, "SELECT score FROM promotions WHERE tenant = ? ORDER BY id DESC LIMIT 1", (tenant,))
+            self._exec(cur, "SELECT score, trial_id FROM promotions WHERE tenant = ? ORDER BY id DESC LIMIT 1",
+                       (tenant,))
             last = cur.fetchone()
             prev = float(last[0]) if last else None
             score = float(best[2])
-            if prev is not None and not (score > prev and score - prev >= margin - 1e-12):
+            if picked and last is not None and int(last[1]) == int(trial_id):
+                return None  # already the promoted model
+            if not picked and prev is not None and not (score > prev and score - prev >= margin - 1e-12):
                 return None
             self._exec(cur, "INSERT INTO promotions (tenant, trial_id, candidate, score, previous_score, status, created_at) "
                        "VALUES (?, ?, ?, ?, ?, 'pending', {now}) RETURNING id", (tenant, trial_id, best[1], score, prev))

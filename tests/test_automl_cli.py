@@ -428,3 +428,69 @@ def test_promoted_model_is_readable_by_the_gate(tmp_path, data):
     est = {c.name: c for c in default_catalogue()}["logreg-C1"].build(schema)
     X_tr, _, y_tr, _ = load_dataset(data, schema).split()
     assert list(np.asarray(gate).astype(str)) == list(est.fit(X_tr, y_tr).predict(X_val.astype(np.float32)))
+
+
+# --- easeml-automl pick --------------------------------------------------------------------------
+
+def _fresh_rows(path, rows: int, seed: int):
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["f1", "f2", "shade", "species"])
+        for _ in range(rows):
+            a, b = rng.normal(size=2)
+            w.writerow([round(a, 3), round(b, 3), rng.choice(["dark", "light"]),
+                        ["setosa", "versicolor", "virginica"][int(a > 0) + int(b > 0.5)]])
+    return str(path)
+
+
+def test_pick_certifies_the_best_of_a_tenants_trials_on_fresh_data_and_promotes_it(tmp_path, data):
+    """A tenant's three trials, a fresh labelled sample in the models' input encoding: the pick
+    names the trial that is best on it (not necessarily the validation best) and `--promote`
+    promotes exactly that trial through the queue's promotion."""
+    import yaml
+
+    from automl_runner.schema import encode_features, read_columns
+
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    out = tmp_path / "out"
+    assert run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
+               "--output", out, "--margin", "0", "--only", "gaussian-nb",
+               "--only", "decision-tree-d5", "--only", "logreg-C0.01").exit_code == 0
+    assert run("work", "--store", store, "--exit-when-idle", "--poll", "0.05", "--no-promote",
+               "--json").exit_code == 0
+    schema = infer_schema(data, "species")
+    cols = read_columns(_fresh_rows(tmp_path / "fresh.csv", 3000, seed=11))
+    X = encode_features(cols, schema).astype(np.float32)
+    y = np.asarray(cols["species"]).astype(str)
+    np.savez(tmp_path / "fresh.npz", X=X, y=y)
+    (tmp_path / ".easeml.yml").write_text(yaml.safe_dump({
+        "condition": "n > 0.5 +/- 0.1", "reliability": 0.99,
+        "pick": {"reliability": 0.95, "adaptivity": "full", "steps": 4, "candidates": 3}}))
+    with open_store(store) as s:
+        trials = {t.onnx_path: t for t in s.trials("flowers") if t.status == "done"}
+    from easeml_ci.models import OnnxModel
+
+    accuracy = {p: float(np.mean(np.asarray(OnnxModel(p, p).predict(X)).astype(str) == y))
+                for p in trials}
+    r = run("pick", "flowers", "--store", store, "--testset", tmp_path / "fresh.npz", "--top", 3,
+            "--config", tmp_path / ".easeml.yml", "--promote", "--json")
+    assert r.exit_code == 0, r.output
+    out_json = json.loads(r.stdout)
+    assert out_json["pick"]["picked"], out_json  # 3,000 labelled rows settle these three
+    best_on_fresh = max(accuracy, key=accuracy.get)
+    assert out_json["pick"]["answer"] == best_on_fresh
+    assert out_json["picked_trial"] == trials[best_on_fresh].id
+    with open_store(store) as s:
+        promos = s.promotions("flowers")
+    assert [p.trial_id for p in promos] == [trials[best_on_fresh].id]
+    assert promos[0].status == "written" and (out / "model.onnx").read_bytes() == \
+        open(best_on_fresh, "rb").read()
+
+
+def test_pick_needs_two_trials_with_models(tmp_path, data):
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    assert run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
+               "--only", "gaussian-nb").exit_code == 0
+    r = run("pick", "flowers", "--store", store, "--testset", tmp_path / "x.npz")
+    assert r.exit_code == 2 and "has 0 done trial(s)" in r.stderr
