@@ -17,6 +17,7 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from .candidate import Candidate
 from .schema import Schema
 
 
@@ -123,8 +124,6 @@ def image_side(schema: Schema) -> int | None:
 
 def gpu_catalogue() -> list:
     """The GPU-capable candidates whose frameworks are installed (none without the extra)."""
-    from .catalogue import Candidate
-
     C, R = ("classification",), ("regression",)
     out = []
     if have("xgboost") and have("onnxmltools"):
