@@ -32,7 +32,7 @@ import click
 import numpy as np
 
 from .matrices import LearningCurves, MatrixError, QualityMatrix, curves_from_matrix, load_any
-from .scheduler import EARLY_STOPPING_SCHEDULERS, EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
+from .registry import EARLY_STOPPING_SCHEDULERS, EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
 
 
 @dataclass

@@ -285,7 +285,7 @@ def default_scheduler_factory(name: str = "multitenant", seed: int = 0,
                               curves=None) -> Callable[[], Chooser]:
     """``curves``: other tenants' learning curves (``matrices.LearningCurves`` or rows), for the
     schedulers that stop trials early (``multitenant-hb``); the others ignore them."""
-    from .scheduler import make_scheduler
+    from .registry import make_scheduler
 
     if curves is None:
         return lambda: make_scheduler(name, prior=prior, seed=seed)

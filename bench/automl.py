@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automl_runner.matrices import curves_from_matrix, load_any, split_curves, synthetic  # noqa: E402
-from automl_runner.scheduler import SCHEDULERS  # noqa: E402
+from automl_runner.registry import SCHEDULERS  # noqa: E402
 
 # round-robin-catalogue: round-robin in catalogue order, a second, prior-free baseline;
 # round-robin-gp, random-gp: the paper's baselines (tenant by turn / at random, candidate by

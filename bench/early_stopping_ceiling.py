@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import automl_runner.simulate as simulate_mod  # noqa: E402
 from automl_runner.matrices import load_any, split_curves  # noqa: E402
-from automl_runner.scheduler import make_scheduler  # noqa: E402
+from automl_runner.registry import make_scheduler  # noqa: E402
 from automl_runner.successive_halving import MultiTenantHBScheduler  # noqa: E402
 
 T = 0.01

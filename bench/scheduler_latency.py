@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from automl_runner.matrices import synthetic
-from automl_runner.scheduler import make_scheduler
+from automl_runner.registry import make_scheduler
 
 
 def main() -> None:

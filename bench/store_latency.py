@@ -24,7 +24,7 @@ import numpy as np
 
 from automl_runner.catalogue import Candidate
 from automl_runner.matrices import synthetic
-from automl_runner.scheduler import make_scheduler
+from automl_runner.registry import make_scheduler
 from automl_runner.schema import infer_schema
 from automl_runner.store import open_store
 from automl_runner.worker import Worker, WorkerOptions

@@ -21,7 +21,8 @@ from automl_runner.cli import main
 from automl_runner.early_stopping import decider
 from automl_runner.matrices import DATA_DIR
 from automl_runner.schema import infer_schema
-from automl_runner.scheduler import Scheduler, make_scheduler
+from automl_runner.registry import make_scheduler
+from automl_runner.scheduler import Scheduler
 from automl_runner.store import open_store
 from automl_runner.worker import SchedulerFeed
 from store_fixtures import store_url  # noqa: F401  (fixture)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from automl_runner.gp import CandidatePrior, TenantGP, direct_posterior
 from automl_runner.matrices import LearningCurves, load_any, load_curves, split_curves, synthetic_curves
-from automl_runner.scheduler import make_scheduler
+from automl_runner.registry import make_scheduler
 from automl_runner.search_space import (
     SearchSpaceError,
     classification_spaces,

@@ -92,7 +92,7 @@ def test_without_a_plan_it_is_one_plain_fit():
 
 
 def test_plan_only_for_an_early_stopping_scheduler_and_a_resumable_candidate():
-    from automl_runner.scheduler import make_scheduler
+    from automl_runner.registry import make_scheduler
 
     gbm = _cand("boosting", learning_rate=0.1, max_depth=3, subsample=1.0)
     logreg = _cand("logreg", C=1.0)
@@ -106,7 +106,7 @@ def test_plan_only_for_an_early_stopping_scheduler_and_a_resumable_candidate():
 
 
 def test_the_decider_form_the_worker_uses():
-    from automl_runner.scheduler import make_scheduler
+    from automl_runner.registry import make_scheduler
 
     schema, (Xtr, Xva, ytr, yva) = _data()
     gbm = _cand("boosting", learning_rate=0.1, max_depth=3, subsample=1.0)

@@ -16,8 +16,8 @@ from automl_runner.scheduler import (
     CostModel,
     SchedulerError,
     expected_improvement,
-    make_scheduler,
 )
+from automl_runner.registry import make_scheduler
 
 
 def _prior_rows(tenants=12, candidates=7, seed=0):

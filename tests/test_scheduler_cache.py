@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from automl_runner.matrices import synthetic, synthetic_curves
-from automl_runner.scheduler import MultiTenantScheduler, make_scheduler
+from automl_runner.registry import make_scheduler
+from automl_runner.scheduler import MultiTenantScheduler
 
 TENANTS = 24
 CANDIDATES = 10
