@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CardError, DatasetError
-from .schema import (FEATURE_KINDS, TASKS, Feature, Schema, _fmt_number, encode, encode_features, missing_cells,
+from .schema import (FEATURE_KINDS, TASKS, Feature, Schema, number_text, encode, encode_features, missing_cells,
                      read_columns)
 
 #: Keys of a model card without which the data cannot be encoded for its model.
@@ -227,7 +227,7 @@ def encode_rows(card_path, raw_path, *, pool: bool = False) -> Encoded:
         if f.kind == "categorical":
             unseen_rows = np.flatnonzero((X[:, j] == -1) & ~is_missing)
             if len(unseen_rows):
-                keys = [_fmt_number(v) if isinstance(v, float) else str(v) for v in col[unseen_rows].tolist()]
+                keys = [number_text(v) if isinstance(v, float) else str(v) for v in col[unseen_rows].tolist()]
                 values, counts = np.unique(np.array(keys, dtype=str), return_counts=True)
                 order = np.argsort(-counts, kind="stable")
                 out.unseen[f.name] = {str(values[k]): int(counts[k]) for k in order}

@@ -22,10 +22,10 @@ import numpy as np
 def step_ms(architecture: str, device: str, batch: int, fused: bool, rows: int = 20000, classes: int = 10) -> float:
     import torch
 
-    from automl_runner.torch_candidates import _build_net
+    from automl_runner.torch_candidates import build_net
 
     torch.manual_seed(0)
-    net = _build_net(architecture, 64, classes, (128, 64), (16, 32)).to(device)
+    net = build_net(architecture, 64, classes, (128, 64), (16, 32)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4, **({"fused": True} if fused else {}))
     X = torch.randn(rows, 64, device=device)
     y = torch.randint(0, classes, (rows,), device=device)
