@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .catalogue import Candidate
+from .candidates.catalogue import Candidate
 from .errors import StoreError, TenantError
-from .schema import Schema
+from .datasets.schema import Schema
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3

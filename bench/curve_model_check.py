@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import LearningCurves, load_any  # noqa: E402
-from automl_runner.successive_halving import CurveModel, fidelity_key  # noqa: E402
+from automl_runner.scheduling.matrices import LearningCurves, load_any  # noqa: E402
+from automl_runner.scheduling.successive_halving import CurveModel, fidelity_key  # noqa: E402
 
 BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 0.3), (0.3, 1.01))
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.catalogue import default_catalogue, export_onnx
+from automl_runner.candidates.catalogue import default_catalogue, export_onnx
 from automl_runner.cli import main
-from automl_runner.promote import maybe_promote
-from automl_runner.schema import infer_schema, load_dataset
+from automl_runner.worker.promote import maybe_promote
+from automl_runner.datasets.schema import infer_schema, load_dataset
 from automl_runner.store import open_store
 
 TOKEN = "ghs_test_token"
@@ -386,7 +386,7 @@ def test_gpu_runner_workflow_runs_a_worker_with_valid_options(monkeypatch):
 
 def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github):
     """Worker A promotes first but writes last: the output and the PR keep B's newer model."""
-    from automl_runner.promote import build_card, open_or_update_pr, write_local
+    from automl_runner.worker.promote import build_card, open_or_update_pr, write_local
 
     schema = infer_schema(data, "species")
     ds = load_dataset(data, schema)
@@ -406,7 +406,7 @@ def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github)
     assert write_local(out, build_card(tenant, p_old, c_old, b_old), b_old) is None
     assert (tmp_path / "out" / "model.onnx").read_bytes() == b_new
     open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_new, c_new, b_new), b_new)
-    from automl_runner.promote import Superseded
+    from automl_runner.worker.promote import Superseded
 
     with pytest.raises(Superseded):
         open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_old, c_old, b_old), b_old)

@@ -14,9 +14,9 @@ import uuid
 import numpy as np
 import pytest
 
-from automl_runner.catalogue import Candidate, default_catalogue
+from automl_runner.candidates.catalogue import Candidate, default_catalogue
 from automl_runner.errors import StoreError, TenantError
-from automl_runner.schema import infer_schema
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store, parse_store_url
 
 PG_URL = os.environ.get("EASEML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.promote import ModelCard
-from automl_runner.testset_export import load_card, schema_from_card
+from automl_runner.worker.promote import ModelCard
+from automl_runner.datasets.testset_export import load_card, schema_from_card
 from easeml_ci import crypto
 from easeml_ci.cli import main
 from easeml_ci.ledger import Budget, FileBackend, Ledger

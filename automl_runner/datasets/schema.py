@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 TASKS = ("classification", "regression")
 FEATURE_KINDS = ("numeric", "categorical")

@@ -25,9 +25,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalogue import Candidate
-from .errors import PromotionError
-from .store import Promotion, Store, Tenant
+from ..candidates.catalogue import Candidate
+from ..errors import PromotionError
+from ..store import Promotion, Store, Tenant
 
 BRANCH_PREFIX = "easeml-automl/"
 

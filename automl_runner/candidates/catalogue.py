@@ -19,8 +19,8 @@ from typing import Iterable
 import numpy as np
 
 from .candidate import Candidate
-from .errors import AutomlError, ExportError
-from .schema import Schema
+from ..errors import AutomlError, ExportError
+from ..datasets.schema import Schema
 
 ENTRY_POINT_GROUP = "easeml_automl.candidates"
 

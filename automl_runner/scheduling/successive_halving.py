@@ -51,7 +51,7 @@ from scipy.stats import norm
 
 from .matrices import FIDELITY_TOL, LearningCurves
 from .scheduler import MultiTenantScheduler, PriorRows, expected_improvement
-from .search_space import rung_fidelities
+from ..candidates.search_space import rung_fidelities
 
 #: Successive-halving rungs: 1/9, 1/3, 1 (eta = 3).
 RUNGS = rung_fidelities(eta=3, rungs=3)

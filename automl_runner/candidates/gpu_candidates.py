@@ -3,7 +3,7 @@
 Each takes the device it trains on under ``device`` (``cpu`` or ``cuda:N``), reports where it
 really trained in ``trained_on_`` (what the store records), resumes with ``warm_start`` (so early
 stopping can grow its rounds or epochs), and is exported by its own framework's exporter:
-onnxmltools for XGBoost, ``torch.onnx`` for the networks (see :mod:`automl_runner.onnx_compose`).
+onnxmltools for XGBoost, ``torch.onnx`` for the networks (see :mod:`automl_runner.candidates.onnx_compose`).
 
 Without the frameworks installed (``pip install 'easeml-ci[gpu]'``) :func:`gpu_catalogue` is
 empty and the queue runs the scikit-learn catalogue alone.
@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from .candidate import Candidate
-from .schema import Schema
+from ..datasets.schema import Schema
 
 
 def have(module: str) -> bool:

@@ -381,7 +381,7 @@ class MultiTenantScheduler(Scheduler):
         if i is not None:
             return i
         if "/" in cand:  # a configuration of a family's search space: model it after its neighbours
-            from .search_space import as_unit_vectors, classification_spaces
+            from ..candidates.search_space import as_unit_vectors, classification_spaces
 
             if self._spaces is None:
                 self._spaces = classification_spaces()

@@ -33,7 +33,7 @@ COLUMNS = ("tenant", "candidate", "quality", "cost")
 CURVE_COLUMNS = ("tenant", "candidate", "fidelity", "quality", "cost")
 #: fidelities closer than this are the same rung (CSV files carry 1/9 as 0.111111)
 FIDELITY_TOL = 1e-4
-DATA_DIR = Path(__file__).with_name("data")
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 class MatrixError(ValueError):

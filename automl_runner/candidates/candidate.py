@@ -1,12 +1,12 @@
 """A candidate model: a named estimator with fixed hyperparameters, the schemas it accepts and
-how it takes a device and exports to ONNX (see :mod:`automl_runner.catalogue` for the list)."""
+how it takes a device and exports to ONNX (see :mod:`automl_runner.candidates.catalogue` for the list)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import AutomlError
-from .schema import Schema
+from ..errors import AutomlError
+from ..datasets.schema import Schema
 
 
 @dataclass(frozen=True)
