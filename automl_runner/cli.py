@@ -226,7 +226,8 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     check_device(device)  # no such GPU here: exit 2 before any trial is recorded on it
     prior = None
     if prior_path != "none":
-        from .scheduling.matrices import MatrixError, bundled, load_matrix
+        from .errors import MatrixError
+        from .scheduling.matrices import bundled, load_matrix
 
         try:
             prior = (bundled("real") if prior_path == "builtin" else load_matrix(prior_path)).rows
@@ -234,7 +235,8 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
             raise click.BadParameter(str(exc), param_hint="--prior")
     curves = None
     if scheduler == "multitenant-hb" and curves_path != "none":
-        from .scheduling.matrices import DATA_DIR, MatrixError, load_curves
+        from .errors import MatrixError
+        from .scheduling.matrices import DATA_DIR, load_curves
 
         try:
             curves = load_curves(DATA_DIR / "real_curves.csv" if curves_path == "builtin" else curves_path)

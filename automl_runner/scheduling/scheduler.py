@@ -48,13 +48,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.stats import norm
 
+from ..errors import SchedulerError
 from .gp import CandidatePrior, TenantGP
 
 PriorRows = Iterable[tuple[str, str, float, float]]
-
-class SchedulerError(ValueError):
-    """A scheduler was asked for something it cannot do (unknown name, nothing pending)."""
-
 
 class Scheduler:
     """Common bookkeeping: what each tenant has finished, what is running, best so far."""
