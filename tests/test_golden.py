@@ -119,6 +119,12 @@ def test_model_card_writer_still_writes_the_golden_card():
         (GOLDEN / "model-card.json").read_text(encoding="utf-8")
 
 
+def test_model_card_markdown_is_the_golden_one():
+    """MODEL_CARD.md (and the pull request body built from it) is pinned byte for byte."""
+    assert ModelCard(**_golden_card_fields()).to_markdown() == \
+        (GOLDEN / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+
 def test_golden_model_card_loads_into_its_schema():
     card = load_card(GOLDEN / "model-card.json")
     schema, notes = schema_from_card(card, GOLDEN / "model-card.json")

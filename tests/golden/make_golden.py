@@ -100,6 +100,7 @@ def write_ledger(fingerprint: str) -> dict:
 
 def write_card() -> None:
     (HERE / "model-card.json").write_text(ModelCard(**CARD).to_json(), encoding="utf-8")
+    (HERE / "MODEL_CARD.md").write_text(ModelCard(**CARD).to_markdown(), encoding="utf-8")
 
 
 if __name__ == "__main__":
