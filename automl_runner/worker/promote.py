@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from easeml_ci.atomic import write_bytes
+
 from ..candidates.catalogue import Candidate
 from ..errors import PromotionError
 from ..store import Promotion, Store, Tenant
@@ -130,15 +132,6 @@ def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes, f
     )
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _card_promotion_id(text: str | bytes | None) -> int:
     try:
         return int(json.loads(text).get("promotion_id", -1)) if text else -1
@@ -167,9 +160,9 @@ def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str] | 
             current = -1
         if current > card.promotion_id:
             return None
-        _atomic_write(model, blob)
-        _atomic_write(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
-        _atomic_write(card_json, card.to_json().encode())  # last: it marks the set complete
+        write_bytes(model, blob)
+        write_bytes(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
+        write_bytes(card_json, card.to_json().encode())  # last: it marks the set complete
     return model, card_json
 
 

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 from urllib.parse import quote
 
+from easeml_ci.atomic import write_bytes
+
 from ..candidates.catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
-from ..errors import AutomlError, DatasetError, StoreError
-from ..scheduling.scheduler import SchedulerError
+from ..errors import AutomlError, DatasetError, SchedulerError, StoreError
 from ..datasets.schema import Dataset, load_dataset
 from ..store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, TrialChange, driver_errors,
                     open_store)
@@ -598,10 +599,7 @@ class Worker:
         finally:
             beat.stop()
         path = self._artifact_path(tenant, claim)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
+        write_bytes(path, blob)  # a reader (the gate, a promotion) never sees half a model
         sha = hashlib.sha256(blob).hexdigest()
         ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha, ran_on=ran_on,
                                  fidelity=fidelity)
