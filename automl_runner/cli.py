@@ -252,6 +252,10 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
             click.echo(json.dumps(result.to_dict(), sort_keys=True))
             sys.stdout.flush()
 
+    from .store import open_store
+
+    # a typo (`--store queu.db`) must not create an empty queue that the worker then waits on
+    open_store(store_url, create=False, must_exist=True).close()
     worker = Worker(store_url, opts, progress=Progress(not as_json), on_result=emit)
     worker.install_signal_handlers()
     prior_note = "no prior" if prior is None else (

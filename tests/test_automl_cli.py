@@ -214,7 +214,7 @@ def test_submit_bad_input_exits_2_with_one_line(tmp_path, data, args, message):
         (["status", "--store", "{db}"], "error: --store: SQLite file '{db}' does not exist; `easeml-automl submit` creates it"),
         (["work", "--store", "{db}", "--device", "gpu0"], "must be cpu or cuda:N"),
         (["work", "--store", "{db}", "--prior", "/no/prior.csv"], "Invalid value for --prior: /no/prior.csv: cannot read matrix file"),
-        (["work", "--store", "/no/such/dir/q.db"], "error: --store: directory '/no/such/dir' for the SQLite file does not exist"),
+        (["work", "--store", "/no/such/dir/q.db"], "error: --store: SQLite file '/no/such/dir/q.db' does not exist"),
         (["status", "--store", "postgresql://postgres@127.0.0.1:1/test"], "error: --store: cannot connect to PostgreSQL"),
     ],
 )
@@ -224,6 +224,16 @@ def test_other_bad_input_exits_2(tmp_path, args, message):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_work_on_a_store_that_does_not_exist_is_refused_and_creates_nothing(tmp_path, monkeypatch):
+    """`work --store queu.db` (a typo) is refused as `status` refuses it, not an empty new queue."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["work", "--store", "queu.db", "--exit-when-idle"])
+    assert r.exit_code == 2, r.output
+    assert "error: --store: SQLite file 'queu.db' does not exist; `easeml-automl submit` creates it" in r.output
+    assert "Traceback" not in r.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_work_trains_reports_and_promotes_into_one_pull_request(tmp_path, data, github):
