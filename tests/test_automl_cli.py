@@ -226,6 +226,16 @@ def test_other_bad_input_exits_2(tmp_path, args, message):
     assert message in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("model_path", ["../other/model.onnx", "/etc/model.onnx", "models/../../x.onnx",
+                                        ".github/workflows/pwn.yml", ".git/hooks/post-merge", "models//m.onnx"])
+def test_a_model_path_outside_the_repository_models_is_refused(tmp_path, data, model_path):
+    r = CliRunner().invoke(main, ["submit", data, "--store", str(tmp_path / "q.db"), "--name", "t", "--target", "species",
+                                  "--repository", "acme/models", "--model-path", model_path])
+    assert r.exit_code == 2, r.output
+    assert f"--model-path {model_path!r}: expected a relative path inside the repository" in r.output
+    assert "Traceback" not in r.output
+
+
 def test_work_on_a_store_that_does_not_exist_is_refused_and_creates_nothing(tmp_path, monkeypatch):
     """`work --store queu.db` (a typo) is refused as `status` refuses it, not an empty new queue."""
     monkeypatch.chdir(tmp_path)
