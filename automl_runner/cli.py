@@ -87,8 +87,8 @@ def main(ctx: click.Context) -> None:
 def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignore, output, repository, model_path,
            exclude, only, margin, validation_fraction, seed, replace, dry_run, as_json):
     """Register a tenant's DATASET (CSV or .npz with a target column) and queue its candidates."""
-    from .catalogue import load_catalogue
-    from .schema import infer_schema
+    from .candidates.catalogue import load_catalogue
+    from .datasets.schema import infer_schema
     from .store import open_store
 
     if exclude and only:
@@ -217,16 +217,17 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     """
     import re
 
-    from .worker import Progress, Worker, WorkerOptions
+    from .worker.worker import Progress, Worker, WorkerOptions
 
     if not re.match(r"^(cpu|cuda:\d+)$", device):
         raise click.BadParameter(f"must be cpu or cuda:N (N a GPU index), got {device!r}", param_hint="--device")
-    from .devices import check_device
+    from .worker.devices import check_device
 
     check_device(device)  # no such GPU here: exit 2 before any trial is recorded on it
     prior = None
     if prior_path != "none":
-        from .matrices import MatrixError, bundled, load_matrix
+        from .errors import MatrixError
+        from .scheduling.matrices import bundled, load_matrix
 
         try:
             prior = (bundled("real") if prior_path == "builtin" else load_matrix(prior_path)).rows
@@ -234,7 +235,8 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
             raise click.BadParameter(str(exc), param_hint="--prior")
     curves = None
     if scheduler == "multitenant-hb" and curves_path != "none":
-        from .matrices import DATA_DIR, MatrixError, load_curves
+        from .errors import MatrixError
+        from .scheduling.matrices import DATA_DIR, load_curves
 
         try:
             curves = load_curves(DATA_DIR / "real_curves.csv" if curves_path == "builtin" else curves_path)
@@ -250,6 +252,10 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
             click.echo(json.dumps(result.to_dict(), sort_keys=True))
             sys.stdout.flush()
 
+    from .store import open_store
+
+    # a typo (`--store queu.db`) must not create an empty queue that the worker then waits on
+    open_store(store_url, create=False, must_exist=True).close()
     worker = Worker(store_url, opts, progress=Progress(not as_json), on_result=emit)
     worker.install_signal_handlers()
     prior_note = "no prior" if prior is None else (
@@ -274,7 +280,7 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
 @click.option("--json", "as_json", is_flag=True)
 def catalogue(store_url, as_json):
     """List the candidate models (built-in and registered by entry point)."""
-    from .catalogue import load_catalogue
+    from .candidates.catalogue import load_catalogue
     from .store import open_store
 
     cands = load_catalogue()
@@ -314,7 +320,7 @@ def testset(raw, out, card_path, pool, key_env, label_column, force, as_json):
     (plaintext), or .enc (encrypted with the key in --key-env). Prints the test set's
     fingerprint, which keys the gate's budget ledger.
     """
-    from .testset_export import encode_rows, out_kind, summary, write
+    from .datasets.testset_export import encode_rows, out_kind, summary, write
 
     kind = out_kind(out, pool)
     if out.exists() and not force:
@@ -397,7 +403,7 @@ def dashboard(store_url, config_path, host, port, token, threads):
 __all__ = ["main", "AutomlError"]
 
 # --- the scheduler benchmark (H5's module) ---------------------------------------------------
-from .simulate import simulate_command  # noqa: E402
+from .scheduling.simulate import simulate_command  # noqa: E402
 
 main.add_command(simulate_command, "simulate")
 
@@ -458,8 +464,8 @@ def pick(tenant, store_url, testset, top, config_path, label_store, key_env, pro
 
 def _promote_pick(store, tenant, trial, progress):
     """The pick's model through the queue's own promotion (card, output folder, pull request)."""
-    from .catalogue import by_name, load_catalogue
-    from .promote import maybe_promote
+    from .candidates.catalogue import by_name, load_catalogue
+    from .worker.promote import maybe_promote
 
     cand = by_name(load_catalogue())[trial.candidate]
     blob = Path(trial.onnx_path).read_bytes()

@@ -40,3 +40,29 @@ class PromotionError(AutomlError):
     """Writing a promoted model or opening its pull request failed."""
 
     exit_code = 1
+
+
+class SchedulerError(AutomlError, ValueError):
+    """A scheduler asked for something it cannot do: an unknown name, nothing pending (exit 2).
+
+    Also a :class:`ValueError`, as it was before it joined this hierarchy.
+    """
+
+
+class SearchSpaceError(AutomlError, ValueError):
+    """A configuration or candidate name does not fit its family's space (exit 2; a ValueError too)."""
+
+
+class MatrixError(AutomlError, ValueError):
+    """A quality/cost matrix or learning-curve file is malformed (exit 2; a ValueError too).
+
+    ``path`` and ``line`` (1 for the header, None for the whole file) say where; the message reads
+    ``path:line: problem``, the problem naming the column and the value found.
+    """
+
+    def __init__(self, path, problem: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {problem}")
+        self.path = str(path)
+        self.line = line
+        self.problem = problem

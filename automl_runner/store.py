@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .catalogue import Candidate
+from .candidates.catalogue import Candidate
 from .errors import StoreError, TenantError
-from .schema import Schema
+from .datasets.schema import Schema
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -343,6 +343,19 @@ def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool 
     return store
 
 
+def check_model_path(model_path: str) -> None:
+    """Refuse a ``--model-path`` that leaves the repository's model files: it must be relative,
+    without ``..``, and outside ``.git/`` and ``.github/`` (a promotion must never write a
+    workflow or git metadata into the tenant's repository)."""
+    parts = model_path.replace("\\", "/").split("/")
+    if (not model_path or model_path.startswith("/") or re.match(r"^[A-Za-z]:", model_path)
+            or any(p in ("", ".", "..") for p in parts) or parts[0].lower() in (".git", ".github")):
+        raise TenantError(
+            f"--model-path {model_path!r}: expected a relative path inside the repository such as "
+            "models/<tenant>.onnx, without '..', empty or '.' parts, and outside .git/ and .github/"
+        )
+
+
 class Store:
     """One connection to the queue's database. Not shared between threads: open one per thread."""
 
@@ -610,6 +623,8 @@ class Store:
             raise TenantError(f"--margin must be in [0, 1), got {margin}")
         if repository is not None and not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", repository):
             raise TenantError(f"--repository {repository!r}: expected OWNER/NAME")
+        if model_path is not None:
+            check_model_path(model_path)
         catalogue = list(catalogue)
         names = {c.name for c in catalogue}
         excluded = tuple(excluded)

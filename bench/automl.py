@@ -3,7 +3,7 @@
 For tenants in {8, 16, 32}, devices in {1, 4} and 20 seeds: each seed draws the scheduled
 tenants at random from the matrix and gives the schedulers a prior learned only from the
 *other* tenants (never from the scheduled ones), then replays the matrix
-(``automl_runner.simulate.run_once``). It prints a Markdown table of the median time until
+(``automl_runner.scheduling.simulate.run_once``). It prints a Markdown table of the median time until
 the mean regret (global regret / tenants) is <= T, for T in {0.05, 0.02, 0.01}, the
 ratio of each baseline's time to multitenant's (round-robin, round-robin in catalogue
 order, random, and the paper's round-robin-gp and random-gp), and writes a chart of the median
@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import curves_from_matrix, load_any, split_curves, synthetic  # noqa: E402
-from automl_runner.scheduler import SCHEDULERS  # noqa: E402
+from automl_runner.scheduling.matrices import curves_from_matrix, load_any, split_curves, synthetic  # noqa: E402
+from automl_runner.scheduling.registry import SCHEDULERS  # noqa: E402
 
 # round-robin-catalogue: round-robin in catalogue order, a second, prior-free baseline;
 # round-robin-gp, random-gp: the paper's baselines (tenant by turn / at random, candidate by
@@ -48,7 +48,7 @@ SHORT = {"round-robin": "RR", "round-robin-catalogue": "RR-cat", "random": "rand
          "round-robin-gp": "RR-GP", "random-gp": "random-GP", HB: "HB"}
 #: early stopping's target: this much sooner than multitenant at T = 0.01 (median)
 HB_TARGET, HB_T = 1.5, 0.01
-from automl_runner.simulate import run_once  # noqa: E402
+from automl_runner.scheduling.simulate import run_once  # noqa: E402
 
 TENANTS = (8, 16, 32)
 DEVICES = (1, 4)

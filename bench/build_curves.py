@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from build_matrices import datasets, schema_for  # noqa: E402
 
-from automl_runner.catalogue import validation_score  # noqa: E402
-from automl_runner.schema import Dataset  # noqa: E402
-from automl_runner.search_space import classification_spaces, parse_name, pool  # noqa: E402
+from automl_runner.candidates.catalogue import validation_score  # noqa: E402
+from automl_runner.datasets.schema import Dataset  # noqa: E402
+from automl_runner.candidates.search_space import classification_spaces, parse_name, pool  # noqa: E402
 
 ITERATIVE_FIDELITIES = (1 / 27, 1 / 9, 1 / 3, 1.0)
 ROW_FIDELITIES = (1 / 9, 1 / 3, 1.0)

@@ -1,6 +1,6 @@
 """Build the real quality-and-cost matrix: train the catalogue on many datasets, record results.
 
-Every classification candidate of ``automl_runner.catalogue.default_catalogue()`` is trained
+Every classification candidate of ``automl_runner.candidates.catalogue.default_catalogue()`` is trained
 on each dataset below (scikit-learn's bundled datasets, variants of them, and generated
 datasets of varied size, noise, class balance and structure), exactly as a worker would:
 the candidate's pipeline from ``Candidate.build``, the tenant's train/validation split from
@@ -38,8 +38,8 @@ from sklearn import datasets as skd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.catalogue import default_catalogue, validation_score  # noqa: E402
-from automl_runner.schema import Dataset, Feature, Schema  # noqa: E402
+from automl_runner.candidates.catalogue import default_catalogue, validation_score  # noqa: E402
+from automl_runner.datasets.schema import Dataset, Feature, Schema  # noqa: E402
 
 MAX_ROWS = 2500
 
@@ -219,7 +219,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.split is not None:
-        from automl_runner.matrices import load_matrix, split_tenants
+        from automl_runner.scheduling.matrices import load_matrix, split_tenants
 
         out = Path(args.out)
         sched, prior = split_tenants(load_matrix(out), args.split, np.random.default_rng(2018))

@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import LearningCurves, load_any  # noqa: E402
-from automl_runner.successive_halving import CurveModel, _key  # noqa: E402
+from automl_runner.scheduling.matrices import LearningCurves, load_any  # noqa: E402
+from automl_runner.scheduling.successive_halving import CurveModel, fidelity_key  # noqa: E402
 
 BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 0.3), (0.3, 1.01))
 
@@ -40,11 +40,11 @@ def held_out(curves: LearningCurves, folds: int = 8, seed: int = 0):
             for cand, pts in curves.points[tenant].items():
                 if not curves.resumes.get(cand):
                     continue
-                q = {_key(f): qq for f, qq, _c in pts}
+                q = {fidelity_key(f): qq for f, qq, _c in pts}
                 for f, prev in ((1 / 9, 1 / 27), (1 / 3, 1 / 9)):
-                    if _key(f) in q and _key(1.0) in q:
-                        mean, sd = model.predict(cand, f, q[_key(f)])
-                        out.append((f, q[_key(f)], q.get(_key(prev), np.nan), q[_key(1.0)], mean, sd, tenant, cand))
+                    if fidelity_key(f) in q and fidelity_key(1.0) in q:
+                        mean, sd = model.predict(cand, f, q[fidelity_key(f)])
+                        out.append((f, q[fidelity_key(f)], q.get(fidelity_key(prev), np.nan), q[fidelity_key(1.0)], mean, sd, tenant, cand))
     return out
 
 

@@ -34,10 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import automl_runner.simulate as simulate_mod  # noqa: E402
-from automl_runner.matrices import load_any, split_curves  # noqa: E402
-from automl_runner.scheduler import make_scheduler  # noqa: E402
-from automl_runner.successive_halving import MultiTenantHBScheduler  # noqa: E402
+import automl_runner.scheduling.simulate as simulate_mod  # noqa: E402
+from automl_runner.scheduling.matrices import load_any, split_curves  # noqa: E402
+from automl_runner.scheduling.registry import make_scheduler  # noqa: E402
+from automl_runner.scheduling.successive_halving import MultiTenantHBScheduler  # noqa: E402
 
 T = 0.01
 

@@ -40,10 +40,11 @@ from scipy.stats import norm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import automl_runner.simulate as simulate_mod  # noqa: E402
-from automl_runner.matrices import load_any, split_curves  # noqa: E402
-from automl_runner.scheduler import expected_improvement, make_scheduler  # noqa: E402
-from automl_runner.successive_halving import MIN_SD, CurveModel, MultiTenantHBScheduler, _key  # noqa: E402
+import automl_runner.scheduling.simulate as simulate_mod  # noqa: E402
+from automl_runner.scheduling.matrices import load_any, split_curves  # noqa: E402
+from automl_runner.scheduling.registry import make_scheduler  # noqa: E402
+from automl_runner.scheduling.scheduler import expected_improvement  # noqa: E402
+from automl_runner.scheduling.successive_halving import MIN_SD, CurveModel, MultiTenantHBScheduler, fidelity_key  # noqa: E402
 
 T = 0.01
 
@@ -96,7 +97,7 @@ class SiblingsBelieved(MultiTenantHBScheduler):
 class OptionToStop(MultiTenantHBScheduler):
     def continuation(self, tenant, candidate, fidelity, quality, spent):
         ei, remaining = super().continuation(tenant, candidate, fidelity, quality, spent)
-        later = [f for f in self.rung_fidelities if _key(fidelity) < _key(f) < _key(1.0)]
+        later = [f for f in self.rung_fidelities if fidelity_key(fidelity) < fidelity_key(f) < fidelity_key(1.0)]
         if not later:
             return ei, remaining
         y, s = self.curve_model.predict(candidate, fidelity, quality)
@@ -147,9 +148,9 @@ class RoomCurveModel(CurveModel):
         return a, b, math.sqrt(float(r @ r) / max(len(x) - 2, 1)), float(np.mean(lr))
 
     def predict(self, cand, f, quality):
-        if _key(f) >= _key(1.0):
+        if fidelity_key(f) >= fidelity_key(1.0):
             return float(quality), 0.0
-        if (cand, _key(f)) not in self.fits:
+        if (cand, fidelity_key(f)) not in self.fits:
             return self._plain.predict(cand, f, quality)
         a, b, k, _ = self._params(cand, f)
         sd = max(k * (max(1 - float(quality), 0.0) + self.EPS), MIN_SD)

@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from automl_runner.catalogue import load_catalogue
+    from automl_runner.candidates.catalogue import load_catalogue
 
     known = {c.name for c in load_catalogue()}
     missing = [c for c in args.candidates if c not in known]

@@ -92,8 +92,8 @@ def _family_models(seed: int):
 
 
 def _catalogue_models(n_features: int, classes):
-    from automl_runner.catalogue import default_catalogue
-    from automl_runner.schema import Feature, Schema
+    from automl_runner.candidates.catalogue import default_catalogue
+    from automl_runner.datasets.schema import Feature, Schema
 
     schema = Schema("bench", "-", "y", "classification",
                     tuple(Feature(f"x{i}", "numeric") for i in range(n_features)), 10_000,

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from automl_runner.matrices import synthetic
-from automl_runner.scheduler import make_scheduler
+from automl_runner.scheduling.matrices import synthetic
+from automl_runner.scheduling.registry import make_scheduler
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Builds a queue of T tenants x C candidates (default 1,000 x 50 = 50,000 trials) in a fresh store,
 marks a share of them done (so the scheduler has results to learn from), then runs a real
-:class:`automl_runner.worker.Worker` decision loop: ``take()`` (requeue expired leases, read what
+:class:`automl_runner.worker.worker.Worker` decision loop: ``take()`` (requeue expired leases, read what
 changed, ask the multitenant scheduler, claim the trial) timed as one decision, then
 ``complete()`` with the quality of a synthetic matrix (no training). Prints the median, p95 and
 max milliseconds per decision and per ``complete``, and the machine load beside them.
@@ -22,12 +22,12 @@ import uuid
 
 import numpy as np
 
-from automl_runner.catalogue import Candidate
-from automl_runner.matrices import synthetic
-from automl_runner.scheduler import make_scheduler
-from automl_runner.schema import infer_schema
+from automl_runner.candidates.catalogue import Candidate
+from automl_runner.scheduling.matrices import synthetic
+from automl_runner.scheduling.registry import make_scheduler
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
-from automl_runner.worker import Worker, WorkerOptions
+from automl_runner.worker.worker import Worker, WorkerOptions
 
 
 def _schema(tmp: str):

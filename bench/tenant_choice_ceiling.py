@@ -40,8 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl_runner.matrices import load_matrix, split_tenants, synthetic  # noqa: E402
-from automl_runner.simulate import run_once  # noqa: E402
+from automl_runner.scheduling.matrices import load_matrix, split_tenants, synthetic  # noqa: E402
+from automl_runner.scheduling.simulate import run_once  # noqa: E402
 
 TARGETS = (0.05, 0.02, 0.01)
 

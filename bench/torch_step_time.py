@@ -1,7 +1,7 @@
 """Where a GPU pays for the catalogue's networks: milliseconds per training step, CPU against GPU.
 
 One epoch of the catalogue's torch candidates (the MLP 128-64 and the CNN 16-32 of
-``automl_runner.torch_candidates``) on 20,000 rows of 64 features, timed per step after a warm-up
+``automl_runner.candidates.torch_candidates``) on 20,000 rows of 64 features, timed per step after a warm-up
 epoch, at the batch size the catalogue trains with (64) and at larger ones, with PyTorch's default
 Adam (``foreach``) and its ``fused`` kernel on the GPU. It explains ``bench/gpu_worker.py``'s
 trials per minute: a step of a small network at batch 64 is a few dozen tiny kernels, so the GPU
@@ -22,10 +22,10 @@ import numpy as np
 def step_ms(architecture: str, device: str, batch: int, fused: bool, rows: int = 20000, classes: int = 10) -> float:
     import torch
 
-    from automl_runner.torch_candidates import _build_net
+    from automl_runner.candidates.torch_candidates import build_net
 
     torch.manual_seed(0)
-    net = _build_net(architecture, 64, classes, (128, 64), (16, 32)).to(device)
+    net = build_net(architecture, 64, classes, (128, 64), (16, 32)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4, **({"fused": True} if fused else {}))
     X = torch.randn(rows, 64, device=device)
     y = torch.randint(0, classes, (rows,), device=device)

@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from automl_runner.catalogue import load_catalogue
-from automl_runner.schema import infer_schema
+from automl_runner.candidates.catalogue import load_catalogue
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
 
 DEFAULT_CANDIDATES = ("logreg-C1", "lda", "mlp-64", "svc-rbf-C1", "random-forest-100", "xgboost-200",

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.catalogue import default_catalogue, export_onnx
+from automl_runner.candidates.catalogue import default_catalogue, export_onnx
 from automl_runner.cli import main
-from automl_runner.promote import maybe_promote
-from automl_runner.schema import infer_schema, load_dataset
+from automl_runner.worker.promote import maybe_promote
+from automl_runner.datasets.schema import infer_schema, load_dataset
 from automl_runner.store import open_store
 
 TOKEN = "ghs_test_token"
@@ -214,7 +214,7 @@ def test_submit_bad_input_exits_2_with_one_line(tmp_path, data, args, message):
         (["status", "--store", "{db}"], "error: --store: SQLite file '{db}' does not exist; `easeml-automl submit` creates it"),
         (["work", "--store", "{db}", "--device", "gpu0"], "must be cpu or cuda:N"),
         (["work", "--store", "{db}", "--prior", "/no/prior.csv"], "Invalid value for --prior: /no/prior.csv: cannot read matrix file"),
-        (["work", "--store", "/no/such/dir/q.db"], "error: --store: directory '/no/such/dir' for the SQLite file does not exist"),
+        (["work", "--store", "/no/such/dir/q.db"], "error: --store: SQLite file '/no/such/dir/q.db' does not exist"),
         (["status", "--store", "postgresql://postgres@127.0.0.1:1/test"], "error: --store: cannot connect to PostgreSQL"),
     ],
 )
@@ -224,6 +224,26 @@ def test_other_bad_input_exits_2(tmp_path, args, message):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("model_path", ["../other/model.onnx", "/etc/model.onnx", "models/../../x.onnx",
+                                        ".github/workflows/pwn.yml", ".git/hooks/post-merge", "models//m.onnx"])
+def test_a_model_path_outside_the_repository_models_is_refused(tmp_path, data, model_path):
+    r = CliRunner().invoke(main, ["submit", data, "--store", str(tmp_path / "q.db"), "--name", "t", "--target", "species",
+                                  "--repository", "acme/models", "--model-path", model_path])
+    assert r.exit_code == 2, r.output
+    assert f"--model-path {model_path!r}: expected a relative path inside the repository" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_work_on_a_store_that_does_not_exist_is_refused_and_creates_nothing(tmp_path, monkeypatch):
+    """`work --store queu.db` (a typo) is refused as `status` refuses it, not an empty new queue."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["work", "--store", "queu.db", "--exit-when-idle"])
+    assert r.exit_code == 2, r.output
+    assert "error: --store: SQLite file 'queu.db' does not exist; `easeml-automl submit` creates it" in r.output
+    assert "Traceback" not in r.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_work_trains_reports_and_promotes_into_one_pull_request(tmp_path, data, github):
@@ -386,7 +406,7 @@ def test_gpu_runner_workflow_runs_a_worker_with_valid_options(monkeypatch):
 
 def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github):
     """Worker A promotes first but writes last: the output and the PR keep B's newer model."""
-    from automl_runner.promote import build_card, open_or_update_pr, write_local
+    from automl_runner.worker.promote import build_card, open_or_update_pr, write_local
 
     schema = infer_schema(data, "species")
     ds = load_dataset(data, schema)
@@ -406,7 +426,7 @@ def test_an_older_promotion_never_overwrites_a_newer_one(tmp_path, data, github)
     assert write_local(out, build_card(tenant, p_old, c_old, b_old), b_old) is None
     assert (tmp_path / "out" / "model.onnx").read_bytes() == b_new
     open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_new, c_new, b_new), b_new)
-    from automl_runner.promote import Superseded
+    from automl_runner.worker.promote import Superseded
 
     with pytest.raises(Superseded):
         open_or_update_pr("acme/models", "flowers", "m.onnx", build_card(tenant, p_old, c_old, b_old), b_old)
@@ -450,7 +470,7 @@ def test_pick_certifies_the_best_of_a_tenants_trials_on_fresh_data_and_promotes_
     promotes exactly that trial through the queue's promotion."""
     import yaml
 
-    from automl_runner.schema import encode_features, read_columns
+    from automl_runner.datasets.schema import encode_features, read_columns
 
     store = f"sqlite:///{tmp_path / 'q.db'}"
     out = tmp_path / "out"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner import devices
-from automl_runner.catalogue import load_catalogue
+from automl_runner.worker import devices
+from automl_runner.candidates.catalogue import load_catalogue
 from automl_runner.cli import main
-from automl_runner.devices import DeviceError, check_device
-from automl_runner.schema import infer_schema
+from automl_runner.worker.devices import DeviceError, check_device
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
-from automl_runner.worker import Worker, WorkerOptions
+from automl_runner.worker.worker import Worker, WorkerOptions
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +149,7 @@ def test_a_worker_caps_every_thread_pool_it_trains_with(tmp_path):
     code = (
         "from threadpoolctl import threadpool_info\n"
         "import numpy, torch, xgboost\n"
-        "from automl_runner.threads import cap_threads, current_cap\n"
+        "from automl_runner.worker.threads import cap_threads, current_cap\n"
         "cap_threads(1)\n"
         "pools = [p['num_threads'] for p in threadpool_info()]\n"
         "print(current_cap(), torch.get_num_threads(), max(pools), len(pools))\n"
@@ -158,7 +158,7 @@ def test_a_worker_caps_every_thread_pool_it_trains_with(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     cap, torch_threads, most, n_pools = map(int, out.stdout.split())
     assert (cap, torch_threads, most) == (1, 1, 1) and n_pools >= 1
-    from automl_runner.catalogue import by_name
+    from automl_runner.candidates.catalogue import by_name
 
     schema = infer_schema(_dataset(tmp_path), "label")
     assert by_name(load_catalogue())["xgboost-200"].build(schema, "cpu", threads=1).steps[-1][1].n_jobs == 1

@@ -12,18 +12,18 @@ import numpy as np
 import onnx
 import pytest
 
-from automl_runner.catalogue import GATE_OPSETS, Candidate, by_name, export_onnx, load_catalogue, onnx_predict, validation_score
+from automl_runner.candidates.catalogue import GATE_OPSETS, Candidate, by_name, export_onnx, load_catalogue, onnx_predict, validation_score
 from automl_runner.errors import ExportError
-from automl_runner.gpu_candidates import XGBoostClassifier, gpu_catalogue
-from automl_runner.schema import infer_schema, load_dataset
-from automl_runner.torch_candidates import TorchNetClassifier, TorchNetRegressor
+from automl_runner.candidates.gpu_candidates import XGBoostClassifier, gpu_catalogue
+from automl_runner.datasets.schema import infer_schema, load_dataset
+from automl_runner.candidates.torch_candidates import TorchNetClassifier, TorchNetRegressor
 
 GPU = by_name(gpu_catalogue())
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """As a worker does (automl_runner.threads): one training thread, not one per core."""
+    """As a worker does (automl_runner.worker.threads): one training thread, not one per core."""
     import torch
 
     before = torch.get_num_threads()
@@ -250,9 +250,9 @@ def test_the_early_stopping_hook_records_a_partial_trial(tmp_path, monkeypatch, 
     import sys
     import types
 
-    import automl_runner
+    import automl_runner.scheduling
     from automl_runner.store import open_store
-    from automl_runner.worker import Worker, WorkerOptions
+    from automl_runner.worker.worker import Worker, WorkerOptions
 
     calls = []
 
@@ -268,10 +268,10 @@ def test_the_early_stopping_hook_records_a_partial_trial(tmp_path, monkeypatch, 
         calls.append((cand.name, budget, threads, go_on))
         return types.SimpleNamespace(estimator=est, score=score, fidelity=rungs[0], cost=0.1, stopped=not go_on)
 
-    fake = types.ModuleType("automl_runner.early_stopping")
+    fake = types.ModuleType("automl_runner.scheduling.early_stopping")
     fake.decider, fake.train = decider, train
-    monkeypatch.setitem(sys.modules, "automl_runner.early_stopping", fake)
-    monkeypatch.setattr(automl_runner, "early_stopping", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "automl_runner.scheduling.early_stopping", fake)
+    monkeypatch.setattr(automl_runner.scheduling, "early_stopping", fake, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     class Sched:

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner import worker as worker_mod
-from automl_runner.catalogue import load_catalogue
+from automl_runner.worker import worker as worker_mod
+from automl_runner.candidates.catalogue import load_catalogue
 from automl_runner.cli import main
-from automl_runner.early_stopping import decider
-from automl_runner.matrices import DATA_DIR
-from automl_runner.schema import infer_schema
-from automl_runner.scheduler import Scheduler, make_scheduler
+from automl_runner.scheduling.early_stopping import decider
+from automl_runner.scheduling.matrices import DATA_DIR
+from automl_runner.datasets.schema import infer_schema
+from automl_runner.scheduling.registry import make_scheduler
+from automl_runner.scheduling.scheduler import Scheduler
 from automl_runner.store import open_store
-from automl_runner.worker import SchedulerFeed
+from automl_runner.worker.worker import SchedulerFeed
 
 CURVES = str(DATA_DIR / "real_curves.csv")
 
@@ -36,8 +37,8 @@ ITERATIVE = [
 CHEAP = ["gaussian-nb", "lda"]
 
 PLUGIN = f'''
-from automl_runner.early_stopping import candidates_from_space
-from automl_runner.search_space import classification_spaces, parse_name
+from automl_runner.scheduling.early_stopping import candidates_from_space
+from automl_runner.candidates.search_space import classification_spaces, parse_name
 
 
 def candidates():

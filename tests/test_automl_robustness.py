@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.catalogue import Candidate, load_catalogue
+from automl_runner.candidates.catalogue import Candidate, load_catalogue
 from automl_runner.cli import main
 from automl_runner.errors import StoreError
-from automl_runner.schema import infer_schema
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
-from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+from automl_runner.worker.worker import SchedulerFeed, Worker, WorkerOptions
 from store_fixtures import PG_URL
 
 

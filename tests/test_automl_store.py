@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from automl_runner.catalogue import Candidate, default_catalogue
+from automl_runner.candidates.catalogue import Candidate, default_catalogue
 from automl_runner.errors import StoreError, TenantError
-from automl_runner.schema import infer_schema
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store, parse_store_url
 
 from fake_clock import FakeClock

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from automl_runner.cli import main as automl
 from automl_runner.store import open_store
-from automl_runner.testset_export import encode_rows, schema_from_card
+from automl_runner.datasets.testset_export import encode_rows, schema_from_card
 from easeml_ci.cli import main as gate
 from easeml_ci.testsets.crypto import generate_key
 from easeml_ci.models import OnnxModel

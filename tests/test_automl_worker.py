@@ -19,10 +19,10 @@ import uuid
 import numpy as np
 import pytest
 
-from automl_runner.catalogue import load_catalogue
-from automl_runner.schema import infer_schema
+from automl_runner.candidates.catalogue import load_catalogue
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
-from automl_runner.worker import SchedulerFeed, Worker, WorkerOptions
+from automl_runner.worker.worker import SchedulerFeed, Worker, WorkerOptions
 from store_fixtures import PG_URL
 from fake_clock import FakeClock
 
@@ -30,7 +30,7 @@ from fake_clock import FakeClock
 PLUGIN = '''
 import os, time
 from sklearn.linear_model import LogisticRegression
-from automl_runner.catalogue import Candidate
+from automl_runner.candidates.catalogue import Candidate
 
 
 def _slow(C=1.0):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from automl_runner.catalogue import (
+from automl_runner.candidates.catalogue import (
     GATE_OPSETS,
     Candidate,
     check_onnx,
@@ -18,7 +18,7 @@ from automl_runner.catalogue import (
     validation_score,
 )
 from automl_runner.errors import AutomlError, ExportError
-from automl_runner.schema import infer_schema, load_dataset
+from automl_runner.datasets.schema import infer_schema, load_dataset
 
 
 def _write(path, header, rows):
@@ -142,7 +142,7 @@ def test_check_rejects_an_onnx_model_that_predicts_differently(cls_data):
     ],
 )
 def test_accepts_checks_task_and_size(name, rows, task, accepted):
-    from automl_runner.schema import Feature, Schema
+    from automl_runner.datasets.schema import Feature, Schema
 
     schema = Schema(source="x", fingerprint="0", target="y", task=task, features=(Feature("a", "numeric"),),
                     n_rows=int(rows / 0.8), classes=("0", "1") if task == "classification" else (),
@@ -182,7 +182,7 @@ def _install_plugin(tmp_path, monkeypatch, body, name="plug"):
 def test_entry_point_candidates_join_the_catalogue(tmp_path, monkeypatch):
     _install_plugin(tmp_path, monkeypatch, (
         "from sklearn.tree import DecisionTreeClassifier\n"
-        "from automl_runner.catalogue import Candidate\n"
+        "from automl_runner.candidates.catalogue import Candidate\n"
         "ONE = Candidate('plug-tree-d2', 'tree', DecisionTreeClassifier, {'max_depth': 2}, scale=False)\n"
         "def many():\n"
         "    return [Candidate('plug-tree-d3', 'tree', DecisionTreeClassifier, {'max_depth': 3}, scale=False)]\n"
@@ -191,7 +191,7 @@ def test_entry_point_candidates_join_the_catalogue(tmp_path, monkeypatch):
         cat = load_catalogue()
     names = [c.name for c in cat]
     assert set(names[-2:]) == {"plug-tree-d2", "plug-tree-d3"}
-    from automl_runner.gpu_candidates import gpu_catalogue
+    from automl_runner.candidates.gpu_candidates import gpu_catalogue
 
     assert len(names) == len(default_catalogue()) + len(gpu_catalogue()) + 2
     with pytest.raises(AutomlError, match="two candidates are named 'logreg-C1'"), pytest.warns(UserWarning):

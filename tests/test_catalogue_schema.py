@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from automl_runner.errors import DatasetError
-from automl_runner.schema import Schema, infer_schema, load_dataset, split_indices
+from automl_runner.datasets.schema import Schema, infer_schema, load_dataset, split_indices
 
 
 def _csv(tmp_path, header, rows, name="d.csv"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from automl_runner.catalogue import default_catalogue
-from automl_runner.schema import infer_schema
+from automl_runner.candidates.catalogue import default_catalogue
+from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import open_store
 
 HOSTILE_COLUMN = '<script>alert("col")</script>'

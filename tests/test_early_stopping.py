@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.gp import CandidatePrior, TenantGP, direct_posterior
-from automl_runner.matrices import LearningCurves, load_any, load_curves, split_curves, synthetic_curves
-from automl_runner.scheduler import make_scheduler
-from automl_runner.search_space import (
+from automl_runner.scheduling.gp import CandidatePrior, TenantGP, direct_posterior
+from automl_runner.scheduling.matrices import LearningCurves, load_any, load_curves, split_curves, synthetic_curves
+from automl_runner.scheduling.registry import make_scheduler
+from automl_runner.candidates.search_space import (
     SearchSpaceError,
     classification_spaces,
     config_name,
@@ -19,8 +19,8 @@ from automl_runner.search_space import (
     pool,
     rung_fidelities,
 )
-from automl_runner.simulate import run_once, simulate_command
-from automl_runner.successive_halving import RUNGS, CurveModel, MultiTenantHBScheduler
+from automl_runner.scheduling.simulate import run_once, simulate_command
+from automl_runner.scheduling.successive_halving import RUNGS, CurveModel, MultiTenantHBScheduler
 
 HEAD = "tenant,candidate,fidelity,quality,cost\n"
 
@@ -105,7 +105,7 @@ def test_cli_json_on_curves_has_every_scheduler_with_time_to_target(tmp_path):
 
 
 def test_committed_real_curves_load():
-    from automl_runner.matrices import DATA_DIR
+    from automl_runner.scheduling.matrices import DATA_DIR
 
     c = load_curves(DATA_DIR / "real_curves.csv")
     assert len(c.tenants) == 71 and len(c.candidates) == 24
@@ -255,7 +255,7 @@ def test_no_trial_trains_past_its_budget_and_stopped_ones_free_the_device_at_onc
 def test_a_stopped_model_counts_in_the_regret_at_its_rung_score_capped_at_the_best():
     """The simulator counts what the queue delivers: a stopped trial is a done trial in the store
     with its rung score, and the store promotes the tenant's best done trial, stopped or not."""
-    from automl_runner.matrices import DATA_DIR
+    from automl_runner.scheduling.matrices import DATA_DIR
 
     c = load_curves(DATA_DIR / "real_curves.csv")
     sched, prior = split_curves(c, 8, np.random.default_rng([8, 0]))
@@ -331,7 +331,7 @@ def test_a_configuration_new_to_the_prior_is_modelled_after_its_family(family):
     """Held out of the prior, a configuration is predicted on new tenants from their results on
     the *other* families: modelled after its own family's configurations (``add_like``) the
     error is well below the average-candidate model's (measured: about half for every family)."""
-    from automl_runner.matrices import DATA_DIR
+    from automl_runner.scheduling.matrices import DATA_DIR
 
     full = load_curves(DATA_DIR / "real_curves.csv").full()
     held = next(c for c in full.candidates if c.startswith(family))

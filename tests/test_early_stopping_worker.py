@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from automl_runner.catalogue import export_onnx, onnx_predict, validation_score
-from automl_runner.early_stopping import Plan, candidates_from_space, decider, plan, train
-from automl_runner.matrices import LearningCurves
-from automl_runner.schema import Dataset, Feature, Schema
-from automl_runner.search_space import classification_spaces
-from automl_runner.successive_halving import RUNGS, MultiTenantHBScheduler
+from automl_runner.candidates.catalogue import export_onnx, onnx_predict, validation_score
+from automl_runner.scheduling.early_stopping import Plan, candidates_from_space, decider, plan, train
+from automl_runner.scheduling.matrices import LearningCurves
+from automl_runner.datasets.schema import Dataset, Feature, Schema
+from automl_runner.candidates.search_space import classification_spaces
+from automl_runner.scheduling.successive_halving import RUNGS, MultiTenantHBScheduler
 
 
 def _data(n=300, d=6, k=3):
@@ -92,7 +92,7 @@ def test_without_a_plan_it_is_one_plain_fit():
 
 
 def test_plan_only_for_an_early_stopping_scheduler_and_a_resumable_candidate():
-    from automl_runner.scheduler import make_scheduler
+    from automl_runner.scheduling.registry import make_scheduler
 
     gbm = _cand("boosting", learning_rate=0.1, max_depth=3, subsample=1.0)
     logreg = _cand("logreg", C=1.0)
@@ -106,7 +106,7 @@ def test_plan_only_for_an_early_stopping_scheduler_and_a_resumable_candidate():
 
 
 def test_the_decider_form_the_worker_uses():
-    from automl_runner.scheduler import make_scheduler
+    from automl_runner.scheduling.registry import make_scheduler
 
     schema, (Xtr, Xva, ytr, yva) = _data()
     gbm = _cand("boosting", learning_rate=0.1, max_depth=3, subsample=1.0)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.promote import ModelCard
-from automl_runner.testset_export import load_card, schema_from_card
+from automl_runner.worker.promote import ModelCard
+from automl_runner.datasets.testset_export import load_card, schema_from_card
 from easeml_ci.testsets import crypto
 from easeml_ci.cli import main
 from easeml_ci.ledger import Budget, FileBackend, Ledger
@@ -117,6 +117,12 @@ def _golden_card_fields() -> dict:
 def test_model_card_writer_still_writes_the_golden_card():
     assert ModelCard(**_golden_card_fields()).to_json() == \
         (GOLDEN / "model-card.json").read_text(encoding="utf-8")
+
+
+def test_model_card_markdown_is_the_golden_one():
+    """MODEL_CARD.md (and the pull request body built from it) is pinned byte for byte."""
+    assert ModelCard(**_golden_card_fields()).to_markdown() == \
+        (GOLDEN / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 def test_golden_model_card_loads_into_its_schema():

@@ -9,15 +9,15 @@ from hypothesis import given, settings, strategies as st
 from scipy import integrate
 from scipy.stats import norm
 
-from automl_runner.gp import CandidatePrior, TenantGP, direct_posterior
-from automl_runner.matrices import synthetic
-from automl_runner.scheduler import (
+from automl_runner.scheduling.gp import CandidatePrior, TenantGP, direct_posterior
+from automl_runner.scheduling.matrices import synthetic
+from automl_runner.scheduling.scheduler import (
     CandidateEffects,
     CostModel,
     SchedulerError,
     expected_improvement,
-    make_scheduler,
 )
+from automl_runner.scheduling.registry import make_scheduler
 
 
 def _prior_rows(tenants=12, candidates=7, seed=0):

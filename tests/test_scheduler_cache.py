@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_runner.matrices import synthetic, synthetic_curves
-from automl_runner.scheduler import MultiTenantScheduler, make_scheduler
+from automl_runner.scheduling.matrices import synthetic, synthetic_curves
+from automl_runner.scheduling.registry import make_scheduler
+from automl_runner.scheduling.scheduler import MultiTenantScheduler
 
 TENANTS = 24
 CANDIDATES = 10

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from automl_runner.matrices import QualityMatrix, load_matrix, synthetic
-from automl_runner.simulate import run_once, simulate, simulate_command
+from automl_runner.scheduling.matrices import QualityMatrix, load_matrix, synthetic
+from automl_runner.scheduling.simulate import run_once, simulate, simulate_command
 
 # Tenant A: x (0.9, 1 s), y (1.0, 2 s).  Tenant B: x (0.5, 1 s), y (0.8, 3 s).
 TINY = QualityMatrix([
@@ -218,7 +218,7 @@ def test_negative_scores_start_from_the_worst_score():
 
 
 def test_the_committed_real_matrices_load_and_split_cleanly():
-    from automl_runner.matrices import bundled
+    from automl_runner.scheduling.matrices import bundled
 
     real = bundled("real")
     assert len(real.tenants) >= 60 and len(real.candidates) >= 15

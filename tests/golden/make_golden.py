@@ -26,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from automl_runner.promote import ModelCard  # noqa: E402
+from automl_runner.worker.promote import ModelCard  # noqa: E402
 from easeml_ci.ledger import FileBackend  # noqa: E402
 from easeml_ci.ledger.chain import GENESIS, seal  # noqa: E402
 from easeml_ci.testsets import encrypt_testset, load_testset  # noqa: E402
@@ -100,6 +100,7 @@ def write_ledger(fingerprint: str) -> dict:
 
 def write_card() -> None:
     (HERE / "model-card.json").write_text(ModelCard(**CARD).to_json(), encoding="utf-8")
+    (HERE / "MODEL_CARD.md").write_text(ModelCard(**CARD).to_markdown(), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 TASKS = ("classification", "regression")
 FEATURE_KINDS = ("numeric", "categorical")
@@ -280,7 +280,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
 # inference
 
 
-def _fmt_number(x: float) -> str:
+def number_text(x: float) -> str:
+    """A number as the schema writes it: an integer without ".0", else its shortest repr."""
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
@@ -351,10 +352,10 @@ def infer_schema(
     if task == "classification":
         if integral:
             values = np.unique(y_raw)
-            classes = tuple(_fmt_number(v) for v in values)
+            classes = tuple(number_text(v) for v in values)
             label_kind = "int"
         else:
-            labels = [(_fmt_number(v) if numeric_target else v) for v in y_raw]
+            labels = [(number_text(v) if numeric_target else v) for v in y_raw]
             classes = tuple(sorted(set(labels)))
             label_kind = "str"
         if len(classes) < 2:
@@ -379,7 +380,7 @@ def infer_schema(
         kind = "categorical" if (name in categorical or col.dtype.kind != "f") else "numeric"
         if kind == "categorical":
             if col.dtype.kind == "f":
-                cats = sorted({_fmt_number(v) for v in col if not np.isnan(v)}, key=_natural_key)
+                cats = sorted({number_text(v) for v in col if not np.isnan(v)}, key=_natural_key)
             else:
                 cats = sorted({v for v in col if v is not None}, key=_natural_key)
             features.append(Feature(name, "categorical", tuple(cats)))
@@ -437,7 +438,7 @@ def _as_number_text(value: str) -> str:
         x = float(value)
     except ValueError:
         return value
-    return _fmt_number(x) if math.isfinite(x) else value
+    return number_text(x) if math.isfinite(x) else value
 
 
 def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "dataset") -> np.ndarray:
@@ -469,7 +470,7 @@ def encode_features(cols: dict[str, np.ndarray], schema: Schema, *, path: str = 
             X[:, j] = col
         else:
             index = {c: i for i, c in enumerate(f.categories)}
-            keys = [(_fmt_number(v) if not np.isnan(v) else None) for v in col] if col.dtype.kind == "f" else list(col)
+            keys = [(number_text(v) if not np.isnan(v) else None) for v in col] if col.dtype.kind == "f" else list(col)
             X[:, j] = [-1 if k is None else index[k] if k in index else index.get(_as_number_text(k), -1)
                        for k in keys]
     return X
@@ -503,12 +504,12 @@ def encode_labels(cols: dict[str, np.ndarray], schema: Schema, *, path: str = "d
         if fractional.any():
             row = int(np.argmax(fractional))
             raise DatasetError(
-                f"{path}: target column {schema.target!r}, data row {row + 1} holds {_fmt_number(numbers[row])}; "
+                f"{path}: target column {schema.target!r}, data row {row + 1} holds {number_text(numbers[row])}; "
                 f"allowed: {want}"
             )
         return numbers.astype(np.int64)
     known = set(schema.classes)
-    return np.array([_fmt_number(v) if isinstance(v, float) else v if v in known else _as_number_text(v)
+    return np.array([number_text(v) if isinstance(v, float) else v if v in known else _as_number_text(v)
                      for v in y_raw.tolist()], dtype=str)
 
 

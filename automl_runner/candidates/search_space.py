@@ -32,11 +32,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import SearchSpaceError
+
 FIDELITY_KINDS = ("rounds", "trees", "iterations", "epochs", "rows")
-
-
-class SearchSpaceError(ValueError):
-    """A configuration or candidate name does not fit its family's space."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def _torch():
     return torch
 
 
-def _build_net(architecture: str, n_inputs: int, n_outputs: int, hidden, channels):
+def build_net(architecture: str, n_inputs: int, n_outputs: int, hidden, channels):
     torch = _torch()
     nn = torch.nn
     if architecture == "mlp":
@@ -97,7 +97,7 @@ class _TorchNet(BaseEstimator):
             n_out = 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
-            self.net_ = _build_net(self.architecture, X.shape[1], n_out, self.hidden, self.channels)
+            self.net_ = build_net(self.architecture, X.shape[1], n_out, self.hidden, self.channels)
         self.optimizer_state_ = None
         self.epochs_done_ = 0
 

@@ -1,10 +1,10 @@
 """The bridge from a promoted model to the gate: encode a tenant's raw held-out rows.
 
 A promoted ONNX model takes one float32 matrix ``X`` (numeric columns as they are, categorical
-columns as category indices, see :mod:`automl_runner.schema`), but a team keeps its held-out data
+columns as category indices, see :mod:`automl_runner.datasets.schema`), but a team keeps its held-out data
 in the dataset's own format: strings for categories, empty cells. ``easeml-automl testset``
 rebuilds the tenant's schema from the model card and runs the rows through the very function
-the training rows went through (:func:`automl_runner.schema.encode`), then writes what the gate
+the training rows went through (:func:`automl_runner.datasets.schema.encode`), then writes what the gate
 reads, with the gate's own writers (:mod:`easeml_ci.testsets`):
 
 * ``OUT.npz`` / ``OUT.csv``: a plaintext test set (features ``X`` + labels ``y``);
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CardError, DatasetError
-from .schema import (FEATURE_KINDS, TASKS, Feature, Schema, _fmt_number, encode, encode_features, missing_cells,
+from ..errors import CardError, DatasetError
+from .schema import (FEATURE_KINDS, TASKS, Feature, Schema, number_text, encode, encode_features, missing_cells,
                      read_columns)
 
 #: Keys of a model card without which the data cannot be encoded for its model.
@@ -98,7 +98,7 @@ def schema_from_card(card: dict, path="card") -> tuple[Schema, list[str]]:
 
     A card from before ``label_kind`` was recorded gets it inferred: ``float`` for regression,
     ``int`` when every class is an integer written plainly (exactly when
-    :func:`~automl_runner.schema.infer_schema` would have chosen integer labels), else ``str``.
+    :func:`~automl_runner.datasets.schema.infer_schema` would have chosen integer labels), else ``str``.
     ``ignored``, ``validation_fraction`` and ``seed`` take their defaults; the encoding does not
     depend on them.
     """
@@ -227,7 +227,7 @@ def encode_rows(card_path, raw_path, *, pool: bool = False) -> Encoded:
         if f.kind == "categorical":
             unseen_rows = np.flatnonzero((X[:, j] == -1) & ~is_missing)
             if len(unseen_rows):
-                keys = [_fmt_number(v) if isinstance(v, float) else str(v) for v in col[unseen_rows].tolist()]
+                keys = [number_text(v) if isinstance(v, float) else str(v) for v in col[unseen_rows].tolist()]
                 values, counts = np.unique(np.array(keys, dtype=str), return_counts=True)
                 order = np.argsort(-counts, kind="stable")
                 out.unseen[f.name] = {str(values[k]): int(counts[k]) for k in order}

@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .catalogue import Candidate, validation_score
-from .search_space import FamilySpace, config_name
+from ..candidates.catalogue import Candidate, validation_score
+from ..candidates.search_space import FamilySpace, config_name
 
 RESUMING = ("rounds", "trees", "iterations", "epochs")
 

@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from .errors import ExportError
-from .schema import Schema
+from ..errors import ExportError
+from ..datasets.schema import Schema
 
 
 def _opsets(model) -> dict[str, int]:

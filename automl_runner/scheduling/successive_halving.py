@@ -51,7 +51,7 @@ from scipy.stats import norm
 
 from .matrices import FIDELITY_TOL, LearningCurves
 from .scheduler import MultiTenantScheduler, PriorRows, expected_improvement
-from .search_space import rung_fidelities
+from ..candidates.search_space import rung_fidelities
 
 #: Successive-halving rungs: 1/9, 1/3, 1 (eta = 3).
 RUNGS = rung_fidelities(eta=3, rungs=3)
@@ -61,7 +61,7 @@ MIN_CURVES = 6
 MIN_SD = 0.01
 
 
-def _key(f: float) -> int:
+def fidelity_key(f: float) -> int:
     return int(round(f / FIDELITY_TOL))
 
 
@@ -89,13 +89,13 @@ class CurveModel:
         pairs: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
         for per in curves.points.values():
             for cand, pts in per.items():
-                q1, c1 = next(((q, c) for f, q, c in pts if _key(f) == _key(1.0)), (None, None))
+                q1, c1 = next(((q, c) for f, q, c in pts if fidelity_key(f) == fidelity_key(1.0)), (None, None))
                 if q1 is None:
                     continue
                 for f, q, c in pts:
-                    if _key(f) < _key(1.0):
+                    if fidelity_key(f) < fidelity_key(1.0):
                         ratio = math.log(max(c1, 1e-6) / max(c, 1e-6))
-                        pairs.setdefault((cand, _key(f)), []).append((q, q1, ratio))
+                        pairs.setdefault((cand, fidelity_key(f)), []).append((q, q1, ratio))
         by_family: dict[tuple[str, int], list] = {}
         by_rung: dict[int, list] = {}
         for (cand, k), items in pairs.items():
@@ -125,7 +125,7 @@ class CurveModel:
         return a, b, sd, float(np.mean(lr))
 
     def _params(self, cand: str, f: float) -> tuple[float, float, float, float]:
-        k = _key(f)
+        k = fidelity_key(f)
         got = self.fits.get((cand, k))
         if got is None and hasattr(self, "_family_fits"):
             got = self._family_fits.get((_family(cand), k)) or self._rung_fits.get(k)
@@ -135,14 +135,14 @@ class CurveModel:
 
     def predict(self, cand: str, f: float, quality: float) -> tuple[float, float]:
         """(mean, sd) of the full-budget score given ``quality`` at fidelity ``f``."""
-        if _key(f) >= _key(1.0):
+        if fidelity_key(f) >= fidelity_key(1.0):
             return float(quality), 0.0
         a, b, sd, _ = self._params(cand, f)
         return a + b * float(quality), sd
 
     def cost_ratio(self, cand: str, f: float) -> float:
         """Expected (cost at fidelity 1) / (cost at fidelity f), at least 1."""
-        if _key(f) >= _key(1.0):
+        if fidelity_key(f) >= fidelity_key(1.0):
             return 1.0
         return max(math.exp(self._params(cand, f)[3]), 1.0)
 
@@ -169,9 +169,9 @@ class MultiTenantHBScheduler(MultiTenantScheduler):
         """Rung fidelities the trial reports at: the rungs its curve has, when it resumes; else [1]."""
         if not self.curve_model.resumes.get(candidate, False) or candidate in self.stopped.get(tenant, {}):
             return [1.0]  # no rungs: it does not resume, or it was stopped once and is chosen again
-        have = {_key(f) for f in available}
-        out = [f for f in self.rung_fidelities if _key(f) in have]
-        return out if out and _key(out[-1]) == _key(1.0) else [1.0]
+        have = {fidelity_key(f) for f in available}
+        out = [f for f in self.rung_fidelities if fidelity_key(f) in have]
+        return out if out and fidelity_key(out[-1]) == fidelity_key(1.0) else [1.0]
 
     #: Expected cost of a fresh trial: see ``trial_cost``. Off: multitenant's full cost.
     EXPECTED_STOPPING_COST = True
@@ -229,7 +229,7 @@ class MultiTenantHBScheduler(MultiTenantScheduler):
         return float(np.max(ei / cost)) if ei.size else 0.0
 
     def should_stop(self, tenant, candidate, fidelity, quality, spent, pending):
-        if _key(fidelity) >= _key(1.0):
+        if fidelity_key(fidelity) >= fidelity_key(1.0):
             return False
         ei, remaining = self.continuation(tenant, candidate, fidelity, quality, spent)
         alt = self.alternative_rate({t: c for t, c in pending.items() if c})

@@ -3,7 +3,7 @@
 Each takes the device it trains on under ``device`` (``cpu`` or ``cuda:N``), reports where it
 really trained in ``trained_on_`` (what the store records), resumes with ``warm_start`` (so early
 stopping can grow its rounds or epochs), and is exported by its own framework's exporter:
-onnxmltools for XGBoost, ``torch.onnx`` for the networks (see :mod:`automl_runner.onnx_compose`).
+onnxmltools for XGBoost, ``torch.onnx`` for the networks (see :mod:`automl_runner.candidates.onnx_compose`).
 
 Without the frameworks installed (``pip install 'easeml-ci[gpu]'``) :func:`gpu_catalogue` is
 empty and the queue runs the scikit-learn catalogue alone.
@@ -17,7 +17,8 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-from .schema import Schema
+from .candidate import Candidate
+from ..datasets.schema import Schema
 
 
 def have(module: str) -> bool:
@@ -123,8 +124,6 @@ def image_side(schema: Schema) -> int | None:
 
 def gpu_catalogue() -> list:
     """The GPU-capable candidates whose frameworks are installed (none without the extra)."""
-    from .catalogue import Candidate
-
     C, R = ("classification",), ("regression",)
     out = []
     if have("xgboost") and have("onnxmltools"):

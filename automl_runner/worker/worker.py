@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 from urllib.parse import quote
 
-from .catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
-from .errors import AutomlError, DatasetError, StoreError
-from .scheduler import SchedulerError
-from .schema import Dataset, load_dataset
-from .store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, TrialChange, driver_errors,
+from easeml_ci.atomic import write_bytes
+
+from ..candidates.catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
+from ..errors import AutomlError, DatasetError, SchedulerError, StoreError
+from ..datasets.schema import Dataset, load_dataset
+from ..store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, TrialChange, driver_errors,
                     open_store)
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -285,7 +286,7 @@ def default_scheduler_factory(name: str = "multitenant", seed: int = 0,
                               curves=None) -> Callable[[], Chooser]:
     """``curves``: other tenants' learning curves (``matrices.LearningCurves`` or rows), for the
     schedulers that stop trials early (``multitenant-hb``); the others ignore them."""
-    from .scheduler import make_scheduler
+    from ..scheduling.registry import make_scheduler
 
     if curves is None:
         return lambda: make_scheduler(name, prior=prior, seed=seed)
@@ -518,10 +519,10 @@ class Worker:
         """(fitted pipeline, validation score, seconds, fidelity or None when trained to the end).
 
         Iterative learners go through the early-stopping hook when it is installed
-        (automl_runner.early_stopping, see docs/automl.md); everything else, and a retry of a trial
+        (automl_runner.scheduling.early_stopping, see docs/automl.md); everything else, and a retry of a trial
         stopped early (``claim.retry``), is one fit to the full budget."""
         try:
-            from . import early_stopping
+            from ..scheduling import early_stopping
         except ImportError:
             early_stopping = None
         if early_stopping is not None and cand.fidelity is not None and not claim.retry:
@@ -601,10 +602,7 @@ class Worker:
         finally:
             beat.stop()
         path = self._artifact_path(tenant, claim)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
+        write_bytes(path, blob)  # a reader (the gate, a promotion) never sees half a model
         sha = hashlib.sha256(blob).hexdigest()
         ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha, ran_on=ran_on,
                                  fidelity=fidelity)

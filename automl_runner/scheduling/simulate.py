@@ -31,8 +31,9 @@ from typing import Sequence
 import click
 import numpy as np
 
-from .matrices import LearningCurves, MatrixError, QualityMatrix, curves_from_matrix, load_any
-from .scheduler import EARLY_STOPPING_SCHEDULERS, EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
+from ..errors import MatrixError
+from .matrices import LearningCurves, QualityMatrix, curves_from_matrix, load_any
+from .registry import EARLY_STOPPING_SCHEDULERS, EXTRA_SCHEDULERS, SCHEDULERS, make_scheduler
 
 
 @dataclass

@@ -29,15 +29,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import MatrixError
+
 COLUMNS = ("tenant", "candidate", "quality", "cost")
 CURVE_COLUMNS = ("tenant", "candidate", "fidelity", "quality", "cost")
 #: fidelities closer than this are the same rung (CSV files carry 1/9 as 0.111111)
 FIDELITY_TOL = 1e-4
-DATA_DIR = Path(__file__).with_name("data")
-
-
-class MatrixError(ValueError):
-    """A matrix file is malformed; the message names the file, line and column."""
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 @dataclass
@@ -100,30 +98,26 @@ def load_matrix(path: str | Path) -> QualityMatrix:
                 if not record or all(not x.strip() for x in record):
                     continue
                 if len(record) < len(names):
-                    raise MatrixError(
-                        f"{path}:{line}: expected {len(names)} fields, got {len(record)}"
-                    )
+                    raise MatrixError(path, f"expected {len(names)} fields, got {len(record)}", line=line)
                 tenant = record[pos["tenant"]].strip()
                 cand = record[pos["candidate"]].strip()
                 for col, val in (("tenant", tenant), ("candidate", cand)):
                     if not val:
-                        raise MatrixError(f"{path}:{line}: column {col} is empty")
+                        raise MatrixError(path, f"column {col} is empty", line=line)
                 q = _number(path, line, "quality", record[pos["quality"]])
                 c = _number(path, line, "cost", record[pos["cost"]])
                 if c < 0:
-                    raise MatrixError(f"{path}:{line}: column cost must be >= 0 seconds, got {c:g}")
+                    raise MatrixError(path, f"column cost must be >= 0 seconds, got {c:g}", line=line)
                 key = (tenant, cand)
                 if key in seen:
-                    raise MatrixError(
-                        f"{path}:{line}: duplicate row for tenant {tenant!r}, candidate {cand!r} "
-                        f"(first on line {seen[key]})"
-                    )
+                    raise MatrixError(path, f"duplicate row for tenant {tenant!r}, candidate {cand!r} "
+                        f"(first on line {seen[key]})", line=line)
                 seen[key] = line
                 rows.append((tenant, cand, q, c))
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise MatrixError(f"{path}:{reader.line_num}: not a readable CSV line: {exc}") from None
+            raise MatrixError(path, f"not a readable CSV line: {exc}", line=reader.line_num) from None
     if not rows:
-        raise MatrixError(f"{path}: no rows after the header")
+        raise MatrixError(path, "no rows after the header")
     return QualityMatrix(rows, source=str(path))
 
 
@@ -131,7 +125,7 @@ def _open_csv(path: Path):
     try:
         return open(path, newline="")
     except OSError as exc:
-        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+        raise MatrixError(path, f"cannot read matrix file: {exc.strerror or exc}") from None
 
 
 def _read_header(path: Path, f, columns) -> tuple:
@@ -141,16 +135,14 @@ def _read_header(path: Path, f, columns) -> tuple:
     try:
         header = next(reader)
     except StopIteration:
-        raise MatrixError(f"{path}: empty file; expected the header {','.join(columns)}") from None
+        raise MatrixError(path, f"empty file; expected the header {','.join(columns)}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
+        raise MatrixError(path, f"not a readable CSV file: {exc}", line=1) from None
     names = [h.strip() for h in header]
     missing = [c for c in columns if c not in names]
     if missing:
-        raise MatrixError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; "
-            f"the header must name {','.join(columns)}, got {','.join(names) or '(nothing)'}"
-        )
+        raise MatrixError(path, f"missing column(s) {', '.join(missing)}; "
+            f"the header must name {','.join(columns)}, got {','.join(names) or '(nothing)'}", line=1)
     return reader, names, {c: names.index(c) for c in columns}
 
 
@@ -158,9 +150,9 @@ def _number(path: Path, line: int, col: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise MatrixError(f"{path}:{line}: column {col} must be a number, got {text.strip()!r}") from None
+        raise MatrixError(path, f"column {col} must be a number, got {text.strip()!r}", line=line) from None
     if not math.isfinite(value):
-        raise MatrixError(f"{path}:{line}: column {col} must be finite, got {text.strip()!r}")
+        raise MatrixError(path, f"column {col} must be finite, got {text.strip()!r}", line=line)
     return value
 
 
@@ -305,9 +297,9 @@ def load_any(path: str | Path) -> LearningCurves:
         with open(path, newline="") as f:
             first = f.readline()
     except OSError as exc:
-        raise MatrixError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
+        raise MatrixError(path, f"cannot read matrix file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise MatrixError(f"{path}:1: not a readable CSV file: {exc}") from None
+        raise MatrixError(path, f"not a readable CSV file: {exc}", line=1) from None
     if "fidelity" in [h.strip() for h in first.strip().split(",")]:
         return load_curves(path)
     return curves_from_matrix(load_matrix(path))
@@ -329,56 +321,46 @@ def load_curves(path: str | Path) -> LearningCurves:
                 if not record or all(not x.strip() for x in record):
                     continue
                 if len(record) < len(names):
-                    raise MatrixError(f"{path}:{line}: expected {len(names)} fields, got {len(record)}")
+                    raise MatrixError(path, f"expected {len(names)} fields, got {len(record)}", line=line)
                 tenant = record[pos["tenant"]].strip()
                 cand = record[pos["candidate"]].strip()
                 for col, val in (("tenant", tenant), ("candidate", cand)):
                     if not val:
-                        raise MatrixError(f"{path}:{line}: column {col} is empty")
+                        raise MatrixError(path, f"column {col} is empty", line=line)
                 fid = _number(path, line, "fidelity", record[pos["fidelity"]])
                 if not 0 < fid <= 1:
-                    raise MatrixError(
-                        f"{path}:{line}: column fidelity must be in (0, 1] (a fraction of the full budget), "
-                        f"got {record[pos['fidelity']].strip()}"
-                    )
+                    raise MatrixError(path, f"column fidelity must be in (0, 1] (a fraction of the full budget), "
+                        f"got {record[pos['fidelity']].strip()}", line=line)
                 q = _number(path, line, "quality", record[pos["quality"]])
                 c = _number(path, line, "cost", record[pos["cost"]])
                 if c < 0:
-                    raise MatrixError(f"{path}:{line}: column cost must be >= 0 seconds, got {c:g}")
+                    raise MatrixError(path, f"column cost must be >= 0 seconds, got {c:g}", line=line)
                 resumes = False
                 if res_pos is not None:
                     text = record[res_pos].strip().lower()
                     if text not in _TRUE + _FALSE:
-                        raise MatrixError(
-                            f"{path}:{line}: column resumes must be 1 or 0 (true or false), got {record[res_pos].strip()!r}"
-                        )
+                        raise MatrixError(path, f"column resumes must be 1 or 0 (true or false), got {record[res_pos].strip()!r}", line=line)
                     resumes = text in _TRUE
                     known = resumes_of.setdefault(cand, (resumes, line))
                     if known[0] != resumes:
-                        raise MatrixError(
-                            f"{path}:{line}: column resumes is {int(resumes)} for candidate {cand!r}, "
-                            f"but {int(known[0])} on line {known[1]}; a candidate resumes or not on every row"
-                        )
+                        raise MatrixError(path, f"column resumes is {int(resumes)} for candidate {cand!r}, "
+                            f"but {int(known[0])} on line {known[1]}; a candidate resumes or not on every row", line=line)
                 key = (tenant, cand, round(fid / FIDELITY_TOL))
                 if key in seen:
-                    raise MatrixError(
-                        f"{path}:{line}: duplicate row for tenant {tenant!r}, candidate {cand!r}, fidelity {fid:g} "
-                        f"(first on line {seen[key]})"
-                    )
+                    raise MatrixError(path, f"duplicate row for tenant {tenant!r}, candidate {cand!r}, fidelity {fid:g} "
+                        f"(first on line {seen[key]})", line=line)
                 seen[key] = line
                 first_line.setdefault((tenant, cand), line)
                 rows.append((tenant, cand, fid, q, c, resumes))
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise MatrixError(f"{path}:{reader.line_num}: not a readable CSV line: {exc}") from None
+            raise MatrixError(path, f"not a readable CSV line: {exc}", line=reader.line_num) from None
     if not rows:
-        raise MatrixError(f"{path}: no rows after the header")
+        raise MatrixError(path, "no rows after the header")
     full = {(t, c) for t, c, fid, *_ in rows if abs(fid - 1.0) <= FIDELITY_TOL}
     for key, line in first_line.items():
         if key not in full:
-            raise MatrixError(
-                f"{path}:{line}: tenant {key[0]!r}, candidate {key[1]!r} has no row with fidelity 1 "
-                "(the full budget); every curve must end there"
-            )
+            raise MatrixError(path, f"tenant {key[0]!r}, candidate {key[1]!r} has no row with fidelity 1 "
+                "(the full budget); every curve must end there", line=line)
     return LearningCurves(rows, source=str(path))
 
 

@@ -12,7 +12,7 @@ import importlib.util
 import re
 import warnings
 
-from .errors import AutomlError
+from ..errors import AutomlError
 
 DEVICE = re.compile(r"^(cpu|cuda:(\d+))$")
 

@@ -48,22 +48,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.stats import norm
 
+from ..errors import SchedulerError
 from .gp import CandidatePrior, TenantGP
 
 PriorRows = Iterable[tuple[str, str, float, float]]
-
-SCHEDULERS = ("multitenant", "round-robin", "random")
-# Also available by name, for benchmarks: round-robin that ignores the prior and takes each
-# tenant's candidates in catalogue order (cheap linear models come first in ours), and the
-# paper's own baselines: the tenant by turn or at random, the candidate by multitenant's rule.
-EXTRA_SCHEDULERS = ("round-robin-catalogue", "round-robin-gp", "random-gp", "multitenant-hb")
-#: Schedulers that stop trials early at rungs (``successive_halving``); they use learning curves.
-EARLY_STOPPING_SCHEDULERS = ("multitenant-hb",)
-
-
-class SchedulerError(ValueError):
-    """A scheduler was asked for something it cannot do (unknown name, nothing pending)."""
-
 
 class Scheduler:
     """Common bookkeeping: what each tenant has finished, what is running, best so far."""
@@ -390,7 +378,7 @@ class MultiTenantScheduler(Scheduler):
         if i is not None:
             return i
         if "/" in cand:  # a configuration of a family's search space: model it after its neighbours
-            from .search_space import as_unit_vectors, classification_spaces
+            from ..candidates.search_space import as_unit_vectors, classification_spaces
 
             if self._spaces is None:
                 self._spaces = classification_spaces()
@@ -690,33 +678,3 @@ class TenantTurnScheduler(MultiTenantScheduler):
             tenants = list(avail)
             tenant = tenants[int(self.rng.integers(len(tenants)))]
         return self.best_pair({tenant: avail[tenant]})
-
-
-def make_scheduler(name: str, prior: PriorRows | None = None, seed: int = 0, curves=None) -> Scheduler:
-    """A scheduler by name: ``multitenant``, ``round-robin`` or ``random`` (or one of
-    ``EXTRA_SCHEDULERS``: ``round-robin-catalogue``, ``round-robin-gp``, ``random-gp``,
-    ``multitenant-hb``).
-
-    ``prior``: (tenant, candidate, quality, cost) rows from *other* tenants, or None.
-    ``curves``: their learning curves (``matrices.LearningCurves`` or (tenant, candidate,
-    fidelity, quality, cost, resumes) rows), used by ``multitenant-hb`` only.
-    """
-    if name == "multitenant-hb":
-        from .successive_halving import MultiTenantHBScheduler
-
-        return MultiTenantHBScheduler(prior=prior, seed=seed, curves=curves)
-    if name == "multitenant":
-        return MultiTenantScheduler(prior=prior, seed=seed)
-    if name == "round-robin":
-        return RoundRobinScheduler(prior=prior)
-    if name == "random":
-        return RandomScheduler(seed=seed)
-    if name == "round-robin-catalogue":
-        return RoundRobinScheduler(prior=prior, use_prior=False)
-    if name == "round-robin-gp":
-        return TenantTurnScheduler(prior=prior, seed=seed, turn="round-robin")
-    if name == "random-gp":
-        return TenantTurnScheduler(prior=prior, seed=seed, turn="random")
-    raise SchedulerError(
-        f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS + EXTRA_SCHEDULERS)}"
-    )

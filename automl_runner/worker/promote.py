@@ -22,14 +22,44 @@ import base64
 import datetime as _dt
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalogue import Candidate
-from .errors import PromotionError
-from .store import Promotion, Store, Tenant
+from easeml_ci.atomic import write_bytes
+
+from ..candidates.catalogue import Candidate
+from ..errors import PromotionError
+from ..store import Promotion, Store, Tenant
 
 BRANCH_PREFIX = "easeml-automl/"
+
+
+#: Text from a tenant's data shown as it is: letters (any script), digits, spaces and ``.,+-_``.
+_PLAIN_TEXT = re.compile(r"[\w .,+-]*")
+
+
+def md_code(text) -> str:
+    """``text`` as one markdown code span it cannot leave, in a table cell it cannot split.
+
+    The fence is one backtick longer than the longest run of backticks inside, line breaks
+    become spaces and ``|`` is escaped for the table. Inside a code span nothing is a link, a
+    mention or an issue reference, so ``Fixes #1`` in a column name closes nothing on merge.
+    Ordinary text comes out as before: ``x0`` is ```x0```.
+    """
+    s = " ".join(str(text).splitlines()).replace("|", "\\|")
+    run = max((len(r) for r in re.findall(r"`+", s)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if s[:1] in ("`", " ") or s[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_text(text) -> str:
+    """Text from a tenant's data (a category) in running markdown: as it is when it is plain
+    words and numbers, else a code span (:func:`md_code`), so it can neither format, link,
+    mention nor reference an issue."""
+    s = str(text)
+    return s if _PLAIN_TEXT.fullmatch(s) else md_code(s)
 
 
 class Superseded(PromotionError):
@@ -78,10 +108,10 @@ class ModelCard:
 
     def to_markdown(self) -> str:
         prev = "none (first promotion)" if self.previous_score is None else f"{self.previous_score:.4f}"
-        hp = ", ".join(f"`{k}={v}`" for k, v in sorted(self.hyperparameters.items())) or "defaults"
+        hp = ", ".join(md_code(f"{k}={v}") for k, v in sorted(self.hyperparameters.items())) or "defaults"
         feats = "\n".join(
-            f"| `{f['name']}` | {f['kind']} | "
-            + (", ".join(map(str, f.get("categories", [])[:8])) + (", ..." if len(f.get("categories", [])) > 8 else "")
+            f"| {md_code(f['name'])} | {md_text(f['kind'])} | "
+            + (", ".join(map(md_text, f.get("categories", [])[:8])) + (", ..." if len(f.get("categories", [])) > 8 else "")
                + " (input value = index in this list, -1 if unseen)" if f["kind"] == "categorical" else "")
             + " |"
             for f in self.features
@@ -89,7 +119,7 @@ class ModelCard:
         return (
             f"# Model card: {self.tenant}\n\n"
             f"| | |\n|---|---|\n"
-            f"| candidate | `{self.candidate}` ({self.family}) |\n"
+            f"| candidate | {md_code(self.candidate)} ({md_text(self.family)}) |\n"
             f"| hyperparameters | {hp} |\n"
             f"| task | {self.task}" + (f", {len(self.classes)} classes" if self.classes else "") + " |\n"
             f"| validation {self.metric} | **{self.validation_score:.4f}** on {self.validation_rows} rows "
@@ -98,8 +128,8 @@ class ModelCard:
             + (f"| training budget | {self.fidelity:.0%} of the candidate's budget: stopped early at a rung, and "
                "still the tenant's best; the full-budget run comes later and is promoted if it does better |\n"
                if self.fidelity < 1.0 else "")
-            + f"| data | `{self.dataset}`, sha256 `{self.data_fingerprint}` |\n"
-            f"| target | `{self.target}` |\n"
+            + f"| data | {md_code(self.dataset)}, sha256 {md_code(self.data_fingerprint)} |\n"
+            f"| target | {md_code(self.target)} |\n"
             f"| ONNX | input `X` float32 [n, {len(self.features)}], sha256 `{self.onnx_sha256}` |\n"
             f"| promoted | {self.promoted_at} (trial {self.trial_id}) |\n\n"
             "The validation score is the AutoML runner's own estimate; the gate decides on the secret test set.\n\n"
@@ -130,15 +160,6 @@ def build_card(tenant: Tenant, promo: Promotion, cand: Candidate, blob: bytes, f
     )
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _card_promotion_id(text: str | bytes | None) -> int:
     try:
         return int(json.loads(text).get("promotion_id", -1)) if text else -1
@@ -167,9 +188,9 @@ def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str] | 
             current = -1
         if current > card.promotion_id:
             return None
-        _atomic_write(model, blob)
-        _atomic_write(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
-        _atomic_write(card_json, card.to_json().encode())  # last: it marks the set complete
+        write_bytes(model, blob)
+        write_bytes(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
+        write_bytes(card_json, card.to_json().encode())  # last: it marks the set complete
     return model, card_json
 
 
@@ -214,7 +235,7 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
     title = f"easeml-automl: {tenant} model {card.candidate} ({card.metric} {card.validation_score:.4f})"
     body = (
         f"The AutoML queue found a better model for **{tenant}**.\n\n" + card.to_markdown().split("\n", 2)[2]
-        + f"\nFiles: `{model_path}`, `{stem}.card.json`, `{stem}.card.md`.\n\n"
+        + f"\nFiles: {md_code(model_path)}, {md_code(stem + '.card.json')}, {md_code(stem + '.card.md')}.\n\n"
         "This pull request is updated in place when a better model is found.\n"
     )
     try:

@@ -1,0 +1,1 @@
+"""Which trial runs next: the schedulers, early stopping, the Gaussian process, the matrices and the simulator."""
