@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from automl_runner.cli import main
 from automl_runner.dashboard import create_app
-from store_fixtures import store_url  # noqa: F401  (fixture)
 from test_dashboard_data import (HOSTILE_CARD, HOSTILE_CATEGORY, HOSTILE_COLUMN, build_ledger, build_queue,
                                  status_json)
 
@@ -20,7 +19,7 @@ TOKEN = "t0ken-" + "x" * 20
 
 
 @pytest.fixture
-def queue(store_url, tmp_path):  # noqa: F811
+def queue(store_url, tmp_path):
     facts = build_queue(store_url, tmp_path)
     facts.update(build_ledger(tmp_path))
     facts["url"] = store_url
