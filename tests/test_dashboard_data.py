@@ -121,14 +121,14 @@ def build_owner(tmp: Path) -> dict:
                 "clauses": [{"text": SINK_SECRET, "status": "undecided"}],
                 "label_request": {"row_ids": ids, "count": len(ids), "order": "priority"}}
 
-    records = [req("p1" + "0" * 62, 1, "2026-12-01T10:00:00Z", ["r1", "r2"]),
-               req("p2" + "0" * 62, 2, "2026-12-01T11:00:00Z", ["r9"]),
+    records = [req("p1" + "0" * 62, 1, "2026-12-01T10:00:00Z", ["req-a1", "req-a2"]),
+               req("p2" + "0" * 62, 2, "2026-12-01T11:00:00Z", ["req-b9"]),
                {"testset": fp, "pair": "p2" + "0" * 62, "step": 2, "verdict": "pass", "clauses": [{"text": SINK_SECRET}]},
-               req("p1" + "0" * 62, 1, "2026-12-02T09:00:00Z", ["r7", "r3", "r5"]),
-               req("p3" + "0" * 62, 1, "2026-12-02T09:30:00Z", ["x1"], testset="cd" * 32)]
+               req("p1" + "0" * 62, 1, "2026-12-02T09:00:00Z", ["req-a7", "req-a3", "req-a5"]),
+               req("p3" + "0" * 62, 1, "2026-12-02T09:30:00Z", ["req-c1"], testset="cd" * 32)]
     sink.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
     return {"owner_config": str(cfg), "owner_fingerprint": fp, "key": key, "sink": str(sink),
-            "pending": [{"pair": "p1" + "0" * 10, "row_ids": ["r7", "r3", "r5"], "count": 3}]}
+            "pending": [{"pair": "p1" + "0" * 10, "row_ids": ["req-a7", "req-a3", "req-a5"], "count": 3}]}
 
 
 SINK_SECRET = "SINK-ONLY-clause-text"

@@ -125,10 +125,10 @@ def learning_curves(curves: list[dict], stopped: list[dict], progress: list[dict
     # full-budget curves first, so the stopped ones are drawn on top
     for c, early in sorted(lines, key=lambda item: item[1]):
         kind = "stopped" if early else "full"
-        label = escape(f"trial {int(c['trial'])} {c['candidate']}" + (" (stopped early)" if early else ""))
+        label = str(escape(f"trial {int(c['trial'])} {c['candidate']}" + (" (stopped early)" if early else "")))
         pts = " ".join(f"{sx(f):.1f},{sy(sc):.1f}" for f, sc in c["rungs"])
         body.append(f'<g class="curve {kind}" data-trial="{int(c["trial"])}"><title>{label}: '
-                    + escape(", ".join(f"{f:.0%} {sc:.4f}" for f, sc in c["rungs"])) + "</title>"
+                    + str(escape(", ".join(f"{f:.0%} {sc:.4f}" for f, sc in c["rungs"]))) + "</title>"
                     + (f'<polyline class="line {kind}" fill="none" points="{pts}"/>' if len(c["rungs"]) > 1 else "")
                     + "".join(f'<circle class="dot {kind}" cx="{sx(f):.1f}" cy="{sy(sc):.1f}" r="{3 if early else 2}"/>'
                               for f, sc in c["rungs"]) + "</g>")
