@@ -380,7 +380,10 @@ def retry_failed(store_url, tenant):
               help="Require this token on every request (env EASEML_DASHBOARD_TOKEN).")
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests served at once.")
-def dashboard(store_url, config_path, host, port, token, threads):
+@click.option("--private-sink-key-env", "sink_key_env", default=None, metavar="NAME",
+              help="The owner's view: NAME is the environment variable holding the test-set key; with it, and "
+                   "a --config whose private_sink is a file, a test set's page shows its pending label requests.")
+def dashboard(store_url, config_path, host, port, token, threads, sink_key_env):
     """Serve the read-only dashboard: tenants, trials, workers, test sets, and its JSON API."""
     try:
         import flask  # noqa: F401
@@ -395,7 +398,14 @@ def dashboard(store_url, config_path, host, port, token, threads):
     if not is_loopback(host) and token is None:
         raise AutomlError(f"--host {host} is not a loopback address: anyone who can reach it would see every "
                           "tenant; give --token (or EASEML_DASHBOARD_TOKEN), or keep --host 127.0.0.1")
-    app = create_app(store_url, config_path=config_path, token=token)
+    from easeml_ci.errors import EasemlError
+
+    try:
+        app = create_app(store_url, config_path=config_path, token=token, sink_key_env=sink_key_env)
+    except AutomlError:
+        raise
+    except EasemlError as exc:  # the config or the owner's key: exit 2, the message names it
+        raise AutomlError(str(exc)) from None
     click.echo(f"dashboard on http://{host}:{port}/ (read-only; Ctrl-C stops it)", err=True)
     waitress.serve(app, host=host, port=port, threads=threads, ident="easeml-dashboard", _quiet=True)
 

@@ -105,6 +105,24 @@ CREATE TABLE IF NOT EXISTS promotions (
     message TEXT,
     created_at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS trial_rungs (
+    trial_id BIGINT NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+    fidelity DOUBLE PRECISION NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    seconds DOUBLE PRECISION,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (trial_id, fidelity)
+);
+CREATE TABLE IF NOT EXISTS next_choices (
+    tenant TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+    candidate TEXT,
+    ei DOUBLE PRECISION,
+    expected_seconds DOUBLE PRECISION,
+    ei_per_second DOUBLE PRECISION,
+    scheduler TEXT,
+    worker TEXT,
+    at DOUBLE PRECISION NOT NULL
+);
 """
 
 
@@ -193,6 +211,25 @@ class Claim:
     #: A trial stopped early and queued again (:meth:`Store.requeue_stopped`): it trains to the
     #: full budget in one go, without rungs.
     retry: bool = False
+
+
+@dataclass(frozen=True)
+class NextChoice:
+    """What the scheduler would train next for ``tenant`` once the trial being claimed is out:
+    its ``candidate`` (None: nothing left to try), expected improvement, the seconds it is
+    expected to take, and so EI per second. Written when a worker schedules, read by the dashboard."""
+
+    tenant: str
+    candidate: str | None
+    ei: float | None = None
+    expected_seconds: float | None = None
+    scheduler: str | None = None
+
+    @property
+    def ei_per_second(self) -> float | None:
+        if self.ei is None or not self.expected_seconds:
+            return None
+        return float(self.ei) / float(self.expected_seconds)
 
 
 @dataclass(frozen=True)
@@ -464,6 +501,8 @@ class Store:
     # -- additive schema changes ---------------------------------------------------------------
     # The store has no schema version: each change below is applied when missing, so opening an
     # existing store (any older release) adds it once, and opening it again changes nothing.
+    # New tables (trial_rungs, next_choices) are CREATE TABLE IF NOT EXISTS in _TABLES, which
+    # init() runs on every open: an older store gains them the first time a writer opens it.
 
     #: (table, column, type) added after the first release.
     _ADDED_COLUMNS = (
@@ -531,7 +570,8 @@ class Store:
             if self.kind == "postgresql" and self.pg_schema:
                 cur.execute(f'DROP SCHEMA IF EXISTS "{self.pg_schema}" CASCADE')
             else:
-                for t in ("trial_events", "promotions", "trials", "candidates", "tenants"):
+                for t in ("trial_rungs", "next_choices", "trial_events", "promotions", "trials", "candidates",
+                          "tenants"):
                     cur.execute(f"DROP TABLE IF EXISTS {t}")
 
     def now(self) -> float:
@@ -728,8 +768,12 @@ class Store:
         return Snapshot(pending, running, finished)  # type: ignore[arg-type]
 
     def try_claim(self, tenant: str, candidate: str, worker: str, device: str,
-                  lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Claim | None:
-        """Take the queued trial (tenant, candidate) under a new lease; None if another worker has it."""
+                  lease_seconds: float = DEFAULT_LEASE_SECONDS, *,
+                  next_choice: NextChoice | None = None) -> Claim | None:
+        """Take the queued trial (tenant, candidate) under a new lease; None if another worker has it.
+
+        ``next_choice``: the scheduler's choice for the tenant after this one, recorded in the
+        same transaction when the claim succeeds (:meth:`next_choices`)."""
         token = uuid.uuid4().hex
         with self._tx() as cur:
             if self.kind == "postgresql":
@@ -749,6 +793,8 @@ class Store:
             if row is None:
                 return None
             self._event(cur, row[0], worker, token, "claimed")
+            if next_choice is not None:
+                self._record_next_choice(cur, next_choice, worker)
         # A queued trial with a fidelity below 1 is one stopped early and queued again for a full run.
         retry = row[2] is not None and float(row[2]) < 1.0
         return Claim(trial_id=int(row[0]), tenant=tenant, candidate=candidate, token=token, attempt=int(row[1]),
@@ -764,14 +810,18 @@ class Store:
 
     def complete(self, claim: Claim, worker: str, score: float, cost: float,
                  onnx_path: str | None, onnx_sha256: str | None, *, ran_on: str | None = None,
-                 fidelity: float | None = None) -> bool:
+                 fidelity: float | None = None,
+                 rungs: Sequence[tuple[float, float, float | None]] | None = None) -> bool:
         """Record a finished trial. Accepted while this worker holds the lease, or when the lease
         expired and nobody has taken the trial again yet (the work is done; no need to redo it).
 
         ``ran_on``: the device the model really trained on; ``fidelity``: the share of the full
         budget it trained for when it was stopped early (None: all of it). A trial stopped early
         also keeps that fidelity in ``stopped_at``, which outlives its retry (see
-        :meth:`requeue_stopped`). The lease ends here: the worker's device is free at once."""
+        :meth:`requeue_stopped`). The lease ends here: the worker's device is free at once.
+
+        ``rungs``: (fidelity, validation score, seconds so far) at each rung the trial reached,
+        kept in ``trial_rungs`` (a retry's rung 1 joins the rungs of its stopped run)."""
         if fidelity is not None and not float(fidelity) < 1.0:
             fidelity = None  # the whole budget
         stopped = None if fidelity is None else float(fidelity)
@@ -785,7 +835,38 @@ class Store:
                  stopped, stopped, claim.trial_id, claim.token))
             ok = cur.rowcount == 1
             self._event(cur, claim.trial_id, worker, claim.token, "done" if ok else "lost")
+            if ok:
+                for f, sc, sec in rungs or ():
+                    self._exec(cur, "INSERT INTO trial_rungs (trial_id, fidelity, score, seconds, at) "
+                               "VALUES (?, ?, ?, ?, {now}) ON CONFLICT (trial_id, fidelity) DO UPDATE SET "
+                               "score = excluded.score, seconds = excluded.seconds, at = excluded.at",
+                               (claim.trial_id, float(f), float(sc), None if sec is None else float(sec)))
         return ok
+
+    def _record_next_choice(self, cur, choice: NextChoice, worker: str | None) -> None:
+        self._exec(cur, "INSERT INTO next_choices (tenant, candidate, ei, expected_seconds, ei_per_second, scheduler, "
+                   "worker, at) VALUES (?, ?, ?, ?, ?, ?, ?, {now}) ON CONFLICT (tenant) DO UPDATE SET "
+                   "candidate = excluded.candidate, ei = excluded.ei, expected_seconds = excluded.expected_seconds, "
+                   "ei_per_second = excluded.ei_per_second, scheduler = excluded.scheduler, worker = excluded.worker, "
+                   "at = excluded.at",
+                   (choice.tenant, choice.candidate, None if choice.ei is None else float(choice.ei),
+                    None if choice.expected_seconds is None else float(choice.expected_seconds),
+                    choice.ei_per_second, choice.scheduler, worker))
+
+    def record_next_choice(self, choice: NextChoice, worker: str | None = None) -> None:
+        """Record (replace) the scheduler's next choice for ``choice.tenant``."""
+        with self._tx() as cur:
+            self._record_next_choice(cur, choice, worker)
+
+    def next_choices(self) -> dict[str, tuple]:
+        """{tenant: (candidate, ei, expected seconds, ei per second, scheduler, worker, at)}."""
+        return {r[0]: tuple(r[1:]) for r in self._read(
+            "SELECT tenant, candidate, ei, expected_seconds, ei_per_second, scheduler, worker, at FROM next_choices")}
+
+    def rungs(self, trial_id: int) -> list[tuple[float, float, float | None]]:
+        """(fidelity, score, seconds) at each rung trial ``trial_id`` reached, lowest first."""
+        return [(float(f), float(s), None if sec is None else float(sec)) for f, s, sec in self._read(
+            "SELECT fidelity, score, seconds FROM trial_rungs WHERE trial_id = ? ORDER BY fidelity", (int(trial_id),))]
 
     def fail(self, claim: Claim, worker: str, error: str) -> bool:
         """Mark a trial failed for good (training or export raised); it is not retried."""

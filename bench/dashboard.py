@@ -2,8 +2,10 @@
 
 Builds the store (SQLite, and PostgreSQL on 127.0.0.1:5432 in a scratch schema) with the store's
 own tables and indexes: per tenant 100 trials (80 done, 10 of them stopped early, 2 running on a
-device, 16 queued, 2 failed), two events per finished trial, one promotion with a model card; and
-a ledger with 8 test sets. Then measures, in the process (Flask's test client, so the figure is
+device, 16 queued, 2 failed), two events per finished trial, the rungs each done trial reached
+(1 to 3), one promotion with a model card, the scheduler's next choice for 9 tenants in 10; and a
+ledger with 8 test sets, with a private sink of 5,000 records (label requests of 100 rows each)
+that the owner's view (``/testsets/F (owner)``, started with the key) reads. Then measures, in the process (Flask's test client, so the figure is
 the server's time: routing, queries, rendering), each page and API route ``--requests`` times
 with a different tenant or trial each time, and prints the p95 against the 300 ms target. With
 chromium and chromedriver installed it also loads the overview, served by waitress, in headless
@@ -67,7 +69,7 @@ def build(url: str, tenants: int, per: int, tmp: Path) -> None:
         cur.executemany(q("INSERT INTO tenants (name, dataset, fingerprint, schema_json, excluded, margin, created_at) "
                           "VALUES (?, ?, ?, ?, '[]', 0.01, ?)"),
                         [(f"tenant-{i:04d}", "data.csv", "0" * 64, SCHEMA, t0 + i) for i in range(tenants)])
-        rows, events, promos = [], [], []
+        rows, events, promos, rungs, choices = [], [], [], [], []
         tid = 0
         for i in range(tenants):
             best = (-1.0, None)
@@ -84,25 +86,55 @@ def build(url: str, tenants: int, per: int, tmp: Path) -> None:
                              t0 + 1e6 if status == "running" else None, fin or t0))
                 if fin:
                     events += [(tid, "w0", "claimed", fin - 20), (tid, "w0", status, fin)]
+                if score is not None:  # rungs as multitenant-hb keeps them: 1/9, then 1/3 or the stop, then 1
+                    reached = [1 / 9, 0.25] if stopped else ([1 / 9, 1 / 3, 1.0] if j % 3 == 0 else [1.0])
+                    for k, f in enumerate(reached):
+                        rungs.append((tid, f, score - 0.05 * (len(reached) - 1 - k), 1.0 + k, fin))
                 if score is not None and score > best[0]:
                     best = (score, tid, c)
+            if i % 10:  # one tenant in ten not scheduled yet
+                choices.append((f"tenant-{i:04d}", cands[84 + i % 16], rng.uniform(0, 0.05), rng.uniform(1, 60),
+                                "multitenant", f"w{i % 40}", t0 + i))
             promos.append((f"tenant-{i:04d}", best[1], best[2], best[0], "opened", str(card),
                            f"https://github.com/acme/models/pull/{i + 1}", t0 + i))
         cur.executemany(q("INSERT INTO trials (id, tenant, candidate, status, worker, device, ran_on, queued_at, "
                           "started_at, finished_at, score, cost, fidelity, stopped_at, lease_expires, heartbeat, "
                           "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"), rows)
         cur.executemany(q("INSERT INTO trial_events (trial_id, worker, event, at) VALUES (?, ?, ?, ?)"), events)
+        cur.executemany(q("INSERT INTO trial_rungs (trial_id, fidelity, score, seconds, at) VALUES (?, ?, ?, ?, ?)"),
+                        rungs)
+        cur.executemany(q("INSERT INTO next_choices (tenant, candidate, ei, expected_seconds, ei_per_second, scheduler, "
+                          "worker, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                        [(t, c, ei, sec, ei / sec, sch, w, at) for t, c, ei, sec, sch, w, at in choices])
         cur.executemany(q("INSERT INTO promotions (tenant, trial_id, candidate, score, status, card_path, "
                           "pull_request, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), promos)
     st.conn.execute("ANALYZE")  # on PostgreSQL what autovacuum does to tables this size
     st.close()
 
 
+#: The owner's view: the environment variable holding a test-set key (a config without a test set: the
+#: key's form is checked, there is no file for it to open) and the label requests in the private sink.
+OWNER_KEY_ENV = "DASH_BENCH_OWNER_KEY"
+SINK_RECORDS = 5000
+
+
 def build_ledger(tmp: Path, n: int = 8) -> str:
     from easeml_ci.ledger import Ledger, open_backend
+    from easeml_ci.testsets import crypto
 
     cfg = tmp / ".easeml.yml"
-    cfg.write_text("condition: n - o > 0.02 +/- 0.05\nreliability: 0.999\nmode: fp-free\nadaptivity: full\nsteps: 32\n")
+    sink = tmp / "private" / "sink.jsonl"
+    sink.parent.mkdir()
+    cfg.write_text("condition: n - o > 0.02 +/- 0.05\nreliability: 0.999\nmode: fp-free\nadaptivity: full\nsteps: 32\n"
+                   f"private_sink: {sink}\n")
+    os.environ[OWNER_KEY_ENV] = crypto.generate_key()
+    with sink.open("w") as fh:  # 5,000 records, 100 row ids each, over 8 test sets and 400 model pairs
+        for r in range(SINK_RECORDS):
+            rec = {"testset": f"{r % n:02x}" * 32, "pair": f"{r % 400:064x}", "step": r // 400 + 1,
+                   "time": f"2026-12-01T{r % 24:02d}:00:00Z", "new": f"m{r % 400}.onnx", "old": "main.onnx"}
+            if r % 5:
+                rec["label_request"] = {"row_ids": [f"row-{r}-{k}" for k in range(100)], "count": 100}
+            fh.write(json.dumps(rec) + "\n")
     terms = {"condition": "n - o > 0.02 +/- 0.05", "reliability": 0.999, "mode": "fp-free",
              "adaptivity": "full", "steps": 32, "passes": None}
     backend = open_backend({"backend": "file", "path": ".easeml/ledger"}, base=tmp)
@@ -123,6 +155,7 @@ def measure(url: str, cfg: str, tenants: int, per: int, n: int) -> list[tuple[st
     from automl_runner.dashboard import create_app
 
     client = create_app(url, config_path=cfg).test_client()
+    owner = create_app(url, config_path=cfg, sink_key_env=OWNER_KEY_ENV).test_client()
     rng = random.Random(1)
     routes = {
         "/": lambda: "/", "/?page=K": lambda: f"/?page={rng.randint(1, tenants // 50)}",
@@ -135,18 +168,21 @@ def measure(url: str, cfg: str, tenants: int, per: int, n: int) -> list[tuple[st
         "/workers": lambda: "/workers", "/api/workers": lambda: "/api/workers",
         "/testsets": lambda: "/testsets", "/api/testsets": lambda: "/api/testsets",
         "/testsets/F": lambda: f"/testsets/{rng.randrange(8):02x}" + f"{rng.randrange(8):02x}" * 0,
+        "/testsets/F (owner)": lambda: "", "/api/testsets/F (owner)": lambda: "",
     }
     out = []
     for name, make in routes.items():
         times = []
         for k in range(n + 2):
             path = make()
-            if name == "/testsets/F":
-                path = "/testsets/" + f"{k % 8:02x}" * 32
+            if name.startswith(("/testsets/F", "/api/testsets/F")):
+                path = name.split("F")[0] + f"{k % 8:02x}" * 32
             t = time.perf_counter()
-            r = client.get(path)
+            r = (owner if name.endswith("(owner)") else client).get(path)
             dt = (time.perf_counter() - t) * 1000
             assert r.status_code == 200, (path, r.status_code, r.data[:300])
+            if name.endswith("(owner)"):
+                assert b"row-" in r.data, path  # the owner's view read the sink
             if k >= 2:  # the first two warm the connection and the template cache
                 times.append(dt)
         out.append((name, statistics.median(times), p95(times)))

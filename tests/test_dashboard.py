@@ -3,24 +3,26 @@ route says, that it agrees with `easeml-automl status --json`, that hostile text
 no secret reaches a page, that it never writes, and that another host needs a token."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from click.testing import CliRunner
 
 from automl_runner.cli import main
 from automl_runner.dashboard import create_app
-from store_fixtures import store_url  # noqa: F401  (fixture)
-from test_dashboard_data import (HOSTILE_CARD, HOSTILE_CATEGORY, HOSTILE_COLUMN, build_ledger, build_queue,
-                                 status_json)
+from test_dashboard_data import (HOSTILE_CARD, HOSTILE_CATEGORY, HOSTILE_COLUMN, NEXT_CHOICE, RUNGS, SINK_SECRET,
+                                 build_ledger, build_owner, build_queue, status_json)
 
 TOKEN = "t0ken-" + "x" * 20
 
 
 @pytest.fixture
-def queue(store_url, tmp_path):  # noqa: F811
+def queue(store_url, tmp_path):
     facts = build_queue(store_url, tmp_path)
     facts.update(build_ledger(tmp_path))
     facts["url"] = store_url
@@ -241,3 +243,201 @@ def test_the_command_serves_the_api_on_loopback_and_asks_for_its_token(tmp_path)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- the scheduler's next choice ------------------------------------------------------------------
+
+def test_next_choice_shows_what_the_last_claim_recorded_and_not_scheduled_yet_elsewhere(queue):
+    c = queue["client"]
+    api = {t["name"]: t for t in c.get("/api/tenants").get_json()["tenants"]}
+    nc = api["alpha"]["next_choice"]
+    assert (nc["candidate"], nc["ei"], nc["expected_seconds"], nc["scheduler"]) == (
+        "random-forest-100", 0.0125, 2.5, "multitenant")
+    assert nc["ei_per_second"] == pytest.approx(NEXT_CHOICE.ei / NEXT_CHOICE.expected_seconds)
+    assert api["beta"]["next_choice"] is None
+    page = c.get("/").get_data(as_text=True)
+    assert "random-forest-100: 5.00e-3 EI/s" in page and "not scheduled yet" in page
+    tenant = c.get("/tenants/alpha").get_data(as_text=True)
+    assert re.search(r'id="next-choice"[^>]*>random-forest-100: 5.00e-3 EI/s<', tenant)
+    assert re.search(r'id="next-choice"[^>]*>not scheduled yet<', c.get("/tenants/beta").get_data(as_text=True))
+
+
+def test_a_worker_records_the_schedulers_next_choice_when_it_claims(store_url, tmp_path):
+    """The record is what the scheduler itself computes for the tenant's other pending
+    candidates at the moment of the claim: the argmax of EI per expected second among them."""
+    from automl_runner.worker import Worker, WorkerOptions
+
+    build_queue(store_url, tmp_path)
+    w = Worker(store_url, WorkerOptions(scheduler="multitenant", promote=False, worker_id="w-next"))
+    try:
+        # the worker's own scheduler, copied just before the claim: what it would say
+        w.feed.refresh()
+        twin = copy.deepcopy(w.feed.scheduler)
+        pending = w.feed.view()
+        tenant, cand = twin.choose(pending)
+        rest = [x for x in pending[tenant] if x != cand]
+        claim = w.take()
+        assert (claim.tenant, claim.candidate) == (tenant, cand)
+        got = w.store.next_choices()[tenant]
+    finally:
+        w.store.close()
+    if not rest:
+        assert got[0] is None
+        return
+    segments, ei, cost = twin.scores({tenant: rest})
+    best = int(np.argmax(ei / cost))
+    assert got[0] == segments[0][1][best] != cand
+    assert got[1] == pytest.approx(ei[best]) and got[2] == pytest.approx(cost[best])
+    assert got[3] == pytest.approx(max(ei / cost)) and got[4] == "multitenant" and got[5] == "w-next"
+    api = create_app(store_url).test_client().get(f"/api/tenants/{tenant}").get_json()
+    assert api["next_choice"]["candidate"] == got[0] and api["next_choice"]["ei_per_second"] == pytest.approx(got[3])
+
+
+def test_a_store_from_before_the_new_tables_is_read_as_it_is(tmp_path):
+    """The dashboard never migrates: a store without trial_rungs / next_choices shows 'not
+    scheduled yet' and the one-point chart of stopped trials; a writer's open adds the tables."""
+    import sqlite3
+
+    from automl_runner.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    build_queue(url, tmp_path)
+    con = sqlite3.connect(tmp_path / "old.db")
+    con.execute("DROP TABLE trial_rungs")
+    con.execute("DROP TABLE next_choices")
+    con.commit()
+    con.close()
+    c = create_app(url).test_client()
+    assert c.get("/api/tenants").get_json()["tenants"][0]["next_choice"] is None
+    d = c.get("/api/tenants/alpha").get_json()
+    assert d["curves"] == [] and d["stopped"][0]["fidelity"] == 0.25
+    page = c.get("/tenants/alpha").get_data(as_text=True)
+    assert "not scheduled yet" in page and 'class="dot stopped"' in page
+    open_store(url).close()  # a writer opens it: the tables are back, empty
+    assert c.get("/api/tenants/alpha").get_json()["curves"] == []
+    assert {r[0] for r in sqlite3.connect(tmp_path / "old.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"trial_rungs", "next_choices"}
+
+
+# -- learning curves ------------------------------------------------------------------------------
+
+def test_tenant_page_draws_each_trials_rungs_stopped_beside_full_budget(queue):
+    c = queue["client"]
+    d = c.get("/api/tenants/alpha").get_json()
+    curves = {x["candidate"]: x for x in d["curves"]}
+    assert set(curves) == set(RUNGS)
+    for cand, rungs in RUNGS.items():
+        assert curves[cand]["rungs"] == [[f, sc] for f, sc, _sec in rungs]
+    assert curves["decision-tree-d5"]["stopped_at"] == 0.25 and curves["gaussian-nb"]["stopped_at"] is None
+    page = c.get("/tenants/alpha").get_data(as_text=True)
+    stopped = re.findall(r'<g class="curve stopped" data-trial="(\d+)">', page)
+    full = re.findall(r'<g class="curve full" data-trial="(\d+)">', page)
+    assert stopped == [str(queue["stopped_trial"])] and len(full) == 2
+    assert page.count('class="line stopped"') == 1 and page.count('class="line full"') == 1  # logreg: one point
+    assert "learning curves: 1 stopped early, 2 to the full budget" in page
+
+
+def test_a_real_multitenant_hb_worker_keeps_every_rung_of_its_stopped_trials(tmp_path, store_url, monkeypatch):
+    """`work --scheduler multitenant-hb`: each trial stopped early keeps the score of every rung
+    it reached (rising fidelities up to where it stopped) and then its retry's full-budget score,
+    and the tenant page draws them as curves."""
+    from automl_runner.store import open_store
+    from test_automl_hb_worker import CHEAP, CURVES, ITERATIVE, PLUGIN, _dataset
+
+    d = tmp_path / "plugin"
+    (d / "hbplug-0.1.dist-info").mkdir(parents=True)
+    (d / "hbplug.py").write_text(PLUGIN)
+    (d / "hbplug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hbplug\nVersion: 0.1\n")
+    (d / "hbplug-0.1.dist-info" / "entry_points.txt").write_text("[easeml_automl.candidates]\nhb = hbplug:candidates\n")
+    monkeypatch.syspath_prepend(str(d))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runner = CliRunner()
+    for name, noise, seed in (("easy", 0.1, 0), ("hard", 1.0, 1)):
+        args = ["submit", _dataset(tmp_path, name, noise, seed), "--store", store_url, "--name", name, "--target", "label"]
+        for cand in CHEAP + ITERATIVE:
+            args += ["--only", cand]
+        assert runner.invoke(main, args).exit_code == 0
+    r = runner.invoke(main, ["work", "--store", store_url, "--scheduler", "multitenant-hb", "--curves", CURVES,
+                             "--exit-when-idle", "--poll", "0.05", "--no-promote", "--json"])
+    assert r.exit_code == 0, r.output
+    with open_store(store_url, create=False) as s:
+        trials = s.trials()
+        rungs = {t.id: s.rungs(t.id) for t in trials}
+        choices = s.next_choices()
+    stopped = [t for t in trials if t.stopped_at is not None]
+    assert stopped, "no trial was stopped early"
+    for t in trials:
+        fids = [f for f, _s, _sec in rungs[t.id]]
+        assert fids == sorted(fids) and fids[-1] == 1.0, (t.candidate, rungs[t.id])
+        assert rungs[t.id][-1][1] == pytest.approx(t.score)  # the recorded score is the last rung's
+        if t.stopped_at is not None:
+            below = [f for f in fids if f < 1]
+            assert below and below[-1] == pytest.approx(t.stopped_at), (t.candidate, rungs[t.id])
+    # every tenant's last claim left nothing to try
+    assert {k: v[0] for k, v in choices.items()} == {"easy": None, "hard": None}
+    c = create_app(store_url).test_client()
+    for tenant in ("easy", "hard"):
+        page = c.get(f"/tenants/{tenant}").get_data(as_text=True)
+        ids = {str(t.id) for t in stopped if t.tenant == tenant}
+        assert set(re.findall(r'<g class="curve stopped" data-trial="(\d+)">', page)) == ids
+        assert "nothing left to try" in page
+
+
+# -- the owner's view of pending label requests ----------------------------------------------------
+
+@pytest.fixture
+def owner(tmp_path):
+    facts = build_owner(tmp_path)
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    facts.update(build_queue(url, tmp_path), url=url)
+    return facts
+
+
+def _owner_pages(client, facts) -> list[str]:
+    fp = facts["owner_fingerprint"]
+    return [client.get(r).get_data(as_text=True) for r in
+            ("/", "/api/tenants", "/testsets", "/api/testsets", f"/testsets/{fp}", f"/api/testsets/{fp}",
+             "/tenants/alpha", "/workers")]
+
+
+def test_without_the_key_no_label_request_of_the_private_sink_shows(owner, monkeypatch):
+    monkeypatch.setenv("OWNER_KEY", owner["key"])  # the key is in the environment, but not named
+    c = create_app(owner["url"], config_path=owner["owner_config"]).test_client()
+    assert "pending_label_requests" not in c.get(f"/api/testsets/{owner['owner_fingerprint']}").get_json()
+    for text in _owner_pages(c, owner):
+        for secret in ("req-a7", "req-b9", "req-c1", "Pending label requests", SINK_SECRET, owner["sink"], "sink.jsonl", owner["key"]):
+            assert secret not in text
+
+
+def test_with_the_key_the_test_sets_page_shows_the_latest_request_of_each_pending_pair(owner, monkeypatch):
+    monkeypatch.setenv("OWNER_KEY", owner["key"])
+    c = create_app(owner["url"], config_path=owner["owner_config"], sink_key_env="OWNER_KEY").test_client()
+    fp = owner["owner_fingerprint"]
+    got = c.get(f"/api/testsets/{fp}").get_json()["pending_label_requests"]
+    assert [{k: r[k] for k in ("pair", "row_ids", "count")} for r in got] == owner["pending"]
+    page = c.get(f"/testsets/{fp}").get_data(as_text=True)
+    assert re.search(r'id="pending-label-requests".*req-a7, req-a3, req-a5', page, re.S)
+    for text in _owner_pages(c, owner):  # never the sink's path, its verdicts, other test sets' requests, the key
+        for secret in (SINK_SECRET, owner["sink"], "sink.jsonl", owner["key"], "req-c1", "req-b9", "undecided"):
+            assert secret not in text
+    for route in ("/", "/testsets", "/api/tenants", "/api/testsets"):  # never on an overview
+        assert "req-a7" not in c.get(route).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("how", ["unset", "wrong key", "webhook sink"])
+def test_the_owners_view_is_refused_without_the_right_key_exit_2(owner, monkeypatch, how):
+    from easeml_ci.testsets import crypto
+
+    cfg = owner["owner_config"]
+    if how == "wrong key":
+        monkeypatch.setenv("OWNER_KEY", crypto.generate_key())
+    elif how == "webhook sink":
+        monkeypatch.setenv("OWNER_KEY", owner["key"])
+        text = Path(cfg).read_text().replace(f"private_sink: {owner['sink']}", "private_sink: https://hooks.example.com/x")
+        Path(cfg).write_text(text)
+    else:
+        monkeypatch.delenv("OWNER_KEY", raising=False)
+    res = CliRunner().invoke(main, ["dashboard", "--store", owner["url"], "--config", cfg,
+                                    "--private-sink-key-env", "OWNER_KEY", "--port", "0"])
+    assert res.exit_code == 2, res.output
+    assert "OWNER_KEY" in res.output and "Traceback" not in res.output and owner["key"] not in res.output

@@ -152,3 +152,79 @@ def test_page_updates_itself_without_a_reload(browser, served):
     assert browser.execute_script("return window.__same_page") == 1
     assert browser.find_element("id", "live").get_attribute("class") == "live ok"
 
+
+
+def test_overview_and_tenant_page_show_the_schedulers_next_choice(browser, served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from automl_runner.store import NextChoice, open_store
+
+    browser.get(served["base"] + "/")
+    alpha = browser.find_element(By.CSS_SELECTOR, 'tr[data-tenant="alpha"] td.next')
+    beta = browser.find_element(By.CSS_SELECTOR, 'tr[data-tenant="beta"] td.next')
+    assert alpha.text == "random-forest-100: 5.00e-3 EI/s" and beta.text == "not scheduled yet"
+    # a worker schedules for beta while the page is open: the poller writes the same text the
+    # server would (app.next_choice_text and dashboard.js agree)
+    with open_store(served["url"]) as st:
+        st.record_next_choice(NextChoice("beta", "gaussian-nb", ei=0.000123, expected_seconds=0.5,
+                                         scheduler="multitenant"), worker="w-cpu")
+    WebDriverWait(browser, 15).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-tenant="beta"] td.next').text == "gaussian-nb: 2.46e-4 EI/s")
+    browser.get(served["base"] + "/tenants/beta")
+    assert _text(browser, "#next-choice") == "gaussian-nb: 2.46e-4 EI/s"
+
+
+def test_tenant_page_draws_learning_curves_of_stopped_and_full_trials(browser, served):
+    from selenium.webdriver.common.by import By
+
+    browser.get(served["base"] + "/tenants/alpha")
+    chart = browser.find_element(By.CSS_SELECTOR, 'svg[data-chart="stopped"]')
+    stopped = chart.find_elements(By.CSS_SELECTOR, "g.curve.stopped")
+    full = chart.find_elements(By.CSS_SELECTOR, "g.curve.full")
+    assert [g.get_attribute("data-trial") for g in stopped] == [str(served["stopped_trial"])]
+    assert len(full) >= 2  # logreg-C1 and gaussian-nb (and random-forest-100 once the live test ran)
+    assert len(stopped[0].find_elements(By.CSS_SELECTOR, "circle")) == 2  # its two rungs
+    title = browser.execute_script("return arguments[0].querySelector('title').textContent", stopped[0])
+    assert title == f"trial {served['stopped_trial']} decision-tree-d5 (stopped early): 6% 0.5500, 25% 0.7000"
+    _shot(browser, "tenant-curves")
+
+
+def test_a_dashboard_without_the_key_shows_no_label_request(browser, served):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{served['base']}/testsets/{served['fingerprint']}")
+    assert _text(browser, "#steps-left") == "5"
+    assert browser.find_elements(By.ID, "pending-label-requests") == []
+
+
+def test_the_owners_dashboard_shows_pending_label_requests_on_the_test_sets_page(browser, tmp_path, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from waitress.server import create_server
+
+    from automl_runner.dashboard import create_app
+    from test_dashboard_data import SINK_SECRET, build_owner, build_queue
+
+    facts = build_owner(tmp_path)
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    build_queue(url, tmp_path)
+    monkeypatch.setenv("OWNER_KEY", facts["key"])
+    port = _free_port()
+    server = create_server(create_app(url, config_path=facts["owner_config"], sink_key_env="OWNER_KEY"),
+                           host="127.0.0.1", port=port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        browser.get(base + "/testsets")
+        assert browser.find_elements(By.ID, "pending-label-requests") == []  # never on the overview
+        browser.find_element(By.CSS_SELECTOR, "td a").click()
+        rows = browser.find_elements(By.CSS_SELECTOR, "#pending-label-requests tbody tr")
+        assert len(rows) == 1
+        cells = [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")]
+        assert cells[4] == "3" and cells[5] == "req-a7, req-a3, req-a5"
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert SINK_SECRET not in body and facts["sink"] not in body and "req-b9" not in body
+        _shot(browser, "testset-owner")
+    finally:
+        server.close()

@@ -56,8 +56,30 @@ def _seconds(x) -> str:
     return f"{x:.0f} s" if abs(x) < 120 else f"{x / 60:.1f} min"
 
 
-def create_app(store_url: str, *, config_path: str | None = None, token: str | None = None) -> Flask:
+def _exp(x) -> str:
+    """``x`` as JavaScript's toExponential(2) writes it (the page's poller formats it the same)."""
+    import re
+
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{float(x):.2e}")
+
+
+def next_choice_text(nc) -> str:
+    """The scheduler's next choice for a tenant, as the overview and the tenant page show it."""
+    if nc is None:
+        return "not scheduled yet"
+    if nc.get("candidate") is None:
+        return "nothing left to try"
+    rate = nc.get("ei_per_second")
+    return f"{nc['candidate']}: {'-' if rate is None else _exp(rate)} EI/s"
+
+
+def create_app(store_url: str, *, config_path: str | None = None, token: str | None = None,
+               sink_key_env: str | None = None) -> Flask:
     """The app over the store at ``store_url`` (and the ledgers of ``config_path``, if given).
+
+    ``sink_key_env``: the environment variable holding the test-set key; with it (and a config
+    whose ``private_sink`` is a file) a test set's page shows its pending label requests (the
+    owner's view, :meth:`Ledgers.pending_label_requests`). Without it nothing of the sink is read.
 
     With ``token``, every request must carry it: ``Authorization: Bearer TOKEN``, or once
     ``?token=TOKEN``, which sets an HttpOnly cookie and redirects to the same page without it
@@ -66,8 +88,12 @@ def create_app(store_url: str, *, config_path: str | None = None, token: str | N
     app.jinja_env.autoescape = True  # every template, whatever its name
     app.json.sort_keys = True
     queue = Queue(store_url)
-    ledgers = Ledgers(config_path) if config_path else None
-    app.jinja_env.filters.update(when=_when, score=_score, seconds=_seconds)
+    if sink_key_env and not config_path:
+        from easeml_ci.errors import UsageError
+
+        raise UsageError("--private-sink-key-env needs --config: the private sink is the config's private_sink")
+    ledgers = Ledgers(config_path, sink_key_env=sink_key_env) if config_path else None
+    app.jinja_env.filters.update(when=_when, score=_score, seconds=_seconds, next_choice=next_choice_text)
     app.jinja_env.globals.update(refresh_ms=REFRESH_MS, has_testsets=ledgers is not None)
 
     @app.before_request
@@ -136,7 +162,7 @@ def create_app(store_url: str, *, config_path: str | None = None, token: str | N
     def tenant(name):
         d = queue.tenant(name, **_args())
         best, regret = charts.best_so_far(d["progress"])
-        stopped = charts.stopped_curves(d["stopped"], d["progress"])
+        stopped = charts.learning_curves(d["curves"], d["stopped"], d["progress"])
         return render_template("tenant.html", d=d, best_chart=best, regret_chart=regret, stopped_chart=stopped,
                                api=_api_url())
 
@@ -172,14 +198,21 @@ def create_app(store_url: str, *, config_path: str | None = None, token: str | N
     def testsets():
         return render_template("testsets.html", d=_ledgers().testsets(), api=_api_url())
 
+    def testset_data(fingerprint):
+        led = _ledgers()
+        d = led.testset(fingerprint)
+        pending = led.pending_label_requests(d["fingerprint"])
+        if pending is not None:  # the owner's view: only with the key (absent, not empty, without it)
+            d = {**d, "pending_label_requests": pending}
+        return d
+
     @app.get("/api/testsets/<fingerprint>")
     def api_testset(fingerprint):
-        return jsonify(_ledgers().testset(fingerprint))
+        return jsonify(testset_data(fingerprint))
 
     @app.get("/testsets/<fingerprint>")
     def testset(fingerprint):
-        led = _ledgers()
-        return render_template("testset.html", d=led.testset(fingerprint), request_=led.label_request(),
+        return render_template("testset.html", d=testset_data(fingerprint), request_=_ledgers().label_request(),
                                api=_api_url())
 
     def _api_url() -> Markup | str:

@@ -101,3 +101,37 @@ def stopped_curves(stopped: list[dict], progress: list[dict]) -> Markup:
                     f'{s["fidelity"]:.0%}: {s["score"]:.4f}</title></circle>')
     return _frame("trials stopped early: score at the rung they stopped", "share of the full budget trained",
                   "validation score", 0.0, 1.0, ylo, yhi, body, "stopped")
+
+
+def learning_curves(curves: list[dict], stopped: list[dict], progress: list[dict]) -> Markup:
+    """Each trial's learning curve: its validation score at every rung it reached (share of the
+    full budget), the trials stopped early beside those trained to the full budget.
+
+    ``curves``: the store's rungs per trial (``trial_rungs``); a stopped trial of an older store
+    without rungs is drawn as the one point it kept (``stopped``). Without any rung (a store from
+    before rungs were kept) this is :func:`stopped_curves`."""
+    if not curves:
+        return stopped_curves(stopped, progress)
+    have = {c["trial"] for c in curves}
+    lines = [(c, c["stopped_at"] is not None) for c in curves]
+    lines += [({"trial": s["trial"], "candidate": s["candidate"], "rungs": [[s["fidelity"], s["score"]]]}, True)
+              for s in stopped if s["trial"] not in have and s["fidelity"] is not None and s["score"] is not None]
+    ys = [sc for c, _ in lines for _f, sc in c["rungs"]]
+    ylo, yhi = min(ys), max(ys)
+    if yhi - ylo < 1e-12:
+        ylo, yhi = ylo - 0.5, yhi + 0.5
+    sx, sy = _scale(0.0, 1.0, PAD, W - 10), _scale(ylo, yhi, H - PAD, PAD)
+    body = []
+    # full-budget curves first, so the stopped ones are drawn on top
+    for c, early in sorted(lines, key=lambda item: item[1]):
+        kind = "stopped" if early else "full"
+        label = str(escape(f"trial {int(c['trial'])} {c['candidate']}" + (" (stopped early)" if early else "")))
+        pts = " ".join(f"{sx(f):.1f},{sy(sc):.1f}" for f, sc in c["rungs"])
+        body.append(f'<g class="curve {kind}" data-trial="{int(c["trial"])}"><title>{label}: '
+                    + str(escape(", ".join(f"{f:.0%} {sc:.4f}" for f, sc in c["rungs"]))) + "</title>"
+                    + (f'<polyline class="line {kind}" fill="none" points="{pts}"/>' if len(c["rungs"]) > 1 else "")
+                    + "".join(f'<circle class="dot {kind}" cx="{sx(f):.1f}" cy="{sy(sc):.1f}" r="{3 if early else 2}"/>'
+                              for f, sc in c["rungs"]) + "</g>")
+    n_stopped = sum(1 for _c, early in lines if early)
+    return _frame(f"learning curves: {n_stopped} stopped early, {len(lines) - n_stopped} to the full budget",
+                  "share of the full budget trained", "validation score", 0.0, 1.0, ylo, yhi, body, "stopped")

@@ -23,6 +23,8 @@ TRIAL_SORTS = {"id": "id", "candidate": "candidate", "status": "status", "score"
 #: Tenant columns the overview may be sorted by.
 TENANT_SORTS = {"name": "name", "created": "created_at"}
 MAX_PAGE_SIZE = 500
+#: Rung scores a tenant page reads at most (a tenant's trials times their rungs, 1/9, 1/3, 1).
+MAX_CURVE_POINTS = 6000
 CARD_BYTES = 64 * 1024
 LOG_TAIL = 50
 
@@ -86,6 +88,24 @@ class Queue:
     def now(self) -> float:
         return self.store().now()
 
+    def has_table(self, table: str) -> bool:
+        """Whether the store has ``table`` (a store no writer has opened since it was added has not:
+        the dashboard never migrates, so it reads such a store as it is)."""
+        known = getattr(self._local, "tables", None)
+        if known is None:
+            known = self._local.tables = set()
+        if table in known:
+            return True
+        st = self.store()
+        if st.kind == "sqlite":
+            found = self.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        else:
+            found = self.read("SELECT 1 FROM information_schema.tables WHERE table_name = ? "
+                              "AND table_schema = current_schema()", (table,))
+        if found:
+            known.add(table)
+        return bool(found)
+
     # -- the overview -------------------------------------------------------------------------
     def totals(self) -> dict:
         by_status = {s: int(n) for s, n in self.read("SELECT status, COUNT(*) FROM trials GROUP BY status")}
@@ -138,6 +158,15 @@ class Queue:
                 "AND lp.id = (SELECT MAX(id) FROM promotions p WHERE p.tenant = t.tenant) "
                 f"WHERE t.status = 'done' AND t.tenant IN ({inn})) ranked WHERE rank = 1", p):
             best[t] = (cand, float(score), int(tid))
+        nxt: dict[str, dict] = {}
+        if self.has_table("next_choices"):
+            for t, cand, ei, secs, rate, sched, at in self.read(
+                    "SELECT tenant, candidate, ei, expected_seconds, ei_per_second, scheduler, at FROM next_choices "
+                    f"WHERE tenant IN ({inn})", p):
+                nxt[t] = {"candidate": cand, "ei": None if ei is None else float(ei),
+                          "expected_seconds": None if secs is None else float(secs),
+                          "ei_per_second": None if rate is None else float(rate), "scheduler": sched,
+                          "at": float(at)}
         out = []
         for name, schema_json, paused, repository in rows:
             schema = json.loads(schema_json)
@@ -154,6 +183,9 @@ class Queue:
                 "promotion_status": lp[3] if lp else None, "pull_request": lp[4] if lp else None,
                 "promoted_trial": int(lp[5]) if lp else None,
                 "paused": paused, "repository": repository,
+                # None: no worker has scheduled for this tenant yet ("not scheduled yet");
+                # a candidate of None: nothing left to try when it last scheduled.
+                "next_choice": nxt.get(name),
             })
         return out
 
@@ -175,8 +207,18 @@ class Queue:
                          "AND score IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at, id", (name,))
         stopped = self.read("SELECT id, candidate, stopped_at, fidelity, score, status FROM trials WHERE tenant = ? "
                             "AND stopped_at IS NOT NULL ORDER BY id", (name,))
+        curves: dict[int, dict] = {}
+        if self.has_table("trial_rungs"):
+            for tid, cand, f, sc, stopped_at in self.read(
+                    "SELECT r.trial_id, t.candidate, r.fidelity, r.score, t.stopped_at FROM trial_rungs r "
+                    "JOIN trials t ON t.id = r.trial_id WHERE t.tenant = ? ORDER BY r.trial_id, r.fidelity LIMIT ?",
+                    (name, MAX_CURVE_POINTS)):
+                c = curves.setdefault(int(tid), {"trial": int(tid), "candidate": cand, "stopped_at":
+                                                 None if stopped_at is None else float(stopped_at), "rungs": []})
+                c["rungs"].append([float(f), float(sc)])
         return {
             **summary,
+            "curves": list(curves.values()),
             "dataset": rows[0][4], "fingerprint": rows[0][5], "created_at": rows[0][6], "margin": rows[0][7],
             "schema": {"target": schema.get("target"), "task": schema.get("task"), "n_rows": schema.get("n_rows"),
                        "classes": schema.get("classes", []), "features": schema.get("features", []),
@@ -266,14 +308,77 @@ class Ledgers:
     """The ledgers named by a gate's config: budgets, verdict bits, alerts, the next label request.
 
     Only what the team may see: the ledger's public entries (the verdict bit, or nothing under
-    adaptivity ``none``). The private sink, the webhook and the key are never read or shown."""
+    adaptivity ``none``). The webhook and the key are never shown; the private sink is read only
+    with ``sink_key_env`` (the owner's opt-in: the environment variable holding the test-set
+    key, which must open the config's test set), and then only for the pending label requests
+    of a test set (:meth:`pending_label_requests`): row ids and counts, never its path, verdicts
+    or anything else it holds."""
 
     config_path: str
+    sink_key_env: str | None = None
 
     def __post_init__(self):
         from easeml_ci.config import load_config
 
         self.cfg = load_config(self.config_path)
+        self.sink_path: Path | None = None
+        if self.sink_key_env:
+            self.sink_path = self._owner_sink()
+
+    def _owner_sink(self) -> Path:
+        """The private sink file, once the key in ``sink_key_env`` proved the owner; else UsageError."""
+        from easeml_ci.errors import UsageError
+        from easeml_ci.testsets.crypto import key_from_env
+
+        env = self.sink_key_env
+        key_from_env(env, purpose="--private-sink-key-env: the owner's view of pending label requests")
+        sink = (self.cfg.private_sink or "").strip()
+        if not sink or "://" in sink:
+            raise UsageError(f"--private-sink-key-env {env}: the config's private_sink must be a file "
+                             f"(a webhook keeps nothing to read); it is {'a webhook' if sink else 'not set'}")
+        if self.cfg.testset:
+            from easeml_ci.testsets import testset_fingerprint
+
+            path = Path(self.cfg.testset)
+            if not path.is_absolute():
+                path = Path(self.config_path).resolve().parent / path
+            _fp, verified = testset_fingerprint(str(path), label_column=self.cfg.label_column, key_env=env)
+            if not verified:
+                raise UsageError(f"--private-sink-key-env {env}: the key does not open the test set {self.cfg.testset}")
+        return Path(sink).expanduser()
+
+    def pending_label_requests(self, fingerprint: str) -> list[dict] | None:
+        """The latest label request of each model pair still waiting for labels on test set
+        ``fingerprint``, newest first; None without the owner's opt-in (``sink_key_env``).
+
+        A pair's later record without a request (its decision made) ends its wait."""
+        if self.sink_path is None:
+            return None
+        latest: dict[str, dict] = {}
+        try:
+            fh = self.sink_path.open("r", encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            return [{"problem": f"cannot read the private sink ({exc.strerror or type(exc).__name__})"}]
+        with fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(rec, dict) or str(rec.get("testset", "")).lower() != fingerprint.lower():
+                    continue
+                pair = str(rec.get("pair") or f"{rec.get('new')}|{rec.get('old')}")
+                req = rec.get("label_request")
+                if isinstance(req, dict) and isinstance(req.get("row_ids"), list):
+                    ids = [str(i) for i in req["row_ids"]]
+                    latest[pair] = {"pair": pair[:12], "new": rec.get("new"), "old": rec.get("old"),
+                                    "step": rec.get("step"), "time": rec.get("time"),
+                                    "row_ids": ids, "count": len(ids)}
+                else:
+                    latest.pop(pair, None)
+        return sorted(latest.values(), key=lambda r: str(r.get("time") or ""), reverse=True)
 
     def _backend(self):
         from easeml_ci.ledger import open_backend

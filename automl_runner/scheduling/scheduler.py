@@ -628,6 +628,17 @@ class MultiTenantScheduler(Scheduler):
             pick -= len(cands)
         raise SchedulerError("internal: score index out of range")  # unreachable
 
+    def next_choice(self, tenant: str, candidates: Sequence[str]) -> tuple[str, float, float] | None:
+        """(candidate, EI, expected seconds) of ``best_pair`` among ``tenant``'s ``candidates``, or
+        None when none is available: what the worker records for the dashboard when it schedules."""
+        run = self.running.get(tenant, ())
+        if not [c for c in candidates if c not in run]:
+            return None
+        avail = self._available({tenant: list(candidates)})
+        segments, ei, cost = self.scores(avail)
+        pick = int(np.argmax(ei / cost))
+        return segments[0][1][pick], float(ei[pick]), float(cost[pick])
+
     def best_pair(self, pending: Mapping[str, Sequence[str]]) -> tuple[str, str]:
         """The pending pair with the largest EI per expected second (the multitenant rule).
 

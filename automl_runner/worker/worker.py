@@ -43,7 +43,7 @@ from easeml_ci.atomic import write_bytes
 from ..candidates.catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
 from ..errors import AutomlError, DatasetError, SchedulerError, StoreError
 from ..datasets.schema import Dataset, load_dataset
-from ..store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, Store, Tenant, TrialChange, driver_errors,
+from ..store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, NextChoice, Store, Tenant, TrialChange, driver_errors,
                     open_store)
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -380,6 +380,8 @@ class Worker:
         self.unavailable: set[str] = set()
         self.results: list[TrialResult] = []
         self._last_requeue = float("-inf")
+        #: The rungs (fidelity, score, seconds) a trial in training reached, recorded with its result.
+        self.rungs: dict[int, list[tuple[float, float, float]]] = {}
 
     # -- signals ----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -478,12 +480,28 @@ class Worker:
                 rebuilt = True
                 self.feed._reset()
                 continue
-            claim = self.store.try_claim(tenant, cand, self.id, self.options.device, self.options.lease_seconds)
+            claim = self.store.try_claim(tenant, cand, self.id, self.options.device, self.options.lease_seconds,
+                                         next_choice=self.next_choice(tenant, [c for c in pending[tenant] if c != cand]))
             if claim is not None:
                 self.feed.claimed(claim)
                 return claim
             lost.add((tenant, cand))  # another worker took it between our read and our claim
         return None
+
+    def next_choice(self, tenant: str, rest: list[str]) -> NextChoice | None:
+        """The scheduler's choice for ``tenant`` after the trial being claimed, with its EI per
+        second, for the dashboard (written with the claim); None from a scheduler without EI."""
+        pick = getattr(self.feed.scheduler, "next_choice", None)
+        if pick is None:
+            return None
+        name = getattr(self.feed.scheduler, "name", self.options.scheduler)
+        try:
+            got = pick(tenant, rest) if rest else None
+        except SchedulerError:
+            return None
+        if got is None:
+            return NextChoice(tenant, None, scheduler=name)
+        return NextChoice(tenant, got[0], got[1], got[2], scheduler=name)
 
     def requeue_stopped(self, tenant: str | None = None) -> list[tuple[str, str]]:
         """Queue again the trials stopped early of ``tenant`` (of every tenant when None) once it
@@ -532,11 +550,14 @@ class Worker:
                 extra = {"threads": self.options.threads} if "threads" in inspect.signature(early_stopping.train).parameters else {}
                 tr = early_stopping.train(cand, tenant.schema, self.options.device, X_tr, y_tr, X_val, y_val,
                                           decide=decide, **extra)
+                self.rungs[claim.trial_id] = list(tr.rungs)  # the learning curve, kept with the result
                 return tr.estimator, tr.score, tr.cost, (tr.fidelity if tr.fidelity < 1.0 else None)
         t0 = time.perf_counter()
         est = cand.build(tenant.schema, self.options.device, threads=self.options.threads).fit(X_tr, y_tr)
         cost = time.perf_counter() - t0
-        return est, validation_score(tenant.schema, y_val, est.predict(X_val)), cost, None
+        score = validation_score(tenant.schema, y_val, est.predict(X_val))
+        self.rungs[claim.trial_id] = [(1.0, score, cost)]
+        return est, score, cost, None
 
     def run_trial(self, claim: Claim) -> TrialResult:
         label = f"{claim.tenant}/{claim.candidate}"
@@ -605,7 +626,7 @@ class Worker:
         write_bytes(path, blob)  # a reader (the gate, a promotion) never sees half a model
         sha = hashlib.sha256(blob).hexdigest()
         ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha, ran_on=ran_on,
-                                 fidelity=fidelity)
+                                 fidelity=fidelity, rungs=self.rungs.pop(claim.trial_id, None))
         metric = "accuracy" if tenant.schema.task == "classification" else "r2"
         result = TrialResult(claim.tenant, claim.candidate, claim.trial_id, "done" if ok else "lost",
                              score=score, cost=cost, onnx_path=os.path.abspath(path), ran_on=ran_on,

@@ -13,6 +13,12 @@
   var fmt = {
     score: function (v) { return v == null ? "-" : Number(v).toFixed(4); },
     when: when,
+    next: function (v) {  // app.next_choice_text
+      if (v == null) return "not scheduled yet";
+      if (v.candidate == null) return "nothing left to try";
+      var r = v.ei_per_second;
+      return v.candidate + ": " + (r == null ? "-" : Number(r).toExponential(2)) + " EI/s";
+    },
     devices: function (v) {
       if (!v || !v.length) return "-";
       return v.map(function (r) { return r.candidate + " on " + (r.device || "?"); }).join(", ");
