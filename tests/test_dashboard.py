@@ -265,7 +265,7 @@ def test_next_choice_shows_what_the_last_claim_recorded_and_not_scheduled_yet_el
 def test_a_worker_records_the_schedulers_next_choice_when_it_claims(store_url, tmp_path):
     """The record is what the scheduler itself computes for the tenant's other pending
     candidates at the moment of the claim: the argmax of EI per expected second among them."""
-    from automl_runner.worker import Worker, WorkerOptions
+    from automl_runner.worker.worker import Worker, WorkerOptions
 
     build_queue(store_url, tmp_path)
     w = Worker(store_url, WorkerOptions(scheduler="multitenant", promote=False, worker_id="w-next"))

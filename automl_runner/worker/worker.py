@@ -550,7 +550,8 @@ class Worker:
                 extra = {"threads": self.options.threads} if "threads" in inspect.signature(early_stopping.train).parameters else {}
                 tr = early_stopping.train(cand, tenant.schema, self.options.device, X_tr, y_tr, X_val, y_val,
                                           decide=decide, **extra)
-                self.rungs[claim.trial_id] = list(tr.rungs)  # the learning curve, kept with the result
+                # the learning curve, kept with the result (a hook that reports no rungs: its last point)
+                self.rungs[claim.trial_id] = list(getattr(tr, "rungs", None) or [(tr.fidelity, tr.score, tr.cost)])
                 return tr.estimator, tr.score, tr.cost, (tr.fidelity if tr.fidelity < 1.0 else None)
         t0 = time.perf_counter()
         est = cand.build(tenant.schema, self.options.device, threads=self.options.threads).fit(X_tr, y_tr)
