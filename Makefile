@@ -54,7 +54,7 @@ test-lowest: $(UV)
 	# multi-GB CUDA download; `make test` runs those tests with the CPU wheel of torch.
 	# Not the slow tests: they exercise no dependency the others leave out.
 	$(LOWEST)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests \
-	  --ignore tests/test_automl_gpu_candidates.py
+	  --ignore tests/automl_runner/test_automl_gpu_candidates.py
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE.parents[2]))
 
 from automl_runner.worker.promote import ModelCard  # noqa: E402
 from easeml_ci.ledger import FileBackend  # noqa: E402

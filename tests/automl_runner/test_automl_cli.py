@@ -383,7 +383,7 @@ def test_gpu_runner_workflow_runs_a_worker_with_valid_options(monkeypatch):
 
     import yaml
 
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "workflows", "automl-worker.yml")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "workflows", "automl-worker.yml")
     with open(path) as fh:
         wf = yaml.safe_load(fh)
     job = wf["jobs"]["work"]

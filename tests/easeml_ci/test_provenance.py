@@ -175,7 +175,7 @@ import yaml  # noqa: E402
 
 from action_harness import ActionHarness  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 6000
 CONFIG = """\
 name: quality

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from automl_runner.worker.promote import ModelCard, md_code, md_text
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "easeml_ci" / "golden"
 
 
 def _card_fields() -> dict:

@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10 (the test extra installs tomli there)
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ZIZMOR_CONFIG = ROOT / ".github" / "zizmor.yml"
 ACTIONLINT_CONFIG = ROOT / ".github" / "actionlint.yaml"

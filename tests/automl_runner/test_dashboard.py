@@ -216,7 +216,7 @@ def test_the_command_serves_the_api_on_loopback_and_asks_for_its_token(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "EASEML_DASHBOARD_TOKEN": TOKEN, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([sys.executable, "-m", "automl_runner.cli", "dashboard", "--store", url,
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

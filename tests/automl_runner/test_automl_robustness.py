@@ -322,7 +322,7 @@ def test_status_costs_a_fixed_number_of_queries(tmp_path):
 def test_the_gate_depends_on_none_of_the_automl_stack():
     import tomllib
 
-    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as fh:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "pyproject.toml"), "rb") as fh:
         project = tomllib.load(fh)["project"]
     core = " ".join(project["dependencies"]).lower()
     for heavy in ("psycopg", "skl2onnx", "scikit-learn", "torch", "xgboost", "onnxmltools"):

@@ -19,7 +19,7 @@ import yaml
 from action_harness import ActionHarness, resolve
 from test_action import REPO, git, make_workspace, register
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 EXAMPLES = ROOT / "examples" / "workflows"
 

@@ -33,7 +33,7 @@ from easeml_ci.http import (
 )
 from easeml_ci.redact import redact, redact_url, secret_parts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3tW3bh00kT0ken"
 HOOK_PATH = f"/services/T0A1B2C3D/B0A1B2C3D/{SECRET}"
 

@@ -38,7 +38,7 @@ from easeml_ci.github.workflow import parse_output_file
 REPO = "acme/models"
 PR = 7
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ACTION_YML = REPO_ROOT / "action.yml"
 VENV_BIN = str(Path(sys.executable).parent)
 _EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")

@@ -9,7 +9,7 @@ import yaml
 
 from action_harness import ActionHarness, pull_request_event
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 STEPS = {s.get("id"): s for s in ACTION["runs"]["steps"]}
 

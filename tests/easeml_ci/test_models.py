@@ -348,7 +348,7 @@ def test_demo_data_builder_keeps_its_promises(tmp_path, monkeypatch):
     """examples/make_demo_data.py: what examples/demo.sh relies on (files, key, model order)."""
     out = tmp_path / "demo"
     monkeypatch.delenv("EASEML_DEMO_KEY", raising=False)
-    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "examples" / "make_demo_data.py"),
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "examples" / "make_demo_data.py"),
                            str(out), "--rows", "4000", "--pool-rows", "300", "--key-env", "EASEML_DEMO_KEY"],
                           capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if k != "EASEML_DEMO_KEY"})
