@@ -54,71 +54,65 @@ def shown_clauses(configured, decided=None, verdict=None, *, line: int | None, w
     return tuple(rows)
 
 
-@dataclass
-class CheckResult:
+@dataclass(kw_only=True)
+class Answer:
+    """What every answer of the gate carries: the budget after its step, where that step was
+    written, and what it sends elsewhere (the alert, the private sink)."""
+
+    budget: Budget
+    fingerprint: str
+    plan: Any
+    config_path: str
+    step: int                         # the ledger position of this step
+    ledger: str                       # where the budget lives (named in every report)
+    alert: dict | None = None
+    private_sink: str | None = None   # where a withheld answer went
+    notes: list[str] = field(default_factory=list)
+
+    def answer_dict(self, plan: dict) -> dict:
+        """The JSON fields every answer shares (``plan``: the plan as the answer shows it)."""
+        out = {"budget": self.budget.to_dict(), "testset": {"fingerprint": self.fingerprint},
+               "plan": plan, "config": self.config_path, "step": self.step,
+               "ledger": self.ledger, "alert": self.alert, "exit_code": self.exit_code}
+        if self.private_sink:
+            out["private_sink"] = self.private_sink
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+@dataclass(kw_only=True)
+class CheckResult(Answer):
     """One check's answer. ``exit_code``: 1 for a fail, 0 otherwise (a pass or withheld)."""
 
     verdict: str                      # "pass" | "fail" | "withheld"
     clauses: tuple[ShownClause, ...]
-    budget: Budget
-    fingerprint: str
-    plan: Any                         # the configured conditions.Plan
-    config_path: str
     gate: str
-    step: int                         # the ledger position of this step
-    ledger: str                       # where the budget lives (named in every report)
     history: list[str] = field(default_factory=list)  # times of the spent steps (public)
-    alert: dict | None = None
     underpowered: bool = False
-    private_sink: str | None = None   # where a withheld verdict went
     metrics: dict | None = None       # only with show_metrics: true (guarantee void)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.FAIL if self.verdict == "fail" else ExitCode.PASS
 
     def to_dict(self) -> dict:
-        out = {
-            "verdict": self.verdict,
-            "exit_code": self.exit_code,
-            "clauses": [c.to_dict() for c in self.clauses],
-            "budget": self.budget.to_dict(),
-            "testset": {"fingerprint": self.fingerprint},
-            "plan": self.plan.summary(),
-            "gate": self.gate,
-            "config": self.config_path,
-            "step": self.step,
-            "underpowered": self.underpowered,
-            "alert": self.alert,
-            "guarantee": "void: show_metrics is on" if self.metrics is not None else "holds",
-            "ledger": self.ledger,
-        }
-        if self.private_sink:
-            out["private_sink"] = self.private_sink
+        out = {**self.answer_dict(self.plan.summary()), "verdict": self.verdict,
+               "clauses": [c.to_dict() for c in self.clauses], "gate": self.gate,
+               "underpowered": self.underpowered,
+               "guarantee": "void: show_metrics is on" if self.metrics is not None else "holds"}
         if self.metrics is not None:
             out["metrics"] = self.metrics
-        if self.notes:
-            out["notes"] = self.notes
         return out
 
 
-@dataclass
-class MeterResult:
+@dataclass(kw_only=True)
+class MeterResult(Answer):
     """What a meter run may reveal."""
 
     answer: str                    # a range label, or "withheld" under adaptivity none
     ranges: list[str]
     validation_accuracy: float     # the team's own data
-    budget: Budget
-    fingerprint: str
-    plan: Any                      # the conditions.meter.MeterPlan
-    config_path: str
-    step: int
-    ledger: str
-    alert: dict | None = None
-    private_sink: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     exit_code = ExitCode.PASS  # the meter informs; a job fails on it only by meter-fail-above
 
@@ -146,32 +140,17 @@ class MeterResult:
         return lower >= threshold - 1e-12
 
     def to_dict(self) -> dict:
-        out = {"answer": self.answer, "ranges": self.ranges,
-               "validation_accuracy": self.validation_accuracy, "budget": self.budget.to_dict(),
-               "testset": {"fingerprint": self.fingerprint}, "plan": self.plan.to_dict(),
-               "config": self.config_path, "step": self.step, "adaptivity": self.adaptivity,
-               "alert": self.alert, "ledger": self.ledger, "exit_code": self.exit_code,
-               "guarantee": "holds"}
-        if self.private_sink:
-            out["private_sink"] = self.private_sink
-        return out
+        return {**self.answer_dict(self.plan.to_dict()), "answer": self.answer,
+                "ranges": self.ranges, "validation_accuracy": self.validation_accuracy,
+                "adaptivity": self.adaptivity, "guarantee": "holds"}
 
 
-@dataclass
-class PickAnswer:
+@dataclass(kw_only=True)
+class PickAnswer(Answer):
     """What one pick may reveal: a candidate, "no pick yet", or "withheld" (adaptivity none)."""
 
     answer: str
     candidates: list[str]
-    budget: Budget
-    fingerprint: str
-    plan: Any                      # the conditions.pick_plan.PickPlan
-    config_path: str
-    step: int
-    ledger: str
-    alert: dict | None = None
-    private_sink: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     exit_code = ExitCode.PASS  # a pick informs; it gates nothing
 
@@ -180,13 +159,5 @@ class PickAnswer:
         return self.answer in self.candidates
 
     def to_dict(self) -> dict:
-        out = {"answer": self.answer, "picked": self.picked, "candidates": self.candidates,
-               "budget": self.budget.to_dict(), "testset": {"fingerprint": self.fingerprint},
-               "plan": self.plan.to_dict(), "config": self.config_path, "step": self.step,
-               "ledger": self.ledger, "alert": self.alert, "exit_code": self.exit_code,
-               "guarantee": "holds"}
-        if self.private_sink:
-            out["private_sink"] = self.private_sink
-        if self.notes:
-            out["notes"] = self.notes
-        return out
+        return {**self.answer_dict(self.plan.to_dict()), "answer": self.answer,
+                "picked": self.picked, "candidates": self.candidates, "guarantee": "holds"}
