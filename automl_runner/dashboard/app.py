@@ -10,7 +10,7 @@ import ipaddress
 import time
 from datetime import datetime, timezone
 
-from flask import Flask, abort, jsonify, redirect, render_template, request
+from flask import Flask, jsonify, redirect, render_template, request
 from markupsafe import Markup
 
 from . import charts

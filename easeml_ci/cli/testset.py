@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError, InputError, TestSetTooSmall
+from ..errors import InputError, TestSetTooSmall
 from ..testsets import crypto
 from ..testsets import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
@@ -189,17 +189,12 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
 @click.option("--json", "as_json", is_flag=True)
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
-    import conditions
-
     from ..config import load_config
     from ..gate import registration
     from ..testsets import UnlabelledTestSet, load_any_testset
 
     cfg = load_config(config_path)
-    try:
-        plan = cfg.plan()
-    except conditions.PlanError as exc:
-        raise ConfigError(f"{cfg.display_name}: {exc}") from None
+    plan = cfg.checked_plan()
     ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
     on_demand_set = isinstance(ts, UnlabelledTestSet)
     imported = None
