@@ -60,12 +60,11 @@ class TestSetSource:
 
     def load(self) -> "TestSet | UnlabelledTestSet":
         """Decrypt (or hand over) the content; the source keeps no copy afterwards."""
-        if self.encrypted:
-            ts = load_encrypted(self.path, self.key_env)
-        else:
-            ts = self._read_plain()
-            self._plain = None
-        if ts.fingerprint != self.fingerprint():  # cannot happen for an authentic file
+        if not self.encrypted:  # read (and fingerprinted) once, handed over as it is
+            ts, self._plain = self._read_plain(), None
+            return ts
+        ts = load_encrypted(self.path, self.key_env)
+        if ts.fingerprint != self.header.fingerprint:  # cannot happen for an authentic file
             raise InputError(f"test set {self.given}: its content does not match the "
                              "fingerprint its header claims; refusing it")
         return ts
