@@ -24,7 +24,6 @@ from conditions.sequential import FormulaDecision, decide_in_order
 from ..errors import UsageError
 from ..models.digest import pair_digest
 from ..testsets import UnlabelledTestSet
-from ..testsets.labels import LabelStore, default_store_path
 from . import steps
 from .registration import (ON_DEMAND, admissible_plan, ledger_name, reading_order,
                            refuse_adaptive, registration_note)
@@ -76,8 +75,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
                          "a sequential decision reads as many rows as it needs up to its cap, so "
                          "give the test set at least the cap's rows instead")
     steps.register_if_new(gate, state, registration_note(ts))
-    store = LabelStore.open(steps.resolve(store_path, gate.workdir) if store_path else  # refusals
-                            default_store_path(gate.testset.path), ts, gate.testset.key())  # first
+    store = steps.open_label_store(gate, ts, store_path)  # everything that can refuse, first
     y, known = store.label_vector()
     view = store.labelled_view(ts, y)  # the models meet the label kind of the labels so far
     outputs = steps.evaluate(gate, view)

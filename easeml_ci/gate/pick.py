@@ -22,7 +22,6 @@ from conditions.pick import pick as certify
 from ..errors import ConfigError, UsageError
 from ..models.digest import models_digest
 from ..testsets import UnlabelledTestSet
-from ..testsets.labels import LabelStore, default_store_path
 from . import steps
 from .registration import (ledger_name, open_ledger_backend, pick_terms, reading_order,
                            registration_note, testset_schema)
@@ -81,8 +80,7 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
     unlabelled = isinstance(ts, UnlabelledTestSet)
     steps.register_if_new(gate, state, registration_note(ts) if unlabelled else
                           {"schema": testset_schema(ts)})
-    store = LabelStore.open(steps.resolve(label_store, workdir) if label_store else default_store_path(
-        gate.testset.path), ts, gate.testset.key()) if unlabelled else None
+    store = steps.open_label_store(gate, ts, label_store) if unlabelled else None
     labels, known = store.label_vector() if store else (ts.y, np.ones(len(ts), dtype=bool))
     outputs = steps.evaluate(gate, store.labelled_view(ts, labels) if store else ts)
     record = decide(gate, state, ts, labels, known, outputs)

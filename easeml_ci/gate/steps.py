@@ -26,6 +26,7 @@ from ..ledger.budget import compute as compute_budget
 from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
+from ..testsets.labels import LabelStore, default_store_path
 from . import alert, private_sink
 from .registration import check_pinned, ledger_name, pinned_terms
 
@@ -34,7 +35,7 @@ Progress = Callable[[str], None]
 __all__ = [
     "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "admit", "alert_if_spent",
     "check_terms",
-    "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert",
+    "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert", "open_label_store",
     "open_testset", "preflight_models", "read_ledger", "register_if_new", "resolve",
     "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
@@ -248,6 +249,13 @@ def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
     if gate.testset.encrypted:
         gate.progress(f"loading test set {gate.testset.given}")
     return gate.testset.load()
+
+
+def open_label_store(gate: Gate, ts: UnlabelledTestSet, store_path=None) -> LabelStore:
+    """The label store of a test set labelled on demand: ``store_path`` (from the workdir), or
+    the default beside the test set; sealed with the test-set key when the test set is encrypted."""
+    path = resolve(store_path, gate.workdir) if store_path else default_store_path(gate.testset.path)
+    return LabelStore.open(path, ts, gate.testset.key())
 
 
 def require_rows(gate: Gate, rows: int, needed: int, advice: str) -> None:
