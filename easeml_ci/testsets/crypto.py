@@ -77,6 +77,19 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, _KEY_ID_CONTEXT, hashlib.sha256).hexdigest()[:16]
 
 
+def derive_key(key: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose`` (HKDF-SHA256 from ``cryptography``), derived from the
+    test-set key: the ledger's MAC key, the secret reading order. Keys for different purposes are
+    independent, and none of them tells anything about the test-set key or the others."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if not purpose:
+        raise ValueError("derive_key needs a purpose")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                info=b"easeml-ci/" + purpose.encode("utf-8")).derive(key)
+
+
 def key_from_env(env_name: str = DEFAULT_KEY_ENV, *, purpose: str = "") -> bytes:
     """Read and decode the key from ``env_name``; a missing or malformed key is an InputError.
 

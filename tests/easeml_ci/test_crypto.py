@@ -332,3 +332,20 @@ def test_a_header_fingerprint_that_does_not_match_the_content_is_refused(tmp_pat
     _encrypt_raw(enc, ts_mod.canonical_parts(X, y), key, fingerprint="f" * 64)
     with pytest.raises(InputError, match="does not match the fingerprint"):
         load_testset(enc)
+
+
+def test_derive_key_is_hkdf_sha256_and_separates_purposes():
+    import hashlib
+    import hmac
+
+    from easeml_ci.testsets.crypto import derive_key
+
+    key = bytes(range(32))
+    # RFC 5869 by hand: extract with an all-zero salt, then one expand block (32 bytes).
+    prk = hmac.new(b"\0" * 32, key, hashlib.sha256).digest()
+    expected = hmac.new(prk, b"easeml-ci/ledger" + b"\x01", hashlib.sha256).digest()
+    assert derive_key(key, "ledger") == expected
+    assert derive_key(key, "ledger") != derive_key(key, "reading-order")
+    assert derive_key(key, "ledger") != derive_key(bytes(32), "ledger")
+    with pytest.raises(ValueError):
+        derive_key(key, "")
