@@ -12,7 +12,13 @@ It records every request and answers like GitHub does for the endpoints the acti
   ``encoding: "none"`` and empty ``content``) and ``PUT`` with the ``sha`` compare-and-swap
   (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch),
 * ``GET git/blobs/SHA`` (base64, any size),
-* ``GET branches/B`` (``protected``) and ``GET rules/branches/B`` (the rules of active rulesets).
+* ``GET branches/B`` (``protected``) and ``GET rules/branches/B`` (the rules of active rulesets,
+  which apply to a branch whether it exists or not); ``GET branches/B/protection`` (classic
+  protection: 404 when there is none, 403 for a token without Administration: read, which a
+  workflow's token never has; :attr:`Repo.protection` holds its ``allow_*`` settings),
+* environments: ``GET environments/NAME`` (``deployment_branch_policy``) and
+  ``GET environments/NAME/deployment-branch-policies`` (paginated by ``page``/``per_page``),
+  set with :meth:`FakeGitHub.add_environment`,
 * pull requests' heads and commit statuses (:meth:`FakeGitHub.set_pull_request_head`):
   ``GET commits/SHA/pulls``, ``GET pulls?state=``, ``POST statuses/SHA`` (422 on a bad state,
   a description over 140 characters or an unknown commit), ``GET commits/SHA/statuses``.
@@ -55,6 +61,7 @@ class Token:
     login: str
     permission: str = "write"  # "write" | "read"
     installation: bool = True  # installation tokens cannot call GET /user
+    admin: bool = False        # Administration: read (never a workflow's GITHUB_TOKEN)
 
 
 @dataclass
@@ -92,6 +99,8 @@ class Repo:
     labels: set = field(default_factory=set)
     protected: set = field(default_factory=set)       # branches under classic protection
     rules: dict = field(default_factory=dict)         # branch -> [rule dicts] from rulesets
+    protection: dict = field(default_factory=dict)    # branch -> classic protection settings
+    environments: dict = field(default_factory=dict)  # name -> {"policy": .., "branches": [..]}
     pulls: dict = field(default_factory=dict)         # number -> {head_sha, head_repo, base_ref}
     statuses: dict = field(default_factory=dict)      # commit sha -> [status dicts], oldest first
 
@@ -145,9 +154,36 @@ class FakeGitHub:
         return f"http://{host}:{port}"
 
     def add_token(self, token: str, login: str = BOT_LOGIN, permission: str = "write",
-                  installation: bool = True) -> str:
-        self.tokens[token] = Token(login, permission, installation)
+                  installation: bool = True, admin: bool = False) -> str:
+        self.tokens[token] = Token(login, permission, installation, admin)
         return token
+
+    def add_environment(self, full_name: str, name: str, *, branches: list | None = None,
+                        protected_branches: bool = False) -> None:
+        """An environment: ``branches`` (names, or ``{"name", "type"}`` dicts) makes its
+        deployment branch policy custom; ``protected_branches`` "Protected branches only";
+        neither admits every branch (``deployment_branch_policy: null``)."""
+        with self.lock:
+            repo = self.add_repo(full_name)
+            if protected_branches:
+                policy = {"protected_branches": True, "custom_branch_policies": False}
+            elif branches is not None:
+                policy = {"protected_branches": False, "custom_branch_policies": True}
+            else:
+                policy = None
+            items = [b if isinstance(b, dict) else {"name": b, "type": "branch"}
+                     for b in branches or []]
+            repo.environments[name] = {"policy": policy, "branches": [
+                {"id": i + 1, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3k{i}", **b}
+                for i, b in enumerate(items)]}
+
+    def protect(self, full_name: str, branch: str, **allow: bool) -> None:
+        """Classic branch protection on ``branch``; ``allow_force_pushes=True`` etc. loosen it."""
+        with self.lock:
+            repo = self.add_repo(full_name)
+            repo.protected.add(branch)
+            repo.protection[branch] = {k: bool(allow.get(k, False))
+                                       for k in ("allow_force_pushes", "allow_deletions")}
 
     def add_repo(self, full_name: str, default_branch: str = "main") -> Repo:
         with self.lock:
@@ -473,6 +509,34 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return 404, {"message": "Not Found"}, {}
             return 200, {"ref": f"refs/{m.group(1)}", "object": {"sha": sha, "type": "commit"}}, {}
+        m = re.match(r"^/branches/(.+)/protection$", rest)
+        if m and method == "GET":
+            if m.group(1) not in repo.protected:
+                return 404, {"message": "Branch not protected"}, {}
+            if not tok.admin:
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            settings = repo.protection.get(m.group(1), {})
+            return 200, {"url": f"/repos/{repo.full_name}/branches/{m.group(1)}/protection",
+                         **{k: {"enabled": bool(settings.get(k, False))}
+                            for k in ("allow_force_pushes", "allow_deletions")}}, {}
+        m = re.match(r"^/environments/([^/]+)$", rest)
+        if m and method == "GET":
+            env = repo.environments.get(m.group(1))
+            if env is None:
+                return 404, {"message": "Not Found"}, {}
+            rules = [{"id": 1, "type": "branch_policy"}] if env["policy"] else []
+            return 200, {"id": 7, "name": m.group(1), "protection_rules": rules,
+                         "deployment_branch_policy": env["policy"]}, {}
+        m = re.match(r"^/environments/([^/]+)/deployment-branch-policies$", rest)
+        if m and method == "GET":
+            env = repo.environments.get(m.group(1))
+            if env is None:
+                return 404, {"message": "Not Found"}, {}
+            if not (env["policy"] or {}).get("custom_branch_policies"):
+                return 404, {"message": "Not Found"}, {}
+            per, page = int(query.get("per_page", 30)), int(query.get("page", 1))
+            items = env["branches"][(page - 1) * per: page * per]
+            return 200, {"total_count": len(env["branches"]), "branch_policies": items}, {}
         m = re.match(r"^/branches/(.+)$", rest)
         if m and method == "GET":
             if f"heads/{m.group(1)}" not in repo.refs:
