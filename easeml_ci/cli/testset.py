@@ -190,7 +190,7 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
 def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
     from ..config import load_config
-    from ..gate import registration
+    from ..gate import reading_order, registration
     from ..testsets import UnlabelledTestSet, load_any_testset
 
     cfg = load_config(config_path)
@@ -209,6 +209,16 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
                      if k in ("method", "test_examples", "labels")}}
     note.update(registration.registration_note(ts) if on_demand_set
                 else {"schema": registration.testset_schema(ts)})
+    generated = None
+    if on_demand_set:  # read in a secret order (gate/reading_order.py), pinned by its key id
+        encrypted = crypto.is_encrypted(Path(path))
+        if not encrypted:
+            generated = reading_order.generate_order_key()
+        note.update(reading_order.note(encrypted, path))
+    if generated is not None and registration.registered(backend, ts.fingerprint):
+        raise InputError(f"{reading_order.ORDER_KEY_ENV} is not set, and test set {path} is "
+                         "already registered: its checks need the reading-order secret printed "
+                         "when it was registered")
     state, budget = registration.register(cfg, backend, ts.fingerprint,
                                           registration.pinned_terms(cfg), note, given=path)
     where = registration.ledger_name(backend)
@@ -225,6 +235,11 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
             click.echo("labels: on demand (checks ask the owner, privately, for the rows they need)")
     if imported:
         click.echo(imported, err=True)
+    if generated:
+        click.echo(f"reading-order secret of {path} (the order its rows are read in; the team must "
+                   f"never see it): {generated}\nStore it as a secret named "
+                   f"{reading_order.ORDER_KEY_ENV} for the jobs that check this test set, and in "
+                   "your password manager: a check refuses any other value.", err=True)
 
 
 def _import_file_labels(path, ts, cfg) -> str | None:

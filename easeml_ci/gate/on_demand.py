@@ -2,7 +2,7 @@
 
 A test set registered without labels (:class:`easeml_ci.testsets.UnlabelledTestSet`) gets them
 in batches (:mod:`easeml_ci.testsets.labels`). A check on it evaluates both models on every row,
-reads the rows in an order fixed at registration (:func:`.registration.reading_order`) and decides each clause
+reads the rows in a secret order fixed at registration (:mod:`.reading_order`) and decides each clause
 with the sequential test of :mod:`conditions.sequential`, capped by the fixed-size plan
 (:func:`conditions.sequential.decide_in_order`). When the labels present settle every clause the
 formula is decided; otherwise the check is "awaiting labels" and the owner gets the label request.
@@ -24,9 +24,9 @@ from conditions.sequential import FormulaDecision, decide_in_order
 from ..errors import UsageError
 from ..models.digest import pair_digest
 from ..testsets import UnlabelledTestSet
-from . import steps
-from .registration import (ON_DEMAND, admissible_plan, ledger_name, reading_order,
-                           refuse_adaptive, registration_note)
+from . import reading_order, steps
+from .registration import (ON_DEMAND, admissible_plan, ledger_name, refuse_adaptive,
+                           registration_note)
 from .results import CheckResult, shown_clauses
 
 def applies(gate: steps.Gate, state: steps.LedgerState) -> bool:
@@ -35,14 +35,14 @@ def applies(gate: steps.Gate, state: steps.LedgerState) -> bool:
             or bool(state.registration) and state.registration.get("labels") == ON_DEMAND)
 
 
-def decide(gate: steps.Gate, plan, fingerprint: str, ts: UnlabelledTestSet, y, known,
+def decide(gate: steps.Gate, plan, secret: bytes, ts: UnlabelledTestSet, y, known,
            outputs: steps.Evaluation) -> dict:
     """The decision on the labels present, or the request for more (the private record)."""
     if outputs.failed:  # as for a labelled test set: a model that fails on the test data fails
         return {"verdict": "fail", "clauses": [{"text": c.text, "status": "fail", "rows": 0,
                                                 "labels": 0, "by": "model failed"}
                                                for c in plan.clauses]}
-    order = reading_order(fingerprint, len(ts.ids))
+    order = reading_order.permutation(secret, len(ts.ids))
     made: FormulaDecision = decide_in_order(plan, order, y, known, outputs.new, outputs.old)
     record = {"verdict": made.status, "clauses": [
         {"text": c.text, "status": s.status, "rows": s.rows, "labels": s.labels, "by": s.by}
@@ -65,6 +65,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
     refuse_adaptive(gate.cfg, gate.testset.given)
     pair = pair_digest(gate.new, gate.old, gate.cfg.output, gate.workdir)
     earlier = state.step_of_pair(pair)
+    secret = steps.order_secret(gate, state)
     if opened is None:  # a pair with its step spent may still complete its decision privately
         steps.check_terms(gate, state)
         steps.admit(gate, state, spends_step=earlier is None)
@@ -74,12 +75,13 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
         raise UsageError(f"--underpowered: test set {gate.testset.given} is labelled on demand; "
                          "a sequential decision reads as many rows as it needs up to its cap, so "
                          "give the test set at least the cap's rows instead")
-    steps.register_if_new(gate, state, registration_note(ts))
+    steps.register_if_new(gate, state, {**registration_note(ts),
+                                        **reading_order.note(gate.testset.encrypted, gate.testset.given)})
     store = steps.open_label_store(gate, ts, store_path)  # everything that can refuse, first
     y, known = store.label_vector()
     view = store.labelled_view(ts, y)  # the models meet the label kind of the labels so far
     outputs = steps.evaluate(gate, view)
-    record = decide(gate, plan, state.fingerprint, ts, y, known, outputs)
+    record = decide(gate, plan, secret, ts, y, known, outputs)
     del ts, view
     done = (steps.commit(gate, state, passed=None, details=steps.public_details(gate, pair=pair))
             if earlier is None else steps.Committed(earlier, state.budget(gate.terms)))

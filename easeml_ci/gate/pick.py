@@ -1,8 +1,8 @@
 """Pick the best of k models on fresh data: the shared steps with a certified ``decide``.
 
 The test set is usually labelled on demand (features and row ids; labels arrive with
-``easeml-ci testset label``); :func:`conditions.pick.pick` reads its rows in the order fixed at
-registration, asks for labels only where surviving candidates disagree, and certifies a pick
+``easeml-ci testset label``); :func:`conditions.pick.pick` reads its rows in the secret order
+fixed at registration (:mod:`.reading_order`), asks for labels only where surviving candidates disagree, and certifies a pick
 at the plan's per-pick reliability (:class:`conditions.pick_plan.PickPlan`).
 
 What the team sees: under ``adaptivity: none`` nothing ("withheld"), and as for labels on demand
@@ -22,9 +22,9 @@ from conditions.pick import pick as certify
 from ..errors import ConfigError, UsageError
 from ..models.digest import models_digest
 from ..testsets import UnlabelledTestSet
-from . import steps
-from .registration import (ledger_name, open_ledger_backend, pick_terms, reading_order,
-                           registration_note, testset_schema)
+from . import reading_order, steps
+from .registration import (ledger_name, open_ledger_backend, pick_terms, registration_note,
+                           testset_schema)
 from .results import PickAnswer
 
 NO_PICK = "no pick yet"
@@ -49,14 +49,13 @@ def validate(config, models: list[str], testset: str | None, workdir: Path, *, k
                           workdir=workdir, progress=progress, next_step=plan.next_step)
 
 
-def decide(gate: steps.Gate, state: steps.LedgerState, ts, labels, known,
-           outputs: steps.Evaluation) -> dict:
+def decide(gate: steps.Gate, secret: bytes, ts, labels, known, outputs: steps.Evaluation) -> dict:
     """The pick on the labels present, or the rows to label next (the private record)."""
     if outputs.failed:  # a candidate that cannot be evaluated makes the set unanswerable
         return {"status": "model failed", "pick": None}
     predictions = np.stack([np.asarray(outputs.outputs[role]) for role in gate.specs])
     made = certify(predictions, labels, known, gate.plan.pick_reliability,
-                           gate.plan.tolerance, order=reading_order(state.fingerprint, len(ts)))
+                           gate.plan.tolerance, order=reading_order.permutation(secret, len(ts)))
     record = {**made.to_dict(), "pick": list(gate.specs.values())[made.pick] if made.decided else None}
     if made.awaiting:  # only a test set labelled on demand can await labels
         record["label_request"] = {"row_ids": [str(ts.ids[i]) for i in made.request],
@@ -75,15 +74,17 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
     steps.check_terms(gate, state)
     digest = models_digest(list(gate.specs.values()), gate.cfg.output, workdir)
     earlier = state.step_of_pair(digest) if gate.withheld else None
+    secret = steps.order_secret(gate, state)
     steps.admit(gate, state, spends_step=earlier is None)
     ts = steps.open_testset(gate)
     unlabelled = isinstance(ts, UnlabelledTestSet)
-    steps.register_if_new(gate, state, registration_note(ts) if unlabelled else
-                          {"schema": testset_schema(ts)})
+    steps.register_if_new(gate, state, {**(registration_note(ts) if unlabelled else
+                                           {"schema": testset_schema(ts)}),
+                                        **reading_order.note(gate.testset.encrypted, gate.testset.given)})
     store = steps.open_label_store(gate, ts, label_store) if unlabelled else None
     labels, known = store.label_vector() if store else (ts.y, np.ones(len(ts), dtype=bool))
     outputs = steps.evaluate(gate, store.labelled_view(ts, labels) if store else ts)
-    record = decide(gate, state, ts, labels, known, outputs)
+    record = decide(gate, secret, ts, labels, known, outputs)
     del ts
     shown = "withheld" if gate.withheld else (record["pick"] or NO_PICK)
     done = (steps.commit(gate, state, passed=None, details={

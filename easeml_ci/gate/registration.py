@@ -156,6 +156,11 @@ def open_ledger_backend(cfg, env: dict | None = None, *, repository: bool = Fals
     return open_backend(spec, base=cfg.ledger_base())
 
 
+def registered(backend, fingerprint: str) -> bool:
+    """Whether the test set ``fingerprint`` has a registration in ``backend``'s ledger."""
+    return Ledger(backend, fingerprint).registration() is not None
+
+
 def register(cfg, backend, fingerprint: str, terms: dict, note: dict, *, given: str
              ) -> tuple[str, Budget]:
     """The owner starts a test set's ledger under ``terms`` (or finds it registered under the
@@ -214,11 +219,3 @@ def admissible_plan(cfg, ts, name: str):
 def registration_note(ts) -> dict:
     """The register entry's note for a test set labelled on demand."""
     return {"labels": ON_DEMAND, "schema": testset_schema(ts)}
-
-
-def reading_order(fingerprint: str, rows: int):
-    """The order a test set labelled on demand is read in: a permutation fixed at registration
-    (seeded by the fingerprint; see docs/statistics.md §6), independent of labels and models."""
-    from conditions.sequential import row_order
-
-    return row_order(rows, int(fingerprint[:16], 16))

@@ -27,7 +27,7 @@ from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, prefli
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from ..testsets.labels import LabelStore, default_store_path
-from . import alert, private_sink
+from . import alert, private_sink, reading_order
 from .registration import check_pinned, ledger_name, pinned_terms
 
 Progress = Callable[[str], None]
@@ -36,7 +36,7 @@ __all__ = [
     "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "admit", "alert_if_spent",
     "check_terms",
     "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert", "open_label_store",
-    "open_testset", "preflight_models", "read_ledger", "register_if_new", "resolve",
+    "open_testset", "order_secret", "preflight_models", "read_ledger", "register_if_new", "resolve",
     "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
 
@@ -213,6 +213,12 @@ def check_terms(gate: Gate, state: LedgerState) -> None:
         return  # an encrypted test set registered before schemas were pinned: checked after
     for model in gate.models.values():
         model.check(schema)
+
+
+def order_secret(gate: Gate, state: LedgerState) -> bytes:
+    """The secret the test set's reading order is drawn from (:mod:`.reading_order`), checked
+    against the registration before the test set is opened."""
+    return reading_order.secret(gate.testset, state.registration)
 
 
 def admit(gate: Gate, state: LedgerState, *, spends_step: bool = True) -> Budget:

@@ -494,8 +494,9 @@ def test_pick_certifies_the_best_of_a_tenants_trials_on_fresh_data_and_promotes_
     accuracy = {p: float(np.mean(np.asarray(OnnxModel(p, p).predict(X)).astype(str) == y))
                 for p in trials}
     r = run("pick", "flowers", "--store", store, "--testset", tmp_path / "fresh.npz", "--top", 3,
-            "--config", tmp_path / ".easeml.yml", "--promote", "--json")
-    assert r.exit_code == 0, r.output
+            "--config", tmp_path / ".easeml.yml", "--promote", "--json",
+            env={"EASEML_ORDER_KEY": "b3JkZXIta2V5LW9mLXRoZS10ZXN0LXN1aXRlLTMyYnk="})  # the owner's
+    assert r.exit_code == 0, r.output  # reading-order secret (a plaintext test set)
     out_json = json.loads(r.stdout)
     assert out_json["pick"]["picked"], out_json  # 3,000 labelled rows settle these three
     best_on_fresh = max(accuracy, key=accuracy.get)

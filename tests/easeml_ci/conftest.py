@@ -7,6 +7,17 @@ import numpy as np
 import pytest
 
 
+ORDER_KEY = "b3JkZXIta2V5LW9mLXRoZS10ZXN0LXN1aXRlLTMyYnk="  # 32 bytes, URL-safe base64
+
+
+@pytest.fixture(autouse=True)
+def order_key(monkeypatch):
+    """The owner's reading-order secret (EASEML_ORDER_KEY), set as in the owner's jobs: a
+    plaintext test set labelled on demand (or a pick's) is read in the order it seeds."""
+    monkeypatch.setenv("EASEML_ORDER_KEY", ORDER_KEY)
+    return ORDER_KEY
+
+
 @pytest.fixture
 def fake_github():
     from github_fake import FakeGitHub
