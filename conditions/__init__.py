@@ -23,15 +23,18 @@ from .planner import (
     validate_parameters,
 )
 from .pick import PickResult, pair_alphas, pick, pick_queries, pick_reliability
-from .sequential import SequentialClause, SequentialDecision, SequentialPlan, sequential_plan
+from .rounds import RoundVerdict, decide_at_round_end
+from .sequential import (FormulaDecision, SequentialClause, SequentialDecision, SequentialPlan,
+                         sequential_plan)
 from .zones import ImpossibleCondition, check_formula
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",
     "Clause", "ClausePlan", "ClauseVerdict", "CompiledClause", "ConditionError", "ConditionsError",
-    "Formula", "ImpossibleCondition", "Outcomes", "PickResult", "Plan", "PlanError", "SampleTooSmall",
+    "Formula", "FormulaDecision", "ImpossibleCondition", "Outcomes", "PickResult", "Plan",
+    "PlanError", "RoundVerdict", "SampleTooSmall",
     "SequentialClause", "SequentialDecision", "SequentialPlan", "Verdict",
-    "check_formula", "compile_clause", "pair_alphas", "parse", "pick", "pick_queries",
-    "pick_reliability", "plan", "query_count", "sequential_plan",
+    "check_formula", "compile_clause", "decide_at_round_end", "pair_alphas", "parse", "pick",
+    "pick_queries", "pick_reliability", "plan", "query_count", "sequential_plan",
     "validate_parameters",
 ]
