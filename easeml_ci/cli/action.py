@@ -53,9 +53,11 @@ def _opt(name: str, env: str, help: str, **kw):
       "Also run the overfitting meter (the config's `meter:`) on this validation set.")
 @_opt("--meter-fail-above", "INPUT_METER_FAIL_ABOVE",
       "Fail the job when the meter's range starts at or above this edge (e.g. 0.05).")
+@_opt("--label-store", "INPUT_LABEL_STORE",
+      "Label store of a test set labelled on demand: an absolute path outside the workspace.")
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
-           meter_validation, meter_fail_above):
+           meter_validation, meter_fail_above, label_store):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
     from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
 
@@ -76,5 +78,6 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         commit_status=parse_bool("commit-status", commit_status, False),
         meter_validation=meter_validation or None,
         meter_fail_above=parse_threshold(meter_fail_above),
+        label_store=(label_store or "").strip() or None,
     )
     sys.exit(run_action(inputs))

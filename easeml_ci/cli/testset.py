@@ -56,16 +56,19 @@ def _refuse_overwrite(out: Path, force: bool) -> None:
               help="Key of IN when IN is already encrypted (re-encrypting under a new key); "
                    "defaults to --key-env.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="Label store for the labels a partly labelled CSV carries, outside the "
+                   "repository [default: OUT.labels].")
 def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, key_env: str,
-            in_key_env: str | None, force: bool) -> None:
+            in_key_env: str | None, force: bool, store_path: Path | None) -> None:
     """Encrypt the test set IN (.npz, .csv, or encrypted) into OUT with AES-256-GCM.
 
     The fingerprint, which keys the budget ledger, depends on the data only: re-encrypting the
     same data under any key keeps its budget. A test set labelled on demand (row ids, labels
     absent or given on some rows only) is encrypted without labels; the labels a CSV does carry
-    go to OUT's sealed label store (OUT.labels).
+    go to OUT's sealed label store (--store, outside the repository).
     """
-    from ..testsets.labels import LabelStore, carried_labels, default_store_path
+    from ..testsets.labels import LabelStore, carried_labels, store_location
     from ..testsets import UnlabelledTestSet, encrypt_unlabelled_testset, load_any_testset
 
     key = crypto.key_from_env(key_env, purpose="the key to encrypt with")
@@ -76,7 +79,8 @@ def encrypt(in_path: Path, out_path: Path, label_column: str, id_column: str, ke
         raise InputError(f"OUT {out_path} is the same file as IN; write the encrypted copy elsewhere")
     if isinstance(ts, UnlabelledTestSet):
         batch = carried_labels(in_path, id_column, label_column)  # checked before writing
-        store_path = default_store_path(out_path)
+        if batch is not None:
+            store_path = store_location(store_path, out_path, Path("."))
         if batch is not None and store_path.exists():
             raise InputError(f"{store_path} already exists; move it away before encrypting a "
                              f"partly labelled test set to {out_path}")
@@ -147,7 +151,8 @@ def fingerprint(path: Path, label_column: str, key_env: str) -> None:
 @click.argument("testset_path", metavar="TESTSET", type=click.Path(path_type=Path))
 @click.argument("labels_path", metavar="LABELS.csv", type=click.Path(path_type=Path))
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
-              help="The label store to append to [default: TESTSET.labels].")
+              help="The label store to append to, outside the repository "
+                   "[default: TESTSET.labels].")
 @click.option("--id-column", default="id", show_default=True,
               help="Row id column of LABELS.csv (and of a CSV TESTSET).")
 @click.option("--label-column", default="label", show_default=True,
@@ -160,7 +165,7 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     Append-only: a label once given never changes (a different one is refused, the same one is
     a no-op). An encrypted TESTSET's store is sealed with its key, so only the owner can read it.
     """
-    from ..testsets.labels import LabelStore, default_store_path, read_labels_csv
+    from ..testsets.labels import LabelStore, read_labels_csv, store_location
     from ..testsets import UnlabelledTestSet, load_any_testset
 
     ts = load_any_testset(testset_path, label_column=label_column, id_column=id_column, key_env=key_env)
@@ -168,9 +173,10 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
         raise InputError(f"test set {testset_path} has a label for every row; labels on demand "
                          f"need a test set of features and row ids (column {id_column!r}) whose "
                          f"labels are absent or empty")
+    where = store_location(store_path, testset_path, Path("."))
     key = crypto.key_from_env(key_env) if crypto.is_encrypted(testset_path) else None
     batch = read_labels_csv(labels_path, id_column=id_column, label_column=label_column)
-    store = LabelStore.open(store_path or default_store_path(testset_path), ts, key)
+    store = LabelStore.open(where, ts, key)
     result = store.add(batch)
     click.echo(f"{result.added} new labels, {result.unchanged} already given; {len(store.labels)} "
                f"of {len(ts)} rows labelled in {store.path}", err=True)
@@ -186,8 +192,11 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
 @click.option("--repository-ledger", is_flag=True,
               help="Register in the repository ledger the GitHub Action uses by default "
                    "(needs GITHUB_TOKEN that may write, and GITHUB_REPOSITORY=owner/name).")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="Label store for the labels a partly labelled CSV carries, outside the "
+                   "repository [default: PATH.labels].")
 @click.option("--json", "as_json", is_flag=True)
-def register(path, config_path, key_env, underpowered, repository_ledger, as_json):
+def register(path, config_path, key_env, underpowered, repository_ledger, store_path, as_json):
     """Start the budget ledger of a (new) test set under the config's plan."""
     from ..config import load_config
     from ..gate import reading_order, registration
@@ -200,7 +209,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
     imported = None
     if on_demand_set:
         registration.admissible_plan(cfg, ts, path)
-        imported = _import_file_labels(path, ts, cfg)
+        imported = _import_file_labels(path, ts, cfg, store_path)
     elif len(ts) < plan.test_examples and not underpowered:
         raise TestSetTooSmall(f"test set {path}: need {plan.test_examples} labelled examples, "
                               f"have {len(ts)}; label more, or pass --underpowered")
@@ -242,15 +251,15 @@ def register(path, config_path, key_env, underpowered, repository_ledger, as_jso
                    "your password manager: a check refuses any other value.", err=True)
 
 
-def _import_file_labels(path, ts, cfg) -> str | None:
+def _import_file_labels(path, ts, cfg, store_path) -> str | None:
     """The labels a partly labelled CSV test set carries go into its label store (append-only,
     so registering twice adds nothing); returns what was done, for stderr."""
-    from ..testsets.labels import LabelStore, carried_labels, default_store_path
+    from ..testsets.labels import LabelStore, carried_labels, store_location
 
     batch = carried_labels(path, label_column=cfg.label_column)
     if batch is None:
         return None
-    store = LabelStore.open(default_store_path(path), ts, None)
+    store = LabelStore.open(store_location(store_path, path, Path(".")), ts, None)
     result = store.add(batch)
     return (f"{result.added} labels from {path} added to the label store {store.path} "
             f"({len(store.labels)} of {len(ts)} rows labelled)")

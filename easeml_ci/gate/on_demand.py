@@ -63,6 +63,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
     ``opened``: an encrypted test set whose header could not say it is unlabelled, already
     opened (and admitted) by the labelled check."""
     refuse_adaptive(gate.cfg, gate.testset.given)
+    steps.locate_label_store(gate, store_path)  # refused in the team's sight before anything
     pair = pair_digest(gate.new, gate.old, gate.cfg.output, gate.workdir)
     earlier = state.step_of_pair(pair)
     secret = steps.order_secret(gate, state)

@@ -23,8 +23,8 @@ from ..errors import ConfigError, UsageError
 from ..models.digest import models_digest
 from ..testsets import UnlabelledTestSet
 from . import reading_order, steps
-from .registration import (ledger_name, open_ledger_backend, pick_terms, registration_note,
-                           testset_schema)
+from .registration import (ON_DEMAND, ledger_name, open_ledger_backend, pick_terms,
+                           registration_note, testset_schema)
 from .results import PickAnswer
 
 NO_PICK = "no pick yet"
@@ -72,6 +72,8 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
     gate = validate(config, models, testset, workdir, key_env=key_env, progress=progress)
     state = steps.read_ledger(gate, backend or open_ledger_backend(gate.cfg), register=register)
     steps.check_terms(gate, state)
+    if label_store or (state.registration or {}).get("labels") == ON_DEMAND:
+        steps.locate_label_store(gate, label_store)  # refused in the team's sight up front
     digest = models_digest(list(gate.specs.values()), gate.cfg.output, workdir)
     earlier = state.step_of_pair(digest) if gate.withheld else None
     secret = steps.order_secret(gate, state)

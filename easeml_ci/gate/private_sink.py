@@ -19,19 +19,11 @@ from urllib.parse import urlparse
 
 from .alert import post_json
 from ..errors import EasemlError, UsageError
+from ..work_tree import refuse_inside
 
 
 class SinkError(EasemlError):
     """The verdict was recorded but could not be delivered to the private sink."""
-
-
-def _repository_root(workdir: Path) -> Path:
-    """The enclosing git work tree, or ``workdir`` itself outside git."""
-    workdir = workdir.resolve()
-    for candidate in (workdir, *workdir.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return workdir
 
 
 @dataclass(frozen=True)
@@ -84,11 +76,7 @@ def validate(spec: str | None, workdir: Path, line: int | None = None) -> Privat
     if not path.is_absolute():
         raise UsageError(f"{where}: {spec!r} is a relative path, which would sit inside the "
                          "repository; use an absolute path outside it")
-    path = path.resolve()
-    root = _repository_root(workdir)
-    if path == root or root in path.parents:
-        raise UsageError(f"{where}: {path} is inside the repository {root}, where the team "
-                         "can read it; choose a file outside it")
+    path = refuse_inside(path, workdir, where, "choose a file outside it")
     if not path.parent.is_dir():
         raise UsageError(f"{where}: directory {path.parent} does not exist")
     if path.is_dir():

@@ -26,7 +26,7 @@ from ..ledger.budget import compute as compute_budget
 from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
-from ..testsets.labels import LabelStore, default_store_path
+from ..testsets.labels import LabelStore, store_location
 from . import alert, private_sink, reading_order
 from .registration import check_pinned, ledger_name, pinned_terms
 
@@ -35,8 +35,9 @@ Progress = Callable[[str], None]
 __all__ = [
     "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "admit", "alert_if_spent",
     "check_terms",
-    "commit", "config_of", "deliver_private", "evaluate", "new_testset_alert", "open_label_store",
-    "open_testset", "order_secret", "preflight_models", "read_ledger", "register_if_new", "resolve",
+    "commit", "config_of", "deliver_private", "evaluate", "locate_label_store", "new_testset_alert",
+    "open_label_store", "open_testset", "order_secret", "preflight_models", "read_ledger",
+    "register_if_new", "resolve",
     "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
 
@@ -257,11 +258,17 @@ def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
     return gate.testset.load()
 
 
+def locate_label_store(gate: Gate, store_path=None) -> Path:
+    """Where the label store of a test set labelled on demand is: ``store_path`` (from the
+    workdir), or the default beside the test set; refused inside the repository (exit 2), before
+    anything is registered or spent (:func:`..testsets.labels.store_location`)."""
+    return store_location(store_path, gate.testset.path, gate.workdir)
+
+
 def open_label_store(gate: Gate, ts: UnlabelledTestSet, store_path=None) -> LabelStore:
-    """The label store of a test set labelled on demand: ``store_path`` (from the workdir), or
-    the default beside the test set; sealed with the test-set key when the test set is encrypted."""
-    path = resolve(store_path, gate.workdir) if store_path else default_store_path(gate.testset.path)
-    return LabelStore.open(path, ts, gate.testset.key())
+    """The label store of a test set labelled on demand (:func:`locate_label_store`), sealed
+    with the test-set key when the test set is encrypted."""
+    return LabelStore.open(locate_label_store(gate, store_path), ts, gate.testset.key())
 
 
 def require_rows(gate: Gate, rows: int, needed: int, advice: str) -> None:

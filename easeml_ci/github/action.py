@@ -58,6 +58,7 @@ class ActionInputs:
     commit_status: bool = False  # post the verdict as commit status easeml-ci/<gate> on it
     meter_validation: str | None = None  # run the overfitting meter on this validation set too
     meter_fail_above: float | None = None  # fail the job when the meter's range starts here
+    label_store: str | None = None  # a test set labelled on demand: its store, outside the workspace
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -367,7 +368,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
                            backend=backend, register=ctx.may_register,
-                           progress=lambda m: reporter.log(f"... {m}"))
+                           progress=lambda m: reporter.log(f"... {m}"),
+                           label_store=inputs.label_store)
         verdict, exit_code = result.verdict, result.exit_code
         fingerprint, alert, budget = result.fingerprint, result.alert, result.budget.to_dict()
     except BudgetExhausted as exc:

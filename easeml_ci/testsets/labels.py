@@ -42,6 +42,7 @@ import numpy as np
 from . import crypto
 from ..atomic import write_bytes
 from ..errors import InputError
+from ..work_tree import refuse_inside
 from ..ledger.chain import GENESIS, canonical, entry_hash, seal
 from .canonical import TestSet, UnlabelledTestSet
 
@@ -51,9 +52,32 @@ KINDS = ("integer", "number", "text")
 STORE_SUFFIX = ".labels"
 
 
+#: How to name a store's location, in every command that reads or writes one.
+STORE_ADVICE = ("keep the label store outside the repository and pass its location: "
+                "`easeml-ci check`/`pick` --labels PATH, `easeml-ci testset label`/`encrypt`/"
+                "`register` --store PATH, the Action's label-store input")
+
+
 def default_store_path(testset_path) -> Path:
     p = Path(testset_path)
     return p.with_name(p.name + STORE_SUFFIX)
+
+
+def store_location(given, testset_path, workdir) -> Path:
+    """Where the label store of the test set at ``testset_path`` is: ``given`` (from
+    ``workdir``), else ``TESTSET.labels`` beside it. Refused (exit 2) inside the repository of
+    ``workdir`` or of the test set, as a private sink is: the team could read the labels of a
+    plaintext store, and of a sealed one when and how many labels were added, which shows whether
+    a decision was possible (docs/threat-model.md, "Labels on demand")."""
+    if given:
+        path = Path(given).expanduser()
+        path = path if path.is_absolute() else Path(workdir) / path
+        where = f"label store {given}"
+    else:
+        path = default_store_path(testset_path)
+        where = (f"the label store (by default TESTSET{STORE_SUFFIX}, beside the test set "
+                 f"{testset_path})")
+    return refuse_inside(path, Path(workdir), where, STORE_ADVICE, also=Path(testset_path))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None 
     owner_config.write_text(git(ws, "show", f"{base}:{config}") + "\n")
     env = {"PATH": os.environ["PATH"], "HOME": str(ws.parent), "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
            "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this tree's code, not the
+    if os.environ.get("EASEML_ORDER_KEY"):                         # installed checkout's
+        env["EASEML_ORDER_KEY"] = os.environ["EASEML_ORDER_KEY"]  # the owner's order secret
     if key:
         env["EASEML_TESTSET_KEY"] = key
     done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
