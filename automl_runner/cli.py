@@ -70,7 +70,11 @@ def main(ctx: click.Context) -> None:
 @click.option("--numeric", multiple=True, metavar="COL", help="Treat COL as numeric (repeatable).")
 @click.option("--ignore", multiple=True, metavar="COL", help="Leave COL out of the features (repeatable).")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Directory for the promoted model and its card.")
+              help="The tenant's folder: the promoted model, its card and the trials' models go there. "
+                   "Resolved (links followed) and inside the tenants' root, else exit 2.")
+@click.option("--root", default=None, metavar="DIR",
+              help="The tenants' root that --output must lie inside (default: env EASEML_AUTOML_ROOT, "
+                   "else the current directory).")
 @click.option("--repository", default=None, metavar="OWNER/NAME",
               help="Open or update a pull request with each promoted model there.")
 @click.option("--model-path", default=None, metavar="PATH",
@@ -84,8 +88,8 @@ def main(ctx: click.Context) -> None:
 @click.option("--replace", is_flag=True, help="Resubmit an existing tenant (its trials start over).")
 @click.option("--dry-run", is_flag=True, help="Show the inferred schema, register nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignore, output, repository, model_path,
-           exclude, only, margin, validation_fraction, seed, replace, dry_run, as_json):
+def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignore, output, root, repository,
+           model_path, exclude, only, margin, validation_fraction, seed, replace, dry_run, as_json):
     """Register a tenant's DATASET (CSV or .npz with a target column) and queue its candidates."""
     from .candidates.catalogue import load_catalogue
     from .datasets.schema import infer_schema
@@ -95,6 +99,9 @@ def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignor
         overlap = sorted(set(exclude) & set(only))
         if overlap:
             raise click.BadParameter(f"candidate {overlap[0]!r} is both excluded and in --only", param_hint="--exclude")
+    from .folders import check_output
+
+    folder = check_output(output, root) if output else None  # before anything is read or created
     schema = infer_schema(dataset, target, task=task, categorical=categorical, numeric=numeric, ignore=ignore,
                           validation_fraction=validation_fraction, seed=seed)
     catalogue = load_catalogue()
@@ -103,9 +110,14 @@ def submit(dataset, store_url, tenant, target, task, categorical, numeric, ignor
         click.echo(schema.describe())
     queued: list[str] = []
     if not dry_run:
+        from .store import store_exists
+
+        new_store = not store_exists(store_url)
         with open_store(store_url) as store:
+            if new_store:  # creating a store is submit's explicit act: say so (a typo shows here)
+                click.echo(f"created a new store at {store_url}", err=True)
             queued = store.add_tenant(
-                tenant, dataset, schema, catalogue, output=os.path.abspath(output) if output else None,
+                tenant, dataset, schema, catalogue, output=folder,
                 repository=repository, model_path=model_path, excluded=exclude, only=only or None, margin=margin,
                 replace=replace,
             )
@@ -208,9 +220,12 @@ def status(store_url, tenant, as_json):
               help="Trial models go to DIR/<tenant>/ (default: <tenant output>/trials, else ~/.cache/easeml-automl).")
 @click.option("--worker-id", default=None, help="Name in the store (default host:pid).")
 @click.option("--no-promote", is_flag=True, help="Record results but never promote.")
+@click.option("--root", envvar="EASEML_AUTOML_ROOT", default=None, metavar="DIR",
+              help="Write tenants' files only inside DIR (env EASEML_AUTOML_ROOT): a tenant folder the store "
+                   "records outside it is refused. Default: every tenant's own recorded folder.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per trial on stdout; no progress.")
 def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_seconds, poll_seconds, max_attempts,
-         scheduler, curves_path, seed, prior_path, artifacts, worker_id, no_promote, as_json):
+         scheduler, curves_path, seed, prior_path, artifacts, worker_id, no_promote, root, as_json):
     """Take trials from the queue and train them on DEVICE until stopped.
 
     SIGTERM/SIGINT abort the trial in training, release it to the queue, and exit 0.
@@ -245,7 +260,7 @@ def work(store_url, device, threads, once, max_trials, exit_when_idle, lease_sec
     opts = WorkerOptions(device=device, lease_seconds=lease_seconds, max_attempts=max_attempts,
                          poll_seconds=poll_seconds, once=once, max_trials=max_trials, exit_when_idle=exit_when_idle,
                          artifacts=artifacts, worker_id=worker_id, scheduler=scheduler, seed=seed, prior=prior,
-                         promote=not no_promote, threads=threads or None, curves=curves)
+                         promote=not no_promote, threads=threads or None, curves=curves, root=root)
 
     def emit(result):
         if as_json:
@@ -286,7 +301,7 @@ def catalogue(store_url, as_json):
     cands = load_catalogue()
     queued: dict[str, list[str]] = {}
     if store_url:
-        with open_store(store_url) as store:
+        with open_store(store_url, must_exist=True) as store:  # a typo must not create a store
             queued = store.sync_catalogue(cands)
     if as_json:
         click.echo(json.dumps({"candidates": [c.spec() for c in cands], "queued": queued}, sort_keys=True))
@@ -480,4 +495,4 @@ def _promote_pick(store, tenant, trial, progress):
     cand = by_name(load_catalogue())[trial.candidate]
     blob = Path(trial.onnx_path).read_bytes()
     return maybe_promote(store, tenant, trial.id, cand, blob, trial.score, picked=True,
-                         fidelity=trial.fidelity, progress=None)
+                         fidelity=trial.fidelity, progress=None, root=os.environ.get("EASEML_AUTOML_ROOT") or None)

@@ -380,16 +380,26 @@ def open_store(url: str | os.PathLike, *, create: bool = True, must_exist: bool 
     return store
 
 
+def store_exists(url: str | os.PathLike) -> bool:
+    """Whether the store at ``url`` is already there (a PostgreSQL store: assumed, its database is)."""
+    kind, target, _ = parse_store_url(url)
+    return kind != "sqlite" or os.path.exists(target)
+
+
 def check_model_path(model_path: str) -> None:
     """Refuse a ``--model-path`` that leaves the repository's model files: it must be relative,
     without ``..``, and outside ``.git/`` and ``.github/`` (a promotion must never write a
     workflow or git metadata into the tenant's repository)."""
     parts = model_path.replace("\\", "/").split("/")
+    # what a checkout on any system makes of a name: case folded, trailing dots and spaces gone
+    seen = [p.lower().rstrip(". ") for p in parts]
     if (not model_path or model_path.startswith("/") or re.match(r"^[A-Za-z]:", model_path)
-            or any(p in ("", ".", "..") for p in parts) or parts[0].lower() in (".git", ".github")):
+            or any(p in ("", ".", "..") for p in parts) or ".git" in seen or seen[0] == ".github"
+            or re.search(r"[\x00-\x1f\x7f]", model_path)):
         raise TenantError(
             f"--model-path {model_path!r}: expected a relative path inside the repository such as "
-            "models/<tenant>.onnx, without '..', empty or '.' parts, and outside .git/ and .github/"
+            "models/<tenant>.onnx, without '..', empty or '.' parts, control characters or a .git "
+            "folder, and outside .github/"
         )
 
 
@@ -512,6 +522,8 @@ class Store:
     ("trials", "stopped_at", "DOUBLE PRECISION"),
         ("tenants", "paused", "TEXT"),
         ("tenants", "changed_at", "DOUBLE PRECISION"),
+        #: GitHub's id of the tenant's repository, pinned at its first pull request (pin_repository).
+        ("tenants", "repository_id", "BIGINT"),
     )
     #: Indexes of the hot queries: a tenant's trials by status (status, promotion), what changed
     #: since the last decision (the worker's incremental read), a trial's events.
@@ -685,10 +697,21 @@ class Store:
         output, repository, model_path = tenant.output, tenant.repository, tenant.model_path
         excluded, only_t, margin = tenant.excluded, tenant.only, tenant.margin
         with self._tx() as cur:
-            self._exec(cur, "SELECT 1 FROM tenants WHERE name = ?", (name,))
-            if cur.fetchone() is not None:
+            if output is not None:
+                self._check_own_folder(cur, name, output)
+            self._exec(cur, "SELECT repository, repository_id FROM tenants WHERE name = ?", (name,))
+            existing = cur.fetchone()
+            repository_id = None
+            if existing is not None:
                 if not replace:
                     raise TenantError(f"tenant {name!r} already exists; use --replace to submit it again")
+                registered, repository_id = existing
+                if (registered or "").lower() != (repository or "").lower():
+                    shown = "no repository" if repository is None else f"--repository {repository}"
+                    raise TenantError(
+                        f"tenant {name!r} is registered with repository {registered or '(none)'}; its pull "
+                        f"requests go only there, so --replace with {shown} is refused; submit the data "
+                        "under a new --name to send its models elsewhere")
                 self._exec(cur, "DELETE FROM trial_events WHERE trial_id IN (SELECT id FROM trials WHERE tenant = ?)", (name,))
                 self._exec(cur, "DELETE FROM trials WHERE tenant = ?", (name,))
                 self._exec(cur, "DELETE FROM promotions WHERE tenant = ?", (name,))
@@ -700,12 +723,39 @@ class Store:
                 (name, tenant.dataset, schema.fingerprint, schema.to_json(), output, repository, model_path,
                  json.dumps(list(excluded)), json.dumps(list(only_t)) if only_t is not None else None, float(margin)),
             )
+            if repository_id is not None:  # a resubmit keeps the repository GitHub's id pinned
+                self._exec(cur, "UPDATE tenants SET repository_id = ? WHERE name = ?", (repository_id, name))
             queued = []
             for c in catalogue:
                 self._upsert_candidate(cur, c)
                 if tenant.wants(c) and self._queue(cur, name, c.name):
                     queued.append(c.name)
         return queued
+
+    def _check_own_folder(self, cur, name: str, output: str) -> None:
+        """Refuse an output folder that is, holds or lies inside another tenant's folder: each
+        tenant's files go to its own folder only (automl_runner.folders)."""
+        from .folders import overlaps
+
+        mine = os.path.normpath(os.path.abspath(output))
+        self._exec(cur, "SELECT name, output FROM tenants WHERE output IS NOT NULL AND name <> ?", (name,))
+        for other, theirs in cur.fetchall():
+            theirs = os.path.normpath(os.path.abspath(theirs))
+            if overlaps(mine, theirs):
+                raise TenantError(f"--output {output}: tenant {other!r} writes to {theirs}; each tenant's output "
+                                  "folder must be its own (not the same as, inside or around another's)")
+
+    def pin_repository(self, name: str, repository_id: int) -> int:
+        """Pin GitHub's id of tenant ``name``'s repository at its first pull request; returns the id
+        pinned (``repository_id`` the first time, the earlier one after)."""
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE tenants SET repository_id = ? WHERE name = ? AND repository_id IS NULL",
+                       (int(repository_id), name))
+            self._exec(cur, "SELECT repository_id FROM tenants WHERE name = ?", (name,))
+            row = cur.fetchone()
+        if row is None or row[0] is None:
+            raise TenantError(f"no tenant named {name!r}")
+        return int(row[0])
 
     def _tenant_from_row(self, r) -> Tenant:
         return Tenant(

@@ -110,7 +110,8 @@ def run_device(tmp: str, device: str, args, env: dict) -> dict:
     for t in range(args.tenants):
         only = [a for c in args.candidates for a in ("--only", c)]
         sh(AUTOML + ["submit", os.path.join(tmp, f"digits{t}.csv"), "--store", url, "--name", f"digits{t}",
-                     "--target", "digit", "--output", os.path.join(work_dir, f"out{t}"), "--margin", "0"] + only, env)
+                     "--target", "digit", "--output", os.path.join(work_dir, f"out{t}"), "--root", work_dir,
+                     "--margin", "0"] + only, env)
     cmd = AUTOML + ["work", "--store", url, "--device", device, "--threads", str(args.threads), "--exit-when-idle",
                     "--poll", "0.2", "--json", "--prior", "none", "--worker-id", f"bench-{device}"]
     witness = GpuWitness() if device.startswith("cuda") and shutil.which("nvidia-smi") else None

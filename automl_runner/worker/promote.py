@@ -24,42 +24,49 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-from easeml_ci.atomic import write_bytes
+from typing import Any, Callable
 
 from ..candidates.catalogue import Candidate
 from ..errors import PromotionError
+from ..folders import FolderError, TenantFolder
 from ..store import Promotion, Store, Tenant
 
 BRANCH_PREFIX = "easeml-automl/"
 
 
-#: Text from a tenant's data shown as it is: letters (any script), digits, spaces and ``.,+-_``.
-_PLAIN_TEXT = re.compile(r"[\w .,+-]*")
+#: Characters shown as an escape (``\\u202e``) instead of themselves: controls (line breaks,
+#: escape sequences), format characters (bidirectional overrides, zero-width joiners) and line or
+#: paragraph separators, which could reorder, hide or split what the reader sees.
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
 
 
 def md_code(text) -> str:
-    """``text`` as one markdown code span it cannot leave, in a table cell it cannot split.
+    """``text`` from a tenant's data as one markdown code span it cannot leave: THE escaping
+    function for everything a tenant's data puts into the model card, the pull request's title and
+    body (column names, categories, target, dataset name, tenant name).
 
-    The fence is one backtick longer than the longest run of backticks inside, line breaks
-    become spaces and ``|`` is escaped for the table. Inside a code span nothing is a link, a
-    mention or an issue reference, so ``Fixes #1`` in a column name closes nothing on merge.
-    Ordinary text comes out as before: ``x0`` is ```x0```.
+    Inside a code span GitHub renders no link, autolink, mention, issue reference, closing
+    keyword, emphasis or HTML, so ``Fixes #1`` in a column name closes nothing on merge and
+    ``<img>`` is text. The fence is one backtick longer than the longest run of backticks inside
+    (CommonMark closes a span only with a run of the same length); a space pads text that starts
+    or ends with a backtick or a space (CommonMark strips one from each side); ``|`` is escaped so
+    the span cannot split a table cell; controls, line breaks and invisible format characters are
+    shown as escapes (``\\n``, ``\\u202e``), so a name can neither end the line nor reorder
+    what is shown. Empty text is a span of one space.
     """
-    s = " ".join(str(text).splitlines()).replace("|", "\\|")
+    s = _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    s = s.replace("|", "\\|")
+    if not s:
+        return "` `"
     run = max((len(r) for r in re.findall(r"`+", s)), default=0)
     fence = "`" * (run + 1)
-    pad = " " if s[:1] in ("`", " ") or s[-1:] in ("`", " ") else ""
+    # (text of spaces only is shown as it is: CommonMark strips nothing from it)
+    pad = " " if s.strip(" ") and (s[:1] in ("`", " ") or s[-1:] in ("`", " ")) else ""
     return f"{fence}{pad}{s}{pad}{fence}"
 
 
-def md_text(text) -> str:
-    """Text from a tenant's data (a category) in running markdown: as it is when it is plain
-    words and numbers, else a code span (:func:`md_code`), so it can neither format, link,
-    mention nor reference an issue."""
-    s = str(text)
-    return s if _PLAIN_TEXT.fullmatch(s) else md_code(s)
+#: See :attr:`ModelCard.card_format`.
+CARD_FORMAT = 2
 
 
 class Superseded(PromotionError):
@@ -99,6 +106,10 @@ class ModelCard:
     #: to: below 1 when ``multitenant-hb`` stopped the trial at a rung and its model was still the
     #: tenant's best. Written only then, so a full-budget card is the same as before the field.
     fidelity: float = 1.0
+    #: The card's format. 2: every text from the tenant's data in ``MODEL_CARD.md`` (and the pull
+    #: request) is a code span (:func:`md_code`), categories and the tenant's name included.
+    #: Cards without the key are format 1 (categories shown as plain text); both load the same.
+    card_format: int = CARD_FORMAT
 
     def to_json(self) -> str:
         fields = dict(self.__dict__)
@@ -110,16 +121,16 @@ class ModelCard:
         prev = "none (first promotion)" if self.previous_score is None else f"{self.previous_score:.4f}"
         hp = ", ".join(md_code(f"{k}={v}") for k, v in sorted(self.hyperparameters.items())) or "defaults"
         feats = "\n".join(
-            f"| {md_code(f['name'])} | {md_text(f['kind'])} | "
-            + (", ".join(map(md_text, f.get("categories", [])[:8])) + (", ..." if len(f.get("categories", [])) > 8 else "")
+            f"| {md_code(f['name'])} | {f['kind']} | "
+            + (", ".join(map(md_code, f.get("categories", [])[:8])) + (", ..." if len(f.get("categories", [])) > 8 else "")
                + " (input value = index in this list, -1 if unseen)" if f["kind"] == "categorical" else "")
             + " |"
             for f in self.features
         )
         return (
-            f"# Model card: {self.tenant}\n\n"
+            f"# Model card: {md_code(self.tenant)}\n\n"
             f"| | |\n|---|---|\n"
-            f"| candidate | {md_code(self.candidate)} ({md_text(self.family)}) |\n"
+            f"| candidate | {md_code(self.candidate)} ({self.family}) |\n"
             f"| hyperparameters | {hp} |\n"
             f"| task | {self.task}" + (f", {len(self.classes)} classes" if self.classes else "") + " |\n"
             f"| validation {self.metric} | **{self.validation_score:.4f}** on {self.validation_rows} rows "
@@ -167,30 +178,21 @@ def _card_promotion_id(text: str | bytes | None) -> int:
         return -1
 
 
-def write_local(output: str, card: ModelCard, blob: bytes) -> tuple[str, str] | None:
+def write_local(output: str, card: ModelCard, blob: bytes, *, root: str | None = None) -> tuple[str, str] | None:
     """Write the model and its card unless a newer promotion already did; None when superseded.
 
     Two workers may promote one after the other and write in the opposite order; the card on
     disk carries its promotion id, and under a lock on the output directory the older
-    promotion never overwrites the newer one.
+    promotion never overwrites the newer one. Everything is written inside the tenant's folder
+    and never through a symbolic link (:class:`~automl_runner.folders.TenantFolder`; ``root``: the
+    worker's tenants' root, refused when the folder lies outside it).
     """
-    import fcntl
-
-    os.makedirs(output, exist_ok=True)
-    model = os.path.join(output, "model.onnx")
-    card_json = os.path.join(output, "model-card.json")
-    with open(os.path.join(output, ".promote.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(card_json, "rb") as fh:
-                current = _card_promotion_id(fh.read())
-        except OSError:
-            current = -1
-        if current > card.promotion_id:
+    with TenantFolder(output, root=root) as folder, folder.locked():
+        if _card_promotion_id(folder.read("model-card.json")) > card.promotion_id:
             return None
-        write_bytes(model, blob)
-        write_bytes(os.path.join(output, "MODEL_CARD.md"), card.to_markdown().encode())
-        write_bytes(card_json, card.to_json().encode())  # last: it marks the set complete
+        model = folder.write("model.onnx", blob)
+        folder.write("MODEL_CARD.md", card.to_markdown().encode())
+        card_json = folder.write("model-card.json", card.to_json().encode())  # last: it marks the set complete
     return model, card_json
 
 
@@ -203,8 +205,16 @@ def github_token() -> str | None:
 
 
 def open_or_update_pr(repository: str, tenant: str, model_path: str, card: ModelCard, blob: bytes,
-                      *, token: str | None = None, api_url: str | None = None, client: Any = None) -> str:
+                      *, token: str | None = None, api_url: str | None = None, client: Any = None,
+                      pin: Callable[[int], int] | None = None) -> str:
     """Write the model and its card on the tenant's branch and open or update its one PR.
+
+    Only into ``repository``, the one the tenant registered: GitHub must answer for it under that
+    very name (a renamed or transferred repository answers under its new name through a redirect:
+    refused), and ``pin`` (the store's :meth:`Store.pin_repository`) is given GitHub's id of the
+    repository and returns the id pinned at the tenant's first pull request; another id (the
+    repository deleted and a namesake created) is refused before anything is written. A
+    ``model_path`` whose folder on the branch is a symbolic link or a file is refused too.
 
     Returns the pull request's html URL. Raises :class:`PromotionError` with GitHub's reason.
     """
@@ -232,14 +242,15 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
         (stem + ".card.md", card.to_markdown().encode()),
         (stem + ".card.json", card.to_json().encode()),
     ]
-    title = f"easeml-automl: {tenant} model {card.candidate} ({card.metric} {card.validation_score:.4f})"
+    title = f"easeml-automl: {md_code(tenant)} model {md_code(card.candidate)} ({card.metric} {card.validation_score:.4f})"
     body = (
-        f"The AutoML queue found a better model for **{tenant}**.\n\n" + card.to_markdown().split("\n", 2)[2]
+        f"The AutoML queue found a better model for {md_code(tenant)}.\n\n" + card.to_markdown().split("\n", 2)[2]
         + f"\nFiles: {md_code(model_path)}, {md_code(stem + '.card.json')}, {md_code(stem + '.card.md')}.\n\n"
         "This pull request is updated in place when a better model is found.\n"
     )
     try:
         repo = gh.get(repo_path(repository))
+        check_repository(repository, repo, pin)
         base = repo.get("default_branch") or "main"
 
         def branch_ref():
@@ -266,6 +277,15 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
             content = got.get("content")
             return got.get("sha"), (base64.b64decode(content) if content else None)
 
+        for folder in _folders_of(model_path):  # a link committed there would lead the files elsewhere
+            try:
+                got = gh.request("GET", repo_path(repository, "contents", folder), params={"ref": branch}).json()
+            except GitHubNotFound:
+                break  # a missing folder: the contents API creates it, and the ones below it
+            if not isinstance(got, list):
+                kind = got.get("type", "file") if isinstance(got, dict) else type(got).__name__
+                raise PromotionError(f"pull request to {repository} refused: {folder} on {branch} is a {kind}, "
+                                     f"not a folder, so --model-path {model_path} cannot be written there")
         # The card goes last and carries the promotion id: an older promotion that reaches
         # GitHub after a newer one stops instead of overwriting it (checked before every file).
         # Every write is a compare-and-swap on the file's blob sha, so a concurrent writer
@@ -312,10 +332,44 @@ def open_or_update_pr(repository: str, tenant: str, model_path: str, card: Model
     return pr.get("html_url") or pr.get("url") or f"#{pr.get('number')}"
 
 
+def _folders_of(model_path: str) -> list[str]:
+    parts = model_path.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def check_repository(repository: str, repo: Any, pin: Callable[[int], int] | None) -> None:
+    """Refuse (:class:`PromotionError`) a repository that is not the one the tenant registered:
+    GitHub's ``full_name`` differs (a redirect after a rename or transfer) or its ``id`` differs
+    from the pinned one."""
+    if not isinstance(repo, dict):
+        raise PromotionError(f"pull request to {repository} refused: GitHub's answer for the repository is not an object")
+    name = repo.get("full_name")
+    if not isinstance(name, str) or name.lower() != repository.lower():
+        raise PromotionError(
+            f"pull request to {repository} refused: GitHub answers for it as {name!r} (renamed or transferred); "
+            "promotions go only to the repository the tenant registered, so submit the tenant again under "
+            "a new name to send its models there")
+    repo_id = repo.get("id")
+    if pin is None:
+        return
+    if not isinstance(repo_id, int) or isinstance(repo_id, bool):
+        raise PromotionError(f"pull request to {repository} refused: GitHub's answer has no repository id to pin")
+    pinned = pin(repo_id)
+    if pinned != repo_id:
+        raise PromotionError(
+            f"pull request to {repository} refused: it is GitHub repository id {repo_id}, but the tenant's "
+            f"pull requests went to id {pinned} (deleted and created again by someone?); promotions go only "
+            "to the repository the tenant registered")
+
+
 def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, blob: bytes, score: float,
                   *, progress=None, who: str = "", fidelity: float | None = None,
-                  picked: bool = False) -> Promotion | None:
+                  picked: bool = False, root: str | None = None) -> Promotion | None:
     """Promote ``trial_id`` if the store agrees it is a big enough improvement; else None.
+
+    ``root``: the worker's tenants' root (``work --root``, ``EASEML_AUTOML_ROOT``): a tenant folder
+    outside it is not written (``write-failed``). The pull request goes only to the repository the
+    tenant registered (:func:`check_repository`; its GitHub id pinned in the store at the first).
 
     ``fidelity``: the share of the budget the trial trained to when it was stopped early at a
     rung (None: all of it); a stopped trial's model is promoted like any other when it is the
@@ -330,17 +384,19 @@ def maybe_promote(store: Store, tenant: Tenant, trial_id: int, cand: Candidate, 
     status, message, pr_url = "written", None, None
     try:
         if tenant.output:
-            written = write_local(tenant.output, card, blob)
+            written = write_local(tenant.output, card, blob, root=root)
             if written is None:
                 status, message = "superseded", "a newer promotion already wrote the output"
             else:
                 model_path, card_path = written
+    except FolderError as exc:
+        status, message = "write-failed", exc.message
     except OSError as exc:
         status, message = "write-failed", f"cannot write to {tenant.output}: {exc}"
     if tenant.repository and status == "written":
         try:
             pr_url = open_or_update_pr(tenant.repository, tenant.name, tenant.model_path or f"models/{tenant.name}.onnx",
-                                       card, blob)
+                                       card, blob, pin=lambda repo_id: store.pin_repository(tenant.name, repo_id))
             status = "pr-opened"
         except Superseded as exc:
             status, message = "superseded", exc.message

@@ -42,6 +42,7 @@ from easeml_ci.atomic import write_bytes
 
 from ..candidates.catalogue import Candidate, by_name, export_onnx, load_catalogue, validation_score
 from ..errors import AutomlError, DatasetError, SchedulerError, StoreError
+from ..folders import FolderError, TenantFolder
 from ..datasets.schema import Dataset, load_dataset
 from ..store import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Claim, NextChoice, Store, Tenant, TrialChange, driver_errors,
                     open_store)
@@ -339,6 +340,9 @@ class WorkerOptions:
     #: (tenant, candidate, quality, cost) rows of other tenants: the scheduler's prior.
     prior: list[tuple[str, str, float, float]] | None = None
     promote: bool = True
+    #: The tenants' root (``work --root``, ``EASEML_AUTOML_ROOT``): a tenant folder outside it is
+    #: never written (its trials fail, its promotions are ``write-failed``). None: no such check.
+    root: str | None = None
     #: Threads this worker's training may use (BLAS, PyTorch, XGBoost, onnxruntime); None: no cap.
     threads: int | None = None
     #: Other tenants' learning curves (``matrices.LearningCurves``): the rung model of a scheduler
@@ -521,17 +525,25 @@ class Worker:
             self._datasets[key] = load_dataset(tenant.dataset, tenant.schema)
         return self._datasets[key]
 
-    def _artifact_path(self, tenant: Tenant, claim: Claim) -> str:
+    def _write_artifact(self, tenant: Tenant, claim: Claim, blob: bytes) -> str:
+        """Write the trial's model where it belongs; returns its path.
+
+        In the tenant's folder (``<output>/trials/``) through :class:`TenantFolder` (never through a
+        link, never outside the worker's root); ``--artifacts`` and the cache are the worker's own."""
+        # A search-space candidate's name has '/' between its settings: one file, not folders.
+        name = f"{quote(claim.candidate, safe='=.,_-')}.onnx"
+        if not self.options.artifacts and tenant.output:
+            with TenantFolder(tenant.output, root=self.options.root) as folder, folder.folder("trials") as trials:
+                return trials.write(name, blob)
         if self.options.artifacts:
             base = os.path.join(self.options.artifacts, tenant.name)
-        elif tenant.output:
-            base = os.path.join(tenant.output, "trials")
         else:  # no output configured: keep trial models out of the working directory
             cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
             base = os.path.join(cache, "easeml-automl", "artifacts", tenant.name)
         os.makedirs(base, exist_ok=True)
-        # A search-space candidate's name has '/' between its settings: one file, not folders.
-        return os.path.join(base, f"{quote(claim.candidate, safe='=.,_-')}.onnx")
+        path = os.path.join(base, name)
+        write_bytes(path, blob)  # a reader (the gate, a promotion) never sees half a model
+        return path
 
     def _train(self, cand: Candidate, tenant: Tenant, claim: Claim, X_tr, y_tr, X_val, y_val):
         """(fitted pipeline, validation score, seconds, fidelity or None when trained to the end).
@@ -623,8 +635,13 @@ class Worker:
                                error=f"dataset {tenant.dataset} not on this machine")
         finally:
             beat.stop()
-        path = self._artifact_path(tenant, claim)
-        write_bytes(path, blob)  # a reader (the gate, a promotion) never sees half a model
+        try:
+            path = self._write_artifact(tenant, claim, blob)
+        except (FolderError, OSError) as exc:  # the tenant's folder is refused or unwritable: the trial fails
+            msg = f"cannot write the trial's model: {exc}"
+            ok = self.store.fail(claim, self.id, msg)
+            self.progress.line(f"[{self.id}] failed   {label}: {msg[:200]}")
+            return TrialResult(claim.tenant, claim.candidate, claim.trial_id, "failed" if ok else "lost", error=msg)
         sha = hashlib.sha256(blob).hexdigest()
         ok = self.store.complete(claim, self.id, score, cost, os.path.abspath(path), sha, ran_on=ran_on,
                                  fidelity=fidelity, rungs=self.rungs.pop(claim.trial_id, None))
@@ -644,7 +661,7 @@ class Worker:
             from .promote import maybe_promote
 
             promo = maybe_promote(self.store, tenant, claim.trial_id, cand, blob, score, progress=self.progress,
-                                  who=f"[{self.id}] ", fidelity=fidelity)
+                                  who=f"[{self.id}] ", fidelity=fidelity, root=self.options.root)
             if promo is not None:
                 result.promoted = True
                 result.pull_request = promo.pull_request

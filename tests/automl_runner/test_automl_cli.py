@@ -31,6 +31,9 @@ class FakeGitHub:
 
     def __init__(self, repo="acme/models"):
         self.repo = repo
+        self.repo_id = 4242  # GitHub's id of the repository (a namesake created later has another)
+        self.answers_as = repo  # the name GitHub answers with (another after a rename or transfer)
+        self.symlinks: set[tuple[str, str]] = set()  # (branch, path) committed as a symbolic link
         self.refs = {"main": "c0ffee"}
         self.files: dict[tuple[str, str], bytes] = {}
         self.pulls: list[dict] = []
@@ -62,7 +65,7 @@ class FakeGitHub:
                     return self._send(404, {"message": "Not Found"})
                 rest = unquote(url.path[len(prefix):])
                 if rest == "" and method == "GET":
-                    return self._send(200, {"full_name": fake.repo, "default_branch": "main"})
+                    return self._send(200, {"full_name": fake.answers_as, "id": fake.repo_id, "default_branch": "main"})
                 m = re.match(r"^/git/ref/heads/(.+)$", rest)
                 if m and method == "GET":
                     if m.group(1) not in fake.refs:
@@ -80,6 +83,8 @@ class FakeGitHub:
                     key = (branch, path)
                     sha = f"sha-{hash(fake.files.get(key)) & 0xffff:x}" if key in fake.files else None
                     if method == "GET":
+                        if key in fake.symlinks:
+                            return self._send(200, {"type": "symlink", "target": ".github/workflows", "path": path})
                         if key not in fake.files:
                             return self._send(404, {"message": "Not Found"})
                         return self._send(200, {"sha": sha, "content": base64.b64encode(fake.files[key]).decode()})
@@ -163,7 +168,7 @@ def run(*args, env=None):
 def test_submit_shows_the_inferred_schema_and_queues(tmp_path, data):
     store = f"sqlite:///{tmp_path / 'q.db'}"
     r = run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
-            "--only", "logreg-C1", "--only", "gaussian-nb", "--output", tmp_path / "out")
+            "--only", "logreg-C1", "--only", "gaussian-nb", "--output", tmp_path / "out", "--root", tmp_path)
     assert r.exit_code == 0, r.output
     assert "classification, 3 classes: setosa, versicolor, virginica" in r.output
     assert "shade" in r.output and "categorical (2: dark, light)" in r.output
@@ -182,10 +187,17 @@ def test_submit_json_and_dry_run(tmp_path, data):
     assert {f["name"]: f["kind"] for f in out["schema"]["features"]}["f1"] == "categorical"
     assert "logreg-C1" in out["accepted"]
     assert not store.exists()  # a dry run creates nothing
+    r = CliRunner().invoke(main, ["catalogue", "--store", str(store)])  # nor does a catalogue sync (a typo)
+    assert r.exit_code == 2 and "does not exist; `easeml-automl submit` creates it" in r.output
+    assert not store.exists()
+    r = run("submit", data, "--store", store, "--name", "f", "--target", "species", "--only", "lda")
+    assert r.exit_code == 0 and f"created a new store at {store}" in r.stderr  # creating one is said
     run("catalogue", "--store", store)
-    assert json.loads(run("status", "--store", store, "--json").output) == {"tenants": []}
+    assert [t["name"] for t in json.loads(run("status", "--store", store, "--json").output)["tenants"]] == ["f"]
+    assert "created a new store" not in run("submit", data, "--store", store, "--name", "g", "--target",
+                                            "species", "--only", "lda").stderr
     r = CliRunner().invoke(main, ["status", "--store", str(store), "--tenant", "ghost"])
-    assert r.exit_code == 2 and "error: no tenant named 'ghost'; tenants: none" in r.output
+    assert r.exit_code == 2 and "error: no tenant named 'ghost'; tenants: f, g" in r.output
 
 
 @pytest.mark.parametrize(
@@ -250,7 +262,7 @@ def test_work_trains_reports_and_promotes_into_one_pull_request(tmp_path, data, 
     store = f"sqlite:///{tmp_path / 'q.db'}"
     out = tmp_path / "out"
     r = run("submit", data, "--store", store, "--name", "flowers", "--target", "species", "--output", out,
-            "--repository", "acme/models", "--margin", "0", "--only", "logreg-C0.01", "--only", "decision-tree-d5",
+            "--root", tmp_path, "--repository", "acme/models", "--margin", "0", "--only", "logreg-C0.01", "--only", "decision-tree-d5",
             "--only", "gaussian-nb")
     assert r.exit_code == 0, r.output
     r = run("work", "--store", store, "--exit-when-idle", "--poll", "0.05", "--json")
@@ -440,7 +452,7 @@ def test_promoted_model_is_readable_by_the_gate(tmp_path, data):
     store = f"sqlite:///{tmp_path / 'q.db'}"
     out = tmp_path / "out"
     run("submit", data, "--store", store, "--name", "flowers", "--target", "species", "--output", out,
-        "--only", "logreg-C1")
+        "--root", tmp_path, "--only", "logreg-C1")
     assert run("work", "--store", store, "--once", "--json").exit_code == 0
     schema = infer_schema(data, "species")
     _, X_val, _, _ = load_dataset(data, schema).split()
@@ -475,7 +487,7 @@ def test_pick_certifies_the_best_of_a_tenants_trials_on_fresh_data_and_promotes_
     store = f"sqlite:///{tmp_path / 'q.db'}"
     out = tmp_path / "out"
     assert run("submit", data, "--store", store, "--name", "flowers", "--target", "species",
-               "--output", out, "--margin", "0", "--only", "gaussian-nb",
+               "--output", out, "--root", tmp_path, "--margin", "0", "--only", "gaussian-nb",
                "--only", "decision-tree-d5", "--only", "logreg-C0.01").exit_code == 0
     assert run("work", "--store", store, "--exit-when-idle", "--poll", "0.05", "--no-promote",
                "--json").exit_code == 0
