@@ -23,7 +23,8 @@ from ..config import GateConfig, load_config
 from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall, UsageError
 from ..ledger import Budget, Ledger, LedgerSpent
 from ..ledger.budget import compute as compute_budget
-from ..models import GIT_PREFIX, TestSetSchema, load_predictions, locate, preflight
+from ..models import (GIT_PREFIX, TestSetSchema, evaluate_on_testset, locate, preflight,
+                      runs_on_testset)
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from ..testsets.labels import LabelStore, store_location
@@ -315,26 +316,29 @@ class Evaluation:
 def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
     """Every model's predictions on ``ts``, in the order of ``gate.specs``.
 
-    A model that fails on the test data is a fixed-text :class:`ModelFailedOnTestSet`, shown as
-    a fail (docs/threat-model.md, "Model failures on the test set"). With ``evaluation_time``
-    the runs take exactly that long together, whatever they do (:mod:`..models.clock`)."""
+    The ONNX models run in a child process (:mod:`..models.child`), killed at the deadline or on
+    Ctrl-C. A model that fails on the test data, overruns the deadline or dies is a fixed-text
+    :class:`ModelFailedOnTestSet`, shown as a fail (docs/threat-model.md, "Model failures on the
+    test set"). With ``evaluation_time`` (the runner default included) the runs take exactly
+    that long together, whatever they do (:mod:`..models.clock`); prediction files run nothing
+    on the test data and need no clock."""
     seconds = gate.cfg.evaluation_time
-    clock = evaluation_clock.EvaluationClock(seconds) if seconds is not None else None
-    if clock is not None:  # one line for all: a time between them would show when one ended
+    timed = seconds is not None and runs_on_testset(gate.models.values())
+    if timed:  # one line for all: a time between them would show when one ended
         names = [f"{role} model {spec}" for role, spec in gate.specs.items()]
         gate.progress("evaluating " + " and ".join(names)
                       + f" (evaluation_time: {seconds:g} s, whatever they do)")
-    evaluation = Evaluation()
+    else:
+        gate.progress("evaluating " + " and ".join(f"{role} model {spec}"
+                                                   for role, spec in gate.specs.items()))
+    clock = evaluation_clock.EvaluationClock(seconds) if timed else None
+    models = {role: gate.models[role] for role in gate.specs}
     try:
-        for role, spec in gate.specs.items():
-            if clock is None:
-                gate.progress(f"evaluating {role} model {spec}")
-            evaluation.outputs[role] = load_predictions(gate.models[role], ts, clock=clock)
+        evaluation = Evaluation(outputs=evaluate_on_testset(models, ts, clock=clock))
     except ModelFailedOnTestSet as failure:
         evaluation = Evaluation(failure=failure)
-    finally:
-        if clock is not None:
-            clock.pad()
+    if clock is not None:  # not on bad input or Ctrl-C: those stop at once
+        clock.pad()
     return evaluation
 
 

@@ -8,7 +8,7 @@ A model reference (``--new`` / ``--old``) is one of
   ``.npy`` (1-D labels, or 2-D scores with ``output: argmax``);
 * ``git:REF:PATH`` — either of the above as it is on a git ref (e.g. the pull request's base
   branch), read with ``git show``; an ONNX model with external data is materialised, with its
-  data files from the same tree, in a private temporary folder that is gone once it is loaded.
+  data files from the same tree, in a private temporary folder removed with the model.
 
 Two phases, because everything a model's run on the test data shows may depend on the secret
 features (docs/design.md, §2: every observable is part of the transcript):
@@ -59,9 +59,10 @@ from .schema import LABEL_KINDS, Progress, TestSetSchema, label_kind_of
 __all__ = [
     "DEFAULT_BATCH_ROWS", "GIT_PREFIX", "LABEL_KINDS", "MODEL_SUFFIXES", "PREDICTION_SUFFIXES",
     "OnnxModel", "OutputRule", "PredictionFile", "Progress", "TestSetSchema", "accuracy",
-    "bare_inference", "decode_predictions", "external_data_locations", "label_kind_of",
-    "load_predictions", "locate", "open_model", "parse_git_spec", "parse_onnx", "preflight",
-    "read_git_blob", "rule_of", "validate_model_spec",
+    "bare_inference", "decode_predictions", "evaluate_on_testset", "external_data_locations",
+    "label_kind_of", "load_predictions", "locate", "open_checked", "open_model", "parse_git_spec",
+    "parse_onnx", "preflight", "read_git_blob", "rule_of", "runs_on_testset",
+    "validate_model_spec",
 ]
 
 MODEL_SUFFIXES = (".onnx",) + PREDICTION_SUFFIXES
@@ -109,23 +110,46 @@ def preflight(spec, *, n_features: int | None = None, label_kind: str | None = N
 def load_predictions(model, testset: TestSet, *, repo: Path = Path("."),
                      output: OutputRule | str | dict | None = None,
                      batch_size: int = DEFAULT_BATCH_ROWS, progress: Progress | None = None,
-                     clock=None) -> np.ndarray:
+                     ) -> np.ndarray:
     """One label per test example for ``model``: a spec (``repo`` and ``output`` apply), or the
-    model :func:`preflight` returned (its own repo and output rule apply).
+    model :func:`preflight` returned (its own repo and output rule apply), run in this process.
 
     First finishes the checks preflight could not make without the test set's schema
     (:class:`InputError`); then runs the model on the test data, where any failure of an ONNX
     model is a :class:`ModelFailedOnTestSet` with a fixed message. ``progress(done, total)``
-    is called after each ONNX batch. ``clock``: an :class:`~easeml_ci.models.clock.EvaluationClock`
-    whose deadline stops an ONNX model's run (a failure on the test set).
+    is called after each ONNX batch. The gate runs models on its test set through
+    :func:`evaluate_on_testset` instead (a child process, a hard clock).
     """
+    return open_checked(model, testset, repo=repo, output=output).predictions(
+        testset, batch_size=batch_size, progress=progress)
+
+
+def open_checked(model, testset: TestSet, *, repo: Path = Path("."),
+                 output: OutputRule | str | dict | None = None) -> "OnnxModel | PredictionFile":
+    """``model`` (a spec, or what :func:`preflight` returned) checked against the test set's
+    schema, the checks preflight could not make without it (:class:`InputError`)."""
     schema = TestSetSchema.of(testset)
-    if isinstance(model, (OnnxModel, PredictionFile)):
-        model.check(schema)
-    else:
+    if not isinstance(model, (OnnxModel, PredictionFile)):
         model = open_model(model, repo=repo, output=output)
-        model.check(schema)
-    return model.predictions(testset, batch_size=batch_size, progress=progress, clock=clock)
+    model.check(schema)
+    return model
+
+
+def evaluate_on_testset(models: dict, testset: TestSet, *, clock=None) -> dict:
+    """Each model's predictions on the gate's test set (role -> array): checked against its
+    schema here (:class:`InputError`), then the ONNX models run in a child process killed at
+    ``clock``'s deadline or on Ctrl-C (:mod:`.child`); a failure, an overrun or a dead child is
+    a :class:`ModelFailedOnTestSet`."""
+    from .child import predictions_on_testset
+
+    checked = {role: open_checked(model, testset) for role, model in models.items()}
+    return predictions_on_testset(checked, testset, clock=clock)
+
+
+def runs_on_testset(models) -> bool:
+    """Whether any of ``models`` runs code on the test data (an ONNX model; a predictions file
+    does not): only then does a clock have anything to hide."""
+    return any(isinstance(model, OnnxModel) for model in models)
 
 
 def open_model(spec, *, repo: Path = Path("."), output: OutputRule | str | dict | None = None,

@@ -195,9 +195,10 @@ class OnnxModel:
         # shapes and sizes computed from the secret features, in the job's public log. Only
         # fatal messages; the error still reaches us as the exception (the private detail).
         session_options.log_severity_level = 4
+        self._target, self._session_options = target, session_options
+        self.scratch = None  # a temporary folder the model is loaded from (git:, external data)
         try:
-            self.session = ort.InferenceSession(target, sess_options=session_options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = self._new_session()
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InputError(f"cannot load ONNX model {label}: {_whole(exc)}") from None
         inputs = self.session.get_inputs()
@@ -212,11 +213,23 @@ class OnnxModel:
         self.input_dtype = np.dtype(_ONNX_DTYPES[self.input.type])
         self.output_name, self.output_rule = self._choose_output(self.session.get_outputs())
 
+    def _new_session(self):
+        import onnxruntime as ort
+
+        return ort.InferenceSession(self._target, sess_options=self._session_options,
+                                    providers=["CPUExecutionProvider"])
+
+    def reload_session(self) -> None:
+        """A session of this process's own, from the same graph (the bytes read at load, or the
+        checked path): in a forked child (:mod:`.child`) the session inherited from the gate has
+        lost its thread pool and would run on one thread."""
+        self.session = self._new_session()
+
     @classmethod
     def from_spec(cls, spec: str, *, repo: Path = Path("."), output: OutputRule | None = None,
                   ) -> "OnnxModel":
         """A path, or ``git:REF:PATH``: with external data, the model and its data files are
-        written from that tree to a private temporary folder, loaded, and the folder removed."""
+        written from that tree to a private temporary folder, removed with the model."""
         spec = str(spec)
         if not spec.startswith(GIT_PREFIX):
             return cls(Path(spec), spec, output=output)
@@ -226,8 +239,11 @@ class OnnxModel:
         external = external_data_locations(proto) if proto is not None else []
         if not external:
             return cls(blob, spec, output=output)
-        with tempfile.TemporaryDirectory(prefix="easeml-model-") as tmp:  # mode 0700
-            folder = Path(tmp)
+        # The folder (mode 0700) lives as long as the model: the child that evaluates it on the
+        # test set loads it again (reload_session); it is removed when the model is released.
+        scratch = tempfile.TemporaryDirectory(prefix="easeml-model-")
+        try:
+            folder = Path(scratch.name)
             for location in external:
                 _check_location(location, spec)
                 data_path = posixpath.join(posixpath.dirname(path), location)
@@ -242,7 +258,12 @@ class OnnxModel:
                 target.write_bytes(data)
             model_file = folder / posixpath.basename(path)
             model_file.write_bytes(blob)
-            return cls(model_file, spec, output=output)
+            model = cls(model_file, spec, output=output)
+        except BaseException:
+            scratch.cleanup()
+            raise
+        model.scratch = scratch
+        return model
 
     @property
     def n_features(self) -> int | None:
@@ -315,11 +336,11 @@ class OnnxModel:
 
     # --- running ---------------------------------------------------------------------------
 
-    def _run_batch(self, batch: np.ndarray, run_options=None) -> np.ndarray:
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self.input_dtype or not batch.flags.c_contiguous:
             batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         try:
-            (res,) = self.session.run([self.output_name], {self.input.name: batch}, run_options)
+            (res,) = self.session.run([self.output_name], {self.input.name: batch})
         except Exception as exc:  # onnxruntime's own error types
             raise _RunFailed(_whole(exc)) from None
         return np.asarray(res)
@@ -332,14 +353,14 @@ class OnnxModel:
         return decode_predictions(res, self.output, label_kind, f"output {self.output_name!r}")
 
     def _predict(self, X: np.ndarray, label_kind: str | None, batch_size: int,
-                 progress: Progress | None, run_options=None) -> np.ndarray:
+                 progress: Progress | None) -> np.ndarray:
         n = X.shape[0]
         row_bytes = max(1, X.shape[1] * self.input_dtype.itemsize)
         batch_size = max(1, min(batch_size, _MAX_BATCH_INPUT_BYTES // row_bytes))
         pieces = []
         for start in range(0, n, batch_size):
             batch = X[start:start + batch_size]
-            pieces.append(self._decode_batch(self._run_batch(batch, run_options), batch.shape[0],
+            pieces.append(self._decode_batch(self._run_batch(batch), batch.shape[0],
                                              label_kind))
             if progress is not None:
                 progress(min(start + batch_size, n), n)
@@ -354,26 +375,22 @@ class OnnxModel:
         return out
 
     def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
-                    progress: Progress | None = None, clock=None) -> np.ndarray:
+                    progress: Progress | None = None) -> np.ndarray:
         """Labels for the test set. Whatever goes wrong here happened on the secret features:
         :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``). Runs
-        under the memory ceiling (:mod:`.memory_ceiling`) and, with ``clock``, until its
-        deadline (:mod:`.evaluation_clock`)."""
+        under the memory ceiling (:mod:`.memory`); the gate runs it in a child process that is
+        killed at the deadline or on Ctrl-C (:mod:`.child`)."""
         from .memory import memory_ceiling
 
-        run_options = clock.run_options if clock is not None else None
         try:
             with memory_ceiling():  # running out of memory fails the model, not the job
                 return self._predict(testset.X, TestSetSchema.of(testset).label_kind, batch_size,
-                                     progress, run_options)
+                                     progress)
         except (_RunFailed, NotLabels) as exc:
             detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
         except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data
             detail = (f"ONNX model {self.label} on the test set {testset.source}: "
                       f"{type(exc).__name__}: {_whole(exc)}")
-        if clock is not None and clock.expired:
-            detail = (f"ONNX model {self.label} on the test set {testset.source}: stopped at the "
-                      f"end of evaluation_time ({clock.seconds:g} s) before it finished")
         raise ModelFailedOnTestSet(self.label, detail)
 
     def predict(self, X: np.ndarray, *, batch_size: int = DEFAULT_BATCH_ROWS,

@@ -65,9 +65,9 @@ class PredictionFile:
                              f"{n} examples; one prediction per test example is needed")
 
     def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
-                    progress: Progress | None = None, clock=None) -> np.ndarray:
-        """The file's predictions, checked against the test set (``clock`` is not needed:
-        nothing runs on the test data)."""
+                    progress: Progress | None = None) -> np.ndarray:
+        """The file's predictions, checked against the test set (nothing runs on the test data:
+        no clock, no child process)."""
         if self._decoded is None:
             self.check(TestSetSchema.of(testset))
         self._check_rows(len(testset), f"the test set {testset.source}")

@@ -1,0 +1,247 @@
+"""The models' run on the test set in a child process: killed at the deadline, or on Ctrl-C.
+
+onnxruntime's terminate flag is checked between operators, not inside one: a single MatMul
+sized by a secret feature ran 35 s under a 3 s clock. A child process can be stopped anywhere,
+so the ONNX models run in one, forked from the gate once the test set is open:
+
+* the test set reaches the child by ``fork`` (copy-on-write pages: nothing is pickled or
+  copied through a pipe, whatever its size), and the predictions come back through an
+  anonymous shared-memory file (``memfd``; an unlinked temporary file where there is none),
+  written by the child as an ``.npz`` (read back without pickle);
+* the child builds each model's session afresh (the parent's onnxruntime thread pool does not
+  survive a fork: the inherited session would run on one thread), caps its memory as the gate
+  did (:mod:`.memory`), ignores SIGINT (the gate decides what Ctrl-C does), dies with the gate
+  (``PR_SET_PDEATHSIG``) and offers itself first to the kernel's OOM killer, so a model that
+  exhausts the machine is a failed model, not a killed job;
+* the gate waits on a pipe the child writes the index of the model it starts and ``done``;
+  at the deadline (:class:`~.clock.EvaluationClock`) it sends SIGKILL. A killed, crashed or
+  failing child is :class:`~easeml_ci.errors.ModelFailedOnTestSet` of the model it was running:
+  a counted fail with the fixed text; the detail goes to the owner's private channel only;
+* Ctrl-C (KeyboardInterrupt in the gate) kills the child at once and propagates.
+
+Prediction files run nothing on the test data and stay in the gate's process; so does
+everything where ``fork`` is missing (not POSIX), where no hard stop is possible.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import select
+import signal
+import tempfile
+import threading
+
+import numpy as np
+
+from ..errors import ModelFailedOnTestSet
+from .onnx import OnnxModel
+
+__all__ = ["ISOLATED", "predictions_on_testset"]
+
+#: Whether models can run in a child process here (POSIX ``fork``).
+ISOLATED = hasattr(os, "fork")
+
+_DONE = 255  # the byte after the models' indices (0..254)
+_STATUS = "__status__"
+
+
+def predictions_on_testset(models: dict, testset, *, clock=None) -> dict:
+    """Each model's predictions on ``testset`` (role -> array, in the order of ``models``).
+
+    ONNX models run in one child process (see the module docstring), under ``clock``'s deadline
+    when there is one; prediction files are read here. Raises ModelFailedOnTestSet for the
+    first model that fails, overruns or dies."""
+    outputs = {role: model.predictions(testset) for role, model in models.items()
+               if not isinstance(model, OnnxModel)}
+    onnx = {role: model for role, model in models.items() if isinstance(model, OnnxModel)}
+    if onnx:
+        outputs.update(_in_child(onnx, testset, clock) if ISOLATED else
+                       {role: model.predictions(testset) for role, model in onnx.items()})
+    return {role: outputs[role] for role in models}
+
+
+# --- the gate's side ------------------------------------------------------------------------------
+
+def _in_child(models: dict, testset, clock) -> dict:
+    roles = list(models)
+    result_fd = _shared_file()
+    read_end, write_end = os.pipe()
+    gate = os.getpid()
+    with _children_reaped_by_us():
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_end)
+            _child(models, testset, result_fd, write_end, gate)
+        os.close(write_end)
+        handle = _Handle(pid)
+        try:
+            started, done = _wait(read_end, clock)
+            if not done:
+                handle.kill()
+            status = handle.reap()
+        finally:  # Ctrl-C (KeyboardInterrupt) lands here too: the child goes at once
+            handle.kill()
+            handle.reap()
+            os.close(read_end)
+    try:
+        if done:
+            return _read_result(result_fd, roles, models, testset)
+    finally:
+        os.close(result_fd)
+    model = models[roles[min(started, len(roles) - 1)]]
+    if clock is not None and clock.expired:
+        clock.stopped = True
+        detail = f"stopped at the end of evaluation_time ({clock.seconds:g} s) before it finished"
+    else:
+        detail = f"the evaluation process ended without predictions ({status})"
+    raise ModelFailedOnTestSet(model.label, f"ONNX model {model.label} on the test set "
+                                            f"{testset.source}: {detail}")
+
+
+def _wait(fd: int, clock) -> tuple[int, bool]:
+    """Read the child's progress until ``done``, its end (EOF) or the deadline; returns the
+    index of the last model it started and whether it finished."""
+    started, done = 0, False
+    while not done:
+        timeout = None if clock is None else clock.remaining()
+        if timeout is not None and timeout <= 0:
+            break
+        readable, _, _ = select.select([fd], [], [], timeout)
+        if not readable:
+            break  # the deadline
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break  # the child ended without saying done
+        for byte in chunk:
+            if byte == _DONE:
+                done = True
+            else:
+                started = byte
+    return started, done
+
+
+def _read_result(fd: int, roles: list, models: dict, testset) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    with os.fdopen(os.dup(fd), "rb") as fh, np.load(fh, allow_pickle=False) as data:
+        status = json.loads(bytes(data[_STATUS]).decode())
+        if status.get("failed") is not None:
+            model = models[roles[status["failed"]]]
+            raise ModelFailedOnTestSet(model.label, status["detail"])
+        return {role: data[f"p{i}"] for i, role in enumerate(roles)}
+
+
+class _Handle:
+    """The child, killed through a pidfd where there is one (a pid reaped behind our back, under
+    SIGCHLD ignored, could be reused)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.pidfd, self.status = pid, None, None
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(pid)
+
+    def kill(self) -> None:
+        if self.status is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+
+    def reap(self) -> str:
+        if self.status is None:
+            try:
+                _, code = os.waitpid(self.pid, 0)
+                self.status = (f"signal {os.WTERMSIG(code)}" if os.WIFSIGNALED(code)
+                               else f"exit {os.WEXITSTATUS(code)}")
+            except ChildProcessError:  # reaped by the system (SIGCHLD ignored)
+                self.status = "ended"
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+        return self.status
+
+
+@contextlib.contextmanager
+def _children_reaped_by_us():
+    """SIGCHLD at its default while the child runs: a parent that ignores it (a zygote, a
+    daemon) would have the child reaped by the system and its exit status lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+
+
+def _shared_file() -> int:
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("easeml-predictions", getattr(os, "MFD_CLOEXEC", 0))
+    fd, path = tempfile.mkstemp(prefix="easeml-predictions-")
+    os.unlink(path)
+    return fd
+
+
+# --- the child's side -----------------------------------------------------------------------------
+
+def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -> None:
+    """Run every model, write the result, say done, and exit; whatever happens, never return
+    into the gate's code (that would run the rest of the check twice)."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _die_with(gate)
+        _offer_to_oom_killer()
+        arrays, status = {}, {"failed": None}
+        for index, (role, model) in enumerate(models.items()):
+            os.write(progress_fd, bytes([min(index, _DONE - 1)]))
+            try:
+                model.reload_session()
+                arrays[f"p{index}"] = _plain(model.predictions(testset))
+            except ModelFailedOnTestSet as exc:
+                status = {"failed": index, "detail": exc.detail}
+                break
+            except BaseException as exc:  # noqa: BLE001 - still the model on the test data
+                status = {"failed": index, "detail": f"ONNX model {model.label} on the test set "
+                                                     f"{testset.source}: {type(exc).__name__}: {exc}"}
+                break
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, **{_STATUS: np.frombuffer(json.dumps(status).encode(),
+                                                             dtype=np.uint8)})
+        view = memoryview(buffer.getbuffer())
+        while view:
+            view = view[os.write(result_fd, view):]
+        os.write(progress_fd, bytes([_DONE]))
+    except BaseException:  # noqa: BLE001 - no report: the gate reads the missing "done"
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _plain(predictions: np.ndarray) -> np.ndarray:
+    """An array np.load reads without pickle (text labels as fixed-width text)."""
+    return predictions.astype(str) if predictions.dtype == object else predictions
+
+
+def _die_with(gate: int) -> None:
+    """Linux: SIGKILL this child when the gate dies (a job cancelled with SIGKILL, say)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != gate:  # the gate died before the call
+        os._exit(70)
+
+
+def _offer_to_oom_killer() -> None:
+    with contextlib.suppress(OSError):
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
