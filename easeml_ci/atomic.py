@@ -8,17 +8,42 @@ file is never readable by others, not even half-written). The data is fsynced be
 (the rename must not reach the disk before the data does), and the folder after it (so the
 rename itself is durable).
 
-A failure at any point removes the temporary file and leaves the final name as it was.
+A failure at any point removes the temporary file and leaves the final name as it was. A full
+disk (``ENOSPC``, ``EDQUOT``) is :class:`~easeml_ci.errors.DiskFull` naming the file (exit 2),
+here and wherever a write goes through :func:`naming_full_disk`.
+
+:func:`stage` writes the replacement now and puts it in place later (:meth:`Staged.commit`,
+a rename, which takes no space): the ledger stages its head before it appends a line, so a disk
+that fills up cannot leave the head behind its entries.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "write_bytes", "fsync_dir"]
+from .errors import DiskFull
+
+__all__ = ["FULL_DISK", "Staged", "atomic_write", "fsync_dir", "naming_full_disk", "stage",
+           "write_bytes"]
+
+#: The errors of a write that found no room: no space left, or the disk quota exceeded.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | os.PathLike, *, unchanged: bool = True) -> Iterator[None]:
+    """Turn a full disk inside the block into :class:`DiskFull` naming ``path`` (an OSError from
+    ``write`` does not say which file it was writing)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        raise DiskFull(path, exc.strerror or os.strerror(exc.errno), unchanged=unchanged) from None
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -41,6 +66,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, perms: int = 0o64
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
+    with naming_full_disk(path):
+        with _replacing(path, mode, perms, encoding, newline) as fh:
+            yield fh
+
+
+@contextlib.contextmanager
+def _replacing(path: Path, mode: str, perms: int, encoding, newline) -> Iterator[IO]:
     folder = path.parent
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -66,3 +98,42 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, perms: int = 0o644) -> 
     """Replace ``path`` with ``data`` atomically and durably (see :func:`atomic_write`)."""
     with atomic_write(path, "wb", perms=perms) as fh:
         fh.write(data)
+
+
+class Staged:
+    """A replacement of ``path`` written and fsynced beside it, put in place by :meth:`commit`
+    (a rename: no space needed) or dropped by :meth:`discard`."""
+
+    def __init__(self, path: Path, tmp: str):
+        self.path, self._tmp = path, tmp
+
+    def commit(self) -> None:
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+        fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+def stage(path: str | os.PathLike, data: bytes, *, perms: int = 0o644) -> Staged:
+    """Write ``data`` for ``path`` now (a full disk raises :class:`DiskFull` here, with nothing
+    changed); :meth:`Staged.commit` puts it in place."""
+    path = Path(path)
+    with naming_full_disk(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, perms)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+    return Staged(path, tmp)

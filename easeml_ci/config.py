@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -314,12 +315,32 @@ def _flatten(node: yaml.Node, src: _Source) -> dict[str, tuple[Any, yaml.Node]]:
     return out
 
 
-def load_config(path: str | Path, *, base: str | Path | None = None) -> GateConfig:
+def on_runner(env=None) -> bool:
+    """Whether this runs on a GitHub Actions runner (``GITHUB_ACTIONS=true``)."""
+    env = os.environ if env is None else env
+    return env.get("GITHUB_ACTIONS") == "true"
+
+
+def with_runner_defaults(cfg: GateConfig) -> GateConfig:
+    """``cfg`` as a runner uses it: ``evaluation_time`` defaults to the hard clock's
+    :data:`~easeml_ci.models.clock.RUNNER_DEFAULT` where the config sets none (on a runner the
+    job's log shows how long each step took, so a model's run time must not depend on the test
+    set). Registration pins it like a value the config sets."""
+    if cfg.evaluation_time is not None:
+        return cfg
+    from .models.clock import RUNNER_DEFAULT
+
+    return dataclasses.replace(cfg, evaluation_time=RUNNER_DEFAULT)
+
+
+def load_config(path: str | Path, *, base: str | Path | None = None,
+                runner: bool | None = None) -> GateConfig:
     """Load and validate a config file; every mistake is a :class:`ConfigError` (exit 2).
 
     Relative paths inside it resolve against ``base``, by default the file's own folder (a
     config read from the base commit into a scratch file passes the workspace folder it came
-    from).
+    from). ``runner`` (default: :func:`on_runner`) applies the runner's defaults
+    (:func:`with_runner_defaults`).
     """
     path = Path(path)
     try:
@@ -329,8 +350,9 @@ def load_config(path: str | Path, *, base: str | Path | None = None) -> GateConf
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     cfg = parse_config(text, where=str(path), path=path)
-    return dataclasses.replace(cfg, base=Path(base) if base is not None else
-                               path.parent.absolute())
+    cfg = dataclasses.replace(cfg, base=Path(base) if base is not None else
+                              path.parent.absolute())
+    return with_runner_defaults(cfg) if (on_runner() if runner is None else runner) else cfg
 
 
 def parse_config(text: str, where: str = "<config>", path: Path | None = None) -> GateConfig:

@@ -44,6 +44,33 @@ class InputError(UsageError):
     """A model, prediction file or test set cannot be used as given."""
 
 
+class DiskFull(EasemlError):
+    """A write failed for want of space (``ENOSPC``) or quota (``EDQUOT``) (exit 2, never 1,
+    which is a fail). ``path`` is the file; ``unchanged`` says that it is as it was before (an
+    atomic replace, a ledger append rolled back), so running again once there is room is safe."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, path, reason: str, *, unchanged: bool = True):
+        state = (f"{path} is as it was" if unchanged else
+                 f"{path} may hold part of what was being written")
+        super().__init__(f"cannot write {path}: {reason}; {state}. Free some space (or raise the "
+                         "quota) and run the command again")
+        self.path = str(path)
+        self.unchanged = unchanged
+
+
+class Interrupted(EasemlError):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the command (exit 130, as a shell reports an
+    interrupted command; never 1, which is a fail)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str = "interrupted: the command was stopped (Ctrl-C) before it "
+                                      "gave an answer"):
+        super().__init__(message)
+
+
 class ModelFailedOnTestSet(EasemlError):
     """A model failed on the test data itself, after the test set was opened (exit 1).
 

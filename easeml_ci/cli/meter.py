@@ -106,7 +106,8 @@ def register(config_path, testset, key_env, repository_ledger, as_json):
     from ..gate import registration, steps
     from ..testsets import load_testset
 
-    cfg = load_config(config_path)
+    # --repository-ledger: the ledger the Action uses, under the clock a runner keeps
+    cfg = load_config(config_path, runner=True if repository_ledger else None)
     plan = cfg.checked_meter_plan()
     source = steps.testset_source(cfg, testset, Path("."), configured=(cfg.meter or {}).get("testset"),
                                   key_env=key_env, missing="no test set for the meter: pass "

@@ -202,7 +202,8 @@ def register(path, config_path, key_env, underpowered, repository_ledger, store_
     from ..gate import reading_order, registration
     from ..testsets import UnlabelledTestSet, load_any_testset
 
-    cfg = load_config(config_path)
+    # --repository-ledger: the ledger the Action uses, under the clock a runner keeps
+    cfg = load_config(config_path, runner=True if repository_ledger else None)
     plan = cfg.checked_plan()
     ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
     on_demand_set = isinstance(ts, UnlabelledTestSet)

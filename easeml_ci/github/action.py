@@ -345,7 +345,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
             # (a push or workflow_run job checked out trusted code: its config is the base's)
             config_path = _config_from_base(workspace, config_rel, ctx, reporter.log,
                                             Path(scratch.name))
-        cfg = load_config(config_path, base=config_dir)
+        cfg = load_config(config_path, base=config_dir, runner=True)  # the Action is a runner
         cfg = dataclasses.replace(cfg, path=Path(config_rel))  # named as in the repository
         workflow.mask_secrets(out, webhooks=[cfg.webhook, cfg.private_sink
                                              if "://" in (cfg.private_sink or "") else None])

@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import IO, Iterable, Mapping
 
+from ..atomic import naming_full_disk
+
 
 def escape_data(text: str) -> str:
     return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -76,7 +78,7 @@ def write_outputs(values: Mapping[str, str], path: str | os.PathLike | None = No
     target = path or os.environ.get("GITHUB_OUTPUT")
     if not target:
         return False
-    with open(target, "a", encoding="utf-8") as fh:
+    with naming_full_disk(target, unchanged=False), open(target, "a", encoding="utf-8") as fh:
         for name, value in values.items():
             value = "" if value is None else str(value)
             delim = f"EASEML_{secrets.token_hex(8)}"
@@ -90,7 +92,7 @@ def append_summary(markdown: str, path: str | os.PathLike | None = None) -> bool
     target = path or os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return False
-    with open(target, "a", encoding="utf-8") as fh:
+    with naming_full_disk(target, unchanged=False), open(target, "a", encoding="utf-8") as fh:
         fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
     return True
 

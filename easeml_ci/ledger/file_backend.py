@@ -30,7 +30,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..atomic import atomic_write, fsync_dir
+from ..atomic import FULL_DISK, atomic_write, fsync_dir, naming_full_disk, stage
 from .chain import canonical, parse_lines
 from .errors import LedgerConflict, LedgerCorrupt
 
@@ -148,19 +148,36 @@ class FileBackend:
                 # its head update then reads as a line past the head (a warning), never as a
                 # deleted head (which would refuse the ledger for good).
                 self._write_head(fingerprint, expected_length, None)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # The new head is written (staged) before the line and renamed into place after it:
+            # a full disk then fails before anything is appended, or the line is rolled back,
+            # and never leaves the head behind its entries.
+            head = stage(self._path(fingerprint, ".head"),
+                         _head_bytes(expected_length + 1, entry.get("hash")))
             try:
-                self._write_line(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if is_new:
-                fsync_dir(self.directory)
-            self._write_head(fingerprint, expected_length + 1, entry.get("hash"))
+                with naming_full_disk(path):
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    try:
+                        size = os.fstat(fd).st_size
+                        try:
+                            self._write_line(fd, line)
+                            os.fsync(fd)
+                        except OSError as exc:
+                            if exc.errno in FULL_DISK:  # no half line left behind (we hold the lock)
+                                os.ftruncate(fd, size)
+                                os.fsync(fd)
+                            raise
+                    finally:
+                        os.close(fd)
+                if is_new:
+                    fsync_dir(self.directory)
+            except BaseException:
+                head.discard()
+                raise
+            head.commit()
 
     def _write_head(self, fingerprint: str, length: int, last_hash: str | None) -> None:
-        with atomic_write(self._path(fingerprint, ".head"), "w") as fh:
-            json.dump({"length": length, "hash": last_hash}, fh)
+        with atomic_write(self._path(fingerprint, ".head"), "wb") as fh:
+            fh.write(_head_bytes(length, last_hash))
 
     def fingerprints(self) -> list[str]:
         """Fingerprints of all ledgers in the directory (for ``ledger status`` without a test set)."""
@@ -169,6 +186,10 @@ class FileBackend:
         # A head without its lines is listed too: that ledger was deleted, and must say so.
         stems = {p.stem for pattern in ("*.jsonl", "*.head") for p in self.directory.glob(pattern)}
         return sorted(stem for stem in stems if _FINGERPRINT.match(stem))
+
+
+def _head_bytes(length: int, last_hash: str | None) -> bytes:
+    return json.dumps({"length": length, "hash": last_hash}).encode()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -18,6 +18,7 @@ condition: n > 0.3 +/- 0.1
 reliability: 0.9
 steps: 3
 output: argmax
+evaluation_time: 5s  # the runner's default clock (300 s) would be waited out
 meter:
   edges: [0.1, 0.2]
   tolerance: 0.05

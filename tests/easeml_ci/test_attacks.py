@@ -126,7 +126,8 @@ def test_a_model_that_reads_the_features_through_errors_gets_one_counted_fail(gh
     X[0, 0] = 101257.3  # the secret the attack would read
     secret = tmp_path / "secret.npz"
     np.savez(secret, X=X, y=y)
-    ws, base, _ = make_workspace(tmp_path, data, "new")
+    # the runner's default clock (300 s) would be waited out: the config keeps a short one
+    ws, base, _ = make_workspace(tmp_path, data, "new", extra="evaluation_time: 5s\n")
     head = _pr_commit(ws, lambda w: _length_attack(w / "models" / "attack.onnx"))
     given = inputs(data, testset=str(secret), **{"new-model": "models/attack.onnx",
                                                   "old-model": f"git:{base}:models/model.npy"})
