@@ -310,8 +310,9 @@ def test_a_failed_append_reveals_nothing(gate, monkeypatch):
 
     original = FileBackend.append
     monkeypatch.setattr(FileBackend, "append", crash)
-    with pytest.raises(OSError):
-        gate.check("good.npy")
+    r = gate.check("good.npy")  # no verdict: exit 2 (never 1, a fail), one line, no traceback
+    assert r.exit_code == 2 and "internal error: OSError" in r.output, r.output
+    assert "pass" not in r.output.lower() and "Traceback" not in r.output
     assert gate.steps() == []
 
 
