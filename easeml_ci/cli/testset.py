@@ -183,6 +183,40 @@ def label(testset_path: Path, labels_path: Path, store_path: Path | None, id_col
     click.echo(result.head)
 
 
+@testset.command("migrate-labels")
+@click.argument("testset_path", metavar="TESTSET", type=click.Path(path_type=Path))
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="The label store to migrate, outside the repository [default: TESTSET.labels].")
+@click.option("--id-column", default="id", show_default=True, help="Row id column of a CSV TESTSET.")
+@click.option("--label-column", default="label", show_default=True,
+              help="Label column of a CSV TESTSET.")
+@click.option("--key-env", default=crypto.DEFAULT_KEY_ENV, show_default=True, help=_KEY_ENV_HELP)
+def migrate_labels(testset_path: Path, store_path: Path | None, id_column: str,
+                   label_column: str, key_env: str) -> None:
+    """Rewrite TESTSET's label store of format version 1 as version 2 (sealed records of one
+    fixed size, label kind sealed): the same labels in the order they came, atomically.
+
+    Prints the store's new head (a private record that named the old head names a store that
+    no longer exists; the labels it read are all still there).
+    """
+    from ..testsets.labels import VERSION, LabelStore, store_location
+    from ..testsets import UnlabelledTestSet, load_any_testset
+
+    ts = load_any_testset(testset_path, label_column=label_column, id_column=id_column,
+                          key_env=key_env)
+    if not isinstance(ts, UnlabelledTestSet):
+        raise InputError(f"test set {testset_path} has a label for every row; it has no label store")
+    where = store_location(store_path, testset_path, Path("."))
+    if not where.exists():
+        raise InputError(f"label store {where} does not exist; pass --store PATH")
+    key = crypto.key_from_env(key_env) if crypto.is_encrypted(testset_path) else None
+    store = LabelStore.open(where, ts, key)
+    written = store.migrate()
+    click.echo(f"{store.path}: {'migrated' if written else 'already'} to format version "
+               f"{VERSION} ({len(store.labels)} labels in {store.records} records)", err=True)
+    click.echo(store.head)
+
+
 @testset.command("register")
 @click.argument("path")
 @click.option("--config", "config_path", default=".easeml.yml", show_default=True)

@@ -2,8 +2,9 @@
 
 A test set registered unlabelled (:class:`easeml_ci.testsets.UnlabelledTestSet`: features and
 stable row ids) gets its labels in batches (``easeml-ci testset label TESTSET LABELS.csv``). The
-store keeps them in one append-only JSON-lines file, by default next to the test set
-(``TESTSET.labels``), one record per batch.
+store keeps them in one append-only JSON-lines file outside the repository (a store inside its
+work tree is refused, :func:`store_location`), one record per batch (or per block of a sealed
+batch).
 
 Why a hash chain *and* a seal
 -----------------------------
@@ -16,9 +17,13 @@ Why a hash chain *and* a seal
   the ledger.
 * **Sealed with the test-set key** (AES-256-GCM, :mod:`easeml_ci.testsets.crypto`'s key) when the test set is
   encrypted: the labels are the secret, so a store the team can read would void the guarantee.
-  Each record's labels are encrypted under the key with the record's chain fields as associated
-  data, so only the key holder (the owner) can read or append, and a record moved into another
-  store or position fails authentication. A plaintext test set gets a plaintext store (nothing
+  Each record's labels and their kind are encrypted under the key with the record's chain
+  fields as associated data, so only the key holder (the owner) can read or append, and a
+  record moved into another store or position fails authentication. Every sealed record holds
+  exactly :data:`SEALED_BYTES` of plaintext (format version 2): ``cat`` and ``horse`` make
+  records of one size, and a batch too large for one record fills several. Version-1 stores
+  (sized by their labels, kind in clear) are read; ``easeml-ci testset migrate-labels``
+  rewrites one as version 2, and appending to a sealed one asks for that first. A plaintext test set gets a plaintext store (nothing
   to hide that the test set does not already show) that is still chained.
 
 A label once given never changes: a different label for a row that has one is refused (nobody can
@@ -47,7 +52,13 @@ from ..ledger.chain import GENESIS, canonical, entry_hash, seal
 from .canonical import TestSet, UnlabelledTestSet
 
 FORMAT = "easeml-ci-labels"
-VERSION = 1
+VERSION = 2  # 2: a sealed record's label kind is sealed and its plaintext is SEALED_BYTES long
+READABLE = (1, 2)  # a store of version 1 is read; appending to a sealed one asks to migrate it
+#: The length of every sealed record's plaintext: ``{"label_kind": ..., "labels": [...]}``
+#: padded with spaces. A record's size says nothing of its labels' lengths or kind; a batch
+#: that does not fit in one record fills as many as it needs, so a store's size shows only how
+#: many such blocks its labels take (docs/threat-model.md, row 10b).
+SEALED_BYTES = 4096
 KINDS = ("integer", "number", "text")
 STORE_SUFFIX = ".labels"
 
@@ -98,6 +109,7 @@ class LabelStore:
     labels: dict[str, object] = field(default_factory=dict)  # row id -> label (SECRET)
     head: str = GENESIS
     records: int = 0
+    legacy: int = 0  # records of version 1 (sealed ones: label kind in clear, sized by labels)
     _raw: bytes = b""
 
     # --- reading ---------------------------------------------------------------------------
@@ -135,8 +147,9 @@ class LabelStore:
             except ValueError:
                 raise InputError(f"{where}: not a label-store record (the file was edited or "
                                  f"torn); restore it from the owner's copy") from None
-            if record.get("format") != FORMAT or record.get("version") != VERSION:
-                raise InputError(f"{where}: not an easeml-ci label store (format {FORMAT} v{VERSION})")
+            if record.get("format") != FORMAT or record.get("version") not in READABLE:
+                raise InputError(f"{where}: not an easeml-ci label store (format {FORMAT} "
+                                 f"v{' or v'.join(map(str, READABLE))})")
             if record.get("testset") != self.testset.fingerprint:
                 raise InputError(
                     f"{self.path} holds labels for test set {str(record.get('testset'))[:16]}..., "
@@ -145,8 +158,7 @@ class LabelStore:
                     or record.get("hash") != entry_hash(record):
                 raise InputError(f"{where}: the label store's hash chain is broken (a record was "
                                  f"edited, dropped or reordered); restore it from the owner's copy")
-            batch = self._open_record(record, where)
-            kind = record.get("label_kind")
+            batch, kind = self._open_record(record, where)
             if kind not in KINDS or (self.kind is not None and kind != self.kind):
                 raise InputError(f"{where}: label kind {kind!r} does not match the store's "
                                  f"{self.kind!r}")
@@ -157,10 +169,12 @@ class LabelStore:
                 self.labels[row_id] = label
             prev = record["hash"]
             self.records += 1
+            self.legacy += record["version"] == 1
         self.head = prev
         self._raw = raw
 
-    def _open_record(self, record: dict, where: str) -> list:
+    def _open_record(self, record: dict, where: str) -> tuple[list, object]:
+        """The record's ``(row id, label)`` pairs and its label kind."""
         sealed = record.get("sealed")
         if sealed and self.key is None:
             raise InputError(f"{where}: the label store is sealed; set the test-set key to read it")
@@ -168,7 +182,7 @@ class LabelStore:
             raise InputError(f"{where}: the label store is not sealed but the test set is encrypted; "
                              f"an encrypted test set's labels must be sealed")
         if not sealed:
-            return [(str(i), v) for i, v in record["labels"]]
+            return [(str(i), v) for i, v in record["labels"]], record.get("label_kind")
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -182,7 +196,17 @@ class LabelStore:
         except (InvalidTag, ValueError, KeyError, TypeError):
             raise InputError(f"{where}: a sealed label record failed authentication (edited or "
                              f"moved); restore the store from the owner's copy") from None
-        return [(str(i), v) for i, v in json.loads(plain)]
+        if record["version"] == 1:
+            return [(str(i), v) for i, v in json.loads(plain)], record.get("label_kind")
+        try:
+            body = json.loads(plain)
+            if len(plain) != SEALED_BYTES or not isinstance(body, dict):
+                raise ValueError
+            return [(str(i), v) for i, v in body["labels"]], body["label_kind"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{where}: a sealed label record is not a version-2 record "
+                             f"({SEALED_BYTES} bytes of labels); restore the store from the "
+                             "owner's copy") from None
 
     # --- adding ----------------------------------------------------------------------------
 
@@ -216,30 +240,59 @@ class LabelStore:
                 new[row_id] = (label, line)
         if not new:
             return AddResult(0, unchanged, self.head)
-        pairs = [[i, v] for i, (v, _) in new.items()]
-        record = {"format": FORMAT, "version": VERSION, "testset": self.testset.fingerprint,
-                  "label_kind": kind, "sealed": self.sealed}
-        if self.sealed:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            record["key_id"] = crypto.key_id(self.key)
-            record["seq"], record["prev_hash"] = self.records, self.head
-            nonce = os.urandom(crypto.NONCE_BYTES)
-            body = json.dumps(pairs, separators=(",", ":"), ensure_ascii=False).encode()
-            record["nonce"] = base64.b64encode(nonce).decode()
-            record["ciphertext"] = base64.b64encode(
-                AESGCM(self.key).encrypt(nonce, body, _associated(record))).decode()
-        else:
-            record["labels"] = pairs
-        record = seal(record, self.records, self.head)
-        data = self._raw + canonical(record) + b"\n"
+        if self.legacy and self.sealed:
+            raise InputError(f"the label store {self.path} is in format version 1, whose sealed "
+                             "records show each batch's label lengths and kind; migrate it "
+                             "first: easeml-ci testset migrate-labels TESTSET --store "
+                             f"{self.path}")
+        pairs = [(i, v, line) for i, (v, line) in new.items()]
+        records, head = self._records(pairs, kind, self.records, self.head, source)
+        data = self._raw + b"".join(canonical(r) + b"\n" for r in records)
         _write_atomically(self.path, data)
         self._raw = data
-        self.records += 1
-        self.head = record["hash"]
+        self.records += len(records)
+        self.head = head
         self.kind = kind
         self.labels.update({i: v for i, (v, _) in new.items()})
         return AddResult(len(new), unchanged, self.head)
+
+    def migrate(self) -> int:
+        """Rewrite a store holding version-1 records as version 2 (the same labels, in the order
+        they came, in sealed records of :data:`SEALED_BYTES`); atomic. Returns the records
+        written, 0 when there was nothing to migrate."""
+        if not self.legacy:
+            return 0
+        pairs = [(i, v, None) for i, v in self.labels.items()]
+        records, head = self._records(pairs, self.kind, 0, GENESIS, self.path)
+        data = b"".join(canonical(r) + b"\n" for r in records)
+        _write_atomically(self.path, data)
+        self._raw, self.records, self.head, self.legacy = data, len(records), head, 0
+        return len(records)
+
+    def _records(self, pairs: list, kind: str, seq: int, prev: str, source) -> tuple[list, str]:
+        """Chained records holding ``pairs`` ((row id, label, line) in order) of ``kind``."""
+        if not self.sealed:
+            body = {"format": FORMAT, "version": VERSION, "testset": self.testset.fingerprint,
+                    "label_kind": kind, "sealed": False, "labels": [[i, v] for i, v, _ in pairs]}
+            record = seal(body, seq, prev)
+            return [record], record["hash"]
+        records = []
+        for chunk in _blocks(pairs, kind, source):
+            records.append(self._sealed_record(chunk, kind, seq, prev))
+            seq, prev = seq + 1, records[-1]["hash"]
+        return records, prev
+
+    def _sealed_record(self, plain: bytes, kind: str, seq: int, prev: str) -> dict:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        record = {"format": FORMAT, "version": VERSION, "testset": self.testset.fingerprint,
+                  "sealed": True, "key_id": crypto.key_id(self.key), "seq": seq,
+                  "prev_hash": prev}
+        nonce = os.urandom(crypto.NONCE_BYTES)
+        record["nonce"] = base64.b64encode(nonce).decode()
+        record["ciphertext"] = base64.b64encode(
+            AESGCM(self.key).encrypt(nonce, plain, _associated(record))).decode()
+        return seal(record, seq, prev)
 
     # --- what a decision reads ---------------------------------------------------------------
 
@@ -269,9 +322,43 @@ class LabelStore:
 
 
 def _associated(record: dict) -> bytes:
-    """What a sealed record's ciphertext is bound to: its test set, kind, place in the chain."""
-    return canonical({k: record[k] for k in ("format", "version", "testset", "label_kind",
-                                             "key_id", "seq", "prev_hash")})
+    """What a sealed record's ciphertext is bound to: its test set, place in the chain (and, in
+    version 1, its label kind, then kept in clear)."""
+    keys = ("format", "version", "testset", "key_id", "seq", "prev_hash")
+    if record.get("version") == 1:
+        keys = ("format", "version", "testset", "label_kind", "key_id", "seq", "prev_hash")
+    return canonical({k: record[k] for k in keys})
+
+
+def _encoded(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _blocks(pairs: list, kind: str, source) -> list[bytes]:
+    """The plaintexts of sealed records for ``pairs``: each ``{"label_kind", "labels"}`` padded
+    with spaces to exactly :data:`SEALED_BYTES`, as many pairs in each as fit, in order."""
+    head, tail = b'{"label_kind":' + _encoded(kind) + b',"labels":[', b"]}"
+    room = SEALED_BYTES - len(head) - len(tail)
+    blocks, chunk, used = [], [], 0
+    for row_id, label, line in pairs:
+        item = _encoded([row_id, label])
+        if len(item) > room:
+            at = f"{source} line {line}: " if line else f"{source}: "
+            raise InputError(f"{at}row id {row_id!r} and its label take {len(item):,} bytes; a "
+                             f"sealed label record holds at most {room:,} (shorten the id or "
+                             "the label)")
+        if chunk and used + 1 + len(item) > room:
+            blocks.append(chunk)
+            chunk, used = [], 0
+        used += len(item) + (1 if chunk else 0)
+        chunk.append(item)
+    if chunk:
+        blocks.append(chunk)
+    out = []
+    for items in blocks:
+        plain = head + b",".join(items) + tail
+        out.append(plain + b" " * (SEALED_BYTES - len(plain)))
+    return out
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

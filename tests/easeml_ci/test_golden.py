@@ -134,3 +134,37 @@ def test_golden_model_card_loads_into_its_schema():
         ("x0", "numeric", ()), ("colour", "categorical", ("blue", "red")), ("größe", "numeric", ())]
     assert schema.classes == ("0", "1", "2") and schema.n_rows == 200
     assert (schema.ignored, schema.validation_fraction, schema.seed) == (("row_id",), 0.2, 0)
+
+
+# --- label stores ----------------------------------------------------------------------------
+
+LABEL_STORES = {  # name: (head, labels); every sealed one under GOLDEN_KEY
+    "sealed-v1.labels": ("3bfbfe01475cd43541d52274146edb037cdd9ff8918b1e2c933b1124e1ef368a",
+                         {"r0": "cat", "r1": "horse", "r4": "cat"}),
+    "plain-v1.labels": ("b794c78bb04c1506005629370b24c60b1f08052e8bd5910d1aa41522be406c50",
+                        {"r0": "cat", "r2": "horse"}),
+    "sealed-v2.labels": ("a940200da5df237c2c8b608fa95c7311419a272d77e220939a8e4f87e549a285",
+                         {"r0": "cat", "r1": "horse", "r4": "cat"}),
+    "plain-v2.labels": ("4aebb8c9d41cacb4275e3f9fcc923f8094899ee13a2b4aa56a80cf64be83afc0",
+                        {"r0": "cat", "r2": "horse"}),
+}
+UNLABELLED_FINGERPRINT = "211a1ae3eefba4182df009099db1dfcda1ca3af1bb39b14c47065ed6c7613427"
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_STORES))
+def test_label_stores_of_both_versions_read_with_their_head_and_labels(name, monkeypatch):
+    from easeml_ci.testsets import load_unlabelled_testset
+    from easeml_ci.testsets.labels import LabelStore
+
+    ts = load_unlabelled_testset(GOLDEN / "labels" / "unlabelled.npz")
+    assert ts.fingerprint == UNLABELLED_FINGERPRINT
+    monkeypatch.setenv("EASEML_GOLDEN_TEST_KEY", GOLDEN_KEY)
+    key = crypto.key_from_env("EASEML_GOLDEN_TEST_KEY") if name.startswith("sealed") else None
+    store = LabelStore.open(GOLDEN / "labels" / name, ts, key)
+    head, labels = LABEL_STORES[name]
+    assert store.head == head and store.labels == labels and store.kind == "text"
+    assert store.legacy == (store.records if "v1" in name else 0)
+    if name == "sealed-v2.labels":  # one size for every sealed record; no kind in clear
+        lines = (GOLDEN / "labels" / name).read_bytes().splitlines()
+        assert len({len(line) for line in lines}) == 1
+        assert all("label_kind" not in json.loads(line) for line in lines)

@@ -98,6 +98,30 @@ def write_ledger(fingerprint: str) -> dict:
     return {"length": len(bodies), "hash": prev}
 
 
+def write_label_stores() -> dict:
+    """Label stores of format version 2 (labels/sealed-v2.labels under GOLDEN_KEY, and
+    labels/plain-v2.labels) for labels/unlabelled.npz. The version-1 stores beside them were
+    written by the version-1 writer, which no longer exists: they are kept as they are, never
+    regenerated (a sealed record's bytes change on every run: fresh nonces)."""
+    from easeml_ci.testsets import load_unlabelled_testset
+    from easeml_ci.testsets.crypto import key_from_env
+    from easeml_ci.testsets.labels import LabelStore, batch_from_rows
+
+    folder = HERE / "labels"
+    ts = load_unlabelled_testset(folder / "unlabelled.npz")
+    os.environ[GOLDEN_KEY_ENV] = GOLDEN_KEY
+    heads = {}
+    for name, key in (("sealed-v2.labels", key_from_env(GOLDEN_KEY_ENV)), ("plain-v2.labels", None)):
+        (folder / name).unlink(missing_ok=True)
+        store = LabelStore.open(folder / name, ts, key)
+        batches = ([[("r0", "cat", 2)], [("r1", "horse", 2), ("r4", "cat", 3)]] if key else
+                   [[("r0", "cat", 2), ("r2", "horse", 3)]])
+        for rows in batches:
+            store.add(batch_from_rows(Path("labels.csv"), rows))
+        heads[name] = store.head
+    return heads
+
+
 def write_card() -> None:
     (HERE / "model-card.json").write_text(ModelCard(**CARD).to_json(), encoding="utf-8")
     (HERE / "MODEL_CARD.md").write_text(ModelCard(**CARD).to_markdown(), encoding="utf-8")
@@ -107,5 +131,6 @@ if __name__ == "__main__":
     fp = write_testsets()
     head = write_ledger(fp)
     write_card()
+    print(f"LABEL_STORE_HEADS = {write_label_stores()!r}")
     print(f"FINGERPRINT = {fp!r}")
     print(f"LEDGER_HEAD = {head!r}")
