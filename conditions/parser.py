@@ -167,11 +167,32 @@ class _Parser:
         return Clause(coefs, cmp_tok.text, threshold, tolerance, span=(start, end))
 
     def expr(self) -> _Linear:
+        first = self.tok
         value = self.term()
+        zero = self._bare_zero(first)
         while self.tok.kind == "op" and self.tok.text in "+-":
+            if zero is not None:
+                self._refuse_zero(zero)
             sign = 1.0 if self.advance().text == "+" else -1.0
+            operand = self.tok
             value = value.plus(self.term(), sign)
+            zero = self._bare_zero(operand)
+            if zero is not None:
+                self._refuse_zero(zero)
         return value
+
+    def _bare_zero(self, tok: Token) -> Token | None:
+        """``tok`` when the term just read was that one token, a literal zero."""
+        if tok.kind == "number" and float(tok.text) == 0 and self.tokens[self.i - 1] is tok:
+            return tok
+        return None
+
+    def _refuse_zero(self, tok: Token):
+        """A zero added or subtracted changes nothing, so it is almost surely the letter o typed
+        as a zero (``n - 0 > 0.02`` would silently gate ``n > 0.02``)."""
+        raise ConditionError(f"'{tok.text}' at column {tok.pos + 1} adds or subtracts zero, which "
+                             "changes nothing; did you mean o (the old model's accuracy, the "
+                             "letter)?", self.text, tok.pos)
 
     def term(self) -> _Linear:
         value = self.unary()

@@ -55,6 +55,7 @@ class GateConfig:
     show_metrics: bool = False
     output: Any = None  # models.OutputRule: how score outputs become labels; None: labels only
     evaluation_time: float | None = None  # seconds the models' run on the test set takes, exactly
+    allow_any_old_model: bool = False  # the Action may compare with an old model not on the base
     lines: dict = field(default_factory=dict)
     path: Path | None = None
     # Relative paths in the config (testset, pool, ledger.path) resolve against this folder:
@@ -250,6 +251,7 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "show_metrics": _bool,
     "output": _output,
     "evaluation_time": _duration,
+    "allow_any_old_model": _bool,
     "meter": dict,  # checked by SECTIONS and _check_meter
     "pick": dict,  # checked by SECTIONS and GateConfig.checked_pick_plan
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError, TestSetTooSmall
+from ..errors import ConfigError, InputError, TestSetTooSmall, UsageError
 from ..testsets import crypto
 from ..testsets import PLAIN_SUFFIXES, encrypt_testset, save_testset, testset_fingerprint
 
@@ -39,8 +39,15 @@ def keygen(key_env: str) -> None:
 
 
 def _refuse_overwrite(out: Path, force: bool) -> None:
+    """OUT must be a new file (or --force) in a folder that exists: checked before anything is
+    read or written."""
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise InputError(f"OUT {out} is a directory; name a file in it")
+    if not out.parent.is_dir():
+        raise InputError(f"OUT {out}: the folder {out.parent} does not exist; create it "
+                         f"(mkdir -p {out.parent}) or name another OUT")
 
 
 @testset.command()
@@ -229,15 +236,46 @@ def migrate_labels(testset_path: Path, store_path: Path | None, id_column: str,
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
               help="Label store for the labels a partly labelled CSV carries, outside the "
                    "repository [default: PATH.labels].")
+@click.option("--alert-webhook-env", default=None, metavar="NAME",
+              help="Environment variable holding the alert webhook the Action passes as its "
+                   "alert-webhook input (pinned as a digest; never pass the URL itself).")
 @click.option("--json", "as_json", is_flag=True)
-def register(path, config_path, key_env, underpowered, repository_ledger, store_path, as_json):
-    """Start the budget ledger of a (new) test set under the config's plan."""
+def register(path, config_path, key_env, underpowered, repository_ledger, store_path,
+             alert_webhook_env, as_json):
+    """Start the budget ledger of a (new) test set under the config's plan.
+
+    Every term that shapes a verdict is pinned (docs/gate.md): the plan, what the team sees,
+    where the budget and the alerts go, the old-model policy; --underpowered pins that checks
+    may decide at a wider tolerance.
+    """
+    import dataclasses
+    import os
+
     from ..config import load_config
     from ..gate import reading_order, registration
     from ..testsets import UnlabelledTestSet, load_any_testset
 
     # --repository-ledger: the ledger the Action uses, under the clock a runner keeps
     cfg = load_config(config_path, runner=True if repository_ledger else None)
+    if cfg.adaptivity == "none" and not cfg.private_sink:  # every later check would refuse it
+        raise ConfigError(
+            f"{cfg.where('adaptivity')} is 'none', which withholds every verdict from the team "
+            "and sends it to a private sink, but the config has no private_sink: every check "
+            "would be refused. Set private_sink to a file outside the repository or an https:// "
+            "webhook URL, then register")
+    if repository_ledger and cfg.ledger_explicit and cfg.ledger.get("backend", "file") == "file":
+        raise UsageError(
+            f"--repository-ledger: {cfg.where('ledger')} names the file ledger "
+            f"{cfg.ledger.get('path')!r}, not the repository ledger; drop --repository-ledger to "
+            "register in that file ledger, or drop `ledger:` from the config to use the "
+            "repository ledger (the Action's default)")
+    if alert_webhook_env:
+        hook = os.environ.get(alert_webhook_env, "").strip()
+        if not hook.startswith(("http://", "https://")):
+            raise UsageError(f"--alert-webhook-env: the environment variable {alert_webhook_env} "
+                             f"{'is not set' if not hook else 'is not an http(s):// URL'}; set "
+                             "it to the webhook URL the Action's alert-webhook input passes")
+        cfg = dataclasses.replace(cfg, webhook=hook)
     plan = cfg.checked_plan()
     ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
     on_demand_set = isinstance(ts, UnlabelledTestSet)
@@ -264,7 +302,8 @@ def register(path, config_path, key_env, underpowered, repository_ledger, store_
                          "already registered: its checks need the reading-order secret printed "
                          "when it was registered")
     state, budget = registration.register(cfg, backend, ts.fingerprint,
-                                          registration.pinned_terms(cfg), note, given=path)
+                                          registration.pinned_terms(cfg, underpowered=underpowered),
+                                          note, given=path)
     where = registration.ledger_name(backend)
     if as_json:
         out = {"status": state, "fingerprint": ts.fingerprint, "budget": budget.to_dict(),

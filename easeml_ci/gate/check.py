@@ -83,7 +83,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     """
     workdir = Path(workdir)
     gate = steps.validate_pair(config, new, old, testset, workdir, key_env=key_env,
-                               progress=progress)
+                               progress=progress, underpowered=underpowered)
     state = steps.read_ledger(gate, backend or open_ledger_backend(gate.cfg), register=register)
     if on_demand.applies(gate, state):
         return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store)

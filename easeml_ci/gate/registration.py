@@ -20,20 +20,40 @@ ON_DEMAND = "on-demand"  # the register entry's "labels" note of a test set labe
 #: Terms pinned only when the config sets them (absent from older registrations).
 OPTIONAL_TERMS = ("evaluation_time",)
 
+#: Terms every registration since issue 20 pins, defaults included: a config that drops one of
+#: these keys gets the default, which must not widen the gate, so the default is pinned too.
+#: A registration made before them lacks them and stays valid (nothing to compare).
+VERDICT_TERMS = ("method", "output", "pool", "label_column", "alerts", "old_model")
 
-def pinned_terms(cfg) -> dict:
+#: Pinned permissions: what the registration allows a run to ask for, not a config value.
+#: ``underpowered``: whether ``--underpowered`` may widen the tolerances (:func:`check_underpowered`).
+PERMISSIONS = ("underpowered",)
+
+
+def pinned_terms(cfg, *, underpowered: bool = False) -> dict:
     """The terms fixed at registration, as stored in the ledger's register entry.
 
-    Beside the plan terms that fix the budget, the settings that decide what the team sees and
-    where the budget is kept: ``show_metrics``, the private sink (as a digest: a webhook URL is a
-    secret, and the ledger may sit on a branch the team can read), the ledger's location and,
-    when set, ``evaluation_time`` (dropping it would reopen the timing channel it closes).
+    Beside the plan terms that fix the budget, everything else that shapes a verdict or decides
+    what the team sees and where the budget is kept: ``show_metrics``, the private sink (as a
+    digest: a webhook URL is a secret, and the ledger may sit on a branch the team can read), the
+    ledger's location, the test ``method``, the ``output`` rule, the ``pool`` the alert ranks
+    from, the ``label_column``, the ``alerts`` (the webhook as a digest, the issue on or off), the
+    old-model policy (``old_model``: ``base`` unless ``allow_any_old_model: true``), whether
+    ``--underpowered`` may widen the tolerances (``underpowered``: this run's request, pinned
+    when it registers) and, when set, ``evaluation_time`` (dropping it would reopen the timing
+    channel it closes).
     """
     terms = {"condition": str(cfg.formula), "reliability": cfg.reliability, "mode": cfg.mode,
              "adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes,
              "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
              "ledger": ledger_location(cfg.ledger) if cfg.ledger_explicit
-             else "default"}
+             else "default",
+             "method": cfg.method,
+             "output": cfg.output.as_config() if cfg.output is not None else None,
+             "pool": cfg.pool, "label_column": cfg.label_column,
+             "alerts": {"webhook": _digest(cfg.webhook), "issue": bool(cfg.alert_issue)},
+             "old_model": "any" if cfg.allow_any_old_model else "base",
+             "underpowered": bool(underpowered)}
     for key in OPTIONAL_TERMS:  # pinned only when set, so a test set registered before the
         if getattr(cfg, key, None) is not None:  # key existed stays valid
             terms[key] = getattr(cfg, key)
@@ -63,6 +83,45 @@ def pick_terms(cfg, plan) -> dict:
         if key in gate_terms:
             terms[key] = gate_terms[key]
     return terms
+
+
+#: The config key that sets a term, where its name differs.
+CONFIG_KEYS = {"old_model": "allow_any_old_model"}
+
+
+def _shown_term(key: str, value) -> str:
+    """A term's value in a message: never a secret (a webhook shows as the digest the ledger
+    pins, which anyone who reads the ledger already has; the private sink not even so)."""
+    if key == "private_sink" and value:
+        return "(a secret, not shown)"
+    if key == "alerts" and isinstance(value, dict):  # the webhook by its digest, as pinned
+        hook = value.get("webhook") or "none"
+        return f"{{webhook: {hook}, issue: {str(value.get('issue')).lower()}}}"
+    return f"'{value}'" if isinstance(value, str) else repr(value)
+
+
+def check_underpowered(cfg, registered: dict | None, fingerprint: str, requested: bool) -> None:
+    """Refuse ``--underpowered`` (the Action's ``underpowered`` input) unless the registration
+    allows it (``testset register --underpowered`` pins ``underpowered: true``), before the
+    test set is opened.
+
+    Widening a tolerance keeps an fp-free gate's first edge (a model at or below the threshold
+    still passes with probability at most delta) but moves an fn-free gate's: there a model as
+    bad as t - 2 eps' passes, so a registration from before this term existed allows it only
+    under fp-free."""
+    if not requested or registered is None:  # registering now: the request is what is pinned
+        return
+    pinned = registered.get("terms", {})
+    allowed = pinned.get("underpowered", pinned.get("mode", cfg.mode) == "fp-free")
+    if allowed:
+        return
+    why = ("it was registered with underpowered false" if "underpowered" in pinned else
+           f"it was registered under {pinned.get('mode')} before underpowered was pinned, and "
+           "under fn-free a wider tolerance lets a worse model pass")
+    raise UsageError(
+        f"--underpowered (the Action's underpowered input): test set {fingerprint[:12]} may not "
+        f"be decided at a wider tolerance: {why}. Label more examples, or register a new test "
+        "set with `easeml-ci testset register --underpowered` to allow it")
 
 
 def _digest(value: str | None) -> str | None:
@@ -110,10 +169,17 @@ def check_pinned(cfg, registered: dict | None, fingerprint: str, terms: dict | N
         if key in pinned and key not in terms:
             terms[key] = None
     for key, now in terms.items():
+        if key in PERMISSIONS:
+            continue
         if key in pinned and pinned[key] != now:
-            shown = (lambda v: "(a secret, not shown)" if key == "private_sink" and v else
-                     f"'{v}'" if isinstance(v, str) else repr(v))
-            key_line = "ledger" if key == "ledger" else key
+            shown = (lambda v: _shown_term(key, v))
+            key_line = CONFIG_KEYS.get(key, key)
+            if key == "alerts":
+                differs = [k for k in ("webhook", "issue")
+                           if (pinned[key] or {}).get(k) != (now or {}).get(k)]
+                key_line = f"alerts.{differs[0]}" if differs else key
+                if differs and cfg.line(key_line) is None:
+                    key_line = f"alerts.{differs[0]} (config or Action input)"
             if terms.get("kind") == "meter" and cfg.line(f"meter.{key}"):
                 key_line = f"meter.{key}"
             raise ConfigError(

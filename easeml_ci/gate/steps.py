@@ -29,7 +29,7 @@ from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from ..testsets.labels import LabelStore, store_location
 from . import alert, private_sink, reading_order
-from .registration import check_pinned, ledger_name, pinned_terms
+from .registration import check_pinned, check_underpowered, ledger_name, pinned_terms
 
 Progress = Callable[[str], None]
 
@@ -103,9 +103,11 @@ def validate(cfg: GateConfig, *, plan, terms: dict, testset: TestSetSource,
 
 
 def validate_pair(config, new: str, old: str | None, testset: str | None, workdir: Path, *,
-                  key_env: str, progress: Progress | None = None) -> "Gate":
+                  key_env: str, progress: Progress | None = None,
+                  underpowered: bool = False) -> "Gate":
     """A check of a model pair (``old`` only when the condition uses o or d): everything that
-    can be checked without the test set or a model run (exit 2)."""
+    can be checked without the test set or a model run (exit 2). ``underpowered``: the run asks
+    to widen the tolerances to a small test set (a permission the registration pins)."""
     cfg = config_of(config)
     comparing = cfg.formula.variables & {"o", "d"}
     if comparing and not old:
@@ -117,7 +119,8 @@ def validate_pair(config, new: str, old: str | None, testset: str | None, workdi
     if cfg.pool and not cfg.resolve(cfg.pool).is_file():
         raise ConfigError(f"{cfg.where('pool')}: {cfg.resolve(cfg.pool)} does not exist or is not "
                          "a file; the new-test-set alert ranks the label request from it")
-    return validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg), testset=source,
+    return validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg, underpowered=underpowered),
+                    testset=source,
                     models={"new": (new, "--new"), "old": (old if comparing else None, "--old")},
                     workdir=workdir, progress=progress)
 
@@ -206,6 +209,8 @@ def check_terms(gate: Gate, state: LedgerState) -> None:
     fingerprint it; an encrypted one's schema was pinned at registration (the header has none)."""
     registered = state.registration
     check_pinned(gate.cfg, registered, state.fingerprint, gate.terms)
+    check_underpowered(gate.cfg, registered, state.fingerprint,
+                       bool(gate.terms.get("underpowered")))
     ts = gate.testset.peek()
     if ts is not None:
         schema = TestSetSchema.of(ts)

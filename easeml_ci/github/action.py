@@ -30,6 +30,7 @@ from . import workflow
 from .alert_issue import DEFAULT_LABELS, upsert_alert_issue
 from .api import GitHubClient, GitHubError, GitHubForbidden, GitHubRateLimited
 from .comment import marker, upsert_comment
+from .old_model import check_old_model
 from .report import GateReport, render_comment, render_meter_gauge, render_summary
 
 KEY_ENV = "EASEML_TESTSET_KEY"
@@ -352,6 +353,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         gate = inputs.gate_name or cfg.name or gate
         if inputs.alert_webhook:
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
+        if inputs.alert_issue is not None:  # pinned with the config's alerts (term `alerts`)
+            cfg = dataclasses.replace(cfg, alert_issue=inputs.alert_issue)
+        check_old_model(inputs.old_model, inputs.new_model, ctx, workspace, cfg)
         old = inputs.old_model
         if not old:
             needs_old = bool(cfg.formula.variables & {"o", "d"})

@@ -55,29 +55,47 @@ def parse_onnx(blob: bytes):
         return None
 
 
-def _all_tensors(graph):
-    """Every TensorProto in a graph: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+def _node_tensors(nodes):
+    """Every TensorProto in nodes' attributes (dense and sparse), subgraphs included."""
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+            for one in [*sparse, *attr.sparse_tensors]:
+                yield one.values
+                yield one.indices
             if attr.HasField("g"):
                 yield from _all_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _all_tensors(sub)
 
 
+def _all_tensors(graph):
+    """Every TensorProto in a graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
+def model_tensors(model_proto):
+    """Every TensorProto of a model: its graph's and those inside its model-local functions
+    (``model.functions``), whose bodies onnxruntime inlines into the graph."""
+    yield from _all_tensors(model_proto.graph)
+    for function in model_proto.functions:
+        yield from _node_tensors(function.node)
+
+
 def external_data_locations(model_proto) -> list[str]:
-    """The external data files a model's tensors point to (relative to the model's folder)."""
+    """The external data files a model's tensors point to (relative to the model's folder),
+    model-local functions included."""
     from onnx import TensorProto
 
     seen: list[str] = []
-    for tensor in _all_tensors(model_proto.graph):
+    for tensor in model_tensors(model_proto):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         location = next((kv.value for kv in tensor.external_data if kv.key == "location"), "")
@@ -147,6 +165,20 @@ def _synthetic_inputs(width: int, feature_dtype, input_dtype: np.dtype):
         yield "standard normal values", rng.normal(size=(random_rows, width)).astype(feature_dtype)
 
 
+def _session(ort, target: str | bytes, session_options):
+    """An onnxruntime session, always from a file's path: a model given as bytes (from git, or
+    rewritten without its ZipMap) is written to a private temporary folder first, so whatever
+    it might still name is looked for there (empty), never in the working directory."""
+    if isinstance(target, str):
+        return ort.InferenceSession(target, sess_options=session_options,
+                                    providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="easeml-model-") as tmp:  # mode 0700
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(target)
+        return ort.InferenceSession(str(path), sess_options=session_options,
+                                    providers=["CPUExecutionProvider"])
+
+
 class _RunFailed(Exception):
     """onnxruntime failed while running the model; the text is onnxruntime's, whole."""
 
@@ -185,6 +217,8 @@ class OnnxModel:
                 target = str(path)
             elif proto is not None and any(n.op_type == "ZipMap" for n in proto.graph.node):
                 target = _strip_zipmap(proto)
+        if path is not None and isinstance(target, bytes) and target is blob:
+            target = str(path)  # from its path: never resolve anything against the working folder
         if session_options is None:
             session_options = ort.SessionOptions()
             # Batches all have one shape, so the memory-pattern plan buys no measurable speed,
@@ -216,8 +250,7 @@ class OnnxModel:
     def _new_session(self):
         import onnxruntime as ort
 
-        return ort.InferenceSession(self._target, sess_options=self._session_options,
-                                    providers=["CPUExecutionProvider"])
+        return _session(ort, self._target, self._session_options)
 
     def reload_session(self) -> None:
         """A session of this process's own, from the same graph (the bytes read at load, or the

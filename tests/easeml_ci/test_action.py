@@ -31,7 +31,7 @@ CONFIG_TEMPLATE = """\
 # the gate of this repository
 name: quality
 reliability: 0.99
-mode: fp-free
+mode: {mode}
 adaptivity: {adaptivity}
 steps: {steps}
 condition: "{condition}"
@@ -39,7 +39,8 @@ condition: "{condition}"
 
 
 def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivity="full",
-                   steps=3, extra="", condition=CONDITION) -> tuple[Path, str, str]:
+                   steps=3, extra="", condition=CONDITION, mode="fp-free"
+                   ) -> tuple[Path, str, str]:
     """A git repo: base commit with the old model, head commit with ``head_model``."""
     ws = root / "ws"
     (ws / "models").mkdir(parents=True)
@@ -47,7 +48,7 @@ def make_workspace(root: Path, data: dict, head_model: str = "new", *, adaptivit
     git(ws, "config", "user.email", "ci@example.com")
     git(ws, "config", "user.name", "ci")
     (ws / ".easeml.yml").write_text(CONFIG_TEMPLATE.format(
-        adaptivity=adaptivity, steps=steps, condition=condition, extra=extra))
+        adaptivity=adaptivity, steps=steps, condition=condition, extra=extra, mode=mode))
     (ws / "models" / "model.npy").write_bytes(data["old"].read_bytes())
     git(ws, "add", "-A")
     git(ws, "commit", "-qm", "base")
@@ -64,7 +65,7 @@ def condition_line(ws: Path) -> int:
 
 
 def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None = None,
-             config: str = ".easeml.yml") -> subprocess.CompletedProcess:
+             config: str = ".easeml.yml", webhook: str | None = None) -> subprocess.CompletedProcess:
     """The test set's owner registers it, as `easeml-ci testset register` in a job with a write
     token would, under the config as it is on the base commit."""
     import os
@@ -78,8 +79,12 @@ def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None 
         env["EASEML_ORDER_KEY"] = os.environ["EASEML_ORDER_KEY"]  # the owner's order secret
     if key:
         env["EASEML_TESTSET_KEY"] = key
+    hook = []
+    if webhook:  # the webhook the workflow passes as alert-webhook is pinned too
+        env["OWNER_WEBHOOK"] = webhook
+        hook = ["--alert-webhook-env", "OWNER_WEBHOOK"]
     done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
-                           str(owner_config), "--underpowered", "--repository-ledger"],
+                           str(owner_config), "--underpowered", "--repository-ledger", *hook],
                           cwd=ws, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -100,7 +105,7 @@ class OwnedHarness(ActionHarness):
         if self.registered and testset and testset not in self._done:
             register(self.gh, self.workspace, self.base, testset,
                      inputs.get("testset-key") or self.owner_key,
-                     inputs.get("config", ".easeml.yml"))
+                     inputs.get("config", ".easeml.yml"), inputs.get("alert-webhook"))
             self._done.add(testset)
         return super().run(inputs, **kw)
 
@@ -464,7 +469,7 @@ def test_workflow_run_job_comments_on_the_pr_named_by_input(gh, data, tmp_path):
                                                      "conclusion": "success", "pull_requests": []}}
     register(gh, ws, base, str(data["testset"]))
     h = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO, event=event,
-                      event_name="workflow_run", sha=head)
+                      event_name="workflow_run", sha=base)  # the default branch's commit
     result = h.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy",
                                    "pr-number": str(PR)}))
     assert result.exit_code == 0, result.log

@@ -68,7 +68,7 @@ def test_the_meter_reports_a_gauge_and_fails_the_job_only_above_its_threshold(fa
     _owner_registers(gh, ws)
     harness = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
                             event=pull_request_event(REPO, 7, base, head))
-    given = {"new-model": "models/model.onnx", "old-model": "models/model.onnx",
+    given = {"new-model": "models/model.onnx", "old-model": f"git:{base}:models/model.onnx",
              "testset": "gate.npz", "meter-validation": "val.npz"}
     shown = harness.run(given)
     assert shown.exit_code == 0, shown.log

