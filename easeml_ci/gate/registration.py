@@ -23,7 +23,7 @@ OPTIONAL_TERMS = ("evaluation_time",)
 #: Terms every registration since issue 20 pins, defaults included: a config that drops one of
 #: these keys gets the default, which must not widen the gate, so the default is pinned too.
 #: A registration made before them lacks them and stays valid (nothing to compare).
-VERDICT_TERMS = ("method", "output", "pool", "label_column", "alerts", "old_model")
+VERDICT_TERMS = ("name", "method", "output", "pool", "label_column", "alerts", "old_model")
 
 #: Pinned permissions: what the registration allows a run to ask for, not a config value.
 #: ``underpowered``: whether ``--underpowered`` may widen the tolerances (:func:`check_underpowered`).
@@ -36,7 +36,8 @@ def pinned_terms(cfg, *, underpowered: bool = False) -> dict:
     Beside the plan terms that fix the budget, everything else that shapes a verdict or decides
     what the team sees and where the budget is kept: ``show_metrics``, the private sink (as a
     digest: a webhook URL is a secret, and the ledger may sit on a branch the team can read), the
-    ledger's location, the test ``method``, the ``output`` rule, the ``pool`` the alert ranks
+    ledger's location, the gate's ``name`` (its commit status and private records carry it),
+    the test ``method``, the ``output`` rule, the ``pool`` the alert ranks
     from, the ``label_column``, the ``alerts`` (the webhook as a digest, the issue on or off), the
     old-model policy (``old_model``: ``base`` unless ``allow_any_old_model: true``), whether
     ``--underpowered`` may widen the tolerances (``underpowered``: this run's request, pinned
@@ -48,7 +49,7 @@ def pinned_terms(cfg, *, underpowered: bool = False) -> dict:
              "show_metrics": bool(cfg.show_metrics), "private_sink": _digest(cfg.private_sink),
              "ledger": ledger_location(cfg.ledger) if cfg.ledger_explicit
              else "default",
-             "method": cfg.method,
+             "name": cfg.gate_name, "method": cfg.method,
              "output": cfg.output.as_config() if cfg.output is not None else None,
              "pool": cfg.pool, "label_column": cfg.label_column,
              "alerts": {"webhook": _digest(cfg.webhook), "issue": bool(cfg.alert_issue)},

@@ -85,6 +85,8 @@ ATTACKS = [
     ("point the private sink elsewhere",
      _append_config("private_sink: https://attacker.example/hook\n"), {}, "false", 2,
      "private_sink"),
+    ("rename the gate (its commit status and private records)",
+     _append_config("name: another-gate\n"), {}, "false", 2, "name"),
     ("switch the test method",
      _append_config("method: easeml\n"), {}, "false", 2, "method"),
     ("change the output rule",

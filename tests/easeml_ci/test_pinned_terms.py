@@ -72,6 +72,7 @@ def _digest(url: str) -> str:  # as the ledger pins a webhook
 
 # (key, the config it was registered under, the config of the check, registered and now shown)
 CHANGES = [
+    ("name", {}, {"name": "another-gate"}, "'easeml-ci'", "'another-gate'"),
     ("method", {}, {"method": "easeml"}, "'tight'", "'easeml'"),
     ("method", {"method": "easeml"}, {}, "'easeml'", "'tight'"),  # dropping the key
     ("output", {}, {"output": {"threshold": 0.5}}, "None", "{'threshold': 0.5}"),
