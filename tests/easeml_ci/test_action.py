@@ -83,8 +83,11 @@ def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None 
     if webhook:  # the webhook the workflow passes as alert-webhook is pinned too
         env["OWNER_WEBHOOK"] = webhook
         hook = ["--alert-webhook-env", "OWNER_WEBHOOK"]
+    # the repository ledger unless the config names its own (--repository-ledger with a file
+    # ledger in the config is refused: it would register somewhere the flag did not say)
+    where = [] if "\nledger:" in owner_config.read_text() else ["--repository-ledger"]
     done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
-                           str(owner_config), "--underpowered", "--repository-ledger", *hook],
+                           str(owner_config), "--underpowered", *where, *hook],
                           cwd=ws, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
