@@ -81,7 +81,8 @@ def compute(entries: list[dict], terms: dict) -> Budget:
     total = int(terms["steps"])
     limit = pass_limit(adaptivity, terms.get("passes"))
     used = sum(1 for e in entries if e.get("kind") in ("step", "torn"))
-    passes_used = sum(1 for e in entries if e.get("kind") == "step" and e.get("passed") is True)
+    passes_used = sum(1 for e in entries if e.get("kind") in ("step", "complete")
+                      and e.get("passed") is True)
     if limit is not None and passes_used >= limit:
         status = RETIRED
     elif used >= total:

@@ -249,6 +249,39 @@ class Ledger:
             return sealed, budget_mod.compute(entries + [sealed], terms)
         raise AssertionError("unreachable")
 
+    def complete_step(self, seq: int, *, passed: bool | None, terms: dict | None = None,
+                      details: dict | None = None) -> tuple[dict, Budget]:
+        """Record the verdict bit of the reserved step ``seq`` (from any process, any time
+        after the reservation); returns the completion entry and the budget after it.
+
+        ``passed`` is None when the bit must not be stored where the team can read it
+        (adaptivity ``none``). Raises :class:`LedgerSpent` (nothing written: the verdict must
+        not be revealed) when other completions retired the test set since the reservation,
+        and :class:`LedgerCorrupt` when ``seq`` is no reserved step or is completed already.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            entries = self.entries()
+            if not (0 <= seq < len(entries)) or entries[seq].get("kind") != "step" \
+                    or not entries[seq].get("reserved"):
+                raise LedgerCorrupt(f"ledger: entry {seq} of test set {self.fingerprint[:12]} "
+                                    "is not a reserved step; nothing to complete")
+            if any(e.get("kind") == "complete" and e.get("step") == seq for e in entries):
+                raise LedgerCorrupt(f"ledger: step {seq} of test set {self.fingerprint[:12]} "
+                                    "is completed already")
+            before = budget_mod.compute(entries, terms or {})
+            if before.status == budget_mod.RETIRED:
+                raise LedgerSpent(before)
+            body = {"kind": "complete", "time": _now(), "step": seq, "passed": passed}
+            if details:
+                body.update(details)
+            try:
+                sealed = self._append(entries, body)
+            except LedgerConflict:
+                self._retry(attempt)
+                continue
+            return sealed, budget_mod.compute(entries + [sealed], terms or {})
+        raise AssertionError("unreachable")
+
     # --- alerts: once per event ----------------------------------------------------------------
     def alert_state(self, event: str, entries: list[dict] | None = None) -> str | None:
         """None (never claimed), "claimed", "delivered" or "failed" for the latest claim."""
