@@ -64,6 +64,7 @@ class GateConfig:
     ledger_explicit: bool = False  # the file said `ledger:`; else the default location applies
     meter: dict | None = None  # the `meter:` section (ease.ml/meter), validated; None if absent
     pick: dict | None = None  # the `pick:` section (the best of k models), validated; None if absent
+    rounds: dict | None = None  # the `rounds:` schedule (every, start, labelling; seconds), pinned
 
     def meter_plan(self):
         """The meter's plan (:func:`conditions.meter.meter_plan`) from the `meter:` section."""
@@ -226,6 +227,36 @@ def _duration(v: Any) -> float:
         raise _Bad("a positive duration: seconds (600) or a string such as '90s', '10m', '1h30m'") from None
 
 
+def _round_length(v: Any) -> int:
+    from .gate.schedule import parse_every
+
+    try:
+        seconds = parse_every(v)
+    except ValueError:
+        raise _Bad("a whole number of hours or days, e.g. '24h' or '7d'") from None
+    if seconds < 1:
+        raise _Bad("at least '1h'")
+    return seconds
+
+
+def _labelling(v: Any) -> int:
+    from .gate.schedule import parse_every
+
+    try:
+        return parse_every(v)
+    except ValueError:
+        raise _Bad("a whole number of hours or days, e.g. '12h' (or '0h')") from None
+
+
+def _utc_time(v: Any) -> str:
+    from .gate.schedule import parse_start
+
+    try:
+        return parse_start(v)
+    except ValueError:
+        raise _Bad("a UTC time in quotes, e.g. \"2026-12-07T18:00:00Z\"") from None
+
+
 def _number_list(v: Any) -> list:
     if not isinstance(v, list) or not v:
         raise _Bad("a non-empty list of numbers, e.g. [0.01, 0.025, 0.05]")
@@ -254,6 +285,7 @@ TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "allow_any_old_model": _bool,
     "meter": dict,  # checked by SECTIONS and _check_meter
     "pick": dict,  # checked by SECTIONS and GateConfig.checked_pick_plan
+    "rounds": dict,  # checked by SECTIONS and _check_rounds
 }
 REQUIRED = ("condition", "reliability")
 SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -264,6 +296,7 @@ SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "pick": {"reliability": _reliability, "tolerance": _number, "adaptivity": _choice("none", "full"),
              "steps": _int_at_least(1), "candidates": _int_at_least(2), "rows": _int_at_least(1),
              "testset": _str},
+    "rounds": {"every": _round_length, "start": _utc_time, "labelling": _labelling},
 }
 
 
@@ -435,7 +468,25 @@ def _build(values: dict, src: _Source, path: Path | None) -> GateConfig:
         raise src.error("condition", f"key 'condition': {exc}") from None
     if cfg.meter is not None:
         _check_meter(cfg.meter, src)
+    if cfg.rounds is not None:
+        cfg = dataclasses.replace(cfg, rounds=_check_rounds(cfg, src))
     return cfg
+
+
+def _check_rounds(cfg: GateConfig, src: _Source) -> dict:
+    """The `rounds:` schedule, canonical (seconds, a UTC time): pinned at registration."""
+    section = cfg.rounds
+    for key in ("every", "start"):
+        if key not in section:
+            raise src.error("rounds", f"key 'rounds': missing 'rounds.{key}' (e.g. every: 24h, "
+                                      "start: \"2026-12-07T18:00:00Z\", labelling: 12h)")
+    if cfg.adaptivity == "none":
+        raise src.error("rounds", "key 'rounds': rounds release verdicts to the team at each "
+                                  "round's end, but `adaptivity: none` shows the team nothing "
+                                  "(\"withheld\", the verdict goes to the private sink): drop "
+                                  "`rounds:`, or choose adaptivity full, firstChange or passes")
+    return {"every": section["every"], "start": section["start"],
+            "labelling": section.get("labelling", 0)}
 
 
 def _check_meter(section: dict, src: _Source) -> None:

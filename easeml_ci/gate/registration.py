@@ -18,7 +18,7 @@ from ..ledger import Budget, Ledger, open_backend
 ON_DEMAND = "on-demand"  # the register entry's "labels" note of a test set labelled on demand
 
 #: Terms pinned only when the config sets them (absent from older registrations).
-OPTIONAL_TERMS = ("evaluation_time",)
+OPTIONAL_TERMS = ("evaluation_time", "rounds")
 
 #: Terms every registration since issue 20 pins, defaults included: a config that drops one of
 #: these keys gets the default, which must not widen the gate, so the default is pinned too.
@@ -258,17 +258,20 @@ def testset_schema(ts) -> dict:
 # --- test sets labelled on demand ------------------------------------------------------------
 
 def refuse_adaptive(cfg, testset: str) -> None:
-    """Labels on demand only under ``adaptivity: none`` (exit 2 otherwise): under an adaptive
-    mode the team would see a verdict at a time that depends on when the labels sufficed."""
-    if cfg.adaptivity == "none":
+    """Labels on demand under an adaptive mode only in rounds (exit 2 otherwise): the team would
+    see a verdict at a time that depends on when the labels sufficed. With ``rounds:`` every
+    pending pair is decided at its round's end, a time set by the schedule (gate/rounds.py)."""
+    if cfg.adaptivity == "none" or getattr(cfg, "rounds", None):
         return
     passes = f" with passes {cfg.passes}" if cfg.passes is not None else ""
     raise ConfigError(
         f"{cfg.where('adaptivity')} is '{cfg.adaptivity}'{passes}, but test set {testset} is "
         "labelled on demand: whether a check decides or awaits labels depends on the labels, and "
         "under an adaptive mode the team would see it as an outcome the budget does not count. "
-        "Use `adaptivity: none` (verdicts and label requests go to the private sink), or label "
-        "every row and register a labelled test set (features and a label column)")
+        "Set a `rounds:` schedule (every, start, labelling: verdicts released at each round's "
+        "end, docs/labels-on-demand.md), or use `adaptivity: none` (verdicts and label requests "
+        "go to the private sink), or label every row and register a labelled test set "
+        "(features and a label column)")
 
 
 def admissible_plan(cfg, ts, name: str):
