@@ -24,7 +24,8 @@ from .ledger import ledger  # noqa: E402
 from .meter import meter  # noqa: E402
 from .pick import pick  # noqa: E402
 from .plan import plan  # noqa: E402
+from .round import round_group  # noqa: E402
 from .testset import testset  # noqa: E402
 
-for command in (plan, check, ledger, testset, action, meter, pick):
+for command in (plan, check, ledger, testset, action, meter, pick, round_group):
     main.add_command(command)

@@ -19,6 +19,10 @@ def _steps(count: int) -> str:
 
 def _next_step(result) -> str:
     budget = result.budget
+    if result.verdict == "pending":
+        return (f"the verdict is released at the end of round {result.round['round']} "
+                f"({result.round['ends']}), whatever the labels; {_steps(budget.remaining)} left "
+                "on this test set.")
     if result.verdict == "withheld":
         return (f"the verdict went to {result.private_sink}; whoever owns it decides. "
                 f"{_steps(budget.remaining)} left on this test set.")
@@ -41,7 +45,8 @@ def budget_line(budget: dict) -> str:
 
 
 def _clause_label(verdict: str) -> str:
-    return {"pass": "PASS", "fail": "FAIL", "withheld": "----", "undisclosed": "  ? "}[verdict]
+    return {"pass": "PASS", "fail": "FAIL", "withheld": "----", "undisclosed": "  ? ",
+            "pending": "WAIT"}[verdict]
 
 
 def render_terminal(result) -> str:
@@ -72,6 +77,8 @@ def render_terminal(result) -> str:
     verdict = result.verdict.upper()
     if result.verdict == "withheld":
         verdict += " (adaptivity none: the team sees no results)"
+    if result.verdict == "pending":
+        verdict += f": verdict at the end of round {result.round['round']} ({result.round['ends']})"
     out += ["", f"verdict:  {verdict}", f"budget:   {result.budget.describe()}"]
     if result.ledger:
         out.append(f"ledger:   {result.ledger}")
@@ -99,7 +106,7 @@ def render_json(result) -> str:
 
 def render_markdown(result) -> str:
     """A Markdown block (job summary, PR comment) with the same content as the terminal report."""
-    icon = {"pass": "✅", "fail": "❌", "withheld": "🔒"}[result.verdict]
+    icon = {"pass": "✅", "fail": "❌", "withheld": "🔒", "pending": "⏳"}[result.verdict]
     plan = result.plan.summary()
     out = [f"### {icon} easeml-ci `{result.gate}`: **{result.verdict}**", ""]
     if result.metrics is not None:
@@ -121,6 +128,22 @@ def render_markdown(result) -> str:
                 for c in result.metrics["clauses"]]
     if result.alert:
         out += ["", "#### New test set needed", "", result.alert["text"]]
+    return "\n".join(out)
+
+
+def render_round_close(result) -> str:
+    """`round close` for people: each released verdict, the budget (no label counts, ever)."""
+    out = [f"easeml-ci round close: gate {result.gate!r} ({result.config_path}), test set "
+           f"{result.fingerprint[:12]}"]
+    for r in result.released:
+        pr = f" (pull request #{r.pr})" if r.pr is not None else ""
+        out.append(f"  step {r.step}, round {r.round}{pr}: {r.verdict.upper()}")
+    if not result.released:
+        out.append("  no round has ended with a pending check")
+    out += [f"still pending: {result.pending}", f"budget:   {result.budget.describe()}",
+            f"ledger:   {result.ledger}", *[f"note:     {n}" for n in result.notes]]
+    if result.alert:
+        out += ["", render_alert(result.alert)]
     return "\n".join(out)
 
 

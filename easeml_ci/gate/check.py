@@ -75,24 +75,27 @@ def reveal(gate: steps.Gate, state: steps.LedgerState, verdict: conditions.Verdi
 def run_check(config, new: str, old: str | None, testset: str | None, *,
               underpowered: bool = False, key_env: str = "EASEML_TESTSET_KEY",
               workdir: Path = Path("."), backend=None, register: bool = True,
-              progress: steps.Progress | None = None, label_store=None) -> CheckResult:
+              progress: steps.Progress | None = None, label_store=None,
+              pull_request: dict | None = None) -> CheckResult:
     """Gate ``new`` (against ``old``) on ``testset`` under ``config``; see the module docstring.
 
     ``register=False`` refuses a test set its owner has not registered (pull requests).
     ``label_store``: the label store of a test set labelled on demand (default: beside it).
+    ``pull_request``: ``{"number", "head_sha"}`` a check in rounds records with its step.
     """
     workdir = Path(workdir)
     gate = steps.validate_pair(config, new, old, testset, workdir, key_env=key_env,
                                progress=progress, underpowered=underpowered)
     state = steps.read_ledger(gate, backend or open_ledger_backend(gate.cfg), register=register)
     if on_demand.applies(gate, state):
-        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store)
+        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store,
+                             pull_request=pull_request)
     steps.check_terms(gate, state)
     steps.admit(gate, state)
     ts = steps.open_testset(gate)
     if isinstance(ts, UnlabelledTestSet):  # encrypted, first seen: its header could not say
         return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store,
-                             opened=ts)
+                             opened=ts, pull_request=pull_request)
     plan = sized_plan(gate, len(ts), underpowered=underpowered)
     steps.register_if_new(gate, state, {"schema": testset_schema(ts)})
     outputs = steps.evaluate(gate, ts)

@@ -9,7 +9,7 @@ formula is decided; otherwise the check is "awaiting labels" and the owner gets 
 
 What the team sees (docs/statistics.md §6): whether a check decides or awaits, and how many
 labels it asks for, depend on the labels. So this path runs only under ``adaptivity: none``
-(:func:`refuse_adaptive`), where the team sees "withheld" whatever happens, and the step is spent
+(:func:`refuse_adaptive`; an adaptive mode with a ``rounds:`` schedule goes to :mod:`.rounds`), where the team sees "withheld" whatever happens, and the step is spent
 by a rule that never looks at the labels: **the first check of a model pair spends one step**; a
 later check of the same pair (:func:`easeml_ci.models.digest.pair_digest`) spends nothing and
 completes or repeats its step's decision privately. A decision never changes once made: labels
@@ -24,7 +24,7 @@ from conditions.sequential import FormulaDecision, decide_in_order
 from ..errors import UsageError
 from ..models.digest import pair_digest
 from ..testsets import UnlabelledTestSet
-from . import reading_order, steps
+from . import reading_order, rounds, steps
 from .registration import (ON_DEMAND, admissible_plan, ledger_name, refuse_adaptive,
                            registration_note)
 from .results import CheckResult, shown_clauses
@@ -57,13 +57,20 @@ def decide(gate: steps.Gate, plan, secret: bytes, ts: UnlabelledTestSet, y, know
 
 
 def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store_path=None,
-        opened: UnlabelledTestSet | None = None) -> CheckResult:
+        opened: UnlabelledTestSet | None = None, pull_request: dict | None = None) -> CheckResult:
     """Spend (first check of the pair) or reuse the pair's step; decide privately; reveal.
 
     ``opened``: an encrypted test set whose header could not say it is unlabelled, already
     opened (and admitted) by the labelled check."""
+    if underpowered:
+        raise UsageError(f"--underpowered: test set {gate.testset.given} is labelled on demand; "
+                         "a sequential decision reads as many rows as it needs up to its cap, so "
+                         "give the test set at least the cap's rows instead")
     refuse_adaptive(gate.cfg, gate.testset.given)
     steps.locate_label_store(gate, store_path)  # refused in the team's sight before anything
+    if rounds.applies(gate):  # verdicts in rounds: gate/rounds.py
+        return rounds.run(gate, state, store_path=store_path, opened=opened,
+                          pull_request=pull_request)
     pair = pair_digest(gate.new, gate.old, gate.cfg.output, gate.workdir)
     earlier = state.step_of_pair(pair)
     secret = steps.order_secret(gate, state)
@@ -72,10 +79,6 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
         steps.admit(gate, state, spends_step=earlier is None)
     ts = opened if opened is not None else steps.open_testset(gate)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
-    if underpowered:
-        raise UsageError(f"--underpowered: test set {gate.testset.given} is labelled on demand; "
-                         "a sequential decision reads as many rows as it needs up to its cap, so "
-                         "give the test set at least the cap's rows instead")
     steps.register_if_new(gate, state, {**registration_note(ts),
                                         **reading_order.note(gate.testset.encrypted, gate.testset.given)})
     store = steps.open_label_store(gate, ts, store_path)  # everything that can refuse, first

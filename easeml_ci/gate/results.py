@@ -85,12 +85,13 @@ class Answer:
 class CheckResult(Answer):
     """One check's answer. ``exit_code``: 1 for a fail, 0 otherwise (a pass or withheld)."""
 
-    verdict: str                      # "pass" | "fail" | "withheld"
+    verdict: str                      # "pass" | "fail" | "withheld" | "pending" (rounds)
     clauses: tuple[ShownClause, ...]
     gate: str
     history: list[str] = field(default_factory=list)  # times of the spent steps (public)
     underpowered: bool = False
     metrics: dict | None = None       # only with show_metrics: true (guarantee void)
+    round: dict | None = None         # rounds: {"round", "ends", "status"} (a function of time)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -103,6 +104,8 @@ class CheckResult(Answer):
                "guarantee": "void: show_metrics is on" if self.metrics is not None else "holds"}
         if self.metrics is not None:
             out["metrics"] = self.metrics
+        if self.round is not None:
+            out["round"] = self.round
         return out
 
 

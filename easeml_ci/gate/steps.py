@@ -98,7 +98,8 @@ def validate(cfg: GateConfig, *, plan, terms: dict, testset: TestSetSource,
     specs = {role: str(spec) for role, (spec, _flag) in models.items() if spec}
     return Gate(cfg=cfg, plan=plan, terms=terms, testset=testset, specs=specs,
                 models=preflight_models(cfg, models, workdir),
-                sink=validate_sink(cfg, workdir, needed=plan.adaptivity == "none"),
+                sink=validate_sink(cfg, workdir, needed=plan.adaptivity == "none"
+                                   or bool(getattr(cfg, "rounds", None))),  # rounds: requests
                 workdir=workdir, progress=progress or (lambda _message: None), next_step=next_step)
 
 
@@ -143,7 +144,7 @@ class Gate:
     @property
     def new(self) -> str:
         """The new model of a check (the first model of any other answer)."""
-        return self.specs.get("new") or next(iter(self.specs.values()))
+        return self.specs.get("new") or next(iter(self.specs.values()), None)
 
     @property
     def old(self) -> str | None:

@@ -1,0 +1,287 @@
+"""Verdicts in rounds: labels on demand under ``full``, ``firstChange`` and ``passes`` (issue 17).
+
+A check of a new pair (:func:`run`) reserves its step before the test set is opened, with public
+details only (the pair's digest, its round and the round's end, the pull request and head commit
+when given), evaluates both models on every row, seals their predictions in the pending store
+(:mod:`easeml_ci.testsets.pending`), sends the label request to the private sink, and shows the
+team one thing whatever the labels are: verdict ``pending``, "pending: verdict at the end of
+round r (YYYY-MM-DD HH:MM UTC)", the budget with the step spent, exit 0. A repeat check of the
+same pair spends nothing: the same pending before its round is closed, the released verdict after.
+
+:func:`close` (``easeml-ci round close``, a cron job of the default branch) decides every reserved
+step whose round has ended on the labels present (:func:`conditions.rounds.decide_at_round_end`:
+a crossing, else the cap's test on a full prefix, else the mode's default), completes each step in
+the ledger with its bit (durable), and only then releases the bits. Rounds not ended are left
+alone; a step closed once is never decided again. The statistics (why a binary bit, why any
+labelled prefix keeps the mode's promise) are in docs/statistics.md §6; what the team sees at
+each moment in docs/labels-on-demand.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+
+from ..errors import ConfigError
+from ..ledger import LedgerSpent
+from ..models.digest import pair_digest
+from ..testsets import crypto
+from ..testsets.pending import PendingRecord, PendingStore, default_pending_path
+from . import reading_order, schedule, steps
+from .registration import (admissible_plan, ledger_name, open_ledger_backend, pinned_terms,
+                           registration_note)
+from .results import CheckResult, ShownClause
+
+PENDING = "pending"
+
+
+def applies(gate: steps.Gate) -> bool:
+    """A config with a ``rounds:`` schedule (validated: never under ``none``)."""
+    return bool(getattr(gate.cfg, "rounds", None)) and gate.plan.adaptivity != "none"
+
+
+def schedule_of(terms: dict) -> schedule.RoundSchedule:
+    return schedule.RoundSchedule.from_terms(terms["rounds"])
+
+
+def completion(state: steps.LedgerState, seq: int) -> dict | None:
+    """The entry that completed the reserved step ``seq``, or None while it is pending."""
+    return next((e for e in state.entries if e.get("kind") == "complete" and e.get("step") == seq),
+                None)
+
+
+def pending_store(gate: steps.Gate, store_path=None) -> PendingStore:
+    """Beside the label store, sealed with the owner's key (the test-set key, or the
+    reading-order secret of a plaintext test set)."""
+    labels = steps.locate_label_store(gate, store_path)  # refused inside the work tree
+    key = gate.testset.key() if gate.testset.encrypted else crypto.key_from_env(
+        reading_order.ORDER_KEY_ENV, purpose="it seals the pending store of a plaintext test set")
+    return PendingStore(default_pending_path(labels), key)
+
+
+def _clauses(gate: steps.Gate, shown: str) -> tuple[ShownClause, ...]:
+    line = gate.cfg.line("condition")
+    return tuple(ShownClause(text=c.text, verdict=shown, line=line) for c in gate.plan.clauses)
+
+
+def _request(plan, order, known, new, old) -> list[int]:
+    """Every row the pending decision may read that needs a label and has none, in reading order
+    (label the first ones first: the decision stops at its first crossing). It depends on the
+    predictions and on which rows are labelled, never on a label's value (nor does the time it
+    takes): what the owner is asked, and so how the label store grows, says nothing of the labels."""
+    in_order = np.asarray(known, bool)[order]
+    d = (np.asarray(new)[order] != np.asarray(old)[order]) if old is not None else \
+        np.ones(len(order), bool)
+    wanted = np.zeros(len(order), dtype=bool)
+    for clause in plan.clauses:
+        cap = clause.cap_rows
+        wanted[:cap] |= clause.needs_label(d[:cap]) & ~in_order[:cap]
+    return [int(order[p]) for p in np.flatnonzero(wanted)]
+
+
+def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=None,
+        pull_request: dict | None = None) -> CheckResult:
+    """A check of a pair under rounds (see the module docstring)."""
+    pair = pair_digest(gate.new, gate.old, gate.cfg.output, gate.workdir)
+    earlier = state.step_of_pair(pair)
+    if earlier is not None:
+        steps.check_terms(gate, state)
+        return reveal(gate, state, earlier, repeat=True)
+    secret = steps.order_secret(gate, state)
+    store = pending_store(gate, store_path)  # the owner's key, before a step is spent
+    if opened is None:
+        steps.check_terms(gate, state)
+        steps.admit(gate, state)
+    known_ts = opened if opened is not None else gate.testset.peek()
+    if known_ts is not None:  # a plaintext test set: refused before a step is spent
+        admissible_plan(gate.cfg, known_ts, gate.testset.given)
+        steps.register_if_new(gate, state, {**registration_note(known_ts), **reading_order.note(
+            gate.testset.encrypted, gate.testset.given)})
+    sched = schedule_of(gate.terms)
+    r = sched.round_of(schedule.now())
+    public = {"pair": pair, "round": r, "round_end": schedule.show(sched.end(r))}
+    for key in ("number", "head_sha"):
+        if pull_request and pull_request.get(key) is not None:
+            public["pr" if key == "number" else "head_sha"] = pull_request[key]
+    reserved = steps.commit(gate, state, passed=None,
+                            details=steps.public_details(gate, reserved=True, **public))
+    ts = opened if opened is not None else steps.open_testset(gate)
+    plan = admissible_plan(gate.cfg, ts, gate.testset.given)
+    labels = steps.open_label_store(gate, ts, store_path)
+    y, known = labels.label_vector()
+    outputs = steps.evaluate(gate, labels.labelled_view(ts, y))
+    store.seal(PendingRecord(state.fingerprint, reserved.step, pair, r, outputs.new, outputs.old,
+                             model_failed=outputs.failed), rows=len(ts))
+    record = {"verdict": PENDING, "pair": pair, "round": r, "round_end": public["round_end"],
+              "labels": labels.summary(), **steps.failure_record(outputs)}
+    wanted = [] if outputs.failed else _request(plan, reading_order.permutation(
+        secret, len(ts)), known, outputs.new, outputs.old)
+    if wanted:
+        ids = [str(ts.ids[i]) for i in wanted]
+        record["label_request"] = {
+            "row_ids": ids, "count": len(ids),
+            "order": "priority (label the first ones first: the decision reads them in this "
+                     "order and stops at its first crossing, usually long before the last)",
+            "by": f"the end of round {r} ({public['round_end']})",
+            "then": f"easeml-ci testset label {gate.testset.given} LABELS.csv (columns "
+                    "id,label); the round's close decides on the labels present"}
+    del ts
+    outputs.release()
+    state.entries = state.ledger.entries()
+    steps.deliver_private(gate, steps.private_record(gate, state, reserved, **record))
+    return reveal(gate, state, reserved.entry, repeat=False)
+
+
+def reveal(gate: steps.Gate, state: steps.LedgerState, entry: dict, *, repeat: bool) -> CheckResult:
+    """Pending (the same words whatever the labels), or the bit its round's close released."""
+    done = completion(state, entry["seq"])
+    budget = state.budget(gate.terms)
+    sched = schedule_of(gate.terms)
+    if done is None:
+        verdict, shown = PENDING, PENDING
+        notes = [sched.describe(int(entry["round"]))]
+    else:
+        verdict = "pass" if done.get("passed") else "fail"
+        shown = "undisclosed" if len(gate.plan.clauses) > 1 else verdict
+        notes = [f"released at the close of round {entry['round']} ({entry['round_end']})"]
+    if repeat:
+        notes.append(f"this model pair was checked before (step {entry['seq']}); no step spent")
+    result = CheckResult(
+        verdict=verdict, clauses=_clauses(gate, shown), budget=budget,
+        fingerprint=state.fingerprint, plan=gate.plan, config_path=gate.cfg.display_name,
+        gate=gate.cfg.gate_name, step=entry["seq"], ledger=ledger_name(state.ledger.backend),
+        history=state.history(), notes=notes)
+    result.round = {"round": int(entry["round"]), "ends": entry["round_end"],
+                    "status": "pending" if done is None else "released"}
+    if not repeat:
+        result.alert = steps.alert_if_spent(gate, state.ledger, budget)
+    return result
+
+
+# --- closing a round --------------------------------------------------------------------------
+
+@dataclass
+class Released:
+    """One pair's verdict as the close releases it (public: the bit and the step's details)."""
+
+    step: int
+    pair: str
+    round: int
+    verdict: str  # "pass" | "fail" | "not released" (the test set retired before it)
+    pr: int | None = None
+    head_sha: str | None = None
+    new: str | None = None
+    old: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "pair": self.pair, "round": self.round,
+                "verdict": self.verdict, "pr": self.pr, "head_sha": self.head_sha,
+                "new": self.new, "old": self.old}
+
+
+@dataclass
+class RoundClose:
+    """What ``round close`` released: every step of an ended round, in ledger order."""
+
+    released: list[Released]
+    not_released: list[Released]     # steps of ended rounds the retired test set cannot answer
+    pending: int                     # reserved steps whose round has not ended
+    budget: object
+    fingerprint: str
+    ledger: str
+    config_path: str
+    gate: str
+    alert: dict | None = None
+    private_sink: str | None = None
+    notes: list[str] = field(default_factory=list)
+    exit_code: int = 0               # fixed: nothing the team reads may depend on the labels
+
+    def to_dict(self) -> dict:
+        return {"released": [r.to_dict() for r in self.released],
+                "not_released": [r.to_dict() for r in self.not_released], "pending": self.pending,
+                "budget": self.budget.to_dict(), "testset": {"fingerprint": self.fingerprint},
+                "ledger": self.ledger, "config": self.config_path, "gate": self.gate,
+                "alert": self.alert, "notes": self.notes, "exit_code": self.exit_code}
+
+
+def _decide(plan, secret: bytes, record: PendingRecord | None, y, known) -> tuple[bool, dict]:
+    """The bit and the private account of one pending pair at its round's end."""
+    from conditions.rounds import decide_at_round_end
+
+    if record is None:  # its check died after the reservation: spent, and a fail
+        return False, {"verdict": "fail", "by": "no pending record (the check did not finish)"}
+    if record.model_failed:
+        return False, {"verdict": "fail", "by": "model failed"}
+    made = decide_at_round_end(plan, reading_order.permutation(secret, len(y)), y, known,
+                               record.new, record.old)
+    return made.passed, {"verdict": "pass" if made.passed else "fail", "clauses": [
+        {"text": c.text, "status": s.status, "rows": s.rows, "labels": s.labels, "by": s.by}
+        for c, s in zip(plan.clauses, made.decision.clauses)]}
+
+
+def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_KEY",
+          workdir: Path = Path("."), backend=None, label_store=None, progress=None,
+          at: datetime | None = None) -> RoundClose:
+    """Close every ended round of the config's test set (see the module docstring)."""
+    workdir = Path(workdir)
+    cfg = steps.config_of(config)
+    if not getattr(cfg, "rounds", None):
+        raise ConfigError(f"{cfg.display_name}: no `rounds:` schedule, so there is no round to "
+                          "close; add one (every, start, labelling) before registering the test set")
+    source = steps.testset_source(cfg, testset, workdir, configured=cfg.testset, key_env=key_env,
+                                  missing="no test set: pass --testset PATH or set `testset:` in "
+                                          "the config")
+    gate = steps.validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg), testset=source,
+                          models={}, workdir=workdir, progress=progress)
+    state = steps.read_ledger(gate, backend or open_ledger_backend(cfg), register=False)
+    steps.check_terms(gate, state)
+    at = at or schedule.now()
+    sched = schedule_of(gate.terms)
+    open_steps = [e for e in state.entries if e.get("kind") == "step" and e.get("reserved")
+                  and "round" in e and completion(state, e["seq"]) is None]
+    due = [e for e in open_steps if sched.ended(int(e["round"]), at)]
+    released: list[Released] = []
+    unreleased: list[Released] = []  # reserved before the test set retired: spent, no verdict
+    if due:
+        secret = steps.order_secret(gate, state)
+        store = pending_store(gate, label_store)
+        ts = steps.open_testset(gate)
+        plan = admissible_plan(cfg, ts, source.given)
+        y, known = steps.open_label_store(gate, ts, label_store).label_vector()
+        for entry in due:  # completed durably one by one, released after all are written
+            record = store.open(state.fingerprint, entry["seq"], entry["pair"])
+            passed, account = _decide(plan, secret, record, y, known)
+            out = Released(entry["seq"], entry["pair"], int(entry["round"]),
+                           "pass" if passed else "fail", entry.get("pr"), entry.get("head_sha"),
+                           entry.get("new"), entry.get("old"))
+            try:
+                state.ledger.complete_step(entry["seq"], passed=passed, terms=gate.terms,
+                                           details={"round": out.round, "by": "round close"})
+                released.append(out)
+            except LedgerSpent:  # an earlier pass retired the test set: this bit is not counted
+                out.verdict = "not released"
+                account = {"verdict": out.verdict, "by": "the test set retired before this "
+                                                         "step's close"}
+                unreleased.append(out)
+            steps.deliver_private(gate, {"gate": cfg.gate_name, "testset": state.fingerprint,
+                                         "step": out.step, "round": out.round, "pair": out.pair,
+                                         "new": out.new, "old": out.old, "closed": True,
+                                         **account})
+        del ts
+    state.entries = state.ledger.entries()
+    budget = state.budget(gate.terms)
+    result = RoundClose(released=released, not_released=unreleased,
+                        pending=len(open_steps) - len(due), budget=budget,
+                        fingerprint=state.fingerprint, ledger=ledger_name(state.ledger.backend),
+                        config_path=cfg.display_name, gate=cfg.gate_name)
+    if unreleased:
+        result.notes.append("a pair whose step was reserved before the test set retired gets no "
+                            "verdict: its step is spent")
+    result.alert = steps.alert_if_spent(gate, state.ledger, budget) if released else None
+    return result
+
+
+__all__ = ["PENDING", "Released", "RoundClose", "applies", "close", "completion", "reveal", "run"]
