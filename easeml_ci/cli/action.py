@@ -55,11 +55,20 @@ def _opt(name: str, env: str, help: str, **kw):
       "Fail the job when the meter's range starts at or above this edge (e.g. 0.05).")
 @_opt("--label-store", "INPUT_LABEL_STORE",
       "Label store of a test set labelled on demand: an absolute path outside the workspace.")
+@_opt("--command", "INPUT_COMMAND",
+      "check (a pull request's model), or close-round (a cron job of the default branch: release "
+      "the verdicts of every ended round, post each pull request's status and comment).",
+      default="check", show_default=True)
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
-           meter_validation, meter_fail_above, label_store):
+           meter_validation, meter_fail_above, label_store, command):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
+    from ..errors import UsageError
     from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
+
+    command = (command or "check").strip()
+    if command not in ("check", "close-round"):
+        raise UsageError(f"input command: expected check or close-round, got {command!r}")
 
     inputs = ActionInputs(
         config=config or ".easeml.yml",
@@ -79,5 +88,11 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         meter_validation=meter_validation or None,
         meter_fail_above=parse_threshold(meter_fail_above),
         label_store=(label_store or "").strip() or None,
+        command=command,
     )
+    if command == "close-round":  # the cron job of the default branch (gate/rounds.py)
+        from ..github.action import ActionContext
+        from ..github.round_close import run_round_close
+
+        sys.exit(run_round_close(inputs, ActionContext.from_env(), out=sys.stdout))
     sys.exit(run_action(inputs))

@@ -60,6 +60,7 @@ class ActionInputs:
     meter_validation: str | None = None  # run the overfitting meter on this validation set too
     meter_fail_above: float | None = None  # fail the job when the meter's range starts here
     label_store: str | None = None  # a test set labelled on demand: its store, outside the workspace
+    command: str = "check"  # or "close-round": release the verdicts of ended rounds (cron)
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -279,6 +280,9 @@ class Reporter:
             return
         try:
             state, description = commit_status_for(report.verdict)
+            if report.verdict == "pending" and report.round:
+                description = (f"pending: verdict at the end of round {report.round['round']} "
+                               f"({report.round['ends']})")
             post_commit_status(self.client, repository, sha, state, description,
                                status_context(report.gate), target_url=self.ctx.run_url)
             self.log(f"easeml-ci: commit status {status_context(report.gate)}: {state}")
@@ -318,6 +322,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     token = inputs.token or os.environ.get("GITHUB_TOKEN")
     workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
                           webhooks=[inputs.alert_webhook])
+    workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))  # a reading-order secret
     if client is None and token:
         client = GitHubClient(token, ctx.api_url)
     reporter = Reporter(ctx, inputs, out, client)
@@ -373,7 +378,9 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
                            backend=backend, register=ctx.may_register,
                            progress=lambda m: reporter.log(f"... {m}"),
-                           label_store=inputs.label_store)
+                           label_store=inputs.label_store,
+                           pull_request={"number": inputs.pr_number or ctx.pr_number,
+                                         "head_sha": inputs.head_sha or ctx.head_sha})
         verdict, exit_code = result.verdict, result.exit_code
         fingerprint, alert, budget = result.fingerprint, result.alert, result.budget.to_dict()
     except BudgetExhausted as exc:
@@ -397,7 +404,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         show_metrics=result is not None and bool(cfg.show_metrics),
         metrics=result.metrics if result else None, message=message, alert=alert,
         history=result.history if result else [], commit=inputs.head_sha or ctx.head_sha,
-        ledger=where)
+        ledger=where, round=getattr(result, "round", None))
 
     alert_wanted = inputs.alert_issue if inputs.alert_issue is not None else bool(
         cfg.alert_issue if cfg else True)
@@ -515,4 +522,8 @@ def _annotate(reporter: Reporter, report: GateReport, cfg, config_rel: str) -> N
                           title=f"easeml-ci gate {report.gate}")
     elif report.verdict == "withheld":
         workflow.annotate(out, "notice", "adaptivity none: the verdict went to the private sink",
+                          title=f"easeml-ci gate {report.gate}")
+    elif report.verdict == "pending" and report.round:
+        workflow.annotate(out, "notice", f"pending: verdict at the end of round "
+                          f"{report.round['round']} ({report.round['ends']})",
                           title=f"easeml-ci gate {report.gate}")

@@ -34,6 +34,9 @@ _VERDICT_STATUS = {
     "withheld": ("success", "verdict withheld (adaptivity none): sent to the private sink"),
     "exhausted": ("failure", "the test set is spent: a new test set is needed"),
     "error": ("error", "the gate could not run: see the workflow run"),
+    # rounds: the description names the round's end (a function of time only)
+    "pending": ("pending", "verdict at the end of the round"),
+    "not released": ("failure", "no verdict: the test set retired before the round closed"),
 }
 
 

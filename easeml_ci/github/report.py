@@ -26,7 +26,7 @@ PUBLIC_CLAUSE_KEYS = ("text", "verdict", "line")
 # plan and the number of examples, not of any label, so it may be shown.
 SIZE_ONLY_KEYS = ("tolerance", "configured_tolerance")
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "withheld": "🔒", "error": "⚠️", "exhausted": "⛔",
-                "undisclosed": "🔒"}
+                "undisclosed": "🔒", "pending": "⏳", "not released": "⛔"}
 
 
 @dataclass
@@ -48,6 +48,7 @@ class GateReport:
     history: list[str] = field(default_factory=list)  # ISO times of spent steps, oldest first
     commit: str | None = None
     ledger: str | None = None  # where the budget lives ("the repository ledger o/r@branch")
+    round: dict | None = None  # rounds: {"round", "ends", "status"}, a function of time only
 
     @classmethod
     def build(cls, *, gate: str, config_path: str, verdict: str, exit_code: int,
@@ -145,6 +146,9 @@ def _headline(r: GateReport) -> str:
     words = {
         "pass": "passed", "fail": "failed", "withheld": "ran — verdict withheld",
         "exhausted": "cannot certify — the test set is spent", "error": "could not run",
+        "pending": "pending — verdict at the end of round "
+                   f"{(r.round or {}).get('round')} ({(r.round or {}).get('ends')})",
+        "not released": "gets no verdict — the test set retired before this round's close",
     }.get(r.verdict, r.verdict)
     return f"{icon} **easeml-ci gate `{r.gate}` {words}**"
 
@@ -199,6 +203,12 @@ def _next_steps(r: GateReport) -> list[str]:
         text = ("The new model does not meet the condition. Improve it and push again; every "
                 f"evaluation spends one step of the test set's budget{left_txt}. Only the verdict is "
                 "shown, so that the guarantee holds for every later step.")
+    elif r.verdict == "pending":
+        text = ("The verdict is released when the round closes, at the time above, whatever "
+                "the labels: nothing to do until then. The step is spent" + left_txt + ".")
+    elif r.verdict == "not released":
+        text = ("An earlier pass retired the test set before this round closed; this step is "
+                "spent. Label a new test set before the next gate.")
     elif r.verdict == "withheld":
         text = ("Adaptivity is `none`: the verdict went to the private channel only, and this job "
                 "does not fail. Ask the test set's owner for the result.")

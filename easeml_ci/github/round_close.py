@@ -1,0 +1,111 @@
+"""The Action's ``command: close-round``: a scheduled workflow of the default branch (the trusted
+job, with the key) closes every ended round and reports each released verdict where the pull
+request shows it: the commit status ``easeml-ci/<gate>`` on its head commit, and its sticky
+comment. The ledger is written (:func:`easeml_ci.gate.rounds.close` completes every step) before
+anything is posted; the job's exit code is 0 whenever it ran, whatever it released.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO
+
+from conditions import ConditionsError
+
+from ..errors import EasemlError, ExitCode
+from ..redact import redact
+from . import workflow
+from .api import GitHubClient
+from .report import GateReport
+
+KEY_ENV = "EASEML_TESTSET_KEY"
+
+
+def _report(gate: str, config_rel: str, released, result, clauses: list[str], line, ledger
+            ) -> GateReport:
+    """The pull request's report for one released verdict: the bit (one bit per step: a formula
+    of several clauses shows them undisclosed) and the budget after the close."""
+    shown = released.verdict if len(clauses) == 1 and released.verdict in ("pass", "fail") \
+        else "undisclosed"
+    return GateReport.build(
+        gate=gate, config_path=config_rel, verdict=released.verdict,
+        exit_code=ExitCode.FAIL if released.verdict != "pass" else ExitCode.PASS,
+        adaptivity=None, clauses=[{"text": c, "verdict": shown, "line": line} for c in clauses],
+        budget=result.budget.to_dict(), alert=result.alert, commit=released.head_sha,
+        ledger=ledger, round={"round": released.round, "status": "released"})
+
+
+def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = None,
+                    summary_path: str | None = None) -> int:
+    """Close the rounds of the config's test set; post what each pull request may see (the
+    summary_path default: the runner's $GITHUB_STEP_SUMMARY, as for a check)."""
+    from ..config import load_config
+    from ..gate.registration import open_ledger_backend
+    from ..gate.rounds import close
+    from .action import Reporter
+
+    token = inputs.token or os.environ.get("GITHUB_TOKEN")
+    workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
+                          webhooks=[inputs.alert_webhook])
+    workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))
+    if client is None and token:
+        client = GitHubClient(token, ctx.api_url)
+    reporter = Reporter(ctx, inputs, out, client)
+    workspace = ctx.workspace
+    config_rel = (workflow.relative_to_workspace(Path(inputs.config), str(workspace))
+                  if Path(inputs.config).is_absolute() else Path(inputs.config).as_posix())
+    cfg = None
+    try:
+        config_path = Path(inputs.config)
+        cfg = load_config(config_path if config_path.is_absolute() else workspace / config_path)
+        if inputs.alert_webhook:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
+        result = close(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
+                       backend=open_ledger_backend(cfg), label_store=getattr(
+                           inputs, "label_store", None),
+                       progress=lambda m: reporter.log(f"... {m}"))
+    except (EasemlError, ConditionsError) as exc:
+        message = redact(getattr(exc, "message", str(exc)),
+                         [inputs.alert_webhook, *((cfg.webhook, cfg.private_sink) if cfg else ())])
+        workflow.annotate(out, "error", message, title="easeml-ci round close")
+        workflow.append_summary(f"### easeml-ci round close could not run\n\n{message}\n",
+                                summary_path)
+        return getattr(exc, "exit_code", ExitCode.USAGE)
+    gate = inputs.gate_name or cfg.name or "easeml-ci"
+    clauses = [c.text for c in cfg.checked_plan().clauses]
+    rows = ["### easeml-ci round close", "", "| step | round | pull request | verdict |",
+            "|---|---|---|---|"]
+    for released in [*result.released, *result.not_released]:
+        rows.append(f"| {released.step} | {released.round} | "
+                    f"{'#' + str(released.pr) if released.pr else '-'} | {released.verdict} |")
+        report = _report(gate, config_rel, released, result, clauses, cfg.line("condition"),
+                         result.ledger)
+        reporter.log(f"easeml-ci: step {released.step} (round {released.round}): "
+                     f"{released.verdict}")
+        if not ctx.repository:
+            continue
+        if released.pr is not None:
+            reporter.inputs = _for_pull_request(inputs, released.pr)
+            reporter.comment(report, ctx.repository, config_rel)
+        if released.head_sha and inputs.commit_status:
+            reporter.commit_status(report, ctx.repository, released.head_sha)
+    if not result.released and not result.not_released:
+        rows.append("| - | - | - | no round has ended with a pending check |")
+    rows += ["", f"Still pending: {result.pending}. Budget: {result.budget.describe()}."]
+    if result.alert and ctx.repository and (inputs.alert_issue is not False) and cfg.alert_issue:
+        reporter.alert_issue(_report(gate, config_rel, (result.released or result.not_released)[-1],
+                                     result, clauses, cfg.line("condition"), result.ledger),
+                             ctx.repository, result.fingerprint)
+    workflow.append_summary("\n".join(rows) + "\n", summary_path)
+    return ExitCode.PASS
+
+
+def _for_pull_request(inputs, number: int):
+    import dataclasses
+
+    return dataclasses.replace(inputs, pr_number=number)
+
+
+__all__ = ["run_round_close"]

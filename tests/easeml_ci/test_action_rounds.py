@@ -1,0 +1,108 @@
+"""The Action with verdicts in rounds (issue 17): a pull request's check is `pending` (commit
+status and sticky comment name the round's end), and the cron job of the default branch
+(`command: close-round`) releases the verdict: the commit status and the comment of that pull
+request. The gate's clock is moved through the harness (HARNESS_NOW)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+import conditions
+from action_harness import PR, REPO, ActionHarness, pull_request_event
+from testset_files import KEY_ENV, cli, new_key, write_csv
+from test_action import git
+from test_labels_gate import _pair
+
+CONDITION = "n - o > 0.1 +/- 0.1"
+ROUNDS = 'rounds:\n  every: 24h\n  start: "2026-12-07T18:00:00Z"\n  labelling: 6h\n'
+
+
+def _workspace(tmp_path, rows, seed=0):
+    """A git repository (base: the old model's predictions; head: the new one's) and, outside it,
+    the owner's encrypted test set labelled on demand and its private sink."""
+    rng = np.random.default_rng(seed)
+    owner = tmp_path / "owner"
+    owner.mkdir()
+    truth = rng.integers(0, 2, rows)
+    ids = np.array([f"row-{k}" for k in range(rows)])
+    np.savez(owner / "plain.npz", X=rng.normal(size=(rows, 3)).astype(np.float32), ids=ids)
+    key = new_key()
+    enc = owner / "testset.enc"
+    assert cli(["testset", "encrypt", str(owner / "plain.npz"), str(enc)],
+               env={KEY_ENV: key}).exit_code == 0
+    new, old = _pair(rng, truth, 0.4, 0.35)  # clearly above the zone: a pass once labelled
+    ws = tmp_path / "ws"
+    (ws / "models").mkdir(parents=True)
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "config", "user.email", "ci@example.com")
+    git(ws, "config", "user.name", "ci")
+    (ws / ".easeml.yml").write_text(
+        f'name: quality\ncondition: "{CONDITION}"\nreliability: 0.9\nadaptivity: full\nsteps: 3\n'
+        f"private_sink: {owner / 'sink.jsonl'}\n{ROUNDS}")
+    np.save(ws / "models" / "model.npy", old)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "base")
+    base = git(ws, "rev-parse", "HEAD")
+    np.save(ws / "models" / "model.npy", new)
+    git(ws, "commit", "-qam", "pr")
+    head = git(ws, "rev-parse", "HEAD")
+    return ws, base, head, enc, key, truth, ids
+
+
+def test_a_pull_request_is_pending_until_the_cron_close_releases_its_verdict(gh, tmp_path):
+    rows = conditions.sequential_plan(CONDITION, 0.9, "fp-free", "full", 3).rows
+    ws, base, head, enc, key, truth, ids = _workspace(tmp_path, rows)
+    gh.set_pull_request_head(REPO, PR, head)
+    owner_config = ws / ".git" / "owner-easeml.yml"  # the owner registers under the base's terms
+    owner_config.write_text(git(ws, "show", f"{base}:.easeml.yml") + "\n")
+    reg = cli(["testset", "register", str(enc), "--config", str(owner_config),
+               "--repository-ledger"],
+              env={KEY_ENV: key, "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
+                   "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"})
+    assert reg.exit_code == 0, reg.output
+    check = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
+                          event=pull_request_event(REPO, PR, base, head),
+                          extra_env={"HARNESS_NOW": "2026-12-07T09:00:00+00:00"})
+    inputs = {"new-model": "models/model.npy", "testset": str(enc), "testset-key": key,
+              "commit-status": "true"}
+    result = check.run(inputs)
+    assert result.exit_code == 0, result.log
+    assert result.outputs["verdict"] == "pending"
+    [status] = gh.statuses_on(REPO, head)
+    assert status["state"] == "pending"
+    assert status["description"] == "pending: verdict at the end of round 0 (2026-12-07 18:00 UTC)"
+    [comment] = gh.comments_on(REPO, PR)
+    assert "pending — verdict at the end of round 0 (2026-12-07 18:00 UTC)" in comment["body"]
+    assert "pending" in result.summary
+    again = check.run(inputs)  # a re-run of the same commit: the same pending, no step
+    assert again.exit_code == 0 and again.outputs["verdict"] == "pending"
+    assert again.outputs["budget-remaining"] == "2"
+
+    records = [json.loads(line) for line in (tmp_path / "owner" / "sink.jsonl").read_text().splitlines()]
+    asked = records[0]["label_request"]["row_ids"]
+    index = {r: k for k, r in enumerate(ids.tolist())}
+    labels = write_csv(tmp_path / "owner" / "labels.csv", ["id", "label"],
+                       [[r, int(truth[index[r]])] for r in asked])
+    assert cli(["testset", "label", str(enc), str(labels)], env={KEY_ENV: key}).exit_code == 0
+
+    cron = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
+                         event={"schedule": "0 19 * * *", "repository": {
+                             "full_name": REPO, "default_branch": "main"}},
+                         event_name="schedule", sha=base,
+                         extra_env={"HARNESS_NOW": "2026-12-07T19:00:00+00:00"})
+    closed = cron.run({"command": "close-round", "testset": str(enc), "testset-key": key,
+                       "commit-status": "true"})
+    assert closed.exit_code == 0, closed.log
+    assert "| 1 | 0 | #7 | pass |" in closed.summary
+    statuses = gh.statuses_on(REPO, head)
+    assert [s["state"] for s in statuses] == ["pending", "pending", "success"]
+    [comment] = gh.comments_on(REPO, PR)  # the same sticky comment, updated
+    assert "passed" in comment["body"] and "pending" not in comment["body"]
+    shown = [line for line in closed.log.splitlines() if not line.startswith("::add-mask::")]
+    assert not any(key in line for line in shown) and "Traceback" not in closed.log
+    twice = cron.run({"command": "close-round", "testset": str(enc), "testset-key": key,
+                      "commit-status": "true"})  # idempotent: nothing more is posted
+    assert twice.exit_code == 0 and len(gh.statuses_on(REPO, head)) == 3
+    assert "no round has ended with a pending check" in twice.summary
