@@ -245,15 +245,18 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
     due = [e for e in open_steps if sched.ended(int(e["round"]), at)]
     released: list[Released] = []
     unreleased: list[Released] = []  # reserved before the test set retired: spent, no verdict
+    accounts: list[dict] = []  # the private sink's: how each was decided
     if due:
         secret = steps.order_secret(gate, state)
         store = pending_store(gate, label_store)
         ts = steps.open_testset(gate)
         plan = admissible_plan(cfg, ts, source.given)
         y, known = steps.open_label_store(gate, ts, label_store).label_vector()
-        for entry in due:  # completed durably one by one, released after all are written
+        decided = []  # every record opened and decided before anything is written
+        for entry in due:
             record = store.open(state.fingerprint, entry["seq"], entry["pair"])
-            passed, account = _decide(plan, secret, record, y, known)
+            decided.append((entry, *_decide(plan, secret, record, y, known)))
+        for entry, passed, account in decided:  # each completed durably, then all released
             out = Released(entry["seq"], entry["pair"], int(entry["round"]),
                            "pass" if passed else "fail", entry.get("pr"), entry.get("head_sha"),
                            entry.get("new"), entry.get("old"))
@@ -266,10 +269,11 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
                 account = {"verdict": out.verdict, "by": "the test set retired before this "
                                                          "step's close"}
                 unreleased.append(out)
-            steps.deliver_private(gate, {"gate": cfg.gate_name, "testset": state.fingerprint,
-                                         "step": out.step, "round": out.round, "pair": out.pair,
-                                         "new": out.new, "old": out.old, "closed": True,
-                                         **account})
+            accounts.append({"gate": cfg.gate_name, "testset": state.fingerprint,
+                             "step": out.step, "round": out.round, "pair": out.pair,
+                             "new": out.new, "old": out.old, "closed": True, **account})
+        for account in accounts:
+            steps.deliver_private(gate, account)
         del ts
     state.entries = state.ledger.entries()
     budget = state.budget(gate.terms)

@@ -365,3 +365,34 @@ def test_error_at_the_zone_edges_through_the_cli_with_an_adaptive_team(tmp_path,
     for wrong in (wrong_pass, wrong_fail):
         assert len(wrong) >= 110 and delta + _slack(delta, len(wrong)) < 2 * delta
         assert np.mean(wrong) <= delta + _slack(delta, len(wrong)), (len(wrong), np.mean(wrong))
+
+
+def test_a_step_without_its_pending_record_closes_as_a_fail_and_a_forged_one_writes_nothing(
+        tmp_path, monkeypatch):
+    """A check that died after reserving its step left no record: its step is spent and closes
+    as a fail. A record that does not open (edited, or another step's) stops the close before
+    anything is written (exit 2), so no verdict is completed that is not released."""
+    clock = Clock(monkeypatch)
+    plan = _plan()
+    repo = RoundsRepo(tmp_path, plan.rows)
+    repo.register()
+    rng = np.random.default_rng(8)
+    pairs = [repo.models(f"m{k}", *_pair(rng, repo.truth, 0.4, 0.45)) for k in range(2)]
+    for new, old in pairs:
+        assert repo.check(new, old).exit_code == 0
+    repo.label(repo.ids.tolist())
+    clock.advance(days=1)
+    pending = tmp_path / "owner" / "ts.labels.pending"
+    first, second = sorted(pending.iterdir())
+    saved = second.read_bytes()
+    second.write_bytes(first.read_bytes())  # step 1's record in step 2's place
+    entries = repo.entries()
+    forged = cli(["round", "close", "--config", str(repo.root / ".easeml.yml"), "--testset",
+                  str(repo.root / "ts.npz"), "--labels", str(repo.store), "--json"])
+    assert forged.exit_code == 2 and "not the sealed pending record of step 2" in forged.stderr
+    assert repo.entries() == entries
+    second.write_bytes(saved)
+    first.unlink()  # step 1's check "died" before sealing
+    assert [(r["step"], r["verdict"]) for r in repo.close()["released"]] == [(1, "fail"), (2, "pass")]
+    account = [r for r in repo.records() if r.get("closed")][0]
+    assert account["step"] == 1 and account["by"].startswith("no pending record")
