@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 import conditions
+from conditions.label_cost import certified_disagreement, on_demand_rows
 
 from ..config import GateConfig, config_from_options, load_config
 from ..errors import ConfigError
@@ -37,8 +38,8 @@ def render_plan(plan: conditions.Plan) -> str:
     ratio = plan.easeml_test_examples / plan.test_examples
     foot = (f"\nThe check needs {plan.test_examples:,} test examples, every one labelled when "
             f"labelled in advance ({plan.labels:,} labelled rows; ease.ml/ci's released code: "
-            f"{plan.easeml_test_examples:,}; {ratio:.1f}x). Under adaptivity none a test set "
-            "labelled on demand needs only the labels its checks' decisions read.")
+            f"{plan.easeml_test_examples:,}; {ratio:.1f}x). A test set labelled on demand needs "
+            "only the labels its checks' decisions read (below).")
     worst = plan.disagreements_worst_case
     for c in plan.clauses:
         if c.method == "bennett-d":
@@ -51,6 +52,61 @@ def render_plan(plan: conditions.Plan) -> str:
                  "needs labels: another model pair disagrees on other rows, so a test set labelled in "
                  "advance needs every row labelled.")
     return head + "\n" + table + "\n" + foot
+
+
+def on_demand(plan: conditions.Plan) -> dict:
+    """A test set labelled on demand under each adaptivity: its rows and the labels a decision
+    takes (expected: the Wald-type oracle of bench/labels_on_demand.py, conditions.label_cost)."""
+    rows = on_demand_rows(plan.formula, plan.reliability, plan.mode, plan.steps, plan.passes)
+    first = next((c for r in rows for c in r.clauses if c.disagreement is not None), None)
+    bound = certified_disagreement(plan.formula)
+    return {"labels_model": "expected labels, Wald-type oracle d log(1/alpha) / KL_inf "
+                            "(bench/labels_on_demand.py)",
+            "disagreement": None if first is None else first.disagreement,
+            "disagreement_from": None if first is None else (
+                "the formula's d clause" if bound is not None else "assumed"),
+            "rows": [{**r.to_dict(), "configured": (r.adaptivity, r.passes)
+                      == (plan.adaptivity, plan.passes)} for r in rows]}
+
+
+def _labels(x) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def render_on_demand(plan: conditions.Plan, data: dict) -> str:
+    if data["disagreement"] is None:
+        at = ""
+    else:
+        at = f", at d = {data['disagreement']:g} ({data['disagreement_from']})"
+    head = ("\nLabelled on demand (a test set registered without its labels; labels only for the "
+            "rows a decision reads):\n"
+            "rows the test set must hold (the caps) and labels per decision, expected (Wald-type "
+            f"oracle d log(1/alpha) / KL_inf{at}):")
+    table = []
+    for r in data["rows"]:
+        label = ("full, passes " + str(r["passes"])) if r["passes"] else r["adaptivity"]
+        label += " *" if r["configured"] else ""
+        for i, c in enumerate(r["clauses"]):
+            if c["labels_whole_cap"] == 0:
+                continue  # a clause on d alone: no labels
+            clear = f"{_labels(c['labels_clear_fail'])} / {_labels(c['labels_clear_pass'])}"
+            table.append([label if i == 0 else "", f"{r['queries']:,}" if i == 0 else "",
+                          f"{r['test_set_rows']:,}" if i == 0 else "", c["text"],
+                          f"{_labels(c['labels_at_fail_edge'])} / {_labels(c['labels_at_pass_edge'])}",
+                          clear, _labels(c["labels_whole_cap"])])
+    if not table:
+        return head + "\n  no clause needs labels (d alone)"
+    headers = ["adaptivity", "queries", "test-set rows", "clause", "labels at the edges",
+               "when clear", "mid-zone (the cap)"]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(cells, widths)))
+             for cells in [headers, ["-" * w for w in widths], *table]]
+    foot = ("* the configured adaptivity. Edges: the truth at the fail edge / the pass edge; "
+            "clear: 3 tolerances beyond them. Under none the team sees 'withheld' and the verdict "
+            "goes to the owner; under firstChange, full and passes each check is pending and its "
+            "verdict released at the end of its round (`rounds:` in .easeml.yml).")
+    return head + "\n\n" + "\n".join(lines) + "\n" + foot
 
 
 @click.command()
@@ -103,10 +159,11 @@ def plan(config_path, condition, reliability, mode, adaptivity, steps, passes, m
         click.echo(json.dumps({"have": have, "condition": str(cfg.formula), "rows": rows})
                    if as_json else render_capacity(cfg, have, rows))
         return
+    demand = on_demand(result)
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        click.echo(json.dumps({**result.to_dict(), "on_demand": demand}))
     else:
-        click.echo(render_plan(result))
+        click.echo(render_plan(result) + "\n" + render_on_demand(result, demand))
 
 
 CAPACITY_MODES = (("none", None), ("firstChange", None), ("full", None), ("full", 1),
@@ -162,4 +219,4 @@ def render_capacity(cfg: GateConfig, have: int, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["capacity", "plan", "render_capacity", "render_plan"]
+__all__ = ["capacity", "on_demand", "plan", "render_capacity", "render_on_demand", "render_plan"]

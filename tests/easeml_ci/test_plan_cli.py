@@ -146,3 +146,45 @@ def test_have_shows_the_tolerance_each_adaptivity_can_certify():
     assert conditions.plan(formula, 0.999, "fp-free", "full", 32).test_examples <= 900
     tighter = conditions.parse(f"n > 0.8 +/- {by[('full', None, 32)] * 0.97}")
     assert conditions.plan(tighter, 0.999, "fp-free", "full", 32).test_examples > 900
+
+
+def test_plan_shows_a_test_set_labelled_on_demand_under_each_adaptivity():
+    """Next to the fully labelled plan: the rows an on-demand test set must hold (the caps) and
+    the labels a decision takes at the edges, when clear and mid-zone (the oracle's expectation)."""
+    import conditions
+    from conditions.label_cost import on_demand_rows
+
+    condition = "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01"
+    result = run("plan", "--condition", condition, "--adaptivity", "full", "--steps", "32")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "The check needs 65,652 test examples" in text  # the fully labelled plan, unchanged
+    assert "Labelled on demand" in text and "Wald-type oracle" in text and "d = 0.1" in text
+    expected = {r.label: r for r in on_demand_rows(condition, 0.9999, "fp-free", 32)}
+    for label, row in expected.items():
+        costs = row.clauses[0]
+        line = next(x for x in text.splitlines() if x.startswith(label + (" *" if label == "full" else " ")))
+        assert f"{row.rows:,}" in line and f"{row.queries:,}" in line
+        assert f"{costs.at_fail_edge:,.0f} / {costs.at_pass_edge:,.0f}" in line, line
+        assert f"{costs.whole_cap:,.0f}" in line
+    assert "d < 0.1 +/- 0.01" not in text.split("Labelled on demand")[1]  # no labels: not a row
+    assert f"{conditions.sequential_plan(condition, 0.9999, adaptivity='full', steps=32).rows:,}" in text
+
+
+def test_plan_json_keeps_its_fields_and_adds_the_on_demand_plan():
+    condition = "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01"
+    data = json.loads(run("plan", "--condition", condition, "--adaptivity", "firstChange",
+                          "--json").output)
+    for key in ("condition", "reliability", "mode", "adaptivity", "steps", "passes", "method",
+                "queries", "test_examples", "labels", "disagreements_worst_case",
+                "easeml_test_examples", "clauses"):
+        assert key in data
+    demand = data["on_demand"]
+    assert demand["disagreement"] == 0.1 and demand["disagreement_from"] == "the formula's d clause"
+    rows = demand["rows"]
+    assert [(r["adaptivity"], r["passes"], r["configured"]) for r in rows] == [
+        ("none", None, False), ("firstChange", None, True), ("full", 2, False), ("full", None, False)]
+    full = rows[-1]["clauses"][0]
+    assert full["labels_at_fail_edge"] <= 2000 and full["labels_at_pass_edge"] <= 2000
+    assert rows[1]["clauses"][0]["labels_at_fail_edge"] <= 1600
+    assert rows[-1]["test_set_rows"] == 67_070 and rows[-1]["clauses"][1]["labels_whole_cap"] == 0
