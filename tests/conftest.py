@@ -28,3 +28,13 @@ settings.register_profile("default", max_examples=100, deadline=None)
 settings.register_profile("ci", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                       or ("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "default"))
+
+
+# The ledger key of plaintext test sets (EASEML_LEDGER_KEY, easeml_ci.ledger.auth): every test
+# runs with one, as a configured gate does; a test of its absence deletes it.
+@pytest.fixture(autouse=True)
+def ledger_key(monkeypatch):
+    from ledger_test_key import TEXT
+
+    monkeypatch.setenv("EASEML_LEDGER_KEY", TEXT)
+    return TEXT

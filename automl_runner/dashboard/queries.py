@@ -423,17 +423,20 @@ def _testset(led, entries: list[dict], problem: str | None, cfg) -> dict:
     # the pinned terms win; the config's only for a test set not registered yet
     terms = {"adaptivity": cfg.adaptivity, "steps": cfg.steps, "passes": cfg.passes}
     budget = led.budget(terms, entries=entries).to_dict()
+    from easeml_ci.ledger.budget import steps_with_verdicts
+
     steps, alerts = [], {}
+    for e in steps_with_verdicts(entries):  # a reserved step with its completion's verdict
+        kind = e.get("kind")
+        passed = e.get("passed") if kind == "step" else None
+        steps.append({"index": len(steps) + 1, "time": e.get("time"), "torn": kind == "torn",
+                      "verdict": "torn" if kind == "torn" else
+                      ("withheld" if passed is None else ("pass" if passed else "fail")),
+                      "pull_request": e.get("pull_request") or e.get("pr"),
+                      "model": e.get("new"), "underpowered": bool(e.get("underpowered"))})
     for e in entries:
         kind = e.get("kind")
-        if kind in ("step", "torn"):
-            passed = e.get("passed") if kind == "step" else None
-            steps.append({"index": len(steps) + 1, "time": e.get("time"), "torn": kind == "torn",
-                          "verdict": "torn" if kind == "torn" else
-                          ("withheld" if passed is None else ("pass" if passed else "fail")),
-                          "pull_request": e.get("pull_request") or e.get("pr"),
-                          "model": e.get("new"), "underpowered": bool(e.get("underpowered"))})
-        elif kind == "alert":
+        if kind == "alert":
             alerts[e.get("event")] = {"event": e.get("event"), "time": e.get("time"), "state": "claimed"}
         elif kind == "alert-result":
             alerts[e.get("event")] = {"event": e.get("event"), "time": e.get("time"),

@@ -59,9 +59,13 @@ def _opt(name: str, env: str, help: str, **kw):
       "check (a pull request's model), or close-round (a cron job of the default branch: release "
       "the verdicts of every ended round, post each pull request's status and comment).",
       default="check", show_default=True)
+@_opt("--register", "INPUT_REGISTER",
+      "Register a test set that is not registered yet (the owner asks for it; only on the "
+      "default branch, never on a pull request) (true/false).", default="false",
+      show_default=True)
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
-           meter_validation, meter_fail_above, label_store, command):
+           meter_validation, meter_fail_above, label_store, command, register):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
     from ..errors import UsageError
     from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
@@ -89,6 +93,7 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         meter_fail_above=parse_threshold(meter_fail_above),
         label_store=(label_store or "").strip() or None,
         command=command,
+        register=parse_bool("register", register, False),
     )
     if command == "close-round":  # the cron job of the default branch (gate/rounds.py)
         from ..github.action import ActionContext

@@ -113,6 +113,7 @@ def register(config_path, testset, key_env, repository_ledger, as_json):
                                   key_env=key_env, missing="no test set for the meter: pass "
                                   "--testset PATH or set `meter.testset:`")
     ts = load_testset(source.path, label_column=cfg.label_column, key_env=key_env)
+    key = registration.ledger_key(source)
     if len(ts) < plan.test_examples:
         raise TestSetTooSmall(f"test set {source.given}: the meter needs {plan.test_examples:,} "
                               f"labelled examples for {plan.steps} answers, have {len(ts):,}")
@@ -120,7 +121,7 @@ def register(config_path, testset, key_env, repository_ledger, as_json):
     state, budget = registration.register(cfg, backend, ts.fingerprint,
                                           registration.meter_terms(cfg, plan),
                                           {"schema": registration.testset_schema(ts)},
-                                          given=source.given)
+                                          given=source.given, key=key)
     where = registration.ledger_name(backend)
     click.echo(json.dumps({"status": state, "ledger": where, "budget": budget.to_dict()}, sort_keys=True)
                if as_json else f"{state}: the meter's test set in {where}\nbudget: "

@@ -253,7 +253,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, store_
 
     from ..config import load_config
     from ..gate import reading_order, registration
-    from ..testsets import UnlabelledTestSet, load_any_testset
+    from ..testsets import TestSetSource, UnlabelledTestSet, load_any_testset
 
     # --repository-ledger: the ledger the Action uses, under the clock a runner keeps
     cfg = load_config(config_path, runner=True if repository_ledger else None)
@@ -278,6 +278,8 @@ def register(path, config_path, key_env, underpowered, repository_ledger, store_
         cfg = dataclasses.replace(cfg, webhook=hook)
     plan = cfg.checked_plan()
     ts = load_any_testset(path, label_column=cfg.label_column, key_env=key_env)
+    key = registration.ledger_key(TestSetSource(Path(path), path, label_column=cfg.label_column,
+                                                key_env=key_env))
     on_demand_set = isinstance(ts, UnlabelledTestSet)
     imported = None
     if on_demand_set:
@@ -303,7 +305,7 @@ def register(path, config_path, key_env, underpowered, repository_ledger, store_
                          "when it was registered")
     state, budget = registration.register(cfg, backend, ts.fingerprint,
                                           registration.pinned_terms(cfg, underpowered=underpowered),
-                                          note, given=path)
+                                          note, given=path, key=key)
     where = registration.ledger_name(backend)
     if as_json:
         out = {"status": state, "fingerprint": ts.fingerprint, "budget": budget.to_dict(),

@@ -15,7 +15,7 @@ import conditions
 from ..errors import TestSetTooSmall
 from ..testsets import UnlabelledTestSet
 from . import on_demand, steps
-from .registration import ledger_name, open_ledger_backend, testset_schema
+from .registration import ledger_name, open_ledger_backend
 from .results import CheckResult, shown_clauses
 
 
@@ -92,18 +92,23 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
                              pull_request=pull_request)
     steps.check_terms(gate, state)
     steps.admit(gate, state)
+    known = gate.testset.peek()  # a plaintext test set's size is refused before a step is spent
+    if known is not None:
+        sized_plan(gate, len(known), underpowered=underpowered)
+    steps.register_if_new(gate, state, admissible=lambda ts: on_demand.admissible(gate, ts))
+    if on_demand.applies(gate, state):  # registered just now, as labelled on demand
+        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store)
+    reserved = steps.reserve(gate, state, details=steps.public_details(gate))
     ts = steps.open_testset(gate)
-    if isinstance(ts, UnlabelledTestSet):  # encrypted, first seen: its header could not say
+    if isinstance(ts, UnlabelledTestSet):  # encrypted, registered before "labels" was noted
         return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store,
-                             opened=ts, pull_request=pull_request)
+                             opened=ts, reserved=reserved, pull_request=pull_request)
     plan = sized_plan(gate, len(ts), underpowered=underpowered)
-    steps.register_if_new(gate, state, {"schema": testset_schema(ts)})
     outputs = steps.evaluate(gate, ts)
     labels, rows = ts.y, len(ts)
     del ts  # the labels own their buffer: deciding adds nothing to the models' peak memory
     verdict = decide(gate, plan, labels, outputs)
     outputs.release()
-    details = steps.public_details(gate, **({"underpowered": True} if plan is not gate.plan else {}))
-    done = steps.commit(gate, state, passed=None if gate.withheld else verdict.passed,
-                        details=details)
+    done = steps.complete(gate, state, reserved, passed=None if gate.withheld else verdict.passed,
+                          details={"underpowered": True} if plan is not gate.plan else None)
     return reveal(gate, state, verdict, plan, done, rows, outputs)

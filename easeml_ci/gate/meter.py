@@ -72,16 +72,20 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
                               register=register)
     steps.check_terms(gate, state)
     steps.admit(gate, state)
+    too_small = (f"the meter needs them for {plan.steps} answers (adaptivity {plan.adaptivity}): "
+                 "label more, or configure fewer steps, a wider tolerance or a lower reliability")
+    known = gate.testset.peek()
+    if known is not None:  # refused before a step is spent where the size is known
+        steps.require_rows(gate, len(known), plan.test_examples, too_small)
+    steps.register_if_new(gate, state)
+    reserved = steps.reserve(gate, state, details={"new": gate.new})
     ts = steps.open_testset(gate)
-    steps.require_rows(gate, len(ts), plan.test_examples,
-                       f"the meter needs them for {plan.steps} answers (adaptivity {plan.adaptivity}): "
-                       "label more, or configure fewer steps, a wider tolerance or a lower reliability")
-    steps.register_if_new(gate, state, {"schema": registration.testset_schema(ts)})
+    steps.require_rows(gate, len(ts), plan.test_examples, too_small)
     outputs = steps.evaluate(gate, ts)
     label = plan.label(decide(plan, v, ts.y, outputs))
     del ts
-    done = steps.commit(gate, state, passed=None, details={
-        "new": gate.new, "meter": "withheld" if gate.withheld else label})
+    done = steps.complete(gate, state, reserved, passed=None,
+                          details={"meter": "withheld" if gate.withheld else label})
     return reveal(gate, state, done, label, v, outputs)
 
 

@@ -25,14 +25,20 @@ from ..errors import UsageError
 from ..models.digest import pair_digest
 from ..testsets import UnlabelledTestSet
 from . import reading_order, rounds, steps
-from .registration import (ON_DEMAND, admissible_plan, ledger_name, refuse_adaptive,
-                           registration_note)
+from .registration import ON_DEMAND, admissible_plan, ledger_name, refuse_adaptive
 from .results import CheckResult, shown_clauses
 
 def applies(gate: steps.Gate, state: steps.LedgerState) -> bool:
     """A plaintext unlabelled test set, or one registered as labelled on demand."""
     return (isinstance(gate.testset.peek(), UnlabelledTestSet)
             or bool(state.registration) and state.registration.get("labels") == ON_DEMAND)
+
+
+def admissible(gate: steps.Gate, ts) -> None:
+    """Refuse a test set found to be labelled on demand (an encrypted one, opened to register
+    it) that this config cannot answer, before anything is registered."""
+    if isinstance(ts, UnlabelledTestSet):
+        admissible_plan(gate.cfg, ts, gate.testset.given)
 
 
 def decide(gate: steps.Gate, plan, secret: bytes, ts: UnlabelledTestSet, y, known,
@@ -57,11 +63,12 @@ def decide(gate: steps.Gate, plan, secret: bytes, ts: UnlabelledTestSet, y, know
 
 
 def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store_path=None,
-        opened: UnlabelledTestSet | None = None, pull_request: dict | None = None) -> CheckResult:
-    """Spend (first check of the pair) or reuse the pair's step; decide privately; reveal.
+        opened: UnlabelledTestSet | None = None, reserved: steps.Reserved | None = None,
+        pull_request: dict | None = None) -> CheckResult:
+    """Reserve (first check of the pair) or reuse the pair's step; decide privately; reveal.
 
-    ``opened``: an encrypted test set whose header could not say it is unlabelled, already
-    opened (and admitted) by the labelled check."""
+    ``opened``, ``reserved``: an encrypted test set whose header could not say it is
+    unlabelled, opened by the labelled check after reserving its step (which this run spends)."""
     if underpowered:
         raise UsageError(f"--underpowered: test set {gate.testset.given} is labelled on demand; "
                          "a sequential decision reads as many rows as it needs up to its cap, so "
@@ -72,23 +79,30 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
         return rounds.run(gate, state, store_path=store_path, opened=opened,
                           pull_request=pull_request)
     pair = pair_digest(gate.new, gate.old, gate.cfg.output, gate.workdir)
-    earlier = state.step_of_pair(pair)
-    secret = steps.order_secret(gate, state)
+    earlier = state.step_of_pair(pair) if reserved is None else None
     if opened is None:  # a pair with its step spent may still complete its decision privately
         steps.check_terms(gate, state)
         steps.admit(gate, state, spends_step=earlier is None)
+        known = gate.testset.peek()
+        if known is not None:  # refused before a step is spent where the size is known
+            admissible_plan(gate.cfg, known, gate.testset.given)
+            steps.open_label_store(gate, known, store_path)
+        steps.register_if_new(gate, state)
+        secret = steps.order_secret(gate, state)  # checked against the registration first
+        if earlier is None:  # the first check of the pair spends its step before the open
+            reserved = steps.reserve(gate, state, details=steps.public_details(gate, pair=pair))
+    else:
+        secret = steps.order_secret(gate, state)
     ts = opened if opened is not None else steps.open_testset(gate)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
-    steps.register_if_new(gate, state, {**registration_note(ts),
-                                        **reading_order.note(gate.testset.encrypted, gate.testset.given)})
-    store = steps.open_label_store(gate, ts, store_path)  # everything that can refuse, first
-    y, known = store.label_vector()
+    store = steps.open_label_store(gate, ts, store_path)
+    y, known_rows = store.label_vector()
     view = store.labelled_view(ts, y)  # the models meet the label kind of the labels so far
     outputs = steps.evaluate(gate, view)
-    record = decide(gate, plan, secret, ts, y, known, outputs)
+    record = decide(gate, plan, secret, ts, y, known_rows, outputs)
     del ts, view
-    done = (steps.commit(gate, state, passed=None, details=steps.public_details(gate, pair=pair))
-            if earlier is None else steps.Committed(earlier, state.budget(gate.terms)))
+    done = (steps.complete(gate, state, reserved, passed=None) if reserved is not None
+            else steps.Committed(earlier, state.budget(gate.terms)))
     if earlier is not None and "label_request" not in record:
         record["completes_step"] = done.step
     record.update(pair=pair, repeat=earlier is not None, labels=store.summary(),
@@ -116,4 +130,4 @@ def reveal(gate: steps.Gate, state: steps.LedgerState, done: steps.Committed, re
     return result
 
 
-__all__ = ["applies", "decide", "run"]
+__all__ = ["admissible", "applies", "decide", "run"]

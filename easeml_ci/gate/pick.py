@@ -23,8 +23,7 @@ from ..errors import ConfigError, UsageError
 from ..models.digest import models_digest
 from ..testsets import UnlabelledTestSet
 from . import reading_order, steps
-from .registration import (ON_DEMAND, ledger_name, open_ledger_backend, pick_terms,
-                           registration_note, testset_schema)
+from .registration import ON_DEMAND, ledger_name, open_ledger_backend, pick_terms
 from .results import PickAnswer
 
 NO_PICK = "no pick yet"
@@ -78,20 +77,21 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
     earlier = state.step_of_pair(digest) if gate.withheld else None
     secret = steps.order_secret(gate, state)
     steps.admit(gate, state, spends_step=earlier is None)
+    steps.register_if_new(gate, state, note=reading_order.note(gate.testset.encrypted,
+                                                               gate.testset.given))
+    reserved = (steps.reserve(gate, state, details={"models": list(gate.specs.values()),
+                                                    "pair": digest})
+                if earlier is None else None)
     ts = steps.open_testset(gate)
     unlabelled = isinstance(ts, UnlabelledTestSet)
-    steps.register_if_new(gate, state, {**(registration_note(ts) if unlabelled else
-                                           {"schema": testset_schema(ts)}),
-                                        **reading_order.note(gate.testset.encrypted, gate.testset.given)})
     store = steps.open_label_store(gate, ts, label_store) if unlabelled else None
     labels, known = store.label_vector() if store else (ts.y, np.ones(len(ts), dtype=bool))
     outputs = steps.evaluate(gate, store.labelled_view(ts, labels) if store else ts)
     record = decide(gate, secret, ts, labels, known, outputs)
     del ts
     shown = "withheld" if gate.withheld else (record["pick"] or NO_PICK)
-    done = (steps.commit(gate, state, passed=None, details={
-                "models": list(gate.specs.values()), "pair": digest, "pick": shown})
-            if earlier is None else steps.Committed(earlier, state.budget(gate.terms)))
+    done = (steps.complete(gate, state, reserved, passed=None, details={"pick": shown})
+            if reserved is not None else steps.Committed(earlier, state.budget(gate.terms)))
     result = PickAnswer(
         answer=shown, candidates=list(gate.specs.values()), budget=done.budget,
         fingerprint=state.fingerprint, plan=gate.plan, config_path=gate.cfg.display_name,

@@ -228,16 +228,57 @@ def registered(backend, fingerprint: str) -> bool:
     return Ledger(backend, fingerprint).registration() is not None
 
 
-def register(cfg, backend, fingerprint: str, terms: dict, note: dict, *, given: str
-             ) -> tuple[str, Budget]:
+LEDGER_KEY_ENV = "EASEML_LEDGER_KEY"
+
+
+def ledger_key(source) -> bytes:
+    """The key a test set's ledger entries are MAC'd under (easeml_ci.ledger.auth): derived
+    from the test-set key of an encrypted test set (``source`` a TestSetSource), else the
+    separate ``EASEML_LEDGER_KEY``. Read before anything is opened; a missing or malformed key
+    is an InputError naming the variable (exit 2)."""
+    from ..testsets import crypto
+
+    if source.encrypted:
+        return crypto.derive_key(source.key(), "ledger")
+    return crypto.key_from_env(LEDGER_KEY_ENV, purpose=(
+        f"the ledger key of the plaintext test set {source.given}: its budget ledger is "
+        "authenticated with it, so nobody without it can rewrite the budget; make one with "
+        "`easeml-ci testset keygen` and keep it where only the gate's job and the owner read it"))
+
+
+def candidate_ledger_keys(key_env: str = "EASEML_TESTSET_KEY") -> list[bytes]:
+    """The ledger keys this environment holds (for reading ledgers without their test set):
+    the one derived from ``key_env``'s test-set key, and ``EASEML_LEDGER_KEY``."""
+    from ..errors import InputError
+    from ..testsets import crypto
+
+    keys = []
+    for env, derive in ((key_env, True), (LEDGER_KEY_ENV, False)):
+        if not os.environ.get(env):
+            continue
+        try:
+            key = crypto.key_from_env(env)
+        except InputError:
+            continue
+        keys.append(crypto.derive_key(key, "ledger") if derive else key)
+    return keys
+
+
+def register(cfg, backend, fingerprint: str, terms: dict, note: dict, *, given: str,
+             key: bytes) -> tuple[str, Budget]:
     """The owner starts a test set's ledger under ``terms`` (or finds it registered under the
-    same terms). Returns ("registered" | "already registered", the budget). A spent or retired
-    test set is refused: renaming or re-encrypting it does not give its budget back."""
-    ledger = Ledger(backend, fingerprint)
+    same terms), its entries MAC'd under ``key``. Returns ("registered" | "already registered",
+    the budget). A spent or retired test set is refused: renaming or re-encrypting it does not
+    give its budget back. A backend that keeps a registration anchor (the repository ledger)
+    writes it (:meth:`anchor`)."""
+    ledger = Ledger(backend, fingerprint, key)
     entries = ledger.entries()
     existing = ledger.registration(entries)
     if existing is None:
-        ledger.register(terms, by="register", note=note)
+        entry = ledger.register(terms, by="register", note=note)
+        write_anchor = getattr(backend, "write_anchor", None)
+        if write_anchor is not None:
+            write_anchor(fingerprint, entry)
         return "registered", ledger.budget()
     check_pinned(cfg, existing, fingerprint, terms)
     budget = ledger.budget(entries=entries)

@@ -31,8 +31,7 @@ from ..models.digest import pair_digest
 from ..testsets import crypto
 from ..testsets.pending import PendingRecord, PendingStore, default_pending_path
 from . import reading_order, schedule, steps
-from .registration import (admissible_plan, ledger_name, open_ledger_backend, pinned_terms,
-                           registration_note)
+from .registration import admissible_plan, ledger_name, open_ledger_backend, pinned_terms
 from .results import CheckResult, ShownClause
 
 PENDING = "pending"
@@ -98,16 +97,14 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=N
     known_ts = opened if opened is not None else gate.testset.peek()
     if known_ts is not None:  # a plaintext test set: refused before a step is spent
         admissible_plan(gate.cfg, known_ts, gate.testset.given)
-        steps.register_if_new(gate, state, {**registration_note(known_ts), **reading_order.note(
-            gate.testset.encrypted, gate.testset.given)})
+        steps.register_if_new(gate, state)  # pins the schema, "on demand", the reading order
     sched = schedule_of(gate.terms)
     r = sched.round_of(schedule.now())
     public = {"pair": pair, "round": r, "round_end": schedule.show(sched.end(r))}
     for key in ("number", "head_sha"):
         if pull_request and pull_request.get(key) is not None:
             public["pr" if key == "number" else "head_sha"] = pull_request[key]
-    reserved = steps.commit(gate, state, passed=None,
-                            details=steps.public_details(gate, reserved=True, **public))
+    reserved = steps.reserve(gate, state, details=steps.public_details(gate, **public))
     ts = opened if opened is not None else steps.open_testset(gate)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
     labels = steps.open_label_store(gate, ts, store_path)

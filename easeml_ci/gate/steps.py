@@ -4,14 +4,15 @@ See docs/design.md#the-pipeline for why the order is what it is. In short: every
 can get wrong is refused before the test set is identified (:func:`validate_*`); the test set's
 identity and its ledger are read and checked before it is opened (:func:`read_ledger`,
 :func:`admit`); the test set is opened once (:func:`open_testset`); the models run on it
-(:func:`evaluate`); each kind of answer decides in memory; the step is written durably
-(:func:`commit`); only then does anything about the answer leave the gate (each answer's
-``reveal``, with :func:`deliver_private` and :func:`alert_if_spent`).
+(:func:`evaluate`); each kind of answer decides in memory; the step is reserved durably before
+the test set is opened (:func:`reserve`: a run killed after that has spent it) and completed
+with the decision (:func:`complete`); only then does anything about the answer leave the gate
+(each answer's ``reveal``, with :func:`deliver_private` and :func:`alert_if_spent`).
 
 An answer (:mod:`.check`, :mod:`.on_demand`, :mod:`.meter`) is a composition of these steps
 with a ``decide`` and a ``reveal`` of its own. The hand-off objects are :class:`Gate` (what
 validation resolved), :class:`LedgerState` (what the ledger said), :class:`Evaluation` (the
-models' outputs) and :class:`Committed` (the step written).
+models' outputs), :class:`Reserved` (the step spent) and :class:`Committed` (the step completed).
 """
 from __future__ import annotations
 
@@ -29,16 +30,16 @@ from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from ..testsets.labels import LabelStore, store_location
 from . import alert, private_sink, reading_order
-from .registration import check_pinned, check_underpowered, ledger_name, pinned_terms
+from .registration import (check_pinned, check_underpowered, ledger_key, ledger_name, pinned_terms,
+                           registration_note, testset_schema)
 
 Progress = Callable[[str], None]
 
 __all__ = [
-    "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "admit", "alert_if_spent",
-    "check_terms",
-    "commit", "config_of", "deliver_private", "evaluate", "locate_label_store", "new_testset_alert",
-    "open_label_store", "open_testset", "order_secret", "preflight_models", "read_ledger",
-    "register_if_new", "resolve",
+    "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "Reserved", "admit",
+    "alert_if_spent", "check_terms", "complete", "config_of", "deliver_private", "evaluate",
+    "locate_label_store", "new_testset_alert", "open_label_store", "open_testset", "order_secret",
+    "preflight_models", "read_ledger", "register_if_new", "reserve", "resolve",
     "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
 
@@ -140,6 +141,7 @@ class Gate:
     workdir: Path
     progress: Progress = field(default=lambda _message: None)
     next_step: str | None = None   # the alert's request, when not the gate's `testset register`
+    opened: Any = None             # the test set, when the owner's registration had to open it
 
     @property
     def new(self) -> str:
@@ -185,22 +187,30 @@ def read_ledger(gate: Gate, backend, *, register: bool) -> LedgerState:
     """The test set's fingerprint (an encrypted file's header; a plaintext file is read), its
     ledger verified, and its registration.
 
-    ``register=False`` (pull requests) refuses a test set its owner has not registered."""
+    ``register=False`` (every run but one the owner asked to register) refuses a test set its
+    owner has not registered. The ledger is authenticated with the test set's ledger key
+    (:func:`.registration.ledger_key`); a backend that can say whether its ledger can be
+    rewritten from outside (``check_protected``: the repository ledger's branch rules) is
+    asked first, and refuses (exit 2) before anything is opened."""
+    key = ledger_key(gate.testset)  # a missing key is exit 2 before anything else
+    protected = getattr(backend, "check_protected", None)
+    if protected is not None:
+        protected()
     probe = getattr(backend, "check_writable", None)
     if probe is not None:  # a ledger we could not write would waste the evaluation: ask first
         probe()
     if not gate.testset.encrypted:
         gate.progress(f"loading test set {gate.testset.given}")
     fingerprint = gate.testset.fingerprint()
-    ledger = Ledger(backend, fingerprint)
+    ledger = Ledger(backend, fingerprint, key)
     entries = ledger.entries()
     registered = ledger.registration(entries)
     if registered is None and not register:
         raise UsageError(
             f"test set {gate.testset.given} ({fingerprint[:12]}) is not registered in "
-            f"{ledger_name(backend)}: a pull request cannot start a budget. Its owner registers "
-            "it once with `easeml-ci testset register PATH` (or a run of the gate on the default "
-            "branch); a test set a pull request added is refused")
+            f"{ledger_name(backend)}: a check cannot start a budget. Its owner registers it "
+            "once with `easeml-ci testset register PATH` (or a run of the Action with the input "
+            "`register: true` on the default branch); a test set a pull request added is refused")
     return LedgerState(ledger, entries, fingerprint, registered)
 
 
@@ -259,7 +269,10 @@ def alert_if_spent(gate: Gate, ledger: Ledger, budget: Budget) -> dict | None:
 # --- open: the test set, once ------------------------------------------------------------------
 
 def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
-    """Decrypt (or hand over) the test set; only after the ledger has admitted the answer."""
+    """Decrypt (or hand over) the test set; only after the step is reserved (:func:`reserve`)."""
+    if gate.opened is not None:  # the owner's registration opened it (register_if_new)
+        ts, gate.opened = gate.opened, None
+        return ts
     if gate.testset.encrypted:
         gate.progress(f"loading test set {gate.testset.given}")
     return gate.testset.load()
@@ -285,11 +298,31 @@ def require_rows(gate: Gate, rows: int, needed: int, advice: str) -> None:
                               f"have {rows}; {advice}")
 
 
-def register_if_new(gate: Gate, state: LedgerState, note: dict) -> None:
-    """The first answer on a test set its owner allowed to be registered by use registers it."""
-    if state.registration is None:
-        state.registration = state.ledger.register(gate.terms, by="check", note=note)
-        state.entries = state.ledger.entries()
+def register_if_new(gate: Gate, state: LedgerState,
+                    admissible: Callable[[Any], None] | None = None,
+                    note: dict | None = None) -> None:
+    """A run its owner asked to register (``register=True``) registers a new test set, before
+    its step is reserved: the note pins the schema (and "labels on demand" for a test set
+    without labels). An encrypted test set is opened for it, as ``testset register`` opens it;
+    no model has run on it, and :func:`open_testset` hands that copy on. ``admissible(ts)``
+    refuses a test set the answer cannot use before anything is registered."""
+    if state.registration is not None:
+        return
+    ts = gate.testset.peek()
+    if ts is None:
+        ts = gate.opened = open_testset(gate)
+    if admissible is not None:
+        admissible(ts)
+    pinned = registration_note(ts) if isinstance(ts, UnlabelledTestSet) else {
+        "schema": testset_schema(ts)}
+    if isinstance(ts, UnlabelledTestSet):  # read in the order drawn from a pinned secret
+        pinned.update(reading_order.note(gate.testset.encrypted, gate.testset.given))
+    pinned.update(note or {})
+    state.registration = state.ledger.register(gate.terms, by="check", note=pinned)
+    write_anchor = getattr(state.ledger.backend, "write_anchor", None)
+    if write_anchor is not None:
+        write_anchor(state.fingerprint, state.registration)
+    state.entries = state.ledger.entries()
 
 
 # --- evaluate: the models on the test set -------------------------------------------------------
@@ -348,11 +381,11 @@ def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
     return evaluation
 
 
-# --- commit: the step, durably ------------------------------------------------------------------
+# --- reserve and complete: the step, durably -----------------------------------------------------
 
 @dataclass(frozen=True)
-class Committed:
-    """The step written to the ledger and the budget after it."""
+class Reserved:
+    """The step spent before the test set is opened, and the budget with it spent."""
 
     entry: dict
     budget: Budget
@@ -362,16 +395,43 @@ class Committed:
         return self.entry["seq"]
 
 
-def commit(gate: Gate, state: LedgerState, *, passed: bool | None, details: dict) -> Committed:
-    """Spend the step durably; only after this may anything about the answer show.
+@dataclass(frozen=True)
+class Committed:
+    """The step (its reservation's entry) completed, and the budget after it."""
 
-    ``passed`` is the released verdict bit (None when nothing is released); ``details`` go into
-    the step's entry, which the team can read: nothing label-dependent."""
+    entry: dict
+    budget: Budget
+
+    @property
+    def step(self) -> int:
+        return self.entry["seq"]
+
+
+def reserve(gate: Gate, state: LedgerState, *, details: dict) -> Reserved:
+    """Spend the step durably before the test set is opened: a run killed, cancelled, timed out
+    or out of disk from here on has spent it (docs/design.md#the-pipeline).
+
+    ``details`` go into the step's entry, which the team can read: known before the test set is
+    opened, so nothing label-dependent. A spent budget refuses (with the alert)."""
     try:
-        entry, after = state.ledger.record_step(passed=passed, terms=gate.terms, details=details)
-    except LedgerSpent as exc:  # another answer took the last step while we evaluated
+        entry, after = state.ledger.reserve_step(terms=gate.terms, details=details)
+    except LedgerSpent as exc:  # another answer took the last step since admit
         raise spent(gate, state.ledger, exc.budget) from None
-    return Committed(entry, after)
+    return Reserved(entry, after)
+
+
+def complete(gate: Gate, state: LedgerState, reserved: Reserved, *, passed: bool | None,
+             details: dict | None = None) -> Committed:
+    """The decision completes the reserved step, durably; only after this may anything about
+    the answer show. ``passed`` is the released bit (None when nothing is released);
+    ``details``: public, what the answer released with it. A test set that other answers
+    retired meanwhile refuses: the bit would be one the budget does not count."""
+    try:
+        _, after = state.ledger.complete_step(reserved.step, passed=passed, terms=gate.terms,
+                                              details=details)
+    except LedgerSpent as exc:
+        raise spent(gate, state.ledger, exc.budget) from None
+    return Committed(reserved.entry, after)
 
 
 # --- reveal: what leaves the gate ----------------------------------------------------------------

@@ -61,6 +61,8 @@ class ActionInputs:
     meter_fail_above: float | None = None  # fail the job when the meter's range starts here
     label_store: str | None = None  # a test set labelled on demand: its store, outside the workspace
     command: str = "check"  # or "close-round": release the verdicts of ended rounds (cron)
+    # --- registration (ledger-auth): the owner asks for it; never a run by itself ---
+    register: bool = False  # register a test set not registered yet (default branch only)
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -167,7 +169,9 @@ class ActionContext:
     @property
     def may_register(self) -> bool:
         """Only a run on the default branch (trusted code) may register a test set: never a
-        pull request, and never a push to another branch, whose workflow its author wrote."""
+        pull request, and never a push to another branch, whose workflow its author wrote.
+        Even there only when the owner asked (the ``register`` input, :func:`registers`): a
+        push after the ledger branch was deleted must not start a fresh budget by itself."""
         if self.event_name in PULL_REQUEST_EVENTS:
             return False
         default = (self.event.get("repository") or {}).get("default_branch")
@@ -309,6 +313,15 @@ def _pull_request_of_head(inputs: ActionInputs, claimed: int | None,
 PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target", "workflow_run")
 
 
+def registers(inputs: ActionInputs, ctx: ActionContext) -> bool:
+    """The run registers a new test set only when the owner asked (``register: true``) and it
+    runs on the default branch; ``register: true`` anywhere else is refused (exit 2)."""
+    if inputs.register and not ctx.may_register:
+        raise UsageError("input register: true is allowed only on a push to (or a dispatch on) "
+                         "the default branch; a pull request never registers a test set")
+    return inputs.register
+
+
 def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
                out: IO[str] | None = None, client: GitHubClient | None = None,
                summary_path: str | None = None, output_path: str | None = None) -> int:
@@ -323,6 +336,8 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
                           webhooks=[inputs.alert_webhook])
     workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))  # a reading-order secret
+    if os.environ.get("EASEML_LEDGER_KEY"):  # the ledger-key input (ledger-auth)
+        workflow.mask_secrets(out, key=os.environ["EASEML_LEDGER_KEY"])
     if client is None and token:
         client = GitHubClient(token, ctx.api_url)
     reporter = Reporter(ctx, inputs, out, client)
@@ -376,7 +391,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         reporter.log(f"easeml-ci: budget ledger: {where}")
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
-                           backend=backend, register=ctx.may_register,
+                           backend=backend, register=registers(inputs, ctx),
                            progress=lambda m: reporter.log(f"... {m}"),
                            label_store=inputs.label_store,
                            pull_request={"number": inputs.pr_number or ctx.pr_number,
@@ -449,7 +464,7 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
         result = run_meter(cfg, inputs.new_model, inputs.meter_validation, None,
                            key_env=KEY_ENV, workdir=ctx.workspace,
                            backend=open_ledger_backend(cfg),
-                           register=ctx.may_register,
+                           register=registers(inputs, ctx),
                            progress=lambda m: reporter.log(f"... meter: {m}"))
     except (EasemlError, ConditionsError) as exc:
         text = redact(getattr(exc, "message", str(exc)), [inputs.alert_webhook])

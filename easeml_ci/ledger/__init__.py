@@ -3,9 +3,10 @@
 Public surface::
 
     backend = open_backend({"backend": "file", "path": ".easeml/ledger"}, base=Path("."))
-    ledger = Ledger(backend, fingerprint)
+    ledger = Ledger(backend, fingerprint, key)   # key: the ledger key (ledger.auth), MACs
     ledger.budget(terms)                          # Budget(used, total, remaining, status, ...)
-    entry, after = ledger.record_step(passed=True, terms=terms)   # durable before it returns
+    step, _ = ledger.reserve_step(terms=terms)    # durable before the test set is opened
+    done, after = ledger.complete_step(step["seq"], passed=True, terms=terms)
     ledger.verify()                               # VerifyReport(ok, problems, warnings)
 
 Every read a budget is computed from verifies the ledger first (chain, order, head) and raises
@@ -28,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from .budget import ACTIVE, EXHAUSTED, PINNED_TERMS, RETIRED, Budget
-from .errors import LedgerConflict, LedgerCorrupt, LedgerSpent
+from .errors import LedgerConflict, LedgerCorrupt, LedgerNeedsMigration, LedgerSpent
 from .file_backend import FileBackend
 from .ledger import Ledger, LedgerTampered, VerifyReport, check_chain
 
@@ -61,6 +62,6 @@ def open_backend(spec: dict | None = None, *, base: Path | str = ".") -> LedgerB
 
 __all__ = [
     "ACTIVE", "EXHAUSTED", "PINNED_TERMS", "RETIRED", "Budget", "DEFAULT_PATH", "FileBackend",
-    "Ledger", "LedgerBackend", "LedgerConflict", "LedgerCorrupt", "LedgerSpent", "LedgerTampered",
+    "Ledger", "LedgerBackend", "LedgerConflict", "LedgerCorrupt", "LedgerNeedsMigration", "LedgerSpent", "LedgerTampered",
     "VerifyReport", "check_chain", "open_backend",
 ]

@@ -12,6 +12,11 @@ cannot stretch a budget that has already been partly spent.
 A torn line (a write interrupted by a killed process) counts as a spent step: the process may
 have been about to reveal it, and counting too much is safe where counting too little is not.
 A torn line never counts as a pass: it revealed nothing, so it cannot move the transcript.
+
+Count before open: a ``step`` entry is written (reserved) before the test set is opened and a
+``complete`` entry (``step``: its seq, ``passed``: the bit) once it is decided. The step is spent
+from its reservation; only a completion (or a v1 step entry written whole) can be a pass. A
+reserved step that is never completed is spent and no pass: the run died before revealing it.
 """
 from __future__ import annotations
 
@@ -91,3 +96,40 @@ def compute(entries: list[dict], terms: dict) -> Budget:
         status = ACTIVE
     return Budget(used=used, total=total, passes_used=passes_used, passes_total=limit,
                   status=status, adaptivity=adaptivity)
+
+
+def completion_problems(entries: list[dict]) -> list[str]:
+    """Completions that do not complete a reserved step before them, once (pure)."""
+    problems, done = [], set()
+    for index, entry in enumerate(entries):
+        if entry.get("kind") != "complete":
+            continue
+        seq = entry.get("step")
+        target = entries[seq] if isinstance(seq, int) and 0 <= seq < index else None
+        if target is None or target.get("kind") != "step" or not target.get("reserved"):
+            problems.append(f"entry {index + 1}: completes {seq!r}, which is no reserved step "
+                            "before it")
+        elif seq in done:
+            problems.append(f"entry {index + 1}: completes step {seq} a second time")
+        done.add(seq)
+    return problems
+
+
+def steps_with_verdicts(entries: list[dict]) -> list[dict]:
+    """Each spent step (``step`` and ``torn`` entries, oldest first) with its completion's
+    fields merged in (``passed`` and what the answer recorded with it) and ``completed``:
+    False for a reserved step whose run died before deciding (spent, no pass)."""
+    completions = {e.get("step"): e for e in entries if e.get("kind") == "complete"}
+    out = []
+    for entry in entries:
+        if entry.get("kind") not in ("step", "torn"):
+            continue
+        merged = dict(entry)
+        done = completions.get(entry.get("seq")) if entry.get("reserved") else None
+        if done is not None:
+            merged.update({k: v for k, v in done.items()
+                           if k not in ("kind", "seq", "prev_hash", "hash", "mac", "step", "time")})
+        merged["completed"] = entry.get("kind") == "step" and (
+            not entry.get("reserved") or done is not None)
+        out.append(merged)
+    return out

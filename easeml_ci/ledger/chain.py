@@ -24,8 +24,9 @@ def canonical(entry: dict) -> bytes:
 
 
 def entry_hash(entry: dict) -> str:
-    """SHA-256 of the entry's canonical JSON, excluding its own ``hash`` field."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
+    """SHA-256 of the entry's canonical JSON, excluding its own ``hash`` field and its ``mac``
+    (format v2, :mod:`.auth`: the MAC is computed over the sealed entry, hash included)."""
+    body = {k: v for k, v in entry.items() if k not in ("hash", "mac")}
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
@@ -58,7 +59,7 @@ def parse_lines(data: bytes) -> list[dict]:
 
 def seal(entry: dict, seq: int, prev_hash: str) -> dict:
     """Return a copy of ``entry`` placed at ``seq`` after ``prev_hash``, with its hash."""
-    sealed = {k: v for k, v in entry.items() if k not in ("hash", "seq", "prev_hash")}
+    sealed = {k: v for k, v in entry.items() if k not in ("hash", "seq", "prev_hash", "mac")}
     sealed["seq"] = seq
     sealed["prev_hash"] = prev_hash
     sealed["hash"] = entry_hash(sealed)

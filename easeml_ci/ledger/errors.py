@@ -30,3 +30,7 @@ class LedgerSpent(Exception):
     def __init__(self, budget):
         super().__init__(f"test set {budget.status}")
         self.budget = budget
+
+
+class LedgerNeedsMigration(LedgerCorrupt):
+    """A v1 ledger (no MACs): the gate reads it only after ``easeml-ci ledger migrate``."""

@@ -175,6 +175,16 @@ class FileBackend:
                 raise
             head.commit()
 
+    def rewrite(self, fingerprint: str, entries: list[dict], expected_length: int) -> None:
+        """Replace the whole ledger (``ledger migrate`` only) iff it holds ``expected_length``
+        entries; atomic (a reader sees the old or the new file), head updated after."""
+        with self._locked(fingerprint, exclusive=True):
+            if len(self._read(fingerprint)[0]) != expected_length:
+                raise LedgerConflict(expected_length, len(self._read(fingerprint)[0]))
+            with atomic_write(self._path(fingerprint, ".jsonl"), "wb") as fh:
+                fh.write(b"".join(canonical(entry) + b"\n" for entry in entries))
+            self._write_head(fingerprint, len(entries), entries[-1].get("hash") if entries else None)
+
     def _write_head(self, fingerprint: str, length: int, last_hash: str | None) -> None:
         with atomic_write(self._path(fingerprint, ".head"), "wb") as fh:
             fh.write(_head_bytes(length, last_hash))

@@ -30,12 +30,20 @@ conflict and the step is recorded again. That costs a step; it never reveals an 
 (Reading the file back to recognise "our" write would not be sound: two writers in the same
 second can seal byte-identical entries.)
 
-Truncation. A hash chain cannot show a cut-off tail (a prefix of a valid chain is valid), so the
-file backend keeps a head sidecar. Here the branch history plays that part: every append is one
-commit whose message records the new length and the last entry's hash, and :meth:`head` reads
-the latest commit that touched the ledger file. A tail cut off (or any edit) by a commit that
-easeml-ci did not make shows up in ``easeml-ci ledger verify``. A force-push back to an older
-state does not: protect the branch against force pushes.
+Truncation and rollback. A MAC chain (:mod:`.auth`) cannot show a cut-off tail: a prefix of an
+authentic ledger is authentic. Here the branch history is the witness: every append is one
+commit whose message records the test set, the new length and the last entry's hash (a *claim*,
+tagged ``v2`` for an authenticated ledger), and :meth:`history_problems` reads the claims of
+**every** commit reachable from the branch (never only the latest message, which anybody who may
+push can write: attack 2 of issue 20 was a fast-forward commit that kept only the registration
+and forged that message). The ledger must hold every entry any claim records, with that hash;
+a commit that cut the file back, or a merge that took an older copy, leaves the claims of the
+gate's later commits in the history and is refused (exit 2). A forged claim can only make the
+gate refuse, never add steps. What the history cannot show is a force-push or a deleted and
+re-created branch (the claims go with the old history): :meth:`check_protected` refuses a ledger
+branch that no ruleset keeps from force pushes and deletion, and the registration anchor on the
+default branch (:meth:`write_anchor`, ``.easeml/registrations/<fingerprint>.json``) turns a
+ledger that disappeared into "ledger missing", never "not registered yet".
 
 Files over 1 MB: the contents API then answers with ``encoding: "none"`` and an empty
 ``content``; read naively that would be an empty ledger, i.e. a fresh budget. The file is then
@@ -46,6 +54,7 @@ does not add up is :class:`LedgerCorrupt`, never an empty or shorter ledger.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 
@@ -67,7 +76,10 @@ DEFAULT_BRANCH = "easeml-ledger"
 DEFAULT_DIRECTORY = "ledger"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16,128}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_HEAD_RECORD = re.compile(r"^easeml-ci: ledger [0-9a-f]+ entry (\d+) hash=([0-9a-f]{64})$")
+_HEAD_RECORD = re.compile(r"^easeml-ci: ledger ([0-9a-f]+) entry (\d+) hash=([0-9a-f]{64})( v2)?$",
+                          re.MULTILINE)
+ANCHOR_DIRECTORY = ".easeml/registrations"
+ANCHOR_FORMAT = 1
 
 _README = """# easeml-ci ledger
 
@@ -193,7 +205,155 @@ class GitHubBackend:
         m = _HEAD_RECORD.search(message)
         if not m:
             return {"length": None, "hash": None, "unreadable": True}
-        return {"length": int(m.group(1)), "hash": m.group(2)}
+        return {"length": int(m.group(2)), "hash": m.group(3)}
+
+    # --- the history and the anchor: what an ordinary push cannot undo ---------------------
+    def claims(self, fingerprint: str) -> list[tuple[str, int, str, bool]]:
+        """(commit sha, length, hash, v2) of every commit reachable from the branch whose
+        message claims an append to this test set's ledger, newest first."""
+        try:
+            commits = list(self.client.paginate(repo_path(self.repository, "commits"),
+                                                sha=self.branch, per_page=100))
+        except (GitHubNotFound, GitHubValidation):
+            return []
+        except GitHubError as exc:
+            raise self._unavailable("read the ledger branch's history", exc) from None
+        out = []
+        for commit in commits:
+            message = str(((commit or {}).get("commit") or {}).get("message", ""))
+            for m in _HEAD_RECORD.finditer(message):
+                named = m.group(1)
+                if named == fingerprint or (len(named) == 12 and fingerprint.startswith(named)):
+                    out.append((str(commit.get("sha", "")), int(m.group(2)), m.group(3),
+                                bool(m.group(4))))
+        return out
+
+    def history_problems(self, fingerprint: str, entries: list[dict]) -> list[str]:
+        """What the branch's history and the registration anchor say is missing from
+        ``entries`` (called by :class:`~easeml_ci.ledger.Ledger` on every verified read)."""
+        from .auth import is_v1
+
+        problems = []
+        claims = self.claims(fingerprint)
+        anchored = self.anchor(fingerprint)
+        if anchored is not None:
+            registered = anchored.get("register") or {}
+            if not entries:
+                problems.append(
+                    f"ledger missing: test set {fingerprint[:12]} is registered (anchor "
+                    f"{self._anchor_file(fingerprint)} on the default branch) but {self.where} "
+                    "holds no ledger for it (the branch or the file was deleted); restore the "
+                    "ledger branch, nothing is decided until then")
+            elif (entries[0].get("hash") != registered.get("hash")
+                  or entries[0].get("mac") != registered.get("mac")):
+                problems.append(
+                    f"entry 1: not the registration anchored on the default branch "
+                    f"({self._anchor_file(fingerprint)}): the ledger was re-created")
+            elif anchored.get("ledger_commit") and anchored["ledger_commit"] not in {
+                    sha for sha, *_ in claims}:
+                problems.append(
+                    f"the ledger branch {self.where} was re-created: the commit that registered "
+                    f"test set {fingerprint[:12]} ({anchored['ledger_commit'][:12]}, anchored on "
+                    "the default branch) is not in its history")
+        v1 = is_v1(entries)
+        for sha, length, last_hash, v2 in claims:
+            sha = sha[:12]
+            if v1 and v2:
+                problems.append(f"commit {sha} appended to an authenticated (v2) ledger of this "
+                                "test set, which now reads as v1: its MACs were stripped")
+                break
+            if v2 == v1:
+                continue  # a v1 claim of a migrated ledger, or a v2 one of a v1 ledger: moot
+            if len(entries) < length:
+                problems.append(
+                    f"rolled back: commit {sha} wrote entry {length}, the ledger now holds "
+                    f"{len(entries)} (a commit easeml-ci did not make cut it back)")
+                break
+            if entries[length - 1].get("hash") != last_hash:
+                problems.append(f"entry {length}: differs from the one commit {sha} wrote "
+                                "(rewritten)")
+                break
+        return problems
+
+    def _anchor_file(self, fingerprint: str) -> str:
+        self._file(fingerprint)  # the same check of the name
+        return f"{ANCHOR_DIRECTORY}/{fingerprint}.json"
+
+    def default_branch(self) -> str:
+        if getattr(self, "_default_branch", None) is None:
+            try:
+                repo = self.client.get(repo_path(self.repository))
+            except GitHubError as exc:
+                raise self._unavailable("read the repository's default branch", exc) from None
+            self._default_branch = str((repo or {}).get("default_branch") or "main")
+        return self._default_branch
+
+    def anchor(self, fingerprint: str) -> dict | None:
+        """The registration anchor on the default branch (where a pull request cannot remove
+        it), or None. Unreadable or malformed anchors refuse (exit 2)."""
+        path = self._anchor_file(fingerprint)
+        try:
+            doc = self.client.get(self._contents(path), ref=self.default_branch())
+        except GitHubNotFound:
+            return None
+        except GitHubError as exc:
+            raise self._unavailable(f"read the registration anchor {path}", exc) from None
+        try:
+            anchored = json.loads(base64.b64decode((doc or {}).get("content") or ""))
+            if not isinstance(anchored, dict) or anchored.get("fingerprint") != fingerprint:
+                raise ValueError
+        except ValueError:
+            raise LedgerCorrupt(f"ledger: the registration anchor {path} on the default branch "
+                                "is not one easeml-ci wrote; nothing was decided") from None
+        return anchored
+
+    def write_anchor(self, fingerprint: str, register_entry: dict) -> str:
+        """Commit the registration anchor (the register entry with its MAC) to the default
+        branch; returns where. An anchor that is already there must be this registration."""
+        path = self._anchor_file(fingerprint)
+        existing = self.anchor(fingerprint)
+        if existing is not None:
+            if (existing.get("register") or {}).get("hash") == register_entry.get("hash"):
+                return f"{self.repository}@{self.default_branch()}/{path}"
+            raise LedgerCorrupt(f"ledger: {path} on the default branch anchors another "
+                                "registration of this test set; nothing was written")
+        registered_by = next((sha for sha, length, last_hash, _v2 in self.claims(fingerprint)
+                              if length == 1 and last_hash == register_entry.get("hash")), None)
+        body = {"message": f"easeml-ci: anchor the registration of test set {fingerprint[:12]}",
+                "content": base64.b64encode(canonical({
+                    "format": ANCHOR_FORMAT, "fingerprint": fingerprint, "ledger": self.where,
+                    "ledger_commit": registered_by, "register": register_entry}) + b"\n"
+                ).decode(),
+                "branch": self.default_branch()}
+        try:
+            self.client.put(self._contents(path), body)
+        except GitHubForbidden as exc:
+            raise LedgerWriteDenied(
+                f"ledger: cannot commit the registration anchor {path} to the default branch "
+                f"{self.default_branch()}: HTTP {exc.status} {exc.api_message} (the owner's "
+                "token needs contents: write there; rerun `easeml-ci ledger anchor`)") from None
+        except GitHubError as exc:
+            raise self._unavailable(f"commit the registration anchor {path}", exc) from None
+        return f"{self.repository}@{self.default_branch()}/{path}"
+
+    def check_protected(self) -> None:
+        """Refuse (exit 2, before anything is opened) a ledger branch whose history is not
+        append-only: without rules against force pushes and deletion, the gate's commits (the
+        claims :meth:`history_problems` reads) could be taken away, and spent steps with them."""
+        from ..github.api import branch_rules_missing
+
+        try:
+            missing = branch_rules_missing(self.client, self.repository, self.branch)
+        except GitHubError as exc:
+            raise self._unavailable(f"read the rules of {self.where}", exc) from None
+        if missing:
+            what = {"non_fast_forward": "force pushes (rule: Block force pushes)",
+                    "deletion": "deletion (rule: Restrict deletions)"}
+            raise LedgerCorrupt(
+                f"ledger: the ledger branch {self.where} is not protected against "
+                f"{' and '.join(what[m] for m in missing)}: whoever may push could take spent "
+                "steps back. Add a branch ruleset targeting it (Settings > Rules > Rulesets) "
+                "with those rules and no bypass for the team; nothing was opened")
 
     def integrity_warnings(self) -> list[str]:
         """What ``verify`` cannot see in the ledger itself: can the branch be force-pushed?
@@ -330,8 +490,7 @@ class GitHubBackend:
             data += b"\n"
         new = data + canonical(entry) + b"\n"
         body = {
-            "message": f"easeml-ci: ledger {fingerprint[:12]} entry {expected_length + 1} "
-                       f"hash={entry.get('hash')}",
+            "message": self._claim(fingerprint, expected_length + 1, entry),
             "content": base64.b64encode(new).decode(),
             "branch": self.branch,
         }
@@ -349,6 +508,32 @@ class GitHubBackend:
             raise LedgerConflict(expected_length, -1) from exc
         except GitHubError as exc:
             raise self._unavailable("record the step", exc) from None
+
+    @staticmethod
+    def _claim(fingerprint: str, length: int, entry: dict) -> str:
+        """The commit message that records an append (see the module docstring)."""
+        tag = " v2" if "mac" in entry else ""
+        return f"easeml-ci: ledger {fingerprint} entry {length} hash={entry.get('hash')}{tag}"
+
+    def rewrite(self, fingerprint: str, entries: list[dict], expected_length: int) -> None:
+        """Replace the ledger file in one commit (``ledger migrate`` only), iff it holds
+        ``expected_length`` entries; the commit claims the new length."""
+        path = self._file(fingerprint)
+        current, _data, sha = self._read(fingerprint)
+        if sha is None or len(current) != expected_length:
+            raise LedgerConflict(expected_length, len(current))
+        body = {"message": self._claim(fingerprint, len(entries), entries[-1]) + "\n\nmigrated",
+                "content": base64.b64encode(b"".join(canonical(e) + b"\n" for e in entries)
+                                            ).decode(),
+                "branch": self.branch, "sha": sha}
+        try:
+            self.client.put(self._contents(path), body)
+        except (GitHubConflict, GitHubValidation):
+            raise LedgerConflict(expected_length, -1) from None
+        except GitHubForbidden as exc:
+            raise self._denied(exc) from None
+        except GitHubError as exc:
+            raise self._unavailable("rewrite the ledger", exc) from None
 
     def _length_now(self, fingerprint: str, fallback: int) -> int:
         try:

@@ -10,7 +10,18 @@ position or finds the budget gone.
 
 Every read that a budget is computed from is verified (:meth:`Ledger.entries`): an entry that
 was edited, deleted, reordered or cut off the tail, or a head that disagrees, raises
-:class:`LedgerTampered` (exit 2) instead of returning entries. A ledger that lost a step line
+:class:`LedgerTampered` (exit 2) instead of returning entries. With the ledger key (format v2,
+:mod:`.auth`) every entry's MAC is checked too: an entry the gate did not write (or a ledger
+rewritten whole, head included) raises :class:`LedgerTampered` naming the first forged entry,
+and a v1 ledger (no MACs) raises :class:`LedgerNeedsMigration` (``easeml-ci ledger migrate``).
+A backend may add what only it can see (``history_problems``: the repository ledger's commits
+that claim more entries than the file holds, a registration anchor the ledger lacks).
+
+A step is spent in two parts (count before open): :meth:`Ledger.reserve_step` appends the step,
+durably, before the test set is opened; :meth:`Ledger.complete_step` appends the verdict bit
+for that step once it is decided (possibly from another process, later: rounds). A reserved step
+that is never completed (a run killed, cancelled, timed out or out of disk) stays spent and is
+no pass. A ledger that lost a step line
 would otherwise hand that step back (docs/design.md §6: the gate fails closed, never a fresh or
 larger budget). Only :meth:`Ledger.unverified_entries` (for ``ledger log``, which shows a
 tampered ledger so a person can see what changed) reads without verifying.
@@ -22,10 +33,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from . import auth
 from . import budget as budget_mod
 from .budget import Budget
 from .chain import GENESIS, entry_hash, seal
-from .errors import LedgerConflict, LedgerCorrupt, LedgerSpent
+from .errors import LedgerConflict, LedgerCorrupt, LedgerNeedsMigration, LedgerSpent
 
 MAX_ATTEMPTS = 200
 REREAD_DELAY = 0.5  # seconds before a two-read backend's ledger is read again
@@ -97,6 +109,7 @@ def check_chain(entries: list[dict], head: dict | None, *, keeps_head: bool) -> 
         if entry.get("kind") == "step":
             report.problems.append(f"entry {index + 1}: a step before the test set's registration")
             break
+    report.problems.extend(budget_mod.completion_problems(entries))
     head_problems: list[str] = []  # listed first: they sum up what the chain shows entry by entry
     if head is not None:
         length = head.get("length")
@@ -120,14 +133,23 @@ def check_chain(entries: list[dict], head: dict | None, *, keeps_head: bool) -> 
 
 
 class Ledger:
-    """The ledger of one test set (identified by its fingerprint) in one backend."""
+    """The ledger of one test set (identified by its fingerprint) in one backend.
 
-    def __init__(self, backend, fingerprint: str):
+    ``key``: the ledger key (:mod:`.auth`). Without it the ledger can be read and its hash chain
+    checked (for showing it), but not authenticated nor written.
+    """
+
+    def __init__(self, backend, fingerprint: str, key: bytes | None = None):
         self.backend = backend
         self.fingerprint = fingerprint
+        self.key = key
 
     def __repr__(self) -> str:
         return f"Ledger({self.backend!r}, {self.fingerprint[:12]}…)"
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key is not None
 
     # --- reading -----------------------------------------------------------------------------
     def _read(self) -> tuple[list[dict], dict | None]:
@@ -143,11 +165,29 @@ class Ledger:
 
     def _check(self, entries: list[dict], head: dict | None) -> VerifyReport:
         keeps_head = getattr(self.backend, "head", None) is not None
-        return check_chain(entries, head, keeps_head=keeps_head)
+        report = check_chain(entries, head, keeps_head=keeps_head)
+        if self.key is not None and not auth.is_v1(entries):
+            report.problems.extend(
+                f"entry {index + 1} ({entries[index].get('kind')}): forged, its MAC does not "
+                "verify under this test set's ledger key (written by someone without the key)"
+                for index in auth.forged_entries(self.key, self.fingerprint, entries))
+        history = getattr(self.backend, "history_problems", None)
+        if history is not None:
+            report.problems.extend(history(self.fingerprint, entries))
+        return report
+
+    def _migration_needed(self, entries: list[dict]) -> LedgerNeedsMigration:
+        return LedgerNeedsMigration(
+            f"ledger: test set {self.fingerprint[:12]} in {self.backend!r} is a v1 ledger (its "
+            "entries carry no MAC, so anybody who may write it could have rewritten it): the "
+            "gate reads only authenticated (v2) ledgers. Its owner, with the key, runs `easeml-ci "
+            "ledger migrate` once to re-sign it as v2 (after checking `easeml-ci ledger log`); "
+            "nothing was decided, nothing written")
 
     def entries(self) -> list[dict]:
         """All entries, oldest first, verified: raises :class:`LedgerTampered` if they do not
-        verify (an edited, deleted, reordered or truncated entry, or a head that disagrees)."""
+        verify (an edited, forged, deleted, reordered or truncated entry, or a head that
+        disagrees) and, with the key, :class:`LedgerNeedsMigration` for a v1 ledger."""
         entries, head = self._read()
         report = self._check(entries, head)
         if not report.ok and getattr(self.backend, "snapshot", None) is None:
@@ -156,20 +196,29 @@ class Ledger:
             entries, head = self._read()
             report = self._check(entries, head)
         if not report.ok:
-            problems = report.problems[:3]
-            if len(report.problems) > 3:
-                problems.append(f"and {len(report.problems) - 3} more")
+            problems = report.problems[:4]
+            if len(report.problems) > 4:
+                problems.append(f"and {len(report.problems) - 4} more")
             raise LedgerTampered(
                 f"ledger: test set {self.fingerprint[:12]} in {self.backend!r} does not verify "
                 f"({'; '.join(problems)}); its budget cannot be trusted, so the gate refuses to "
                 "use it: no verdict, nothing written. `easeml-ci ledger verify` lists every "
                 "problem; restore the ledger from a trusted copy, or label a new test set.",
                 report)
+        if self.key is not None and auth.is_v1(entries):
+            raise self._migration_needed(entries)
         return entries
 
     def unverified_entries(self) -> list[dict]:
         """The stored entries as they are, tampered or not (for showing, never for budgeting)."""
         return self.backend.load(self.fingerprint)
+
+    def forged(self, entries: list[dict]) -> set[int]:
+        """Indexes of ``entries`` that do not authenticate under the key (empty without a key
+        or for a v1 ledger, which has no MACs to check)."""
+        if self.key is None or auth.is_v1(entries):
+            return set()
+        return set(auth.forged_entries(self.key, self.fingerprint, entries))
 
     def registration(self, entries: list[dict] | None = None) -> dict | None:
         return budget_mod.registration(self.entries() if entries is None else entries)
@@ -180,13 +229,21 @@ class Ledger:
         if budget_mod.registration(entries) is None and terms is None:
             raise LedgerCorrupt(
                 f"ledger: test set {self.fingerprint[:12]} is not registered in {self.backend!r}; "
-                "run `easeml-ci testset register` or a first `easeml-ci check`")
+                "run `easeml-ci testset register`")
         return budget_mod.compute(entries, terms or {})
 
     # --- writing -----------------------------------------------------------------------------
-    def _append(self, entries: list[dict], body: dict) -> dict:
+    def _seal(self, entries: list[dict], body: dict) -> dict:
+        if self.key is None:
+            raise LedgerCorrupt(
+                f"ledger: cannot write test set {self.fingerprint[:12]}'s ledger without its key "
+                "(the test-set key of an encrypted test set, else EASEML_LEDGER_KEY)")
         prev = entries[-1]["hash"] if entries else GENESIS
-        sealed = seal(body, len(entries), prev)
+        prev_mac = auth.link(entries[-1]) if entries else GENESIS
+        return auth.sign(self.key, self.fingerprint, prev_mac, seal(body, len(entries), prev))
+
+    def _append(self, entries: list[dict], body: dict) -> dict:
+        sealed = self._seal(entries, body)
         self.backend.append(self.fingerprint, sealed, len(entries))
         return sealed
 
@@ -207,7 +264,7 @@ class Ledger:
             if existing is not None:
                 return existing
             body = {"kind": "register", "time": _now(), "fingerprint": self.fingerprint,
-                    "terms": dict(terms), "by": by}
+                    "terms": dict(terms), "by": by, "format": auth.FORMAT}
             if note:
                 body.update(note)
             try:
@@ -216,29 +273,24 @@ class Ledger:
                 self._retry(attempt)
         raise AssertionError("unreachable")
 
-    def record_step(self, *, passed: bool | None, terms: dict, details: dict | None = None
-                    ) -> tuple[dict, Budget]:
-        """Spend one step, durably, and return the entry and the budget after it.
+    def reserve_step(self, *, terms: dict, details: dict | None = None) -> tuple[dict, Budget]:
+        """Spend one step, durably, before the test set is opened; returns the step entry and
+        the budget with it spent.
 
-        ``passed`` is the verdict bit, or None when it must not be stored where the team can
-        read it (adaptivity ``none``). Raises :class:`LedgerSpent` when the test set is retired
-        or exhausted at the moment of appending; then nothing is written and the verdict must
-        not be revealed.
+        The step counts from here on whatever happens to the run; :meth:`complete_step` adds
+        its verdict bit. Raises :class:`LedgerSpent` (nothing written) when the test set is
+        retired or exhausted, and :class:`LedgerCorrupt` when it is not registered.
         """
         for attempt in range(MAX_ATTEMPTS):
             entries = self.entries()
             if budget_mod.registration(entries) is None:
-                try:
-                    self._append(entries, {"kind": "register", "time": _now(),
-                                           "fingerprint": self.fingerprint,
-                                           "terms": dict(terms), "by": "check"})
-                except LedgerConflict:
-                    self._retry(attempt)
-                continue
+                raise LedgerCorrupt(
+                    f"ledger: test set {self.fingerprint[:12]} is not registered in "
+                    f"{self.backend!r}: no step can be reserved")
             before = budget_mod.compute(entries, terms)
             if not before.active:
                 raise LedgerSpent(before)
-            body = {"kind": "step", "time": _now(), "passed": passed}
+            body = {"kind": "step", "time": _now(), "passed": None, "reserved": True}
             if details:
                 body.update(details)
             try:
@@ -280,6 +332,37 @@ class Ledger:
                 self._retry(attempt)
                 continue
             return sealed, budget_mod.compute(entries + [sealed], terms or {})
+        raise AssertionError("unreachable")
+
+    def record_step(self, *, passed: bool | None, terms: dict, details: dict | None = None
+                    ) -> tuple[dict, Budget]:
+        """Spend one step with its verdict bit in one entry (for callers with nothing to open
+        between the two; the gate reserves before it opens the test set and completes after it
+        decides). A ledger not registered yet is registered under ``terms`` first. Returns the
+        entry and the budget after it; raises :class:`LedgerSpent` when the test set is retired
+        or exhausted at the moment of appending (nothing written)."""
+        for attempt in range(MAX_ATTEMPTS):
+            entries = self.entries()
+            if budget_mod.registration(entries) is None:
+                try:
+                    self._append(entries, {"kind": "register", "time": _now(),
+                                           "fingerprint": self.fingerprint, "terms": dict(terms),
+                                           "by": "check", "format": auth.FORMAT})
+                except LedgerConflict:
+                    self._retry(attempt)
+                continue
+            before = budget_mod.compute(entries, terms)
+            if not before.active:
+                raise LedgerSpent(before)
+            body = {"kind": "step", "time": _now(), "passed": passed}
+            if details:
+                body.update(details)
+            try:
+                sealed = self._append(entries, body)
+            except LedgerConflict:
+                self._retry(attempt)
+                continue
+            return sealed, budget_mod.compute(entries + [sealed], terms)
         raise AssertionError("unreachable")
 
     # --- alerts: once per event ----------------------------------------------------------------
@@ -324,18 +407,72 @@ class Ledger:
 
     # --- verification -------------------------------------------------------------------------
     def verify(self) -> VerifyReport:
-        """Check the hash chain, the sequence numbers and (if the backend keeps one) the head.
+        """Check the hash chain, the sequence numbers, the head (if the backend keeps one) and,
+        with the key, every entry's MAC.
 
         Detects: an edited entry (its hash no longer matches), a deleted or reordered entry
-        (``seq`` and ``prev_hash`` break), and a truncated tail (fewer entries than the head
-        records, or the entry at the head's position has another hash). It cannot detect a
-        rewrite of the whole chain together with the head, nor the removal of every file: a
-        local file is only as trustworthy as the people who can write it (the GitHub backend
-        adds the repository's history as an outside witness).
+        (``seq`` and ``prev_hash`` break), a truncated tail (fewer entries than the head
+        records, or the entry at the head's position has another hash) and, with the key, any
+        entry written by someone without it (a whole chain rewritten with its head included).
+        A local file replaced by an older authentic copy of itself cannot be detected: the file
+        ledger must live where the team cannot write (the repository ledger adds the branch's
+        history as an outside witness, see :mod:`.github_backend`).
         """
         entries, head = self._read()
         report = self._check(entries, head)
+        if self.key is not None and auth.is_v1(entries):
+            report.problems.append("a v1 ledger (no MACs): not authenticated; its owner runs "
+                                   "`easeml-ci ledger migrate` once")
+        elif self.key is None:
+            report.warnings.append("not authenticated: no ledger key given (the test-set key "
+                                   "of an encrypted test set, else EASEML_LEDGER_KEY)")
         backend_warnings = getattr(self.backend, "integrity_warnings", None)
         if backend_warnings is not None:
             report.warnings.extend(backend_warnings())
         return report
+
+    # --- migration --------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Re-sign a v1 ledger as v2 (the owner, with the key, once); returns the entries signed.
+
+        The entries keep their content and order; the register entry gains ``format: 2`` and a
+        torn line becomes a spent step that is no pass (what it counted as). Refuses a ledger
+        that already carries a MAC or a format (a v2 ledger stripped of them is no v1 ledger),
+        or whose hash chain does not verify.
+        """
+        if self.key is None:
+            raise LedgerCorrupt("ledger migrate: needs the ledger key")
+        rewrite = getattr(self.backend, "rewrite", None)
+        if rewrite is None:
+            raise LedgerCorrupt(f"ledger migrate: {self.backend!r} cannot rewrite a ledger")
+        entries, head = self._read()
+        if not entries:
+            raise LedgerCorrupt(f"ledger migrate: test set {self.fingerprint[:12]} has no ledger "
+                                f"in {self.backend!r}")
+        if not auth.is_v1(entries):
+            raise LedgerCorrupt(
+                f"ledger migrate: test set {self.fingerprint[:12]}'s ledger is not a v1 ledger "
+                "(it carries MACs or a format): nothing to migrate, and a v2 ledger is never "
+                "re-signed")
+        report = check_chain(entries, head, keeps_head=getattr(self.backend, "head", None)
+                             is not None)
+        history = getattr(self.backend, "history_problems", None)
+        if history is not None:
+            report.problems[:0] = history(self.fingerprint, entries)
+        if not report.ok:
+            raise LedgerTampered(
+                f"ledger migrate: test set {self.fingerprint[:12]}'s v1 ledger does not verify "
+                f"({'; '.join(report.problems[:3])}); refusing to sign it", report)
+        signed: list[dict] = []
+        for entry in entries:
+            if entry.get("kind") == "torn":
+                body = {"kind": "step", "passed": None, "migrated": "torn line",
+                        "time": None}
+            else:
+                body = {k: v for k, v in entry.items()
+                        if k not in ("hash", "seq", "prev_hash", "mac")}
+                if body.get("kind") == "register":
+                    body["format"] = auth.FORMAT
+            signed.append(self._seal(signed, body))
+        rewrite(self.fingerprint, signed, len(entries))
+        return len(signed)

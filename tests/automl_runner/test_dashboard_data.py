@@ -13,6 +13,7 @@ import numpy as np
 from automl_runner.candidates.catalogue import default_catalogue
 from automl_runner.datasets.schema import infer_schema
 from automl_runner.store import NextChoice, open_store
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 HOSTILE_COLUMN = '<script>alert("col")</script>'
 HOSTILE_CATEGORY = '"><img src=x onerror=alert(1)>'
@@ -78,7 +79,7 @@ def build_ledger(tmp: Path) -> dict:
                    "adaptivity: full\nsteps: 8\nalerts:\n  webhook: https://hooks.example.com/services/SECRET-HOOK-PATH\n"
                    "private_sink: private/verdicts.jsonl\n")
     fp = "ab" * 32
-    led = Ledger(open_backend({"backend": "file", "path": ".easeml/ledger"}, base=tmp), fp)
+    led = Ledger(open_backend({"backend": "file", "path": ".easeml/ledger"}, base=tmp), fp, LEDGER_KEY)
     terms = {"condition": "n - o > 0.02 +/- 0.05", "reliability": 0.999, "mode": "fp-free",
              "adaptivity": "full", "steps": 8, "passes": None}
     led.register(terms)
@@ -111,7 +112,7 @@ def build_owner(tmp: Path) -> dict:
                    f"steps: 4\ntestset: {tmp / 'testset.enc'}\nprivate_sink: {sink}\n"
                    "ledger:\n  backend: file\n  path: .easeml/owner-ledger\n")
     fp = ts.fingerprint
-    led = Ledger(open_backend({"backend": "file", "path": ".easeml/owner-ledger"}, base=tmp), fp)
+    led = Ledger(open_backend({"backend": "file", "path": ".easeml/owner-ledger"}, base=tmp), fp, LEDGER_KEY)
     led.register({"condition": "n - o > 0.02 +/- 0.05", "reliability": 0.999, "mode": "fp-free",
                   "adaptivity": "none", "steps": 4, "passes": None})
 

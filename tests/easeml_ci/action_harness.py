@@ -219,7 +219,11 @@ class ActionHarness:
     def __init__(self, workspace: Path, *, api_url: str, token: str, repository: str,
                  event: dict, event_name: str = "pull_request", sha: str | None = None,
                  action_yml: Path = ACTION_YML, extra_env: dict | None = None,
-                 bin_dir: str | None = None):
+                 bin_dir: str | None = None, ledger_key: str | None = None):
+        """``ledger_key``: the ``ledger-key`` input a workflow passes from its secret when the
+        run's inputs name none (default: the tests' EASEML_LEDGER_KEY; "" for none)."""
+        self.ledger_key = (os.environ.get("EASEML_LEDGER_KEY", "") if ledger_key is None
+                           else ledger_key)
         self.workspace = Path(workspace)
         self.api_url = api_url
         self.token = token
@@ -263,6 +267,8 @@ class ActionHarness:
             "RUNNER_OS": "Linux",
             "EASEML_GITHUB_BACKOFF": "0.01",
         }
+        if os.environ.get("PYTHONPATH"):  # the code under test (a worktree), not the installed one
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         (tmp / "home").mkdir(exist_ok=True)
         (tmp / "runner-temp").mkdir(exist_ok=True)
         env.update(self.extra_env)
@@ -279,6 +285,8 @@ class ActionHarness:
         ctx = {"github": github, "runner": {"temp": env["RUNNER_TEMP"], "os": "Linux"},
                "env": env, "steps": {}}
         declared = self.action.get("inputs") or {}
+        if "ledger-key" in declared and "ledger-key" not in inputs and self.ledger_key:
+            inputs = {**inputs, "ledger-key": self.ledger_key}  # the workflow's secret
         unknown = set(inputs) - set(declared)
         if unknown:
             raise ValueError(f"inputs not declared in action.yml: {sorted(unknown)}")

@@ -30,7 +30,9 @@ def fake_github():
 def gh(fake_github):
     from action_harness import PR, REPO
 
-    fake_github.add_repo(REPO)
+    repo = fake_github.add_repo(REPO)
+    # the ledger branch's ruleset (the gate refuses a branch that can be force-pushed or deleted)
+    repo.rules["easeml-ledger"] = [{"type": "non_fast_forward"}, {"type": "deletion"}]
     fake_github.add_pull_request(REPO, PR)
     fake_github.add_token("ghs-write")                          # the workflow's GITHUB_TOKEN
     fake_github.add_token("ghs-read", permission="read")        # a fork's read-only token

@@ -7,7 +7,11 @@ It records every request and answers like GitHub does for the endpoints the acti
 * issues: list (``state``, ``labels``, pagination with ``Link``), create, update,
 * issue comments: list (paginated), create, update,
 * git data for the ledger branch: ``GET git/ref/heads/B``, ``POST git/refs``, ``POST git/trees``,
-  ``POST git/commits``,
+  ``POST git/commits``, ``PATCH git/refs/heads/B`` (fast-forward only unless ``force``, and
+  never under a ``non_fast_forward`` rule) and ``DELETE git/refs/heads/B`` (422 under a
+  ``deletion`` rule),
+* ``GET commits?sha=B`` (every commit reachable, with its parents; with ``path``, the first-parent
+  commits that changed it),
 * contents: ``GET`` (base64 + blob ``sha``; over ``inline_limit`` bytes, 1 MB as on GitHub,
   ``encoding: "none"`` and empty ``content``) and ``PUT`` with the ``sha`` compare-and-swap
   (409 on a stale sha, 422 when a file exists and no sha is given, 404 on a missing branch),
@@ -197,6 +201,10 @@ class FakeGitHub:
                 csha = self._new_sha("commit")
                 repo.commits[csha] = {"tree": dict(tree), "parents": []}
                 repo.refs[f"heads/{default_branch}"] = csha
+                # the ledger branch's ruleset, as the documented setup has it (the gate refuses a
+                # ledger branch that can be force-pushed or deleted); a test of its absence
+                # clears it
+                repo.rules["easeml-ledger"] = [{"type": "non_fast_forward"}, {"type": "deletion"}]
                 self.repos[full_name] = repo
             return repo
 
@@ -586,15 +594,45 @@ class _Handler(BaseHTTPRequestHandler):
                                   query.get("sha"))
             if start not in repo.commits:
                 return 404, {"message": "Not Found"}, {}
-            out, sha, path = [], start, query.get("path")
-            while sha:
-                commit = repo.commits[sha]
-                parent = commit["parents"][0] if commit["parents"] else None
-                before = repo.commits[parent]["tree"].get(path) if parent else None
-                if path is None or commit["tree"].get(path) != before:
-                    out.append({"sha": sha, "commit": {"message": commit.get("message", "")}})
-                sha = parent
+            path = query.get("path")
+            out, seen, todo = [], set(), [start]
+            if path is not None:  # git log -- PATH: first parents only (history simplification)
+                sha = start
+                while sha:
+                    commit = repo.commits[sha]
+                    parent = commit["parents"][0] if commit["parents"] else None
+                    before = repo.commits[parent]["tree"].get(path) if parent else None
+                    if commit["tree"].get(path) != before:
+                        out.append(self._commit_json(sha, commit))
+                    sha = parent
+                return self._page(out, query)
+            while todo:  # every commit reachable from the start (git log order: children first)
+                sha = todo.pop(0)
+                if sha in seen:
+                    continue
+                seen.add(sha)
+                out.append(self._commit_json(sha, repo.commits[sha]))
+                todo.extend(repo.commits[sha]["parents"])
             return self._page(out, query)
+        m = re.match(r"^/git/refs/(heads/.+)$", rest)
+        if m and method in ("PATCH", "DELETE"):
+            branch = m.group(1)[len("heads/"):]
+            rules = {r.get("type") for r in repo.rules.get(branch, [])}
+            if branch not in repo.refs and f"heads/{branch}" not in repo.refs:
+                return 422, {"message": "Reference does not exist"}, {}
+            if method == "DELETE":
+                if "deletion" in rules:
+                    return 422, {"message": "Cannot delete this protected branch"}, {}
+                del repo.refs[m.group(1)]
+                return 204, None, {}
+            new, old = body.get("sha"), repo.refs[m.group(1)]
+            if new not in repo.commits:
+                return 422, {"message": "Object does not exist"}, {}
+            if not self._descends(repo, new, old) and (not body.get("force")
+                                                        or "non_fast_forward" in rules):
+                return 422, {"message": "Update is not a fast forward"}, {}
+            repo.refs[m.group(1)] = new
+            return 200, {"ref": f"refs/{m.group(1)}", "object": {"sha": new, "type": "commit"}}, {}
 
         # contents ---------------------------------------------------------------------
         m = re.match(r"^/contents/(.+)$", rest)
@@ -654,6 +692,23 @@ class _Handler(BaseHTTPRequestHandler):
         if routed is not None:
             return routed
         return 404, {"message": "Not Found"}, {}
+
+    @staticmethod
+    def _commit_json(sha: str, commit: dict) -> dict:
+        return {"sha": sha, "commit": {"message": commit.get("message", "")},
+                "parents": [{"sha": p} for p in commit["parents"]]}
+
+    @staticmethod
+    def _descends(repo: Repo, new: str, old: str) -> bool:
+        todo, seen = [new], set()
+        while todo:
+            sha = todo.pop()
+            if sha == old:
+                return True
+            if sha not in seen:
+                seen.add(sha)
+                todo.extend(repo.commits[sha]["parents"])
+        return False
 
     def _pull_json(self, repo: Repo, number: int) -> dict:
         head = repo.pulls[number]

@@ -16,6 +16,7 @@ import pytest
 
 from action_harness import PR, REPO, VENV_BIN, ActionHarness, pull_request_event
 from github_fake import BOT_LOGIN, FakeGitHub
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 CONDITION = "n - o > 0.1 +/- 0.05"
 
@@ -86,6 +87,8 @@ def register(gh: FakeGitHub, ws: Path, base: str, testset: str, key: str | None 
     # the repository ledger unless the config names its own (--repository-ledger with a file
     # ledger in the config is refused: it would register somewhere the flag did not say)
     where = [] if "\nledger:" in owner_config.read_text() else ["--repository-ledger"]
+    if os.environ.get("EASEML_LEDGER_KEY"):  # a plaintext test set's ledger key
+        env["EASEML_LEDGER_KEY"] = os.environ["EASEML_LEDGER_KEY"]
     done = subprocess.run([f"{VENV_BIN}/easeml-ci", "testset", "register", testset, "--config",
                            str(owner_config), "--underpowered", *where, *hook],
                           cwd=ws, env=env,
@@ -393,7 +396,7 @@ def test_concurrent_runs_never_spend_the_same_step_of_the_repository_ledger(gh, 
     from easeml_ci.ledger import Ledger
     from easeml_ci.ledger.github_backend import GitHubBackend
     from easeml_ci.github.api import GitHubClient
-    ledger = Ledger(GitHubBackend(REPO, client=GitHubClient("ghs-write", gh.url)), path[7:-6])
+    ledger = Ledger(GitHubBackend(REPO, client=GitHubClient("ghs-write", gh.url)), path[7:-6], LEDGER_KEY)
     assert ledger.verify().ok
 
 

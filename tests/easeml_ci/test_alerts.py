@@ -17,6 +17,7 @@ from easeml_ci.http import HttpRetry
 from easeml_ci.ledger import FileBackend, Ledger
 
 from test_check import Gate
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 
 class Hook:
@@ -217,7 +218,7 @@ def test_label_request_csv_ranks_pool_disagreements_first(tmp_path, monkeypatch,
 
 
 def test_dispatch_without_webhook_records_the_printed_alert(tmp_path):
-    ledger = Ledger(FileBackend(tmp_path), "ef" * 32)
+    ledger = Ledger(FileBackend(tmp_path), "ef" * 32, LEDGER_KEY)
     alert = {"event": "exhausted", "text": "t"}
     assert alerts.dispatch(dict(alert), ledger, None)["delivery"]["delivered"] is True
     assert alerts.dispatch(dict(alert), ledger, None)["delivery"]["sent"] is False
@@ -262,7 +263,7 @@ def test_dispatch_redacts_whatever_the_transport_said(tmp_path):
     raw = (f"ConnectionError: HTTPConnectionPool(host='hooks.example', port=443): Max retries "
            f"exceeded with url: /services/T0A1B2C3D/B0A1B2C3D/{SECRET} (Caused by "
            f"NewConnectionError('refused'))")
-    ledger = Ledger(FileBackend(tmp_path), "ef" * 32)
+    ledger = Ledger(FileBackend(tmp_path), "ef" * 32, LEDGER_KEY)
     alert = alerts.dispatch({"event": "exhausted", "text": "t"}, ledger,
                             _secret_url(443).replace("127.0.0.1", "hooks.example"),
                             post=lambda url, payload: (False, raw))

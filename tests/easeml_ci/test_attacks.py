@@ -68,7 +68,9 @@ def _steps_in_ledger(gh) -> list[dict]:
     files = [p for p in gh.repos[REPO].commits[ref]["tree"] if p.endswith(".jsonl")]
     entries = [json.loads(line) for f in files
                for line in gh.file_on_branch(REPO, "easeml-ledger", f).splitlines()]
-    return [e for e in entries if e["kind"] == "step"]
+    from easeml_ci.ledger.budget import steps_with_verdicts
+
+    return [e for e in steps_with_verdicts(entries) if e["kind"] == "step"]
 
 
 # (name, the PR's edit, extra inputs, config-from-base, expected exit, text the summary must show)
@@ -177,7 +179,7 @@ def test_a_model_that_reads_the_features_through_errors_gets_one_counted_fail(gh
         # on the page may contain any short digit run, so the test looks for these exactly
         assert "101257" not in text and f"{len(y) + 101}" not in text and "shape" not in text
     steps = _steps_in_ledger(gh)
-    assert [s["passed"] for s in steps] == [False]  # one counted step, recorded as a fail
+    assert [s["passed"] for s in steps] == [False]  # one counted step, completed as a fail
 
 
 def test_a_push_to_another_branch_cannot_register_a_test_set(gh, data, tmp_path):
@@ -194,8 +196,14 @@ def test_a_push_to_another_branch_cannot_register_a_test_set(gh, data, tmp_path)
     result = h.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy"}))
     assert result.exit_code == 2, result.log
     assert "is not registered" in result.summary and _steps_in_ledger(gh) == []
+    assert h.run(inputs(data, register="true", **{"old-model": f"git:{base}:models/model.npy"})
+                 ).exit_code == 2  # register: true only on the default branch
+    assert _steps_in_ledger(gh) == []
     on_main = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
                             event={**event, "ref": "refs/heads/main"}, event_name="push",
                             sha=head, extra_env={"GITHUB_REF": "refs/heads/main"})
-    assert on_main.run(inputs(data, **{"old-model": f"git:{base}:models/model.npy"})
-                       ).exit_code == 0  # the default branch registers, and gates
+    old = {"old-model": f"git:{base}:models/model.npy"}
+    unasked = on_main.run(inputs(data, **old))
+    assert unasked.exit_code == 2 and "is not registered" in unasked.summary  # never by itself
+    assert on_main.run(inputs(data, register="true", **old)
+                       ).exit_code == 0  # the default branch registers when asked, and gates

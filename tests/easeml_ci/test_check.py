@@ -14,6 +14,7 @@ from easeml_ci.gate.check import run_check
 from easeml_ci.cli import main
 from easeml_ci.errors import BudgetExhausted, TestSetTooSmall
 from easeml_ci.ledger import FileBackend, Ledger
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 ROWS = 5000
 
@@ -57,10 +58,13 @@ class Gate:
             return []
         files = list(directory.glob("*.jsonl"))
         assert len(files) <= 1
-        return Ledger(FileBackend(directory), files[0].stem).entries() if files else []
+        return Ledger(FileBackend(directory), files[0].stem, LEDGER_KEY).entries() if files else []
 
     def steps(self) -> list[dict]:
-        return [e for e in self.entries() if e["kind"] == "step"]
+        """The spent steps, each with its completion's verdict merged in (count before open)."""
+        from easeml_ci.ledger.budget import steps_with_verdicts
+
+        return [e for e in steps_with_verdicts(self.entries()) if e["kind"] == "step"]
 
 
 @pytest.fixture
@@ -240,7 +244,7 @@ def test_none_withholds_the_verdict_and_sends_it_to_the_private_sink(gate, tmp_p
         assert out["budget"]["passes_used"] == 0
     records = [json.loads(line) for line in sink.read_text().splitlines()]
     assert [r["verdict"] for r in records] == ["pass", "fail"]
-    assert [r["step"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [1, 3]  # each check: its step, then its completion
     assert [s["passed"] for s in gate.steps()] == [None, None]  # the ledger is team-readable
 
 
@@ -419,7 +423,8 @@ def test_run_check_with_an_injected_backend(gate):
     assert pool_csv == str(gate.root / ".easeml" / "label-requests" / f"{first.fingerprint[:16]}-exhausted.csv")
     assert "the condition does not compare two models" in second.alert["text"]
     [entries] = backend.store.values()
-    assert [e["kind"] for e in entries] == ["register", "step", "step", "alert", "alert-result"]
+    assert [e["kind"] for e in entries] == ["register", "step", "complete", "step", "complete",
+                                            "alert", "alert-result"]
     assert not (gate.root / ".easeml" / "ledger").exists()  # the file backend was not used
 
 

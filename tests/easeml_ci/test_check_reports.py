@@ -57,10 +57,11 @@ def test_ledger_commands_speak_json(gate):
     runner = CliRunner()
     log = json.loads(runner.invoke(main, ["ledger", "log", "--json"]).stdout)
     [testset] = log["testsets"]
-    assert [e["kind"] for e in testset["entries"]] == ["register", "step"]
+    assert [e["kind"] for e in testset["entries"]] == ["register", "step", "complete"]
+    assert testset["authenticated"] is True and testset["forged"] == []
     verify = runner.invoke(main, ["ledger", "verify", "--json"])
     out = json.loads(verify.stdout)
-    assert verify.exit_code == 0 and out["ok"] is True and out["testsets"][0]["entries"] == 2
+    assert verify.exit_code == 0 and out["ok"] is True and out["testsets"][0]["entries"] == 3
     fp = testset["fingerprint"]
     status = json.loads(runner.invoke(main, ["ledger", "status", "--fingerprint", fp, "--json"]).stdout)
     assert status["testsets"][0]["used"] == 1

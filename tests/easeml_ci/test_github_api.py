@@ -21,6 +21,7 @@ from easeml_ci.github.api import (
 from easeml_ci.github.comment import marker, scope_key, upsert_comment
 from easeml_ci.http import DEFAULT_MAX_WAIT, GitHubRetry
 from easeml_ci.github.report import GateReport, render_comment, render_summary, steps_chart
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 REPO = "acme/models"
 
@@ -312,7 +313,7 @@ def test_ledger_status_reads_the_repository_ledger(gh, tmp_path, monkeypatch):
     fp = "ef" * 32
     terms = {"condition": "n > 0.8 +/- 0.05", "reliability": 0.99, "mode": "fp-free",
              "adaptivity": "full", "steps": 4, "passes": None}
-    ledger = Ledger(GitHubBackend(REPO, client=client(gh)[0]), fp)
+    ledger = Ledger(GitHubBackend(REPO, client=client(gh)[0]), fp, LEDGER_KEY)
     ledger.record_step(passed=True, terms=terms)
     cfg = tmp_path / ".easeml.yml"
     cfg.write_text("condition: n > 0.8 +/- 0.05\nreliability: 0.99\nsteps: 4\n"

@@ -10,6 +10,7 @@ from easeml_ci.github.api import GitHubClient
 from easeml_ci.http import GitHubRetry
 from easeml_ci.ledger import Ledger, LedgerConflict, LedgerCorrupt, open_backend
 from easeml_ci.ledger.github_backend import GitHubBackend, LedgerWriteDenied
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 REPO = "acme/models"
 FP = "ab" * 32
@@ -75,7 +76,7 @@ def test_stale_sha_on_put_becomes_a_conflict(repo):
 
 
 def test_ledger_never_spends_a_step_twice_across_concurrent_writers(repo):
-    ledgers = [Ledger(backend(repo), FP) for _ in range(6)]
+    ledgers = [Ledger(backend(repo), FP, LEDGER_KEY) for _ in range(6)]
     out, spent = [], []
 
     def run(ledger):
@@ -89,11 +90,11 @@ def test_ledger_never_spends_a_step_twice_across_concurrent_writers(repo):
     threads = [threading.Thread(target=run, args=(lg,)) for lg in ledgers]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    entries = Ledger(backend(repo), FP).entries()
+    entries = Ledger(backend(repo), FP, LEDGER_KEY).entries()
     steps = [e for e in entries if e["kind"] == "step"]
     assert len(steps) == 3 and len(out) == 3 and len(spent) == 3
     assert len(set(out)) == 3
-    assert Ledger(backend(repo), FP).verify().ok
+    assert Ledger(backend(repo), FP, LEDGER_KEY).verify().ok
 
 
 def test_read_only_token_cannot_record_and_says_why(repo):
@@ -139,7 +140,7 @@ def test_bad_backend_settings_are_one_line_errors(spec, env, needle, monkeypatch
 
 
 def test_verify_sees_edits_and_a_tail_cut_off_by_a_commit_outside_easeml_ci(repo):
-    ledger = Ledger(backend(repo), FP)
+    ledger = Ledger(backend(repo), FP, LEDGER_KEY)
     for _ in range(3):
         ledger.record_step(passed=False, terms=TERMS)
     report = ledger.verify()
@@ -198,11 +199,12 @@ def test_a_ledger_that_does_not_add_up_is_refused_not_read_as_shorter(repo, monk
 def test_verify_warns_while_the_ledger_branch_can_be_force_pushed(repo):
     # A force-push back to an older state is invisible in the ledger itself (a shorter, valid
     # chain with a matching head): verify says so until a rule blocks it.
-    ledger = Ledger(backend(repo), FP)
+    ledger = Ledger(backend(repo), FP, LEDGER_KEY)
     ledger.record_step(passed=False, terms=TERMS)
+    gh = repo.repos[REPO]
+    gh.rules.clear()  # no ruleset (the gate itself refuses such a branch: check_protected)
     report = ledger.verify()
     assert report.ok and any("not protected against force pushes" in w for w in report.warnings)
-    gh = repo.repos[REPO]
     gh.rules["easeml-ledger"] = [{"type": "deletion"}]  # a ruleset that does not block force pushes
     assert any("force pushes" in w for w in ledger.verify().warnings)
     gh.rules["easeml-ledger"] = [{"type": "deletion"}, {"type": "non_fast_forward"}]

@@ -19,6 +19,8 @@ What is checked here, and how:
 """
 from __future__ import annotations
 
+import base64
+
 import json
 import math
 from pathlib import Path
@@ -36,6 +38,7 @@ from easeml_ci.models.digest import model_digest, pair_digest
 from easeml_ci.testsets.labels import LabelStore, default_store_path
 from easeml_ci.ledger import FileBackend, Ledger
 from easeml_ci.testsets import load_unlabelled_testset
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 CONDITION = "n - o > 0.1 +/- 0.1"  # fp-free zone on n - o: (0.1, 0.3)
 SEED = 20261201
@@ -116,13 +119,21 @@ class Repo:
             return []
         return [json.loads(line) for line in self.sink.read_text().splitlines()]
 
-    def entries(self) -> list[dict]:
+    def entries(self, testset_key: str | None = None) -> list[dict]:
+        """The ledger, authenticated: under the ledger key derived from ``testset_key`` (an
+        encrypted test set's), else under the tests' EASEML_LEDGER_KEY."""
         directory = self.root / ".easeml" / "ledger"
         files = list(directory.glob("*.jsonl")) if directory.exists() else []
-        return Ledger(FileBackend(directory), files[0].stem).entries() if files else []
+        key = LEDGER_KEY
+        if testset_key:
+            key = crypto.derive_key(base64.urlsafe_b64decode(testset_key), "ledger")
+        return Ledger(FileBackend(directory), files[0].stem, key).entries() if files else []
 
-    def steps(self) -> list[dict]:
-        return [e for e in self.entries() if e["kind"] == "step"]
+    def steps(self, testset_key: str | None = None) -> list[dict]:
+        """The spent steps, each with its completion's verdict merged in (count before open)."""
+        from easeml_ci.ledger.budget import steps_with_verdicts
+
+        return [e for e in steps_with_verdicts(self.entries(testset_key)) if e["kind"] == "step"]
 
     def labelled(self) -> set[str]:
         path = default_store_path(self.root / "ts.npz")
@@ -167,9 +178,9 @@ def test_steps_disagreeing_on_different_rows_are_decided_as_with_every_label(tmp
             result = repo.check(new, old)
             assert result.exit_code == 0, result.output
             out = json.loads(result.stdout)
-            assert out["verdict"] == "withheld" and out["step"] == k + 1
+            assert out["verdict"] == "withheld" and out["step"] == 2 * k + 1  # step, completion
             record = repo.records()[-1]
-            assert record["step"] == k + 1 and record["repeat"] == (attempt > 0)
+            assert record["step"] == 2 * k + 1 and record["repeat"] == (attempt > 0)
             if record["verdict"] != "awaiting labels":
                 break
             asked = record["label_request"]["row_ids"]
@@ -181,7 +192,7 @@ def test_steps_disagreeing_on_different_rows_are_decided_as_with_every_label(tmp
         preds = [np.load(repo.root / f) for f in (new, old)]
         assert record["verdict"] == _with_every_label(repo, plan, *preds), (k, mu)
         if attempt:
-            assert record["completes_step"] == k + 1
+            assert record["completes_step"] == 2 * k + 1
         # rows this step read that needed a label and were labelled for an earlier step
         dis = preds[0] != preds[1]
         reused += len({r for r, d in zip(repo.ids.tolist(), dis) if d} & before)
@@ -241,7 +252,8 @@ def test_error_through_the_cli_at_both_edges(tmp_path):
 # --- what the team sees ---------------------------------------------------------------------------
 
 def _masked(value):
-    volatile = {"time", "hash", "prev_hash", "ledger", "private_sink", "config", "new", "old"}
+    volatile = {"time", "hash", "prev_hash", "mac", "ledger", "private_sink", "config", "new",
+                "old"}
     if isinstance(value, dict):
         return {k: "*" if k in volatile else _masked(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -349,11 +361,13 @@ def test_an_encrypted_partly_labelled_test_set_end_to_end(tmp_path, monkeypatch)
         batch = write_csv(tmp_path / "b.csv", ["id", "label"],
                           [[r, int(repo.truth[index[r]])] for r in record["label_request"]["row_ids"]])
         assert cli(["testset", "label", str(enc), str(batch)], env={KEY_ENV: key}).exit_code == 0
-    assert record["verdict"] == "pass" and len(repo.steps()) == 1
+    assert record["verdict"] == "pass" and len(repo.steps(key)) == 1
     repo.config(adaptivity="full")
-    refused = cli(args, env={KEY_ENV: None})  # refused from the registration, before decrypting
+    refused = cli(args, env={KEY_ENV: None})  # the key authenticates the ledger: asked first
+    assert refused.exit_code == 2 and "EASEML_TESTSET_KEY is not set" in refused.stderr
+    refused = cli(args, env={KEY_ENV: key})  # refused from the registration, before decrypting
     assert refused.exit_code == 2 and "labelled on demand" in refused.stderr
-    assert len(repo.steps()) == 1
+    assert len(repo.steps(key)) == 1
 
 
 def test_a_label_store_of_another_test_set_is_refused_with_nothing_spent(tmp_path):
@@ -567,6 +581,6 @@ def test_an_encrypted_test_set_its_first_check_registers_keeps_one_step_per_pair
     for _ in range(2):
         r = cli(args, env={KEY_ENV: key})
         assert r.exit_code == 0 and json.loads(r.stdout)["verdict"] == "withheld", r.output
-    steps = repo.steps()
+    steps = repo.steps(key)
     assert len(steps) == 1 and steps[0]["pair"] == pair_digest(new, old, None, repo.root)
     assert [rec["repeat"] for rec in repo.records()] == [False, True]

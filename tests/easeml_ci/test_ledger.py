@@ -17,6 +17,7 @@ from easeml_ci.ledger import (
     open_backend,
 )
 from easeml_ci.ledger.chain import entry_hash
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 FP = "ab" * 32
 
@@ -28,7 +29,7 @@ def terms(adaptivity="full", steps=4, passes=None):
 
 @pytest.fixture
 def ledger(tmp_path):
-    return Ledger(FileBackend(tmp_path / "ledger"), FP)
+    return Ledger(FileBackend(tmp_path / "ledger"), FP, LEDGER_KEY)
 
 
 def lines(ledger):
@@ -187,7 +188,7 @@ class TwoReadBackend:
 @pytest.mark.parametrize("stale_reads, refused", [(1, False), (2, True)])
 def test_a_read_that_lags_its_head_is_read_again_once(ledger, stale_reads, refused):
     spend(ledger, terms(steps=5), [False, True])
-    lagging = Ledger(TwoReadBackend(ledger.backend, stale_reads), FP)
+    lagging = Ledger(TwoReadBackend(ledger.backend, stale_reads), FP, LEDGER_KEY)
     if refused:  # still short on the second read: a truncation, not a lag
         with pytest.raises(LedgerTampered, match="truncated: 2 entries, but 3 were written"):
             lagging.budget()
@@ -288,7 +289,7 @@ def die_half_way(fd, line):
 def test_a_torn_registration_still_counts_and_the_ledger_recovers(ledger):
     t = terms(steps=3)
     with pytest.raises(KilledMidWrite):
-        Ledger(FileBackend(ledger.backend.directory, write_line=die_half_way), FP).register(t)
+        Ledger(FileBackend(ledger.backend.directory, write_line=die_half_way), FP, LEDGER_KEY).register(t)
     assert lines(ledger)[0].startswith(b'{"') and not lines(ledger)[0].endswith(b"\n")
     assert ledger.budget(t).used == 1  # unknown line: assume a step was spent
     entry, after = ledger.record_step(passed=True, terms=t)
@@ -310,7 +311,7 @@ from hypothesis import strategies as st  # noqa: E402
 def test_no_history_spends_more_than_its_budget(tmp_path_factory, adaptivity, steps, passes, verdicts):
     if adaptivity != "full":
         passes = None
-    ledger = Ledger(FileBackend(tmp_path_factory.mktemp("inv")), FP)
+    ledger = Ledger(FileBackend(tmp_path_factory.mktemp("inv")), FP, LEDGER_KEY)
     t = terms(adaptivity, steps=steps, passes=passes)
     revealed = []
     for verdict in verdicts:
@@ -358,14 +359,15 @@ def _flip_verdict(line: bytes) -> bytes:
     return json.dumps(entry).encode() + b"\n"
 
 
-# Each: how the ledger's lines (register + 3 steps) are changed, and what the refusal must say.
+# Each: how the ledger's lines (register, then 3 checks of a reserved step and its completion)
+# are changed, and what the refusal must say.
 TAMPERING = {
-    "last-step-deleted": (lambda ls: ls[:-1], "truncated: 3 entries, but 4 were written"),
-    "middle-step-deleted": (lambda ls: ls[:2] + ls[3:], "sequence number 3, expected 2"),
-    "steps-reordered": (lambda ls: _swap(ls, 1, 2), "does not chain to the entry before it"),
+    "last-step-deleted": (lambda ls: ls[:-2], "truncated: 5 entries, but 7 were written"),
+    "middle-step-deleted": (lambda ls: ls[:3] + ls[5:], "sequence number 5, expected 3"),
+    "steps-reordered": (lambda ls: _swap(ls, 1, 3), "does not chain to the entry before it"),
     "step-edited": (lambda ls: ls[:2] + [_flip_verdict(ls[2])] + ls[3:],
                     "entry 3: contents were edited"),
-    "all-lines-deleted": (lambda ls: [], "truncated: 0 entries, but 4 were written"),
+    "all-lines-deleted": (lambda ls: [], "truncated: 0 entries, but 7 were written"),
 }
 
 
@@ -397,7 +399,7 @@ def test_check_refuses_a_tampered_file_ledger_and_writes_nothing(spent_gate, nam
     change, reason = TAMPERING[name]
     path = _ledger_file(spent_gate)
     content = path.read_bytes().splitlines(keepends=True)
-    assert len(content) == 4
+    assert len(content) == 7
     path.write_bytes(b"".join(change(content)))
     before = tree(spent_gate.root)
     _assert_refused(spent_gate.check("good.npy"), reason)
@@ -413,8 +415,8 @@ def test_check_refuses_a_tampered_file_ledger_and_writes_nothing(spent_gate, nam
 
 @pytest.mark.parametrize("head, reason", [
     (None, "head record is missing"),
-    ({"length": 4, "hash": "0" * 64}, "entry 4: differs from the one recorded as the head"),
-    ({"length": 9, "hash": "0" * 64}, "truncated: 4 entries, but 9 were written"),
+    ({"length": 7, "hash": "0" * 64}, "entry 7: differs from the one recorded as the head"),
+    ({"length": 9, "hash": "0" * 64}, "truncated: 7 entries, but 9 were written"),
 ])
 def test_check_refuses_a_file_ledger_whose_head_disagrees(spent_gate, head, reason):
     head_path = _ledger_file(spent_gate).with_suffix(".head")
@@ -430,7 +432,7 @@ def test_check_refuses_a_file_ledger_whose_head_disagrees(spent_gate, head, reas
 def test_check_refuses_a_file_ledger_whose_lines_file_was_deleted(spent_gate):
     _ledger_file(spent_gate).unlink()  # the head stays: a fresh budget is not on offer
     before = tree(spent_gate.root)
-    _assert_refused(spent_gate.check("good.npy"), "truncated: 0 entries, but 4 were written")
+    _assert_refused(spent_gate.check("good.npy"), "truncated: 0 entries, but 7 were written")
     status = CliRunner().invoke(main, ["ledger", "status"])  # listed by its head
     assert status.exit_code == 2 and "truncated: 0 entries" in status.output
     assert tree(spent_gate.root) == before
@@ -447,7 +449,8 @@ GH_REPO = "acme/models"
 
 @pytest.fixture
 def gh_gate(tmp_path, monkeypatch, fake_github):
-    fake_github.add_repo(GH_REPO)
+    fake_github.add_repo(GH_REPO).rules["easeml-ledger"] = [{"type": "non_fast_forward"},
+                                                           {"type": "deletion"}]
     fake_github.add_token("tok-write")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GITHUB_TOKEN", "tok-write")
@@ -465,22 +468,24 @@ def gh_gate(tmp_path, monkeypatch, fake_github):
 def _forged_message(path: str, ls: list[bytes]) -> str:
     """The commit message easeml-ci itself would have written for the shortened ledger."""
     fp = path.rsplit("/", 1)[1][:-6]
-    return f"easeml-ci: ledger {fp[:12]} entry {len(ls)} hash={json.loads(ls[-1])['hash']}"
+    return f"easeml-ci: ledger {fp} entry {len(ls)} hash={json.loads(ls[-1])['hash']} v2"
 
 
-# A forger who also writes easeml-ci's commit message can cut the tail unseen (as with a
-# force-push; `ledger verify` warns while the branch allows that); any other change shows.
-@pytest.mark.parametrize("name, forged", [
-    ("last-step-deleted", False), ("middle-step-deleted", False), ("steps-reordered", False),
-    ("step-edited", False), ("middle-step-deleted", True), ("steps-reordered", True),
-    ("step-edited", True)])
+# A forger who also writes easeml-ci's commit message no longer cuts the tail unseen: the claims
+# of the gate's own commits stay in the branch's history (attack 2 of issue 20).
+FORGED_REASON = {"last-step-deleted": "rolled back: commit", "all-lines-deleted": "rolled back"}
+
+
+@pytest.mark.parametrize("forged", [False, True])
+@pytest.mark.parametrize("name", sorted(TAMPERING))
 def test_check_refuses_a_tampered_repository_ledger(gh_gate, name, forged):
     gate, gh, path = gh_gate
     change, reason = TAMPERING[name]
     content = change(gh.file_on_branch(GH_REPO, "easeml-ledger", path).splitlines(keepends=True))
     if forged:  # a careful forger also writes the head easeml-ci would have written
-        gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content),
-                       message=_forged_message(path, content))
+        message = _forged_message(path, content) if content else "easeml-ci: empty"
+        gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content), message=message)
+        reason = FORGED_REASON.get(name, reason)
     else:  # through the web UI: the head (latest commit) is no longer easeml-ci's
         gh.commit_file(GH_REPO, "easeml-ledger", path, b"".join(content))
         reason = "head record is unreadable"

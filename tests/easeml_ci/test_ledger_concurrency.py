@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
+from ledger_test_key import KEY as LEDGER_KEY
 
 FP = "cd" * 32
 TERMS = {"condition": "n > 0.5 +/- 0.1", "reliability": 0.99, "mode": "fp-free",
@@ -16,7 +17,7 @@ TERMS = {"condition": "n > 0.5 +/- 0.1", "reliability": 0.99, "mode": "fp-free",
 
 
 def _spend_until_gone(directory: str, queue) -> None:
-    ledger = Ledger(FileBackend(directory), FP)
+    ledger = Ledger(FileBackend(directory), FP, LEDGER_KEY)
     revealed = []
     while True:
         try:
@@ -34,7 +35,7 @@ def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
     workers = [ctx.Process(target=_spend_until_gone, args=(str(tmp_path), queue)) for _ in range(8)]
     for w in workers:
         w.start()
-    watcher = Ledger(FileBackend(tmp_path), FP)
+    watcher = Ledger(FileBackend(tmp_path), FP, LEDGER_KEY)
     while any(w.is_alive() for w in workers):  # readers never see a torn line or a false truncation
         report = watcher.verify()
         assert report.ok and not report.warnings, report
@@ -44,7 +45,7 @@ def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
     for w in workers:
         w.join(timeout=60)
         assert w.exitcode == 0
-    ledger = Ledger(FileBackend(tmp_path), FP)
+    ledger = Ledger(FileBackend(tmp_path), FP, LEDGER_KEY)
     entries = ledger.entries()
     steps = [e for e in entries if e["kind"] == "step"]
     assert len(revealed) == len(set(revealed)) == len(steps) == 40
@@ -56,6 +57,8 @@ def test_concurrent_checks_never_spend_the_same_step_twice(tmp_path):
 WRITER = """
 import os, sys
 from easeml_ci.ledger import FileBackend, Ledger, LedgerSpent
+import base64
+LEDGER_KEY = base64.urlsafe_b64decode(os.environ["EASEML_LEDGER_KEY"])
 terms = dict(condition="n > 0.5 +/- 0.1", reliability=0.99, mode="fp-free",
              adaptivity="full", steps=100_000, passes=None)
 
@@ -66,7 +69,7 @@ def stop_mid_write(fd, line):  # half a line on disk, then say so and wait to be
     sys.stdin.read()
 
 hook = stop_mid_write if sys.argv[4] == "stop-mid-write" else None
-ledger = Ledger(FileBackend(sys.argv[1], write_line=hook), sys.argv[2])
+ledger = Ledger(FileBackend(sys.argv[1], write_line=hook), sys.argv[2], LEDGER_KEY)
 for _ in range(int(sys.argv[3])):
     entry, _ = ledger.record_step(passed=True, terms=terms)
     print("revealed", entry["seq"], flush=True)
@@ -80,7 +83,7 @@ def _writer(directory: Path, count: int, stop_mid_write: bool = False) -> subpro
 
 
 def test_sigkill_mid_write_leaves_a_readable_ledger_that_does_not_under_count(tmp_path):
-    ledger = Ledger(FileBackend(tmp_path), FP)
+    ledger = Ledger(FileBackend(tmp_path), FP, LEDGER_KEY)
     ledger.record_step(passed=False, terms=TERMS)
     path = tmp_path / f"{FP}.jsonl"
     assert path.read_bytes().count(b"\n") == 2  # register + first step, complete
@@ -117,7 +120,7 @@ def test_random_kills_never_under_count(tmp_path):
     for proc in procs:
         proc.wait(timeout=10)
         revealed += sum(1 for line in proc.stdout.read().splitlines() if line.startswith("revealed"))
-    ledger = Ledger(FileBackend(tmp_path), FP)
+    ledger = Ledger(FileBackend(tmp_path), FP, LEDGER_KEY)
     assert revealed >= len(procs)
     assert ledger.budget().used >= revealed
     assert ledger.verify().ok

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conditions.bounds import binomial_cdf
 from easeml_ci.cli import main
 from easeml_ci.ledger import FileBackend, Ledger
+from ledger_test_key import KEY as LEDGER_KEY  # noqa: E402
 
 FEATURES = 3
 
@@ -86,11 +87,11 @@ class Repo:
                 str(self.root / model), "--validation", str(self.root / validation)]
         return CliRunner().invoke(main, args + list(extra), catch_exceptions=False)
 
-    def ledgers(self) -> dict[str, list[dict]]:
+    def ledgers(self, key: bytes = LEDGER_KEY) -> dict[str, list[dict]]:
         directory = self.root / ".easeml" / "ledger"
         if not directory.exists():
             return {}
-        return {f.stem: Ledger(FileBackend(directory), f.stem).entries()
+        return {f.stem: Ledger(FileBackend(directory), f.stem, key).entries()
                 for f in directory.glob("*.jsonl")}
 
 
@@ -112,7 +113,9 @@ def test_answer_is_a_range_recorded_before_it_is_shown(repo):
     assert "estimate" not in result.output and "0.7" not in json.dumps(out["plan"])
     (entries,) = repo.ledgers().values()
     assert entries[0]["kind"] == "register" and entries[0]["terms"]["kind"] == "meter"
-    assert entries[1]["kind"] == "step" and entries[1]["meter"] == "10-20%"
+    # the step reserved before the test set was opened, the range in its completion
+    assert entries[1]["kind"] == "step" and entries[1]["reserved"] and "meter" not in entries[1]
+    assert entries[2]["kind"] == "complete" and entries[2]["meter"] == "10-20%"
     text = repo.run()
     assert "overfitting (validation minus true accuracy): 10-20%" in text.output
     assert "[10-20%]" in text.output
@@ -128,7 +131,7 @@ def test_none_withholds_and_keeps_the_answer_out_of_the_ledger(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["answer"] == "withheld"
     (entries,) = repo.ledgers().values()
-    assert entries[1]["meter"] == "withheld" and '"none"' not in json.dumps(entries[1])
+    assert entries[2]["meter"] == "withheld" and '"none"' not in json.dumps(entries[1:])
     record = json.loads(sink.read_text().splitlines()[0])
     assert record["meter"] == "none"
 
@@ -315,6 +318,7 @@ def test_encrypted_test_set(repo, monkeypatch):
     assert json.loads(result.output)["answer"] == "10-20%"
     monkeypatch.setenv("EASEML_TESTSET_KEY", crypto.generate_key())
     wrong = repo.run("--testset", str(repo.root / "meter.enc"))
-    assert wrong.exit_code == 2
-    (entries,) = repo.ledgers().values()
+    assert wrong.exit_code == 2 and "forged" in wrong.output  # another key: not its ledger
+    monkeypatch.setenv("EASEML_TESTSET_KEY", key)
+    (entries,) = repo.ledgers(crypto.derive_key(crypto.key_from_env(), "ledger")).values()
     assert sum(e["kind"] == "step" for e in entries) == 1

@@ -7,9 +7,12 @@ promises to every existing user: a test set's fingerprint keys its budget ledger
 hashes must keep verifying, an encrypted test set must keep decrypting, a model card must keep
 loading. If a golden test fails, the change broke a format that is already on disk somewhere.
 Changing a format on purpose is a release step: bump its version (the test-set preamble's
-``easeml-ci testset v1``, ``crypto.VERSION``; the ledger and the model card carry no version
-field yet, so they would need one first), keep reading the old version or ship a migration,
-and only then regenerate these files and the expected values in tests/test_golden.py.
+``easeml-ci testset v1``, ``crypto.VERSION``, the ledger's ``format`` in its register entry; the
+model card carries no version field yet, so it would need one first), keep reading the old
+version or ship a migration, and only then regenerate these files and the expected values in
+tests/test_golden.py. The v1 ledger (``ledger/``) stays as it is: it is what ``easeml-ci ledger
+migrate`` must keep reading; ``ledger-v2/`` is the authenticated format (MACs under the ledger
+key derived from GOLDEN_KEY, as for an encrypted test set).
 
 The encrypted file is re-encrypted with fresh random nonces on every run (its bytes change,
 its fingerprint and plaintext do not). Everything else is byte-for-byte reproducible.
@@ -122,6 +125,41 @@ def write_label_stores() -> dict:
     return heads
 
 
+def write_ledger_v2(fingerprint: str) -> dict:
+    """Format v2: register, two checks (reserved, then completed), a third reserved and never
+    completed (a run killed after the open: spent, no pass), one alert; every entry MAC'd."""
+    from easeml_ci.ledger import auth
+    from easeml_ci.testsets.crypto import derive_key, key_from_env
+
+    os.environ[GOLDEN_KEY_ENV] = GOLDEN_KEY
+    key = derive_key(key_from_env(GOLDEN_KEY_ENV), "ledger")
+    directory = HERE / "ledger-v2"
+    shutil.rmtree(directory, ignore_errors=True)
+    backend = FileBackend(directory)
+    bodies = [
+        {"kind": "register", "time": "2026-01-02T03:04:05+00:00", "fingerprint": fingerprint,
+         "terms": TERMS, "by": "register", "plan": {"method": "exact", "test_examples": 6},
+         "format": 2},
+        {"kind": "step", "time": "2026-01-02T04:00:00+00:00", "passed": None, "reserved": True,
+         "new": "models/modèle.onnx", "old": None},
+        {"kind": "complete", "time": "2026-01-02T04:00:01+00:00", "step": 1, "passed": False},
+        {"kind": "step", "time": "2026-01-02T05:00:00+00:00", "passed": None, "reserved": True,
+         "new": "models/new.onnx", "old": "models/old.onnx"},
+        {"kind": "complete", "time": "2026-01-02T05:00:01+00:00", "step": 3, "passed": True,
+         "underpowered": True},
+        {"kind": "step", "time": "2026-01-02T06:00:00+00:00", "passed": None, "reserved": True,
+         "new": "preds.npy", "old": None},
+        {"kind": "alert", "time": "2026-01-02T06:00:01+00:00", "event": "exhausted"},
+    ]
+    prev, prev_mac = GENESIS, GENESIS
+    for seq, body in enumerate(bodies):
+        entry = auth.sign(key, fingerprint, prev_mac, seal(body, seq, prev))
+        backend.append(fingerprint, entry, seq)
+        prev, prev_mac = entry["hash"], entry["mac"]
+    (directory / f"{fingerprint}.lock").unlink()
+    return {"length": len(bodies), "hash": prev, "mac": prev_mac}
+
+
 def write_card() -> None:
     (HERE / "model-card.json").write_text(ModelCard(**CARD).to_json(), encoding="utf-8")
     (HERE / "MODEL_CARD.md").write_text(ModelCard(**CARD).to_markdown(), encoding="utf-8")
@@ -130,7 +168,9 @@ def write_card() -> None:
 if __name__ == "__main__":
     fp = write_testsets()
     head = write_ledger(fp)
+    head_v2 = write_ledger_v2(fp)
     write_card()
     print(f"LABEL_STORE_HEADS = {write_label_stores()!r}")
     print(f"FINGERPRINT = {fp!r}")
     print(f"LEDGER_HEAD = {head!r}")
+    print(f"LEDGER_V2_HEAD = {head_v2!r}")
