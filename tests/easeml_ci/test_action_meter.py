@@ -52,6 +52,9 @@ def _workspace(root: Path) -> tuple[Path, str, str]:
 def _owner_registers(gh, ws: Path) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": str(ws.parent), "GITHUB_REPOSITORY": REPO,
            "GITHUB_TOKEN": "ghs-write", "GITHUB_API_URL": gh.url}
+    for name in ("EASEML_LEDGER_KEY", "PYTHONPATH"):  # the ledger key; the code under test
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     for args in (["testset", "register", "gate.npz"], ["meter", "register"]):
         done = subprocess.run([f"{VENV_BIN}/easeml-ci", *args, "--repository-ledger"], cwd=ws,
                               env=env, capture_output=True, text=True, timeout=120)

@@ -69,7 +69,7 @@ def test_a_failing_webhook_leaves_no_part_of_its_path_in_anything_the_action_wri
     harness = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO, event=event,
                             event_name="push", sha=sha)
     given = {"new-model": "models/new.npy", "old-model": "models/old.npy",
-             "testset": str(tmp_path / "testset.npz"), "alert-webhook": hook}
+             "testset": str(tmp_path / "testset.npz"), "alert-webhook": hook, "register": "true"}
 
     runs = [harness.run(given) for _ in range(2)]
     assert [r.exit_code for r in runs] == [0, 3], [r.stdout + r.stderr for r in runs]

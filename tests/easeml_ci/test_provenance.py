@@ -254,14 +254,16 @@ def fork_run(repo, predictions, tmp_path):
         inputs.update(overrides)
         return harness.run({k: v for k, v in inputs.items() if v is not None})
 
-    # The owner's run on the default branch (a push) opens the test set's budget: a pull
-    # request, forked or not, cannot start one. The base model against itself fails (exit 1).
+    # The owner's run on the default branch (a push, register: true) opens the test set's
+    # budget: a pull request, forked or not, cannot start one. The base model against itself
+    # fails (exit 1).
     push = ActionHarness(ws, api_url=repo.url, token="ghs-write", repository=REPO,
                          event={"ref": "refs/heads/main", "before": "0" * 40,
                                 "repository": {"full_name": REPO, "default_branch": "main"}},
                          event_name="push", sha=git(ws, "rev-parse", "HEAD"))
     first = push.run({"new-model": "models/model.npy", "old-model": "git:HEAD:models/model.npy",
-                      "testset": str(predictions["testset"]), "config-from-base": "false"})
+                      "testset": str(predictions["testset"]), "config-from-base": "false",
+                      "register": "true"})
     assert first.exit_code == 1, first.log
     run.ledger = ledger
     run.harness = harness
