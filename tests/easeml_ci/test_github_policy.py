@@ -27,7 +27,7 @@ REVIEWED = {"type": "pull_request", "parameters": {
 
 @pytest.fixture
 def repo(fake_github):
-    fake_github.add_repo(REPO)
+    fake_github.add_repo(REPO).rules.clear()  # no ruleset yet (the fake starts with one)
     fake_github.add_token("ghs-write")
     fake_github.add_token("pat-admin", installation=False, admin=True)
     return fake_github

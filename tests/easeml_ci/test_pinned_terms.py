@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from easeml_ci.cli import main
 from easeml_ci.gate.registration import VERDICT_TERMS, pinned_terms
 from easeml_ci.config import load_config
+from ledger_test_key import KEY as LEDGER_KEY
 from easeml_ci.ledger import FileBackend, Ledger
 
 ROWS = 3000
@@ -134,7 +135,7 @@ def test_a_registration_from_before_these_terms_stays_valid(repo):
     ledger_dir = repo.root / ".easeml" / "ledger"
     for path in ledger_dir.iterdir():
         path.unlink()
-    Ledger(FileBackend(ledger_dir), fingerprint).register(old_terms, by="register")
+    Ledger(FileBackend(ledger_dir), fingerprint, LEDGER_KEY).register(old_terms, by="register")
     assert repo.check().exit_code == 0
 
 
@@ -177,7 +178,7 @@ def test_underpowered_on_a_registration_from_before_the_term(repo, mode, allowed
     ledger_dir = repo.root / ".easeml" / "ledger"
     for path in ledger_dir.iterdir():
         path.unlink()
-    Ledger(FileBackend(ledger_dir), fingerprint).register(old_terms, by="register")
+    Ledger(FileBackend(ledger_dir), fingerprint, LEDGER_KEY).register(old_terms, by="register")
     result = repo.check("--underpowered")
     if allowed:
         assert result.exit_code in (0, 1), result.output

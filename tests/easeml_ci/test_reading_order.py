@@ -11,6 +11,7 @@ import pytest
 import conditions
 from conditions.sequential import decide_in_order, row_order
 from easeml_ci.gate import reading_order
+from ledger_test_key import KEY as LEDGER_KEY
 from easeml_ci.ledger import FileBackend, Ledger
 from easeml_ci.testsets import crypto, load_unlabelled_testset
 from testset_files import KEY_ENV, cli, new_key, write_csv
@@ -94,7 +95,7 @@ def _steps(repo):
     if not directory.exists():
         return []
     fp = next(directory.glob("*.jsonl")).stem
-    return [e for e in Ledger(FileBackend(directory), fp).entries() if e["kind"] == "step"]
+    return [e for e in Ledger(FileBackend(directory), fp, LEDGER_KEY).entries() if e["kind"] == "step"]
 
 
 def test_a_plaintext_test_set_needs_the_order_secret_it_was_registered_with(tmp_path, monkeypatch):
@@ -109,7 +110,7 @@ def test_a_plaintext_test_set_needs_the_order_secret_it_was_registered_with(tmp_
     secret = reg.stderr.split("never see it): ")[1].split()[0]
     assert secret not in reg.stdout  # stdout (often a CI log) never carries it
     fp = json.loads(reg.stdout)["fingerprint"]
-    entry = Ledger(FileBackend(repo.root / ".easeml" / "ledger"), fp).registration()
+    entry = Ledger(FileBackend(repo.root / ".easeml" / "ledger"), fp, LEDGER_KEY).registration()
     monkeypatch.setenv("SHOWN", secret)
     assert entry["reading_order"] == {"secret": "EASEML_ORDER_KEY",
                                       "key_id": crypto.key_id(crypto.key_from_env("SHOWN"))}
@@ -137,7 +138,7 @@ def test_a_test_set_registered_with_the_public_order_is_refused_with_the_way_out
     from easeml_ci.gate.registration import pinned_terms, registration_note
 
     cfg = load_config(repo.root / ".easeml.yml")
-    Ledger(FileBackend(repo.root / ".easeml" / "ledger"), ts.fingerprint).register(
+    Ledger(FileBackend(repo.root / ".easeml" / "ledger"), ts.fingerprint, LEDGER_KEY).register(
         pinned_terms(cfg), note=registration_note(ts))  # as written before issue 17
     new, old = repo.models("m", *_pair(np.random.default_rng(3), repo.truth, 0.4, 0.3))
     result = repo.check(new, old)

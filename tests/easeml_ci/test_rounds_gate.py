@@ -238,7 +238,7 @@ def test_a_pass_that_retires_the_test_set_raises_the_alert_at_the_close(tmp_path
 
 # --- what the team sees -------------------------------------------------------------------------
 
-VOLATILE = {"time", "hash", "prev_hash", "ledger", "private_sink", "config", "new", "old"}
+VOLATILE = {"time", "hash", "prev_hash", "mac", "ledger", "private_sink", "config", "new", "old"}
 BITS = {"passed", "verdict", "passes_used", "exit_code"}
 
 
