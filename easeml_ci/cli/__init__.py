@@ -25,7 +25,8 @@ from .meter import meter  # noqa: E402
 from .pick import pick  # noqa: E402
 from .plan import plan  # noqa: E402
 from .round import round_group  # noqa: E402
+from .status import status  # noqa: E402
 from .testset import testset  # noqa: E402
 
-for command in (plan, check, ledger, testset, action, meter, pick, round_group):
+for command in (plan, check, ledger, testset, action, meter, pick, round_group, status):
     main.add_command(command)

@@ -9,6 +9,7 @@ Exit code = the gate: 0 pass or withheld, 1 fail, 2 bad input/configuration, 3 t
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -49,6 +50,9 @@ def _opt(name: str, env: str, help: str, **kw):
 @_opt("--commit-status", "INPUT_COMMIT_STATUS",
       "Post the verdict as commit status easeml-ci/<gate> on the head commit (true/false).",
       default="false", show_default=True)
+@_opt("--environment", "INPUT_ENVIRONMENT",
+      "The environment that holds the key; its settings are checked before anything is opened.",
+      default="easeml-gate", show_default=True)
 @_opt("--meter-validation", "INPUT_METER_VALIDATION",
       "Also run the overfitting meter (the config's `meter:`) on this validation set.")
 @_opt("--meter-fail-above", "INPUT_METER_FAIL_ABOVE",
@@ -65,7 +69,7 @@ def _opt(name: str, env: str, help: str, **kw):
       show_default=True)
 def action(config, new_model, old_model, testset, gate_name, comment, alert_issue, alert_labels,
            alert_webhook, pr_number, underpowered, config_from_base, head_sha, commit_status,
-           meter_validation, meter_fail_above, label_store, command, register):
+           meter_validation, meter_fail_above, label_store, command, register, environment):
     """Run the gate as the GitHub Action does: check, summary, outputs, PR comment, alerts."""
     from ..errors import UsageError
     from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
@@ -94,6 +98,9 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         label_store=(label_store or "").strip() or None,
         command=command,
         register=parse_bool("register", register, False),
+        environment=(environment or "").strip(),
+        # a token, like GITHUB_TOKEN: from the environment only, never an option
+        status_token=os.environ.get("INPUT_STATUS_TOKEN") or None,
     )
     if command == "close-round":  # the cron job of the default branch (gate/rounds.py)
         from ..github.action import ActionContext

@@ -63,6 +63,9 @@ class ActionInputs:
     command: str = "check"  # or "close-round": release the verdicts of ended rounds (cron)
     # --- registration (ledger-auth): the owner asks for it; never a run by itself ---
     register: bool = False  # register a test set not registered yet (default branch only)
+    # the run holds the key: the environment that holds it, whose settings are checked
+    environment: str = "easeml-gate"
+    status_token: str | None = None  # posts the commit status (a GitHub App's token), if given
 
 
 def parse_bool(name: str, value: str | bool | None, default: bool | None) -> bool | None:
@@ -117,6 +120,7 @@ class ActionContext:
     run_id: str | None = None
     api_url: str | None = None
     ref: str | None = None
+    workflow_ref: str | None = None  # GITHUB_WORKFLOW_REF: the workflow file and its ref
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "ActionContext":
@@ -133,6 +137,7 @@ class ActionContext:
                    event_name=env.get("GITHUB_EVENT_NAME"), event=event or {},
                    sha=env.get("GITHUB_SHA"), base_ref=env.get("GITHUB_BASE_REF") or None,
                    ref=env.get("GITHUB_REF") or None,
+                   workflow_ref=env.get("GITHUB_WORKFLOW_REF") or None,
                    server_url=env.get("GITHUB_SERVER_URL") or "https://github.com",
                    run_id=env.get("GITHUB_RUN_ID"), api_url=env.get("GITHUB_API_URL"))
 
@@ -284,16 +289,46 @@ class Reporter:
             return
         try:
             state, description = commit_status_for(report.verdict)
+            context = status_context(report.gate)
             if report.verdict == "pending" and report.round:
                 description = (f"pending: verdict at the end of round {report.round['round']} "
                                f"({report.round['ends']})")
-            post_commit_status(self.client, repository, sha, state, description,
-                               status_context(report.gate), target_url=self.ctx.run_url)
-            self.log(f"easeml-ci: commit status {status_context(report.gate)}: {state}")
+            description = seal_description(repository, sha, context, state, description)
+            post_commit_status(self.status_client or self.client, repository, sha, state,
+                               description, context, target_url=self.ctx.run_url)
+            self.log(f"easeml-ci: commit status {context}: {state}")
+            self.status_source(repository, context)
         except GitHubError as exc:
             self.api_warning(f"post the commit status on {sha[:12]} (needs statuses: write)", exc)
         except (UsageError, ValueError) as exc:
             self.warn(f"could not post the commit status: {exc}")
+
+
+    # -- who else can post that status (github/seal.py) ------------------------------------
+    status_client: GitHubClient | None = None  # the status-token input's client, when given
+
+    def status_source(self, repository: str, context: str) -> None:
+        """Warn while another workflow could post ``context`` and satisfy the required check."""
+        from .policy import UnsafeSetting, default_branch, rules_on
+        from .seal import status_source_problem
+
+        assert self.client is not None
+        try:
+            rules = rules_on(self.client, repository, default_branch(self.client, repository))
+        except UnsafeSetting as exc:
+            self.warn(f"could not read who may post {context}: {exc.message}")
+            return
+        problem = status_source_problem(rules, context)
+        if problem:
+            self.warn(problem)
+
+
+def seal_description(repository: str, sha: str, context: str, state: str, sentence: str) -> str:
+    """The status description, sealed under the key when this run holds one (github/seal.py)."""
+    from .seal import seal_key, sealed
+
+    key = seal_key()
+    return sentence if key is None else sealed(key, repository, sha, context, state, sentence)
 
 
 def _pull_request_of_head(inputs: ActionInputs, claimed: int | None,
@@ -336,11 +371,12 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
     workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
                           webhooks=[inputs.alert_webhook])
     workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))  # a reading-order secret
-    if os.environ.get("EASEML_LEDGER_KEY"):  # the ledger-key input (ledger-auth)
-        workflow.mask_secrets(out, key=os.environ["EASEML_LEDGER_KEY"])
+    workflow.mask_secrets(out, key=os.environ.get(LEDGER_KEY_ENV), token=inputs.status_token)
     if client is None and token:
         client = GitHubClient(token, ctx.api_url)
     reporter = Reporter(ctx, inputs, out, client)
+    if inputs.status_token:  # the commit status from a GitHub App's token (github/seal.py)
+        reporter.status_client = GitHubClient(inputs.status_token, ctx.api_url)
     workspace = ctx.workspace
     config_rel = _rel(inputs.config, workspace)
     gate = inputs.gate_name or "easeml-ci"
@@ -389,6 +425,10 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         backend = open_ledger_backend(cfg)
         where = name_of_ledger(backend)
         reporter.log(f"easeml-ci: budget ledger: {where}")
+        if holds_a_key():  # the repository's settings, read before anything is opened
+            check_trust(client, ctx, inputs, backend)
+        elif os.environ.get(LEDGER_KEY_ENV):
+            warn_ledger_key_in_reach(reporter, client, ctx)
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
                            underpowered=inputs.underpowered, key_env=KEY_ENV, workdir=workspace,
                            backend=backend, register=registers(inputs, ctx),
@@ -492,6 +532,51 @@ def run_meter_step(inputs: ActionInputs, ctx: ActionContext, cfg, reporter: Repo
                           f"{inputs.meter_fail_above:g} (meter-fail-above)", title=GATE_NAME)
         return ExitCode.FAIL
     return ExitCode.PASS
+
+
+# --- a run that holds the key (github/policy.py) ------------------------------------------------
+
+LEDGER_KEY_ENV = "EASEML_LEDGER_KEY"  # the ledger's own key, where the test set is not encrypted
+
+
+def holds_a_key(env: dict | None = None) -> bool:
+    """Whether this run holds the test-set key, which code a pull request controls must never
+    meet. (A plaintext test set is in reach of every job that gates it, and so is its
+    EASEML_LEDGER_KEY: :func:`warn_ledger_key_in_reach`.)"""
+    env = os.environ if env is None else env
+    return bool(env.get(KEY_ENV))
+
+
+def warn_ledger_key_in_reach(reporter: "Reporter", client: GitHubClient | None,
+                             ctx: ActionContext) -> None:
+    """A plaintext test set's run that is not the default branch's own workflow: warn that the
+    test set and its ledger key are in reach of the pull request's workflow."""
+    from .policy import UnsafeSetting, check_run_context
+
+    try:
+        check_run_context(event_name=ctx.event_name, ref=ctx.ref, workflow_ref=ctx.workflow_ref,
+                          repository=ctx.repository or "", default=(ctx.event.get("repository")
+                                                                    or {}).get("default_branch")
+                          or "main")
+    except UnsafeSetting:
+        reporter.warn(f"this {ctx.event_name or 'unknown'} run gates a plaintext test set with "
+                      f"{LEDGER_KEY_ENV}: a workflow this run's branch defines can read both, "
+                      "and with the ledger key rewrite the budget. Encrypt the test set and gate "
+                      "from the workflow_run split (docs/action.md)")
+
+
+def check_trust(client: GitHubClient | None, ctx: ActionContext, inputs: ActionInputs,
+                backend) -> None:
+    """Refuse (exit 2, nothing opened) unless the repository keeps the key from code a pull
+    request controls and the ledger branch from being rewound (:mod:`.policy`)."""
+    from ..ledger.github_backend import GitHubBackend
+    from .policy import check_keyed_run, check_ledger_branch_protected
+
+    check_keyed_run(client, repository=ctx.repository, event_name=ctx.event_name, ref=ctx.ref,
+                    workflow_ref=ctx.workflow_ref, environment=inputs.environment,
+                    ledger_branch=None)
+    if isinstance(backend, GitHubBackend):  # the ledger's own repository, maybe another one
+        check_ledger_branch_protected(backend.client, backend.repository, backend.branch)
 
 
 def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,

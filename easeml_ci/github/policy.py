@@ -47,7 +47,8 @@ class UnsafeSetting(UsageError):
     """A repository setting lets code a pull request controls reach the key or the budget."""
 
 
-def _rules(client: GitHubClient, repository: str, branch: str, what: str) -> list[dict]:
+def rules_on(client: GitHubClient, repository: str, branch: str,
+             what: str = "the default branch") -> list[dict]:
     """The active rules on ``branch`` (from every ruleset: repository and organization)."""
     try:
         rules = list(client.paginate(repo_path(repository, "rules", "branches", branch)))
@@ -89,7 +90,7 @@ def check_ledger_branch_protected(client: GitHubClient, repository: str, branch:
     "Block force pushes" (``non_fast_forward``), or classic protection with "Allow force
     pushes" and "Allow deletions" off, read with a token that has Administration: read.
     """
-    types = {str(r.get("type")) for r in _rules(client, repository, branch, "the ledger branch")}
+    types = {str(r.get("type")) for r in rules_on(client, repository, branch, "the ledger branch")}
     missing = [t for t in ("non_fast_forward", "deletion") if t not in types]
     if not missing:
         return
@@ -160,7 +161,7 @@ def check_run_context(*, event_name: str | None, ref: str | None, workflow_ref: 
             "definition runs this job; use a runner that sets it (GitHub.com, or GitHub "
             "Enterprise Server 3.9 or later). Nothing was opened")
     path, _, at = workflow_ref.rpartition("@")
-    if not path.startswith(f"{repository}/.github/workflows/") or at != where:
+    if not path.lower().startswith(f"{repository}/.github/workflows/".lower()) or at != where:
         raise UnsafeSetting(
             f"this job's workflow definition is {workflow_ref} (GITHUB_WORKFLOW_REF), not a "
             f"workflow file of {repository} at {where}: only the default branch's own "
@@ -244,7 +245,7 @@ def check_environment(client: GitHubClient, repository: str, environment: str,
 def check_default_branch_reviewed(client: GitHubClient, repository: str, default: str) -> None:
     """Refuse unless a commit reaches the default branch only through a reviewed pull request
     (else one developer can push a workflow of their own onto it and read the key)."""
-    rules = _rules(client, repository, default, "the default branch")
+    rules = rules_on(client, repository, default, "the default branch")
     reviewed = [r for r in rules if r.get("type") == "pull_request"
                 and int((r.get("parameters") or {}).get("required_approving_review_count") or 0) >= 1
                 and ((r.get("parameters") or {}).get("dismiss_stale_reviews_on_push")

@@ -257,6 +257,9 @@ class ActionHarness:
             "GITHUB_EVENT_PATH": str(event_path),
             "GITHUB_SHA": self.sha,
             "GITHUB_REF": f"refs/pull/{pr.get('number')}/merge" if pr else "refs/heads/main",
+            # the workflow file that runs, at the ref its definition came from
+            "GITHUB_WORKFLOW_REF": f"{self.repository}/.github/workflows/easeml-gate.yml@"
+                                   + (f"refs/pull/{pr.get('number')}/merge" if pr else "refs/heads/main"),
             "GITHUB_BASE_REF": (pr.get("base") or {}).get("ref", ""),
             "GITHUB_HEAD_REF": (pr.get("head") or {}).get("ref", ""),
             "GITHUB_API_URL": self.api_url,

@@ -181,6 +181,21 @@ class FakeGitHub:
                 {"id": i + 1, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3k{i}", **b}
                 for i, b in enumerate(items)]}
 
+    def secure(self, full_name: str, environment: str = "easeml-gate",
+               ledger_branch: str = "easeml-ledger") -> None:
+        """The settings docs/action.md asks of a repository whose gate holds the key: the
+        environment admits only the default branch, the default branch takes reviewed pull
+        requests only, the ledger branch can be neither force-pushed nor deleted."""
+        with self.lock:
+            repo = self.add_repo(full_name)
+            default = repo.default_branch
+            self.add_environment(full_name, environment, branches=[default])
+            repo.rules[default] = [{"type": "pull_request", "parameters": {
+                "required_approving_review_count": 1, "dismiss_stale_reviews_on_push": True,
+                "require_code_owner_review": True, "require_last_push_approval": False,
+                "required_review_thread_resolution": False}}]
+            repo.rules[ledger_branch] = [{"type": "deletion"}, {"type": "non_fast_forward"}]
+
     def protect(self, full_name: str, branch: str, **allow: bool) -> None:
         """Classic branch protection on ``branch``; ``allow_force_pushes=True`` etc. loosen it."""
         with self.lock:

@@ -79,6 +79,7 @@ def workflow_run_event(head_sha: str) -> dict:
 def test_the_readme_workflow_keeps_the_budget_across_fresh_runners(fake_github, data, tmp_path):
     gh = fake_github
     gh.add_repo(REPO)
+    gh.secure(REPO)  # the settings the quick start asks for; the gate reads them first
     token = "ghs-write"
     gh.add_token(token, permission="write")  # contents: write, as the README's job asks
     job = readme_workflow("easeml-gate-fork-safe.yml")["jobs"]["gate"]
