@@ -42,15 +42,18 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
     from ..config import load_config
     from ..gate.registration import open_ledger_backend
     from ..gate.rounds import close
-    from .action import Reporter
+    from .action import Reporter, check_trust, holds_a_key
 
     token = inputs.token or os.environ.get("GITHUB_TOKEN")
     workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
                           webhooks=[inputs.alert_webhook])
     workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))
+    workflow.mask_secrets(out, key=os.environ.get("EASEML_LEDGER_KEY"), token=inputs.status_token)
     if client is None and token:
         client = GitHubClient(token, ctx.api_url)
     reporter = Reporter(ctx, inputs, out, client)
+    if inputs.status_token:  # the commit statuses from a GitHub App's token (github/seal.py)
+        reporter.status_client = GitHubClient(inputs.status_token, ctx.api_url)
     workspace = ctx.workspace
     config_rel = (workflow.relative_to_workspace(Path(inputs.config), str(workspace))
                   if Path(inputs.config).is_absolute() else Path(inputs.config).as_posix())
@@ -62,8 +65,11 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
             import dataclasses
 
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
+        backend = open_ledger_backend(cfg)
+        if holds_a_key():  # the repository's settings, read before anything is opened
+            check_trust(client, ctx, inputs, backend)
         result = close(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
-                       backend=open_ledger_backend(cfg), label_store=getattr(
+                       backend=backend, label_store=getattr(
                            inputs, "label_store", None),
                        progress=lambda m: reporter.log(f"... {m}"))
     except (EasemlError, ConditionsError) as exc:

@@ -13,10 +13,18 @@ import conditions
 from action_harness import PR, REPO, ActionHarness, pull_request_event
 from testset_files import KEY_ENV, cli, new_key, write_csv
 from test_action import git
+from test_action_trust import workflow_run_event
 from test_labels_gate import _pair
 
 CONDITION = "n - o > 0.1 +/- 0.1"
 ROUNDS = 'rounds:\n  every: 24h\n  start: "2026-12-07T18:00:00Z"\n  labelling: 6h\n'
+
+
+def git_show_bytes(ws, spec: str) -> bytes:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(ws), "show", spec], check=True,
+                          capture_output=True).stdout
 
 
 def _workspace(tmp_path, rows, seed=0):
@@ -62,17 +70,28 @@ def test_a_pull_request_is_pending_until_the_cron_close_releases_its_verdict(gh,
               env={KEY_ENV: key, "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
                    "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"})
     assert reg.exit_code == 0, reg.output
+    # the trusted job: the default branch's workflow_run, main checked out, the pull request's
+    # model as its artifact (docs/action.md; github/policy.py refuses a keyed pull_request run)
+    gh.secure(REPO)
+    git(ws, "branch", "feature", head)
+    git(ws, "reset", "-q", "--hard", base)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "model.npy").write_bytes(git_show_bytes(ws, f"{head}:models/model.npy"))
     check = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
-                          event=pull_request_event(REPO, PR, base, head),
+                          event=workflow_run_event(head), event_name="workflow_run", sha=base,
                           extra_env={"HARNESS_NOW": "2026-12-07T09:00:00+00:00"})
-    inputs = {"new-model": "models/model.npy", "testset": str(enc), "testset-key": key,
-              "commit-status": "true"}
+    inputs = {"new-model": str(artifact / "model.npy"),
+              "old-model": f"git:{base}:models/model.npy", "testset": str(enc),
+              "testset-key": key, "commit-status": "true", "head-sha": head,
+              "config-from-base": "false"}
     result = check.run(inputs)
     assert result.exit_code == 0, result.log
     assert result.outputs["verdict"] == "pending"
     [status] = gh.statuses_on(REPO, head)
     assert status["state"] == "pending"
-    assert status["description"] == "pending: verdict at the end of round 0 (2026-12-07 18:00 UTC)"
+    assert status["description"].startswith(  # sealed (github/seal.py)
+        "pending: verdict at the end of round 0 (2026-12-07 18:00 UTC) [seal ")
     [comment] = gh.comments_on(REPO, PR)
     assert "pending — verdict at the end of round 0 (2026-12-07 18:00 UTC)" in comment["body"]
     assert "pending" in result.summary

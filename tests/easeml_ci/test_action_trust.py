@@ -95,7 +95,7 @@ def test_the_documented_setup_gates_and_seals_its_status(gh, keyed, data):
     result = keyed()
     assert result.exit_code == 0, result.log
     assert result.outputs["verdict"] == "pass"
-    assert ledger_commits(gh) == before + 1
+    assert ledger_commits(gh) == before + 2  # the step reserved before the open, then completed
     [status] = gh.statuses_on(REPO, keyed.head)
     assert status["state"] == "success" and " [seal " in status["description"]
     assert len(status["description"]) <= 140

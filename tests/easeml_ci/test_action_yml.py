@@ -79,7 +79,7 @@ def test_no_workflow_gives_the_key_to_a_job_a_pull_request_defines():
                 assert events <= KEYED_EVENTS, (path.name, events)
                 assert job.get("environment") == "easeml-gate", (path.name, name)
                 assert job["permissions"].get("actions") == "read", "the environment's policy"
-    assert keyed == [("easeml-gate-fork-safe.yml", "gate")]
+    assert keyed == [("easeml-gate-fork-safe.yml", "gate"), ("easeml-rounds.yml", "close")]
 
 
 def test_fork_safe_pattern_never_runs_pull_request_target():
