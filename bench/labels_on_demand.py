@@ -12,7 +12,10 @@ spent by three methods:
   delta'/2 as cap), labels only where needed: the labels its decision reads when the owner labels
   the requested rows in order before the round ends (the round-end rule of
   :mod:`conditions.rounds` then decides exactly as here; late labels only move the decision to
-  the mode default).
+  the mode default). ``owner_labels_median``/``_p90``: the labels the owner gives who follows
+  the requests until the pair is decided (:func:`conditions.label_cost.owner_labels`): under
+  none the check's growing requests (64 rows, then half the labels so far), in rounds batches of
+  ``conditions.rounds.REQUEST_BATCH`` = 256 rows (the check's first, then ``round requests``).
 
 The adaptivity changes only delta' (the planner's query count: H under none and firstChange,
 ``sum_{k<H} (1 + k)`` = 528 under ``passes: 2``, ``2^H - 1`` under full), hence ``log(1/alpha)``
@@ -44,7 +47,8 @@ import numpy as np
 
 from conditions import sequential_plan
 from conditions.bounds import binomial_design
-from conditions.label_cost import expected_labels
+from conditions.label_cost import NONE_FIRST_BATCH, NONE_GROWTH, expected_labels, owner_labels
+from conditions.rounds import REQUEST_BATCH
 
 RELIABILITY = 0.9999
 PAIRED = "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01"
@@ -72,6 +76,16 @@ def _wrong(where: str, mu: float, a: float, b: float, passed: np.ndarray) -> flo
         return None
     must_pass = mu >= b
     return float(np.mean(~passed if must_pass else passed))
+
+
+def _owner(adaptivity: str, read: np.ndarray, in_cap: np.ndarray) -> np.ndarray:
+    """The labels the owner gives who labels every request until the pair is decided: under
+    none the check's growing requests (64, then half the labels so far), in rounds batches of
+    REQUEST_BATCH (the check's first, then `round requests`)."""
+    if adaptivity == "none":
+        return owner_labels(read, in_cap, batch=NONE_FIRST_BATCH, growth=NONE_GROWTH,
+                            first_always=False)
+    return owner_labels(read, in_cap, batch=REQUEST_BATCH)
 
 
 def _label(adaptivity: str, passes: int | None) -> str:
@@ -148,8 +162,11 @@ def measure(runs: int, adaptivities=ADAPTIVITIES, progress=None) -> dict:
         cumulative = np.cumsum(labelled, axis=1)
         spent = cumulative[np.arange(runs), read - 1]
         oracle = expected_labels(clause, mu, d)
+        given = _owner(adaptivity, spent, cumulative[:, -1])
         rows.append({**base, "method": "sequential", "labels_median": float(np.median(spent)),
                      "labels_p90": float(np.percentile(spent, 90)),
+                     "owner_labels_median": float(np.median(given)),
+                     "owner_labels_p90": float(np.percentile(given, 90)),
                      "error_rate": _wrong(where, mu, a, b, passed),
                      "reached_cap": float(by_cap.mean()),
                      "oracle_labels": None if oracle is None else round(oracle, 1)})
@@ -185,13 +202,13 @@ def print_table(result: dict, out=sys.stdout) -> None:
               f"{f['floor_labels']:,} labels (fixed plan {f['fixed_rows']:,} rows, cap "
               f"{f['cap_rows']:,} rows)", file=out)
     head = ("adaptivity", "condition", "d", "steps", "where", "mu", "method", "labels_median",
-            "labels_p90", "oracle", "error_rate", "runs")
+            "labels_p90", "owner_labels_median", "owner_labels_p90", "oracle", "error_rate", "runs")
     print("\n| " + " | ".join(head) + " |", file=out)
     print("|" + "---|" * len(head), file=out)
     for r in result["rows"]:
         cells = (_label(r["adaptivity"], r["passes"]), r["condition"], r["d"], r["steps"],
                  r["where"], f"{r['mu']:g}", r["method"], r["labels_median"], r["labels_p90"],
-                 r.get("oracle_labels"), r["error_rate"], r["runs"])
+                 r.get("owner_labels_median"), r.get("owner_labels_p90"), r.get("oracle_labels"), r["error_rate"], r["runs"])
         print("| " + " | ".join(_fmt(c) for c in cells) + " |", file=out)
     print("\n" + result["note"], file=out)
 

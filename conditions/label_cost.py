@@ -33,6 +33,7 @@ from .ast import Formula
 from .compiler import compile_clause
 from .parser import parse
 from .planner import query_count
+from .rounds import REQUEST_BATCH
 from .sequential import SequentialClause, SequentialPlan, sequential_plan
 
 ASSUMED_DISAGREEMENT = 0.1  # d for a vanishing clause when the formula bounds no d
@@ -229,12 +230,51 @@ def on_demand_rows(formula, reliability: float, mode: str, steps: int, passes: i
     return tuple(out)
 
 
+#: The requests of a check under ``none`` (:func:`conditions.sequential.label_request`'s
+#: defaults: ``max(64, 0.5 * labels so far)`` rows per round trip)
+NONE_FIRST_BATCH, NONE_GROWTH = 64, 0.5
+
+
+def request_totals(limit: int, batch: int, growth: float = 0.0) -> np.ndarray:
+    """The labels an owner has given after each request, 1, 2, ... (``batch`` rows, or
+    ``growth`` times the labels so far if more), up to the first total >= ``limit``."""
+    totals, total = [], 0
+    while not totals or total < limit:
+        total += max(batch, math.ceil(growth * total))
+        totals.append(total)
+    return np.array(totals, dtype=np.int64)
+
+
+def owner_labels(labels_read, labels_in_cap, *, batch: int = REQUEST_BATCH, growth: float = 0.0,
+                 first_always: bool = True) -> np.ndarray:
+    """The labels an owner gives who labels every request until the pair is decided, for a
+    decision that reads ``labels_read`` labels (with every label known) among the
+    ``labels_in_cap`` rows of its cap that need one (one clause; arrays allowed).
+
+    The k-th request asks for the next rows the clause needs after the labelled prefix, so after
+    k requests the prefix holds the first ``T_k`` (:func:`request_totals`) of them, and the
+    decision on it is made iff ``labels_read <= T_k`` (the crossing lies inside the prefix, or the
+    cap is labelled). The owner stops at the first such k, and never labels past the cap:
+    ``min(T_k, labels_in_cap)``. ``first_always``: the first request goes out before anything is
+    decided (a check in rounds), so even a decision that reads no label costs one batch; under
+    ``none`` a check decided with no label asks for none. Rounds: ``batch`` =
+    :data:`conditions.rounds.REQUEST_BATCH`, no growth; ``none``: :data:`NONE_FIRST_BATCH`,
+    :data:`NONE_GROWTH`."""
+    read = np.asarray(labels_read, dtype=np.int64)
+    in_cap = np.asarray(labels_in_cap, dtype=np.int64)
+    totals = request_totals(int(max(in_cap.max(initial=0), read.max(initial=0), 1)), batch, growth)
+    given = totals[np.searchsorted(totals, np.maximum(read, 1))]
+    if not first_always:
+        given = np.where(read == 0, 0, given)
+    return np.minimum(given, in_cap)
+
+
 @lru_cache(maxsize=32)
 def _sequential_plan(formula: str, reliability: float, mode: str, adaptivity: str, steps: int,
                      passes: int | None) -> SequentialPlan:
     return sequential_plan(formula, reliability, mode, adaptivity, steps, passes)
 
 
-__all__ = ["ASSUMED_DISAGREEMENT", "ON_DEMAND_MODES", "OnDemandRow", "on_demand_rows", "CLEAR_TOLERANCES", "ClauseCost", "cap_labels",
+__all__ = ["NONE_FIRST_BATCH", "NONE_GROWTH", "owner_labels", "request_totals", "ASSUMED_DISAGREEMENT", "ON_DEMAND_MODES", "OnDemandRow", "on_demand_rows", "CLEAR_TOLERANCES", "ClauseCost", "cap_labels",
            "certified_disagreement", "clause_costs", "clause_law", "expected_labels",
            "feasible_means", "growth_rate"]

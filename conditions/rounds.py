@@ -100,4 +100,62 @@ def decide_at_round_end(plan: SequentialPlan, order: np.ndarray, labels: np.ndar
                         tuple(str(s.by) for s in clauses))
 
 
-__all__ = ["LATE_DEFAULT", "RoundVerdict", "decide_at_round_end", "labels_late"]
+#: Rows per label request in rounds: the check's first batch and each later one (docs/statistics.md
+#: §6, "Label requests in batches"). An owner who labels every batch until the pair is decided
+#: labels ``REQUEST_BATCH * ceil(L / REQUEST_BATCH)`` rows for a decision that reads L labels
+#: (:func:`conditions.label_cost.owner_labels`): under ``full``, 32 steps, 0.9999 the headline
+#: condition's median 1,686 at the fail edge becomes 1,792 (target 2,000), in 7 batches.
+REQUEST_BATCH = 256
+
+
+def request_batch(plan: SequentialPlan, order: np.ndarray, known: np.ndarray,
+                  new_pred: np.ndarray, old_pred: np.ndarray | None, *,
+                  clauses: tuple[int, ...] | None = None, batch: int | None = None
+                  ) -> tuple[int, ...]:
+    """The next rows to label, as indices into the test set in the secret reading order: for each
+    clause in ``clauses`` (default every clause), its first ``batch`` (default
+    :data:`REQUEST_BATCH`) rows within its cap that need
+    a label and have none. Those are exactly the rows the clause reads next: its labelled prefix
+    ends at the first of them.
+
+    A function of the predictions and of which rows are labelled, never of a label's value (the
+    check sends it before anything is decided). :func:`next_request` asks only for the clauses
+    still open on the labelled prefix."""
+    batch = REQUEST_BATCH if batch is None else batch
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    order = np.asarray(order)
+    unknown = ~np.asarray(known, dtype=bool)[order]
+    new_pred = np.asarray(new_pred)[order]
+    d = (new_pred != np.asarray(old_pred)[order]) if old_pred is not None else \
+        np.ones(len(order), dtype=bool)
+    wanted: set[int] = set()
+    for k, clause in enumerate(plan.clauses):
+        if clauses is not None and k not in clauses:
+            continue
+        cap = min(clause.cap_rows, len(order))
+        todo = np.flatnonzero(clause.needs_label(d[:cap]) & unknown[:cap])
+        wanted.update(todo[:batch].tolist())
+    return tuple(int(order[p]) for p in sorted(wanted))
+
+
+def next_request(plan: SequentialPlan, verdict: RoundVerdict, order: np.ndarray,
+                 known: np.ndarray, new_pred: np.ndarray, old_pred: np.ndarray | None, *,
+                 batch: int | None = None) -> tuple[int, ...]:
+    """The next batch for a pending pair given :func:`decide_at_round_end` on the labels present:
+    empty when the labelled prefix already decides it (every clause decided, or one failed: no
+    later label changes a decision, as labels are append-only, an e-process stops at its first
+    crossing and the cap reads a fixed prefix), else :func:`request_batch` for the clauses still
+    open. SECRET: it depends on the labels."""
+    late = [by.startswith("labels late") for by in verdict.by]
+    open_clauses = tuple(k for k, is_late in enumerate(late) if is_late)
+    failed = any(s.status == "fail" and not is_late
+                 for s, is_late in zip(verdict.decision.clauses, late))
+    if failed or not open_clauses:
+        return ()
+    return request_batch(plan, order, known, new_pred, old_pred, clauses=open_clauses,
+                         batch=batch)
+
+
+__all__ = ["LATE_DEFAULT", "REQUEST_BATCH", "RoundVerdict", "decide_at_round_end", "labels_late",
+           "next_request", "request_batch"]

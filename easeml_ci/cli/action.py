@@ -60,8 +60,10 @@ def _opt(name: str, env: str, help: str, **kw):
 @_opt("--label-store", "INPUT_LABEL_STORE",
       "Label store of a test set labelled on demand: an absolute path outside the workspace.")
 @_opt("--command", "INPUT_COMMAND",
-      "check (a pull request's model), or close-round (a cron job of the default branch: release "
-      "the verdicts of every ended round, post each pull request's status and comment).",
+      "check (a pull request's model), close-round (a cron job of the default branch: release "
+      "the verdicts of every ended round, post each pull request's status and comment), or "
+      "round-requests (a cron job of the default branch: the next label requests to the "
+      "private sink).",
       default="check", show_default=True)
 @_opt("--register", "INPUT_REGISTER",
       "Register a test set that is not registered yet (the owner asks for it; only on the "
@@ -75,8 +77,9 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
     from ..github.action import ActionInputs, parse_bool, parse_pr_number, parse_threshold, run_action
 
     command = (command or "check").strip()
-    if command not in ("check", "close-round"):
-        raise UsageError(f"input command: expected check or close-round, got {command!r}")
+    if command not in ("check", "close-round", "round-requests"):
+        raise UsageError("input command: expected check, close-round or round-requests, got "
+                         f"{command!r}")
 
     inputs = ActionInputs(
         config=config or ".easeml.yml",
@@ -107,4 +110,9 @@ def action(config, new_model, old_model, testset, gate_name, comment, alert_issu
         from ..github.round_close import run_round_close
 
         sys.exit(run_round_close(inputs, ActionContext.from_env(), out=sys.stdout))
+    if command == "round-requests":  # the cron job of the default branch (gate/rounds.py)
+        from ..github.action import ActionContext
+        from ..github.round_requests import run_round_requests
+
+        sys.exit(run_round_requests(inputs, ActionContext.from_env(), out=sys.stdout))
     sys.exit(run_action(inputs))

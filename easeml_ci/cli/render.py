@@ -147,6 +147,21 @@ def render_round_close(result) -> str:
     return "\n".join(out)
 
 
+def render_round_requests(result) -> str:
+    """`round requests` for people: how many pending steps got a message (never what it said)."""
+    n = len(result.steps)
+    out = [f"easeml-ci round requests: gate {result.gate!r} ({result.config_path}), test set "
+           f"{result.fingerprint[:12]}"]
+    if n:
+        where = result.private_sink or "the private sink"
+        out.append(f"label requests for {n} pending step{'s' if n != 1 else ''} "
+                   f"({', '.join(str(s) for s in result.steps)}) sent to {where}")
+    else:
+        out.append("no pending step in a round that has not ended: nothing sent")
+    out += [f"ledger:   {result.ledger}", *[f"note:     {n}" for n in result.notes]]
+    return "\n".join(out)
+
+
 def render_meter(result) -> str:
     """The meter's terminal text: the range among the ranges, and the budget."""
     lines = [f"easeml-meter: validation accuracy {result.validation_accuracy:.4f}"]

@@ -21,7 +21,7 @@ def _progress(enabled: bool):
 
 @click.group("round")
 def round_group() -> None:
-    """Verdicts in rounds: close the rounds that have ended."""
+    """Verdicts in rounds: send the next label requests, close the rounds that have ended."""
 
 
 @round_group.command("close")
@@ -42,3 +42,25 @@ def close(config_path, testset, label_store, key_env, as_json):
                           label_store=label_store, progress=_progress(not as_json))
     click.echo(json.dumps(result.to_dict(), sort_keys=True, default=str) if as_json
                else report.render_round_close(result))
+
+
+@round_group.command("requests")
+@click.option("--config", "config_path", default=".easeml.yml", show_default=True,
+              help="The gate's .easeml.yml (with its `rounds:` schedule).")
+@click.option("--testset", default=None, help="The test set; default: `testset:` in the config.")
+@click.option("--labels", "--label-store", "label_store", default=None,
+              help="Label store of the test set [default: TESTSET.labels]; the pending store "
+                   "sits beside it (STORE.pending).")
+@click.option("--key-env", default=DEFAULT_KEY_ENV, show_default=True,
+              help="Environment variable holding the key of an encrypted test set.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
+def requests(config_path, testset, label_store, key_env, as_json):
+    """Send the owner, through the private sink, the next batch of rows to label for every pending
+    pair whose round has not ended (or "decided, no more labels"). What it prints is the same
+    whatever the labels: the steps it wrote about."""
+    from ..gate.rounds import requests as round_requests
+
+    result = round_requests(config_path, testset, key_env=key_env, workdir=Path("."),
+                            label_store=label_store, progress=_progress(not as_json))
+    click.echo(json.dumps(result.to_dict(), sort_keys=True, default=str) if as_json
+               else report.render_round_requests(result))

@@ -67,18 +67,30 @@ def _clauses(gate: steps.Gate, shown: str) -> tuple[ShownClause, ...]:
 
 
 def _request(plan, order, known, new, old) -> list[int]:
-    """Every row the pending decision may read that needs a label and has none, in reading order
-    (label the first ones first: the decision stops at its first crossing). It depends on the
-    predictions and on which rows are labelled, never on a label's value (nor does the time it
-    takes): what the owner is asked, and so how the label store grows, says nothing of the labels."""
-    in_order = np.asarray(known, bool)[order]
-    d = (np.asarray(new)[order] != np.asarray(old)[order]) if old is not None else \
-        np.ones(len(order), bool)
-    wanted = np.zeros(len(order), dtype=bool)
-    for clause in plan.clauses:
-        cap = clause.cap_rows
-        wanted[:cap] |= clause.needs_label(d[:cap]) & ~in_order[:cap]
-    return [int(order[p]) for p in np.flatnonzero(wanted)]
+    """The first batch (:data:`conditions.rounds.REQUEST_BATCH` rows per clause): the rows each
+    clause reads next, in reading order (its labelled prefix ends at the first of them); later
+    batches come from ``round requests`` (:func:`requests`). It depends on the predictions and on
+    which rows are labelled, never on a label's value (nor does the time it takes): what the
+    owner is asked at a check, and so how the label store grows, says nothing of the labels."""
+    from conditions.rounds import request_batch
+
+    return list(request_batch(plan, order, known, new, old))
+
+
+def _ask(gate: steps.Gate, ts, wanted: list[int], r: int, round_end: str, *, first: bool) -> dict:
+    """The private label request for the rows ``wanted`` (indices into the test set)."""
+    from conditions import rounds as batches
+
+    ids = [str(ts.ids[i]) for i in wanted]
+    return {"row_ids": ids, "count": len(ids),
+            "batch": f"{'the first' if first else 'the next'} batch (up to "
+                     f"{batches.REQUEST_BATCH} rows per clause); label it, then `easeml-ci round "
+                     "requests` sends the next one or says the pair is decided",
+            "order": "priority (label the first ones first: the decision reads them in this "
+                     "order and stops at its first crossing)",
+            "by": f"the end of round {r} ({round_end})",
+            "then": f"easeml-ci testset label {gate.testset.given} LABELS.csv (columns "
+                    "id,label); the round's close decides on the labels present"}
 
 
 def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=None,
@@ -117,14 +129,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=N
     wanted = [] if outputs.failed else _request(plan, reading_order.permutation(
         secret, len(ts)), known, outputs.new, outputs.old)
     if wanted:
-        ids = [str(ts.ids[i]) for i in wanted]
-        record["label_request"] = {
-            "row_ids": ids, "count": len(ids),
-            "order": "priority (label the first ones first: the decision reads them in this "
-                     "order and stops at its first crossing, usually long before the last)",
-            "by": f"the end of round {r} ({public['round_end']})",
-            "then": f"easeml-ci testset label {gate.testset.given} LABELS.csv (columns "
-                    "id,label); the round's close decides on the labels present"}
+        record["label_request"] = _ask(gate, ts, wanted, r, public["round_end"], first=True)
     del ts
     outputs.release()
     state.entries = state.ledger.entries()
@@ -195,25 +200,41 @@ class RoundClose:
     private_sink: str | None = None
     notes: list[str] = field(default_factory=list)
     exit_code: int = 0               # fixed: nothing the team reads may depend on the labels
+    #: steps an earlier close completed (their bits are in the ledger): the Action re-posts a
+    #: commit status that close did not get to post
+    released_before: list[Released] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"released": [r.to_dict() for r in self.released],
+                "released_before": [r.to_dict() for r in self.released_before],
                 "not_released": [r.to_dict() for r in self.not_released], "pending": self.pending,
                 "budget": self.budget.to_dict(), "testset": {"fingerprint": self.fingerprint},
                 "ledger": self.ledger, "config": self.config_path, "gate": self.gate,
                 "alert": self.alert, "notes": self.notes, "exit_code": self.exit_code}
 
 
-def _decide(plan, secret: bytes, record: PendingRecord | None, y, known) -> tuple[bool, dict]:
-    """The bit and the private account of one pending pair at its round's end."""
+def _verdict(plan, order, record: PendingRecord, y, known):
+    """:func:`conditions.rounds.decide_at_round_end` on the labels present: what the close
+    releases, and what ``round requests`` asks the next batch from."""
     from conditions.rounds import decide_at_round_end
 
+    return decide_at_round_end(plan, order, y, known, record.new, record.old)
+
+
+def _released(entry: dict, done: dict) -> Released:
+    """A step completed in the ledger, as the close released it."""
+    return Released(entry["seq"], entry["pair"], int(entry["round"]),
+                    "pass" if done.get("passed") else "fail", entry.get("pr"),
+                    entry.get("head_sha"), entry.get("new"), entry.get("old"))
+
+
+def _decide(plan, secret: bytes, record: PendingRecord | None, y, known) -> tuple[bool, dict]:
+    """The bit and the private account of one pending pair at its round's end."""
     if record is None:  # its check died after the reservation: spent, and a fail
         return False, {"verdict": "fail", "by": "no pending record (the check did not finish)"}
     if record.model_failed:
         return False, {"verdict": "fail", "by": "model failed"}
-    made = decide_at_round_end(plan, reading_order.permutation(secret, len(y)), y, known,
-                               record.new, record.old)
+    made = _verdict(plan, reading_order.permutation(secret, len(y)), record, y, known)
     return made.passed, {"verdict": "pass" if made.passed else "fail", "clauses": [
         {"text": c.text, "status": s.status, "rows": s.rows, "labels": s.labels, "by": s.by}
         for c, s in zip(plan.clauses, made.decision.clauses)]}
@@ -274,10 +295,15 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
         del ts
     state.entries = state.ledger.entries()
     budget = state.budget(gate.terms)
+    done_now = {r.step for r in released}
+    before = [_released(e, completion(state, e["seq"])) for e in state.entries
+              if e.get("kind") == "step" and e.get("reserved") and "round" in e
+              and e["seq"] not in done_now and completion(state, e["seq"]) is not None]
     result = RoundClose(released=released, not_released=unreleased,
                         pending=len(open_steps) - len(due), budget=budget,
                         fingerprint=state.fingerprint, ledger=ledger_name(state.ledger.backend),
-                        config_path=cfg.display_name, gate=cfg.gate_name)
+                        config_path=cfg.display_name, gate=cfg.gate_name,
+                        released_before=before)
     if unreleased:
         result.notes.append("a pair whose step was reserved before the test set retired gets no "
                             "verdict: its step is spent")
@@ -285,4 +311,109 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
     return result
 
 
-__all__ = ["PENDING", "Released", "RoundClose", "applies", "close", "completion", "reveal", "run"]
+# --- the next label requests --------------------------------------------------------------------
+
+@dataclass
+class RoundRequests:
+    """What ``round requests`` tells the team: which pending steps got a private message (a
+    function of the ledger and the clock), never whether a pair is decided or what was asked."""
+
+    steps: list[int]                 # reserved steps whose round has not ended, in ledger order
+    awaiting_close: int              # reserved steps whose round has ended (the close's)
+    fingerprint: str
+    ledger: str
+    config_path: str
+    gate: str
+    private_sink: str | None
+    notes: list[str] = field(default_factory=list)
+    exit_code: int = 0               # fixed: nothing the team reads may depend on the labels
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "requests_sent": len(self.steps),
+                "awaiting_close": self.awaiting_close,
+                "testset": {"fingerprint": self.fingerprint}, "ledger": self.ledger,
+                "config": self.config_path, "gate": self.gate, "private_sink": self.private_sink,
+                "notes": self.notes, "exit_code": self.exit_code}
+
+
+def _next_account(gate, fingerprint: str, plan, order, ts, entry: dict,
+                  record: PendingRecord | None, y, known) -> dict:
+    """The private message of one pending step: decided (no more labels), or the next batch."""
+    from conditions.rounds import next_request
+
+    seq, r = entry["seq"], int(entry["round"])
+    account = {"gate": gate.cfg.gate_name, "testset": fingerprint, "step": seq,
+               "round": r, "round_end": entry["round_end"], "pair": entry["pair"],
+               "new": entry.get("new"), "old": entry.get("old"), "requests": True}
+    wanted: tuple[int, ...] = ()
+    if record is None:
+        why = " (its check did not finish: it closes as a fail)"
+    elif record.model_failed:
+        why = " (a model failed: it closes as a fail)"
+    else:
+        why = ""
+        wanted = next_request(plan, _verdict(plan, order, record, y, known), order, known,
+                              record.new, record.old)
+    if wanted:
+        return {**account, "decided": False,
+                "label_request": _ask(gate, ts, list(wanted), r, entry["round_end"], first=False)}
+    return {**account, "decided": True,
+            "note": f"decided, no more labels for step {seq}{why}; the verdict is released at the "
+                    f"close of round {r} ({entry['round_end']})"}
+
+
+def requests(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_KEY",
+             workdir: Path = Path("."), backend=None, label_store=None, progress=None,
+             at: datetime | None = None) -> RoundRequests:
+    """Send the owner, for every pending step whose round has not ended, the next batch of rows
+    to label, or "decided, no more labels", through the private sink only.
+
+    Each pair is decided on the labelled prefix by the function the close uses
+    (:func:`conditions.rounds.decide_at_round_end`), and the next batch is
+    :func:`conditions.rounds.next_request`. What this returns (and so the command's stdout, JSON
+    and exit code) is a function of the ledger and the clock. Its run time is not quite: the
+    e-processes read each pair's labelled prefix (milliseconds per pair against the seconds it
+    takes to open the test set: docs/labels-on-demand.md)."""
+    workdir = Path(workdir)
+    cfg = steps.config_of(config)
+    if not getattr(cfg, "rounds", None):
+        raise ConfigError(f"{cfg.display_name}: no `rounds:` schedule, so no check is pending and "
+                          "there is nothing to request; add one (every, start, labelling) before "
+                          "registering the test set")
+    source = steps.testset_source(cfg, testset, workdir, configured=cfg.testset, key_env=key_env,
+                                  missing="no test set: pass --testset PATH or set `testset:` in "
+                                          "the config")
+    gate = steps.validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg), testset=source,
+                          models={}, workdir=workdir, progress=progress)
+    state = steps.read_ledger(gate, backend or open_ledger_backend(cfg), register=False)
+    steps.check_terms(gate, state)
+    at = at or schedule.now()
+    sched = schedule_of(gate.terms)
+    open_steps = [e for e in state.entries if e.get("kind") == "step" and e.get("reserved")
+                  and "round" in e and completion(state, e["seq"]) is None]
+    live = [e for e in open_steps if not sched.ended(int(e["round"]), at)]
+    if live:
+        secret = steps.order_secret(gate, state)
+        store = pending_store(gate, label_store)
+        ts = steps.open_testset(gate)
+        plan = admissible_plan(cfg, ts, source.given)
+        y, known = steps.open_label_store(gate, ts, label_store).label_vector()
+        order = reading_order.permutation(secret, len(ts))
+        accounts = [_next_account(gate, state.fingerprint, plan, order, ts, e,
+                                  store.open(state.fingerprint, e["seq"], e["pair"]), y, known)
+                    for e in live]  # every record opened before anything is sent
+        for account in accounts:
+            steps.deliver_private(gate, account)
+        del ts
+    result = RoundRequests(steps=[e["seq"] for e in live], awaiting_close=len(open_steps) - len(live),
+                           fingerprint=state.fingerprint, ledger=ledger_name(state.ledger.backend),
+                           config_path=cfg.display_name, gate=cfg.gate_name,
+                           private_sink=gate.sink.describe() if gate.sink else None)
+    if result.awaiting_close:
+        result.notes.append(f"{result.awaiting_close} pending step(s) of ended rounds await the "
+                            "round close (`easeml-ci round close`)")
+    return result
+
+
+__all__ = ["PENDING", "Released", "RoundClose", "RoundRequests", "applies", "close", "completion",
+           "requests", "reveal", "run"]

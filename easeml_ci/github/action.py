@@ -60,7 +60,7 @@ class ActionInputs:
     meter_validation: str | None = None  # run the overfitting meter on this validation set too
     meter_fail_above: float | None = None  # fail the job when the meter's range starts here
     label_store: str | None = None  # a test set labelled on demand: its store, outside the workspace
-    command: str = "check"  # or "close-round": release the verdicts of ended rounds (cron)
+    command: str = "check"  # "close-round" / "round-requests": the rounds' cron jobs
     # --- registration (ledger-auth): the owner asks for it; never a run by itself ---
     register: bool = False  # register a test set not registered yet (default branch only)
     # the run holds the key: the environment that holds it, whose settings are checked

@@ -2,7 +2,10 @@
 job, with the key) closes every ended round and reports each released verdict where the pull
 request shows it: the commit status ``easeml-ci/<gate>`` on its head commit, and its sticky
 comment. The ledger is written (:func:`easeml_ci.gate.rounds.close` completes every step) before
-anything is posted; the job's exit code is 0 whenever it ran, whatever it released.
+anything is posted; the job's exit code is 0 whenever it ran, whatever it released. A close that
+died after completing steps but before posting their statuses is repaired by the next one: for
+every step an earlier close completed whose commit status is still missing or ``pending``, it
+posts the verdict (the ledger's bit) and updates the comment.
 """
 from __future__ import annotations
 
@@ -97,7 +100,13 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
             reporter.comment(report, ctx.repository, config_rel)
         if released.head_sha and inputs.commit_status:
             reporter.commit_status(report, ctx.repository, released.head_sha)
-    if not result.released and not result.not_released:
+    repaired = _repair_statuses(result, reporter, inputs, ctx, gate, config_rel, clauses,
+                                cfg.line("condition"))
+    for released in repaired:
+        rows.append(f"| {released.step} | {released.round} | "
+                    f"{'#' + str(released.pr) if released.pr else '-'} | {released.verdict} "
+                    "(status re-posted) |")
+    if not result.released and not result.not_released and not repaired:
         rows.append("| - | - | - | no round has ended with a pending check |")
     rows += ["", f"Still pending: {result.pending}. Budget: {result.budget.describe()}."]
     if result.alert and ctx.repository and (inputs.alert_issue is not False) and cfg.alert_issue:
@@ -106,6 +115,50 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
                              ctx.repository, result.fingerprint)
     workflow.append_summary("\n".join(rows) + "\n", summary_path)
     return ExitCode.PASS
+
+
+def _status_unposted(client: GitHubClient, repository: str, sha: str, context: str) -> bool:
+    """Whether the newest commit status ``context`` on ``sha`` is missing or still pending."""
+    from .api import repo_path
+
+    for status in client.get(repo_path(repository, "commits", sha, "statuses"), per_page=100):
+        if status.get("context") == context:  # newest first
+            return status.get("state") == "pending"
+    return True
+
+
+def _repair_statuses(result, reporter, inputs, ctx, gate: str, config_rel: str,
+                     clauses: list[str], line) -> list:
+    """Steps an earlier close completed whose commit status is still missing or pending (that
+    close died between the ledger and the statuses): post the verdict and the sticky comment now.
+    The bits are the ledger's, public since that close; which steps need it is GitHub's state."""
+    from .api import GitHubError
+    from .provenance import status_context
+
+    if not (ctx.repository and inputs.commit_status and reporter.client is not None):
+        return []
+    repaired = []
+    for released in result.released_before:
+        if not released.head_sha:
+            continue
+        try:
+            unposted = _status_unposted(reporter.client, ctx.repository, released.head_sha,
+                                        status_context(gate))
+        except GitHubError as exc:
+            reporter.api_warning(f"read the commit statuses of {released.head_sha[:12]} "
+                                 "(needs statuses: read)", exc)
+            continue
+        if not unposted:
+            continue
+        report = _report(gate, config_rel, released, result, clauses, line, result.ledger)
+        reporter.log(f"easeml-ci: step {released.step} (round {released.round}): "
+                     f"{released.verdict}, its status re-posted")
+        if released.pr is not None:
+            reporter.inputs = _for_pull_request(inputs, released.pr)
+            reporter.comment(report, ctx.repository, config_rel)
+        reporter.commit_status(report, ctx.repository, released.head_sha)
+        repaired.append(released)
+    return repaired
 
 
 def _for_pull_request(inputs, number: int):
