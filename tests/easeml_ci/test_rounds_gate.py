@@ -71,6 +71,35 @@ class RoundsRepo(Repo):
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
+    def requests(self, *extra):
+        result = cli(["round", "requests", "--config", str(self.root / ".easeml.yml"),
+                      "--testset", str(self.root / "ts.npz"), "--label-store", str(self.store),
+                      *extra])
+        assert result.exit_code == 0, result.output
+        return result
+
+    def follow(self, since=0, limit=60) -> tuple[set, int]:
+        """Label every request until each pending pair is decided: the first batches of the
+        checks recorded from ``since`` on, then one `round requests` after another. Returns (the
+        rows labelled, the requests)."""
+        labelled = {r for rec in self.records()[since:] if rec.get("verdict") == "pending"
+                    for r in rec.get("label_request", {}).get("row_ids", [])}
+        if labelled:
+            self.label(sorted(labelled))
+        for trips in range(1, limit):
+            seen = len(self.records())
+            self.requests("--json")
+            new = self.records()[seen:]
+            assert new and all(r.get("requests") for r in new)
+            asked = [r for rec in new for r in rec.get("label_request", {}).get("row_ids", [])]
+            if not asked:
+                assert all(rec["decided"] for rec in new)
+                return labelled, trips
+            assert not labelled & set(asked)  # never a row asked twice
+            labelled |= set(asked)
+            self.label(asked, name=f"labels-{trips}.csv")
+        raise AssertionError(f"not decided after {limit} requests")
+
     def register(self):
         result = cli(["testset", "register", str(self.root / "ts.npz"), "--config",
                       str(self.root / ".easeml.yml"), "--json"])
@@ -302,8 +331,8 @@ def test_what_the_team_sees_is_the_same_when_labels_come_early_late_or_not_at_al
 def _adaptive_team(tmp_path, monkeypatch, run, plan, rng, owner):
     """One life of a test set: the team's next pair sits at the zone's lower edge after a pass
     (where a pass is wrong) and at the upper edge after a fail (where a fail is wrong), each
-    disagreeing with the old model on its own rows; the owner labels all, a random prefix, or
-    none of each request before the close. Returns (edge, released verdict) per step."""
+    disagreeing with the old model on its own rows; the owner labels every batch until the pair
+    is decided (`round requests`), a random prefix of the first batch, or none, before the close. Returns (edge, released verdict) per step."""
     clock = Clock(monkeypatch)
     repo = RoundsRepo(tmp_path / f"run-{run}", plan.rows, steps=plan.fixed.steps,
                       seed=int(rng.integers(2**31)))
@@ -312,11 +341,15 @@ def _adaptive_team(tmp_path, monkeypatch, run, plan, rng, owner):
     mu, out = b, []
     for step in range(plan.fixed.steps):
         new, old = repo.models(f"s{step}", *_pair(rng, repo.truth, float(rng.uniform(0.3, 0.5)), mu))
+        since = len(repo.records())
         assert repo.check(new, old).exit_code == 0
         asked = repo.records()[-1].get("label_request", {}).get("row_ids", [])
-        cut = {"all": len(asked), "prefix": int(rng.integers(0, len(asked) + 1)), "none": 0}[owner]
-        if cut:
-            repo.label(asked[:cut])
+        if owner == "all":  # the first batch, then each next one until decided
+            repo.follow(since)
+        elif owner == "prefix":  # a random prefix of the first batch: late
+            cut = int(rng.integers(0, len(asked) + 1))
+            if cut:
+                repo.label(asked[:cut])
         clock.advance(days=1)
         (released,) = repo.close()["released"]
         out.append((mu, released["verdict"], owner))
