@@ -372,8 +372,8 @@ def requests(config, testset: str | None = None, *, key_env: str = "EASEML_TESTS
     (:func:`conditions.rounds.decide_at_round_end`), and the next batch is
     :func:`conditions.rounds.next_request`. What this returns (and so the command's stdout, JSON
     and exit code) is a function of the ledger and the clock. Its run time is not quite: the
-    e-processes read each pair's labelled prefix (milliseconds per pair against the seconds it
-    takes to open the test set: docs/labels-on-demand.md)."""
+    e-processes read each pair's labelled prefix (9 to 44 ms per pair at 67,070 rows, against the
+    seconds it takes to start and open the test set: docs/labels-on-demand.md)."""
     workdir = Path(workdir)
     cfg = steps.config_of(config)
     if not getattr(cfg, "rounds", None):

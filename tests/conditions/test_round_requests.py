@@ -95,3 +95,21 @@ def test_owner_labels_under_none_follow_the_checks_growing_requests():
                         first_always=False).tolist() == [0, 64, 128, 972]
     assert owner_labels([0, 1, 256, 257, 1686], [1000] * 5, batch=256).tolist() == [
         256, 256, 256, 512, 1000]  # never past the labels the cap needs
+
+
+def test_the_documented_owner_figures_follow_from_owner_labels():
+    """docs/statistics.md §6 and docs/benchmarks.md: the batch and the owner's medians at the
+    headline condition's edges, from the medians the decisions read (1,686 / 1,593 under full,
+    716 / 640 under firstChange; the bench's rows)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    stats = " ".join((root / "docs" / "statistics.md").read_text().split())
+    bench = " ".join((root / "docs" / "benchmarks.md").read_text().split())
+    assert REQUEST_BATCH == 256 and "batches of B = 256 per clause" in stats
+    full = owner_labels([1686, 1593], [6700, 6700]).tolist()
+    first_change = owner_labels([716, 640], [2800, 2800]).tolist()
+    assert full == [1792, 1792] and first_change == [768, 768]
+    assert "= 1,792 in 7 batches; under `firstChange` 768" in stats
+    assert "a median of 1,792 / 1,792 under `full` (7 batches of 256) and 768 / 768" in bench
+    assert owner_labels(1686, 6700, batch=512) == 2048 and "512: 2,048 / 2,048" in stats
