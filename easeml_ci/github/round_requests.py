@@ -20,28 +20,38 @@ from conditions import ConditionsError
 from ..errors import EasemlError, ExitCode
 from ..redact import redact
 from . import workflow
+from .api import GitHubClient
 
 KEY_ENV = "EASEML_TESTSET_KEY"
 
 
-def run_round_requests(inputs, ctx, *, out: IO[str], summary_path: str | None = None) -> int:
+def run_round_requests(inputs, ctx, *, out: IO[str], client: GitHubClient | None = None,
+                       summary_path: str | None = None) -> int:
     """Send the next label requests of the config's test set (the summary_path default: the
-    runner's $GITHUB_STEP_SUMMARY)."""
+    runner's $GITHUB_STEP_SUMMARY). It holds the key, so it reads the repository's settings
+    first, as a keyed check and the close do (:func:`.action.check_trust`)."""
     from ..config import load_config
     from ..gate.registration import open_ledger_backend
     from ..gate.rounds import requests
+    from .action import check_trust, holds_a_key
 
-    workflow.mask_secrets(out, key=os.environ.get(KEY_ENV),
-                          token=inputs.token or os.environ.get("GITHUB_TOKEN"),
+    token = inputs.token or os.environ.get("GITHUB_TOKEN")
+    workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
                           webhooks=[inputs.alert_webhook])
     workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))
+    workflow.mask_secrets(out, key=os.environ.get("EASEML_LEDGER_KEY"))
+    if client is None and token:
+        client = GitHubClient(token, ctx.api_url)
     workspace = ctx.workspace
     cfg = None
     try:
         config_path = Path(inputs.config)
         cfg = load_config(config_path if config_path.is_absolute() else workspace / config_path)
+        backend = open_ledger_backend(cfg)
+        if holds_a_key():  # the repository's settings, read before anything is opened
+            check_trust(client, ctx, inputs, backend)
         result = requests(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
-                          backend=open_ledger_backend(cfg),
+                          backend=backend,
                           label_store=getattr(inputs, "label_store", None),
                           progress=lambda m: print(f"... {m}", file=out))
     except (EasemlError, ConditionsError) as exc:

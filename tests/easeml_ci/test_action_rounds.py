@@ -127,35 +127,40 @@ def test_a_pull_request_is_pending_until_the_cron_close_releases_its_verdict(gh,
     assert "no round has ended with a pending check" in twice.summary
 
 
-def _pending_pull_request(gh, tmp_path, repo=REPO):
-    """The owner registers, the pull request's check is pending; returns what the cron needs."""
+def _pending_pull_request(gh, tmp_path):
+    """The owner registers, the pull request's check (the trusted workflow_run job, as in the
+    test above) is pending; returns what the cron needs."""
     rows = conditions.sequential_plan(CONDITION, 0.9, "fp-free", "full", 3).rows
     ws, base, head, enc, key, truth, ids = _workspace(tmp_path, rows)
-    if repo != REPO:  # a second repository on the same fake, set up as the gh fixture does
-        gh.add_repo(repo).rules["easeml-ledger"] = [{"type": "non_fast_forward"},
-                                                    {"type": "deletion"}]
-        assert gh.add_pull_request(repo, PR) == PR
-    gh.set_pull_request_head(repo, PR, head)
+    gh.set_pull_request_head(REPO, PR, head)
     owner_config = ws / ".git" / "owner-easeml.yml"
     owner_config.write_text(git(ws, "show", f"{base}:.easeml.yml") + "\n")
     reg = cli(["testset", "register", str(enc), "--config", str(owner_config),
                "--repository-ledger"],
-              env={KEY_ENV: key, "GITHUB_REPOSITORY": repo, "GITHUB_TOKEN": "ghs-write",
+              env={KEY_ENV: key, "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": "ghs-write",
                    "GITHUB_API_URL": gh.url, "EASEML_GITHUB_BACKOFF": "0.01"})
     assert reg.exit_code == 0, reg.output
-    check = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=repo,
-                          event=pull_request_event(repo, PR, base, head),
+    gh.secure(REPO)
+    git(ws, "branch", "feature", head)
+    git(ws, "reset", "-q", "--hard", base)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "model.npy").write_bytes(git_show_bytes(ws, f"{head}:models/model.npy"))
+    check = ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
+                          event=workflow_run_event(head), event_name="workflow_run", sha=base,
                           extra_env={"HARNESS_NOW": "2026-12-07T09:00:00+00:00"})
-    result = check.run({"new-model": "models/model.npy", "testset": str(enc), "testset-key": key,
-                        "commit-status": "true"})
+    result = check.run({"new-model": str(artifact / "model.npy"),
+                        "old-model": f"git:{base}:models/model.npy", "testset": str(enc),
+                        "testset-key": key, "commit-status": "true", "head-sha": head,
+                        "config-from-base": "false"})
     assert result.exit_code == 0 and result.outputs["verdict"] == "pending", result.log
     return ws, base, head, enc, key, truth, ids
 
 
-def _cron(gh, ws, base, at, repo=REPO):
-    return ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=repo,
+def _cron(gh, ws, base, at):
+    return ActionHarness(ws, api_url=gh.url, token="ghs-write", repository=REPO,
                          event={"schedule": "*/30 * * * *", "repository": {
-                             "full_name": repo, "default_branch": "main"}},
+                             "full_name": REPO, "default_branch": "main"}},
                          event_name="schedule", sha=base, extra_env={"HARNESS_NOW": at})
 
 
@@ -168,29 +173,29 @@ def _label(tmp_path, enc, key, truth, ids, rows):
 
 def test_round_requests_sends_the_next_batch_privately_and_shows_the_same_whatever_the_labels(
         gh, tmp_path):
-    """Two owners of the same pull request: one labelled every row, one none. The cron's
-    round-requests posts nothing on the pull request, and its summary and exit code are the
-    same; the private sink says "decided" to one and sends the next batch to the other."""
+    """The cron's round-requests before any label and after the owner labelled every row: it
+    posts nothing on the pull request, its summary and exit code are the same; the private sink
+    sends the next batch the first time and says "decided" the second."""
+    ws, base, head, enc, key, truth, ids = _pending_pull_request(gh, tmp_path)
     summaries, messages = [], []
-    for owner, repo in (("all", REPO), ("none", REPO + "-too")):
-        (tmp_path / owner).mkdir()
-        ws, base, head, enc, key, truth, ids = _pending_pull_request(gh, tmp_path / owner, repo)
-        if owner == "all":
-            _label(tmp_path / owner, enc, key, truth, ids, ids.tolist())
-        before = len(gh.statuses_on(repo, head)), [c["body"] for c in gh.comments_on(repo, PR)]
-        run = _cron(gh, ws, base, "2026-12-07T10:00:00+00:00", repo).run(
+    for labelled in (False, True):
+        if labelled:
+            _label(tmp_path, enc, key, truth, ids, ids.tolist())
+        before = len(gh.statuses_on(REPO, head)), [c["body"] for c in gh.comments_on(REPO, PR)]
+        run = _cron(gh, ws, base, "2026-12-07T10:00:00+00:00").run(
             {"command": "round-requests", "testset": str(enc), "testset-key": key})
         assert run.exit_code == 0, run.log
-        assert (len(gh.statuses_on(repo, head)), [c["body"] for c in gh.comments_on(repo, PR)]) \
+        assert (len(gh.statuses_on(REPO, head)), [c["body"] for c in gh.comments_on(REPO, PR)]) \
             == before  # nothing on the pull request
         summaries.append(run.summary)
-        sink = tmp_path / owner / "owner" / "sink.jsonl"
+        sink = tmp_path / "owner" / "sink.jsonl"
         messages.append([json.loads(line) for line in sink.read_text().splitlines()][-1])
-        assert key not in "".join(l for l in run.log.splitlines() if not l.startswith("::add-mask::"))
+        shown = [line for line in run.log.splitlines() if not line.startswith("::add-mask::")]
+        assert not any(key in line for line in shown) and "Traceback" not in run.log
     assert summaries[0] == summaries[1]
     assert "Label requests for 1 pending step (1) sent to the private sink." in summaries[0]
-    assert messages[0]["decided"] is True and "no more labels for step 1" in messages[0]["note"]
-    assert messages[1]["decided"] is False and messages[1]["label_request"]["count"] > 0
+    assert messages[0]["decided"] is False and messages[0]["label_request"]["count"] > 0
+    assert messages[1]["decided"] is True and "no more labels for step 1" in messages[1]["note"]
 
 
 def test_a_close_that_died_before_posting_its_statuses_is_repaired_by_the_next(gh, tmp_path):
