@@ -396,15 +396,9 @@ class Reserved:
 
 
 @dataclass(frozen=True)
-class Committed:
-    """The step (its reservation's entry) completed, and the budget after it."""
-
-    entry: dict
-    budget: Budget
-
-    @property
-    def step(self) -> int:
-        return self.entry["seq"]
+class Committed(Reserved):
+    """The step (its reservation's entry) completed, and the budget after it: only a committed
+    step's answer may show (the type says which a function needs)."""
 
 
 def reserve(gate: Gate, state: LedgerState, *, details: dict) -> Reserved:

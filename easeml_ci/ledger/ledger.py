@@ -32,6 +32,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 from . import auth
 from . import budget as budget_mod
@@ -73,6 +74,12 @@ class LedgerTampered(LedgerCorrupt):
     def __init__(self, message: str, report: VerifyReport):
         super().__init__(message)
         self.report = report
+
+
+@dataclass(frozen=True)
+class _Existing:
+    """What a writer's body builder returns to write nothing and return ``entry``."""
+    entry: dict | None
 
 
 def check_chain(entries: list[dict], head: dict | None, *, keeps_head: bool) -> VerifyReport:
@@ -253,25 +260,45 @@ class Ledger:
                 f"ledger: gave up after {MAX_ATTEMPTS} conflicting appends in {self.backend!r}")
         time.sleep(random.uniform(0, min(0.002 * 2 ** min(attempt, 6), 0.1)))
 
+    def _append_when(self, build: Callable[[list[dict]], "dict | _Existing"]
+                     ) -> tuple[dict, list[dict]]:
+        """Append the entry ``build`` makes from the current entries; returns it and the entries
+        it was appended to.
+
+        ``build`` validates the entries (raising to write nothing) and returns the body to
+        append, or :class:`_Existing` to return an entry already there. When another process
+        appended first (:class:`LedgerConflict`) the entries are read again and ``build`` runs
+        again on them, so each body is decided on the ledger it is appended to.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            entries = self.entries()
+            body = build(entries)
+            if isinstance(body, _Existing):
+                return body.entry, entries
+            try:
+                return self._append(entries, body), entries
+            except LedgerConflict:
+                self._retry(attempt)
+        raise AssertionError("unreachable")  # _retry raises on the last attempt
+
+    def _registered(self, entries: list[dict], action: str) -> None:
+        if budget_mod.registration(entries) is None:
+            raise LedgerCorrupt(f"ledger: test set {self.fingerprint[:12]} is not registered in "
+                                f"{self.backend!r}: {action}")
+
     def register(self, terms: dict, *, by: str = "register", note: dict | None = None) -> dict:
         """Start this test set's ledger with its pinned plan terms; idempotent under races.
 
         Returns the register entry (the existing one if another process registered first).
         """
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
+        def build(entries):
             existing = budget_mod.registration(entries)
             if existing is not None:
-                return existing
-            body = {"kind": "register", "time": _now(), "fingerprint": self.fingerprint,
-                    "terms": dict(terms), "by": by, "format": auth.FORMAT}
-            if note:
-                body.update(note)
-            try:
-                return self._append(entries, body)
-            except LedgerConflict:
-                self._retry(attempt)
-        raise AssertionError("unreachable")
+                return _Existing(existing)
+            return {"kind": "register", "time": _now(), "fingerprint": self.fingerprint,
+                    "terms": dict(terms), "by": by, "format": auth.FORMAT, **(note or {})}
+
+        return self._append_when(build)[0]
 
     def reserve_step(self, *, terms: dict, details: dict | None = None) -> tuple[dict, Budget]:
         """Spend one step, durably, before the test set is opened; returns the step entry and
@@ -281,25 +308,16 @@ class Ledger:
         its verdict bit. Raises :class:`LedgerSpent` (nothing written) when the test set is
         retired or exhausted, and :class:`LedgerCorrupt` when it is not registered.
         """
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
-            if budget_mod.registration(entries) is None:
-                raise LedgerCorrupt(
-                    f"ledger: test set {self.fingerprint[:12]} is not registered in "
-                    f"{self.backend!r}: no step can be reserved")
+        def build(entries):
+            self._registered(entries, "no step can be reserved")
             before = budget_mod.compute(entries, terms)
             if not before.active:
                 raise LedgerSpent(before)
-            body = {"kind": "step", "time": _now(), "passed": None, "reserved": True}
-            if details:
-                body.update(details)
-            try:
-                sealed = self._append(entries, body)
-            except LedgerConflict:
-                self._retry(attempt)
-                continue
-            return sealed, budget_mod.compute(entries + [sealed], terms)
-        raise AssertionError("unreachable")
+            return {"kind": "step", "time": _now(), "passed": None, "reserved": True,
+                    **(details or {})}
+
+        sealed, entries = self._append_when(build)
+        return sealed, budget_mod.compute(entries + [sealed], terms)
 
     def complete_step(self, seq: int, *, passed: bool | None, terms: dict | None = None,
                       details: dict | None = None) -> tuple[dict, Budget]:
@@ -311,8 +329,7 @@ class Ledger:
         not be revealed) when other completions retired the test set since the reservation,
         and :class:`LedgerCorrupt` when ``seq`` is no reserved step or is completed already.
         """
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
+        def build(entries):
             if not (0 <= seq < len(entries)) or entries[seq].get("kind") != "step" \
                     or not entries[seq].get("reserved"):
                 raise LedgerCorrupt(f"ledger: entry {seq} of test set {self.fingerprint[:12]} "
@@ -323,16 +340,11 @@ class Ledger:
             before = budget_mod.compute(entries, terms or {})
             if before.status == budget_mod.RETIRED:
                 raise LedgerSpent(before)
-            body = {"kind": "complete", "time": _now(), "step": seq, "passed": passed}
-            if details:
-                body.update(details)
-            try:
-                sealed = self._append(entries, body)
-            except LedgerConflict:
-                self._retry(attempt)
-                continue
-            return sealed, budget_mod.compute(entries + [sealed], terms or {})
-        raise AssertionError("unreachable")
+            return {"kind": "complete", "time": _now(), "step": seq, "passed": passed,
+                    **(details or {})}
+
+        sealed, entries = self._append_when(build)
+        return sealed, budget_mod.compute(entries + [sealed], terms or {})
 
     def record_step(self, *, passed: bool | None, terms: dict, details: dict | None = None
                     ) -> tuple[dict, Budget]:
@@ -341,29 +353,19 @@ class Ledger:
         decides). A ledger not registered yet is registered under ``terms`` first. Returns the
         entry and the budget after it; raises :class:`LedgerSpent` when the test set is retired
         or exhausted at the moment of appending (nothing written)."""
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
+        def build(entries):
             if budget_mod.registration(entries) is None:
-                try:
-                    self._append(entries, {"kind": "register", "time": _now(),
-                                           "fingerprint": self.fingerprint, "terms": dict(terms),
-                                           "by": "check", "format": auth.FORMAT})
-                except LedgerConflict:
-                    self._retry(attempt)
-                continue
+                return {"kind": "register", "time": _now(), "fingerprint": self.fingerprint,
+                        "terms": dict(terms), "by": "check", "format": auth.FORMAT}
             before = budget_mod.compute(entries, terms)
             if not before.active:
                 raise LedgerSpent(before)
-            body = {"kind": "step", "time": _now(), "passed": passed}
-            if details:
-                body.update(details)
-            try:
-                sealed = self._append(entries, body)
-            except LedgerConflict:
-                self._retry(attempt)
-                continue
-            return sealed, budget_mod.compute(entries + [sealed], terms)
-        raise AssertionError("unreachable")
+            return {"kind": "step", "time": _now(), "passed": passed, **(details or {})}
+
+        sealed, entries = self._append_when(build)
+        if sealed["kind"] == "register":  # registered here: the step is the next entry
+            sealed, entries = self._append_when(build)
+        return sealed, budget_mod.compute(entries + [sealed], terms)
 
     # --- alerts: once per event ----------------------------------------------------------------
     def alert_state(self, event: str, entries: list[dict] | None = None) -> str | None:
@@ -384,26 +386,17 @@ class Ledger:
         A claim whose delivery failed may be claimed again by a later check; a claim whose
         process died before reporting a result counts as sent (at most once beats twice).
         """
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
+        def build(entries):
             if self.alert_state(event, entries) in ("claimed", "delivered"):
-                return False
-            try:
-                self._append(entries, {"kind": "alert", "time": _now(), "event": event})
-                return True
-            except LedgerConflict:
-                self._retry(attempt)
-        raise AssertionError("unreachable")
+                return _Existing(None)
+            return {"kind": "alert", "time": _now(), "event": event}
+
+        return self._append_when(build)[0] is not None
 
     def record_alert_result(self, event: str, delivered: bool, detail: str = "") -> None:
-        for attempt in range(MAX_ATTEMPTS):
-            entries = self.entries()
-            try:
-                self._append(entries, {"kind": "alert-result", "time": _now(), "event": event,
-                                       "delivered": bool(delivered), "detail": detail})
-                return
-            except LedgerConflict:
-                self._retry(attempt)
+        self._append_when(lambda entries: {"kind": "alert-result", "time": _now(),
+                                           "event": event, "delivered": bool(delivered),
+                                           "detail": detail})
 
     # --- verification -------------------------------------------------------------------------
     def verify(self) -> VerifyReport:
