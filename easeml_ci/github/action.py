@@ -426,7 +426,7 @@ def run_action(inputs: ActionInputs, ctx: ActionContext | None = None, *,
         where = name_of_ledger(backend)
         reporter.log(f"easeml-ci: budget ledger: {where}")
         if holds_a_key():  # the repository's settings, read before anything is opened
-            check_trust(client, ctx, inputs, backend)
+            check_trust(client, ctx, inputs)
         elif os.environ.get(LEDGER_KEY_ENV):
             warn_ledger_key_in_reach(reporter, client, ctx)
         result = run_check(cfg, inputs.new_model, old, inputs.testset,
@@ -565,18 +565,16 @@ def warn_ledger_key_in_reach(reporter: "Reporter", client: GitHubClient | None,
                       "from the workflow_run split (docs/action.md)")
 
 
-def check_trust(client: GitHubClient | None, ctx: ActionContext, inputs: ActionInputs,
-                backend) -> None:
+def check_trust(client: GitHubClient | None, ctx: ActionContext, inputs: ActionInputs) -> None:
     """Refuse (exit 2, nothing opened) unless the repository keeps the key from code a pull
     request controls and the ledger branch from being rewound (:mod:`.policy`)."""
-    from ..ledger.github_backend import GitHubBackend
-    from .policy import check_keyed_run, check_ledger_branch_protected
+    from .policy import check_keyed_run
 
     check_keyed_run(client, repository=ctx.repository, event_name=ctx.event_name, ref=ctx.ref,
                     workflow_ref=ctx.workflow_ref, environment=inputs.environment,
                     ledger_branch=None)
-    if isinstance(backend, GitHubBackend):  # the ledger's own repository, maybe another one
-        check_ledger_branch_protected(backend.client, backend.repository, backend.branch)
+    # The ledger branch's rules are read by steps.read_ledger (the backend's check_protected),
+    # before anything is opened, for every run: keyed or not.
 
 
 def _config_from_base(workspace: Path, config_rel: str, ctx: ActionContext,

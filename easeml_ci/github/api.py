@@ -239,15 +239,3 @@ def repo_path(repository: str, *parts: str | int) -> str:
     return f"{base}/{tail}" if tail else base
 
 
-#: The ruleset rule types that keep a branch's history append-only: no force push, no deletion.
-APPEND_ONLY_RULES = ("non_fast_forward", "deletion")
-
-
-def branch_rules_missing(client: GitHubClient, repository: str, branch: str) -> list[str]:
-    """The rule types of :data:`APPEND_ONLY_RULES` that no active ruleset applies to ``branch``
-    (``GET /repos/{owner}/{repo}/rules/branches/{branch}``, readable with metadata permission;
-    it answers for a branch name whether or not the branch exists yet). Raises GitHubError when
-    the rules cannot be read: the caller fails closed."""
-    rules = list(client.paginate(repo_path(repository, "rules", "branches", branch)))
-    have = {r.get("type") for r in rules if isinstance(r, dict)}
-    return [kind for kind in APPEND_ONLY_RULES if kind not in have]

@@ -70,7 +70,7 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
             cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
         backend = open_ledger_backend(cfg)
         if holds_a_key():  # the repository's settings, read before anything is opened
-            check_trust(client, ctx, inputs, backend)
+            check_trust(client, ctx, inputs)
         result = close(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
                        backend=backend, label_store=getattr(
                            inputs, "label_store", None),

@@ -339,48 +339,24 @@ class GitHubBackend:
     def check_protected(self) -> None:
         """Refuse (exit 2, before anything is opened) a ledger branch whose history is not
         append-only: without rules against force pushes and deletion, the gate's commits (the
-        claims :meth:`history_problems` reads) could be taken away, and spent steps with them."""
-        from ..github.api import branch_rules_missing
+        claims :meth:`history_problems` reads) could be taken away, and spent steps with them.
+        The one check of those rules: :func:`easeml_ci.github.policy.check_ledger_branch_protected`."""
+        from ..github.policy import check_ledger_branch_protected
 
-        try:
-            missing = branch_rules_missing(self.client, self.repository, self.branch)
-        except GitHubError as exc:
-            raise self._unavailable(f"read the rules of {self.where}", exc) from None
-        if missing:
-            what = {"non_fast_forward": "force pushes (rule: Block force pushes)",
-                    "deletion": "deletion (rule: Restrict deletions)"}
-            raise LedgerCorrupt(
-                f"ledger: the ledger branch {self.where} is not protected against "
-                f"{' and '.join(what[m] for m in missing)}: whoever may push could take spent "
-                "steps back. Add a branch ruleset targeting it (Settings > Rules > Rulesets) "
-                "with those rules and no bypass for the team; nothing was opened")
+        check_ledger_branch_protected(self.client, self.repository, self.branch)
 
     def integrity_warnings(self) -> list[str]:
-        """What ``verify`` cannot see in the ledger itself: can the branch be force-pushed?
+        """What ``verify`` cannot see in the ledger itself: a branch that can be force-pushed
+        back to an older state or deleted and re-created leaves a consistent, shorter ledger,
+        and nothing in the branch shows it (the same check as :meth:`check_protected`, as a
+        warning)."""
+        from ..github.policy import UnsafeSetting, check_ledger_branch_protected
 
-        A force-push back to an older state leaves a consistent, shorter ledger and head: the
-        spent budget comes back and nothing in the branch shows it. So ``verify`` asks GitHub
-        whether a rule blocks force pushes to the branch (a ruleset's ``non_fast_forward``, read
-        with metadata permission), or whether classic branch protection is on (which blocks
-        force pushes unless "Allow force pushes" was ticked; reading that setting needs admin).
-        """
         try:
-            rules = list(self.client.paginate(repo_path(self.repository, "rules", "branches", self.branch)))
-        except GitHubError:
-            rules = []  # an older GitHub Enterprise without rulesets: classic protection below
-        if any(isinstance(r, dict) and r.get("type") == "non_fast_forward" for r in rules):
-            return []
-        try:
-            branch = self.client.get(repo_path(self.repository, "branches", self.branch))
-        except GitHubNotFound:
-            return []  # no ledger branch yet: nothing to protect
-        except GitHubError as exc:
-            return [f"could not check whether {self.where} is protected against force pushes: {exc}"]
-        if isinstance(branch, dict) and branch.get("protected"):
-            return []
-        return [f"{self.where} is not protected against force pushes: a force-push back to an older "
-                "state would restore spent budget and nothing in the ledger would show it; add a "
-                "branch ruleset that blocks force pushes to it (Settings > Rules > Rulesets)"]
+            check_ledger_branch_protected(self.client, self.repository, self.branch)
+        except UnsafeSetting as exc:
+            return [exc.message.removesuffix("; nothing was opened")]
+        return []
 
     def fingerprints(self) -> list[str]:
         try:

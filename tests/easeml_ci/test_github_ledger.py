@@ -196,22 +196,27 @@ def test_a_ledger_that_does_not_add_up_is_refused_not_read_as_shorter(repo, monk
         b.load(FP)
 
 
-def test_verify_warns_while_the_ledger_branch_can_be_force_pushed(repo):
+def test_verify_warns_while_the_ledger_branch_can_be_force_pushed_or_deleted(repo):
     # A force-push back to an older state is invisible in the ledger itself (a shorter, valid
-    # chain with a matching head): verify says so until a rule blocks it.
+    # chain with a matching head): verify says so until rules block it (the same check as the
+    # gate's check_protected, github/policy.py, as a warning).
     ledger = Ledger(backend(repo), FP, LEDGER_KEY)
     ledger.record_step(passed=False, terms=TERMS)
     gh = repo.repos[REPO]
     gh.rules.clear()  # no ruleset (the gate itself refuses such a branch: check_protected)
     report = ledger.verify()
-    assert report.ok and any("not protected against force pushes" in w for w in report.warnings)
+    assert report.ok and any("can be force-pushed and deleted" in w for w in report.warnings)
     gh.rules["easeml-ledger"] = [{"type": "deletion"}]  # a ruleset that does not block force pushes
-    assert any("force pushes" in w for w in ledger.verify().warnings)
+    assert any("can be force-pushed:" in w for w in ledger.verify().warnings)
     gh.rules["easeml-ledger"] = [{"type": "deletion"}, {"type": "non_fast_forward"}]
     assert not [w for w in ledger.verify().warnings if "force" in w]
     gh.rules.clear()
-    gh.protected.add("easeml-ledger")  # classic branch protection
-    assert not [w for w in ledger.verify().warnings if "force" in w]
+    repo.protect(REPO, "easeml-ledger")  # classic branch protection, force pushes and deletion off
+    # ... counts only where the token may read its settings (Administration: read)
+    assert any("Administration: read" in w for w in ledger.verify().warnings)
+    repo.add_token("tok-admin", installation=False, admin=True)
+    admin = Ledger(backend(repo, "tok-admin"), FP, LEDGER_KEY)
+    assert not [w for w in admin.verify().warnings if "force" in w]
 
 
 # --- the HTTP policy under the ledger: rate limits are not permissions, creations not doubled ----

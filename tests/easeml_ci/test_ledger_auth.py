@@ -178,14 +178,13 @@ def test_the_ledger_branch_rules_are_checked_before_anything_is_opened(gh, data,
     ws, base, head = make_workspace(tmp_path, data, "new", steps=3)
     runner = harness(gh, ws, base, head)
     assert runner.run(inputs(data)).exit_code == 0
-    for rules, missing in (([], "force pushes (rule: Block force pushes) and deletion"),
-                           ([{"type": "deletion"}], "force pushes"),
-                           ([{"type": "non_fast_forward"}], "deletion (rule: Restrict")):
+    for rules, missing in (([], "force-pushed and deleted"), ([{"type": "deletion"}], "force-pushed:"),
+                           ([{"type": "non_fast_forward"}], "deleted:")):
         gh.repos[REPO].rules[BRANCH] = rules
         puts = len(gh.calls("PUT"))
         result = runner.run(inputs(data))
         _assert_nothing_decided(result)
-        assert f"is not protected against {missing}" in result.summary
+        assert f"can be {missing}" in result.summary and "'Restrict deletions'" in result.summary
         assert "loading test set" not in result.log and len(gh.calls("PUT")) == puts
     # with the rules in place the fake API refuses what the attacks above needed
     gh.repos[REPO].rules[BRANCH] = [{"type": "non_fast_forward"}, {"type": "deletion"}]
