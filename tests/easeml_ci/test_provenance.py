@@ -291,7 +291,10 @@ def test_fork_safe_gate_reports_on_the_pull_request_of_the_head_commit(repo, for
     [status] = repo.statuses_on(REPO, HEAD)
     assert status["state"] == "success" and status["context"] == "easeml-ci/quality"
     assert status["target_url"] == "https://github.com/acme/models/actions/runs/4242"
-    assert not any(c.isdigit() for c in status["description"])
+    # a fixed sentence without numbers, and the seal (an HMAC of public fields and the state,
+    # under the key: github/seal.py) after it
+    sentence, seal = status["description"].rsplit(" [seal ", 1)
+    assert not any(c.isdigit() for c in sentence) and seal.endswith("]")
     assert repo.statuses_on(REPO, OTHER) == []
     assert HEAD[:12] in result.summary  # the report names the commit judged, not the base
     assert steps_in(fork_run.ledger) == fork_run.steps_before + 1
