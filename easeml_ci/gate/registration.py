@@ -68,10 +68,7 @@ def meter_terms(cfg, plan) -> dict:
              "reliability": plan.reliability, "adaptivity": plan.adaptivity, "steps": plan.steps,
              "private_sink": gate_terms["private_sink"] if plan.adaptivity == "none" else None,
              "ledger": gate_terms["ledger"]}
-    for key in OPTIONAL_TERMS:  # pinned when set (the gate's rule)
-        if key in gate_terms:
-            terms[key] = gate_terms[key]
-    return terms
+    return _with_shared_terms(terms, gate_terms)
 
 
 def pick_terms(cfg, plan) -> dict:
@@ -80,7 +77,19 @@ def pick_terms(cfg, plan) -> dict:
     terms = {"kind": "pick", "reliability": plan.reliability, "tolerance": plan.tolerance,
              "adaptivity": plan.adaptivity, "steps": plan.steps, "candidates": plan.candidates,
              "private_sink": gate_terms["private_sink"], "ledger": gate_terms["ledger"]}
-    for key in OPTIONAL_TERMS:
+    return _with_shared_terms(terms, gate_terms)
+
+
+#: The gate's terms that shape a meter's or a pick's answer too: how a model's output becomes a
+#: label, which column holds the labels, and where the new-test-set alert goes (and the pool it
+#: ranks from). Pinned with their defaults, as for the gate; absent from a meter or pick
+#: registration made before them, which stays valid (nothing to compare).
+SHARED_TERMS = ("name", "output", "pool", "label_column", "alerts")
+
+
+def _with_shared_terms(terms: dict, gate_terms: dict) -> dict:
+    terms.update({key: gate_terms[key] for key in SHARED_TERMS})
+    for key in OPTIONAL_TERMS:  # pinned when set (the gate's rule)
         if key in gate_terms:
             terms[key] = gate_terms[key]
     return terms

@@ -222,6 +222,24 @@ def test_the_gates_test_set_and_changed_terms_are_refused(repo):
     assert sum(e["kind"] == "step" for e in entries) == 1
 
 
+@pytest.mark.parametrize("top,words", [
+    ({"output": {"threshold": 0.5}}, "output"),  # how the model's output becomes a label
+    ({"label_column": "z"}, "label_column"),
+    ({"alerts": {"webhook": "https://attacker.example/hook"}}, "alerts.webhook"),
+    ({"name": "another-meter"}, "name"),
+])
+def test_the_gates_terms_that_shape_the_meter_are_pinned_too(repo, top, words):
+    """Issue 20, attack 5 for the meter: a config that changes how the meter's answer is made or
+    where its alert goes is refused once the meter's test set is registered (nothing written)."""
+    repo.testset(0.7, random=False)
+    repo.validation(right=800)
+    assert repo.run().exit_code == 0
+    repo.config(**top)
+    _assert_refused(repo.run(), words)
+    (entries,) = repo.ledgers().values()
+    assert sum(e["kind"] == "step" for e in entries) == 1
+
+
 def test_a_test_set_registered_for_the_gate_is_refused(repo):
     repo.testset(0.7, random=False)
     repo.validation(right=800)

@@ -95,6 +95,25 @@ def test_more_candidates_than_registered_is_refused_before_anything_runs(tmp_pat
     assert not (repo.root / ".easeml").exists()  # no ledger written
 
 
+def test_the_gates_terms_that_shape_the_pick_are_pinned_too(tmp_path):
+    """Issue 20, attack 5 for the pick: once its test set is registered, a config that changes
+    how outputs become labels or where the alert goes is refused (exit 2, no step written)."""
+    repo = PickRepo(tmp_path)
+    assert repo.pick().exit_code == 0
+    config = repo.root / ".easeml.yml"
+    registered = config.read_text()
+    for key, value in (("output", {"threshold": 0.5}),
+                       ("alerts", {"webhook": "https://attacker.example/hook"})):
+        cfg = yaml.safe_load(registered)
+        cfg[key] = value
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        before = repo.records()
+        result = repo.pick()
+        assert result.exit_code == 2 and "registered with" in result.stderr, result.output
+        assert key in result.stderr and "Traceback" not in result.output
+        assert repo.records() == before  # nothing decided, nothing sent
+
+
 def test_a_config_without_a_pick_section_names_what_to_add(tmp_path):
     repo = PickRepo(tmp_path)
     cfg = yaml.safe_load((repo.root / ".easeml.yml").read_text())
