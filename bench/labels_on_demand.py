@@ -47,8 +47,7 @@ import numpy as np
 
 from conditions import sequential_plan
 from conditions.bounds import binomial_design
-from conditions.label_cost import NONE_FIRST_BATCH, NONE_GROWTH, expected_labels, owner_labels
-from conditions.rounds import REQUEST_BATCH
+from conditions.label_cost import expected_labels, owner_labels_under
 
 RELIABILITY = 0.9999
 PAIRED = "n - o > 0.02 +/- 0.01 /\\ d < 0.1 +/- 0.01"
@@ -76,16 +75,6 @@ def _wrong(where: str, mu: float, a: float, b: float, passed: np.ndarray) -> flo
         return None
     must_pass = mu >= b
     return float(np.mean(~passed if must_pass else passed))
-
-
-def _owner(adaptivity: str, read: np.ndarray, in_cap: np.ndarray) -> np.ndarray:
-    """The labels the owner gives who labels every request until the pair is decided: under
-    none the check's growing requests (64, then half the labels so far), in rounds batches of
-    REQUEST_BATCH (the check's first, then `round requests`)."""
-    if adaptivity == "none":
-        return owner_labels(read, in_cap, batch=NONE_FIRST_BATCH, growth=NONE_GROWTH,
-                            first_always=False)
-    return owner_labels(read, in_cap, batch=REQUEST_BATCH)
 
 
 def _label(adaptivity: str, passes: int | None) -> str:
@@ -162,7 +151,7 @@ def measure(runs: int, adaptivities=ADAPTIVITIES, progress=None) -> dict:
         cumulative = np.cumsum(labelled, axis=1)
         spent = cumulative[np.arange(runs), read - 1]
         oracle = expected_labels(clause, mu, d)
-        given = _owner(adaptivity, spent, cumulative[:, -1])
+        given = owner_labels_under(adaptivity, spent, cumulative[:, -1])
         rows.append({**base, "method": "sequential", "labels_median": float(np.median(spent)),
                      "labels_p90": float(np.percentile(spent, 90)),
                      "owner_labels_median": float(np.median(given)),

@@ -269,12 +269,23 @@ def owner_labels(labels_read, labels_in_cap, *, batch: int = REQUEST_BATCH, grow
     return np.minimum(given, in_cap)
 
 
+def owner_labels_under(adaptivity: str, labels_read, labels_in_cap) -> np.ndarray:
+    """:func:`owner_labels` with the requests the gate sends under ``adaptivity``: under none
+    the check's growing requests (:data:`NONE_FIRST_BATCH`, then :data:`NONE_GROWTH` times the
+    labels so far), in rounds batches of :data:`conditions.rounds.REQUEST_BATCH` (the check's
+    first, then ``round requests``)."""
+    if adaptivity == "none":
+        return owner_labels(labels_read, labels_in_cap, batch=NONE_FIRST_BATCH,
+                            growth=NONE_GROWTH, first_always=False)
+    return owner_labels(labels_read, labels_in_cap, batch=REQUEST_BATCH)
+
+
 @lru_cache(maxsize=32)
 def _sequential_plan(formula: str, reliability: float, mode: str, adaptivity: str, steps: int,
                      passes: int | None) -> SequentialPlan:
     return sequential_plan(formula, reliability, mode, adaptivity, steps, passes)
 
 
-__all__ = ["NONE_FIRST_BATCH", "NONE_GROWTH", "owner_labels", "request_totals", "ASSUMED_DISAGREEMENT", "ON_DEMAND_MODES", "OnDemandRow", "on_demand_rows", "CLEAR_TOLERANCES", "ClauseCost", "cap_labels",
+__all__ = ["NONE_FIRST_BATCH", "NONE_GROWTH", "owner_labels", "owner_labels_under", "request_totals", "ASSUMED_DISAGREEMENT", "ON_DEMAND_MODES", "OnDemandRow", "on_demand_rows", "CLEAR_TOLERANCES", "ClauseCost", "cap_labels",
            "certified_disagreement", "clause_costs", "clause_law", "expected_labels",
            "feasible_means", "growth_rate"]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
 import conditions
-from conditions.label_cost import certified_disagreement, on_demand_rows
+from conditions.label_cost import (NONE_FIRST_BATCH, NONE_GROWTH, certified_disagreement,
+                                   on_demand_rows, owner_labels_under)
+from conditions.rounds import REQUEST_BATCH
 
 from ..config import GateConfig, config_from_options, load_config
 from ..errors import ConfigError
@@ -65,8 +68,20 @@ def on_demand(plan: conditions.Plan) -> dict:
             "disagreement": None if first is None else first.disagreement,
             "disagreement_from": None if first is None else (
                 "the formula's d clause" if bound is not None else "assumed"),
-            "rows": [{**r.to_dict(), "configured": (r.adaptivity, r.passes)
-                      == (plan.adaptivity, plan.passes)} for r in rows]}
+            "rows": [{**_with_owner_labels(r.adaptivity, r.to_dict()),
+                      "configured": (r.adaptivity, r.passes) == (plan.adaptivity, plan.passes)}
+                     for r in rows]}
+
+
+def _with_owner_labels(adaptivity: str, row: dict) -> dict:
+    """Each clause's labels at the edges as the owner gives them, following the gate's requests
+    (whole batches: conditions.label_cost.owner_labels_under), beside the labels a decision reads."""
+    for c in row["clauses"]:
+        for edge in ("fail", "pass"):
+            read = c[f"labels_at_{edge}_edge"]
+            c[f"owner_labels_at_{edge}_edge"] = None if read is None else int(owner_labels_under(
+                adaptivity, math.ceil(read), math.ceil(c["labels_whole_cap"])))
+    return row
 
 
 def _labels(x) -> str:
@@ -93,16 +108,21 @@ def render_on_demand(plan: conditions.Plan, data: dict) -> str:
             table.append([label if i == 0 else "", f"{r['queries']:,}" if i == 0 else "",
                           f"{r['test_set_rows']:,}" if i == 0 else "", c["text"],
                           f"{_labels(c['labels_at_fail_edge'])} / {_labels(c['labels_at_pass_edge'])}",
+                          f"{_labels(c['owner_labels_at_fail_edge'])} / "
+                          f"{_labels(c['owner_labels_at_pass_edge'])}",
                           clear, _labels(c["labels_whole_cap"])])
     if not table:
         return head + "\n  no clause needs labels (d alone)"
     headers = ["adaptivity", "queries", "test-set rows", "clause", "labels at the edges",
-               "when clear", "mid-zone (the cap)"]
+               "owner labels (requests)", "when clear", "mid-zone (the cap)"]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)
                        for i, (c, w) in enumerate(zip(cells, widths)))
              for cells in [headers, ["-" * w for w in widths], *table]]
     foot = ("* the configured adaptivity. Edges: the truth at the fail edge / the pass edge; "
+            "owner labels: what the owner labels following the gate's label requests (whole "
+            f"requests: {NONE_FIRST_BATCH} rows, then {NONE_GROWTH:g} times the labels so far under "
+            f"none; {REQUEST_BATCH} in rounds); "
             "clear: 3 tolerances beyond them. Under none the team sees 'withheld' and the verdict "
             "goes to the owner; under firstChange, full and passes each check is pending and its "
             "verdict released at the end of its round (`rounds:` in .easeml.yml).")

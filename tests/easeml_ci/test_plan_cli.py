@@ -188,3 +188,12 @@ def test_plan_json_keeps_its_fields_and_adds_the_on_demand_plan():
     assert full["labels_at_fail_edge"] <= 2000 and full["labels_at_pass_edge"] <= 2000
     assert rows[1]["clauses"][0]["labels_at_fail_edge"] <= 1600
     assert rows[-1]["test_set_rows"] == 67_070 and rows[-1]["clauses"][1]["labels_whole_cap"] == 0
+    # what the owner labels following the requests: whole batches of 256 in rounds, at least the
+    # labels the decision reads, within the figures (full <= 2,000, firstChange <= 1,600)
+    for row in rows[1:]:
+        c = row["clauses"][0]
+        for edge in ("fail", "pass"):
+            owner, read = c[f"owner_labels_at_{edge}_edge"], c[f"labels_at_{edge}_edge"]
+            assert owner % 256 == 0 and read <= owner < read + 256, (row["adaptivity"], c)
+    assert full["owner_labels_at_fail_edge"] <= 2000 and full["owner_labels_at_pass_edge"] <= 2000
+    assert rows[1]["clauses"][0]["owner_labels_at_fail_edge"] <= 1600
