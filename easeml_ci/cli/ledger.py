@@ -217,6 +217,8 @@ def verify(config_path, testset, fingerprint, key_env, as_json):
         click.echo(json.dumps({"ledger": repr(backend), "ok": all(r.ok for _, r in reports),
                                "testsets": [{"fingerprint": led.fingerprint, **r.to_dict()}
                                             for led, r in reports]}, sort_keys=True))
+    elif not reports:
+        click.echo(f"no ledgers in {backend!r}: nothing to verify")
     else:
         for led, rep in reports:
             state = "ok" if rep.ok else "TAMPERED"
