@@ -21,8 +21,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from typing import Iterator
+
+from easeml_ci.atomic import atomic_write_in
 
 from .errors import TenantError
 
@@ -109,24 +110,10 @@ class TenantFolder:
 
         A link in its place is replaced by the file, never followed."""
         _check_name(name)
-        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms, dir_fd=self.fd)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fd = -1
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            tmp = None
-            os.fsync(self.fd)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=self.fd)
-        return os.path.join(self.path, name)
+        path = os.path.join(self.path, name)
+        with atomic_write_in(self.fd, name, "wb", perms=perms, shown=path) as fh:
+            fh.write(data)
+        return path
 
     @contextlib.contextmanager
     def locked(self, name: str = ".promote.lock") -> Iterator[None]:

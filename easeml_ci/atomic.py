@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
 from .errors import DiskFull
 
-__all__ = ["FULL_DISK", "Staged", "atomic_write", "fsync_dir", "naming_full_disk", "stage",
+__all__ = ["FULL_DISK", "Staged", "atomic_write", "atomic_write_in", "fsync_dir", "naming_full_disk", "stage",
            "write_bytes"]
 
 #: The errors of a write that found no room: no space left, or the disk quota exceeded.
@@ -63,35 +63,65 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, perms: int = 0o64
     ``mode`` is ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline`` as for ``open``).
     ``perms`` are the final file's permission bits (``0o600`` for anything private).
     """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    with naming_full_disk(path):
-        with _replacing(path, mode, perms, encoding, newline) as fh:
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with atomic_write_in(folder, path.name, mode, perms=perms, encoding=encoding,
+                             newline=newline, shown=path) as fh:
             yield fh
+    finally:
+        os.close(folder)
 
 
 @contextlib.contextmanager
-def _replacing(path: Path, mode: str, perms: int, encoding, newline) -> Iterator[IO]:
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write_in(dir_fd: int, name: str, mode: str = "wb", *, perms: int = 0o644,
+                    encoding: str | None = None, newline: str | None = None,
+                    shown: str | os.PathLike | None = None) -> Iterator[IO]:
+    """:func:`atomic_write` of the file ``name`` in the open folder ``dir_fd``: every step
+    (create, rename, fsync) is relative to that folder, and the temporary file is created
+    without following a link (``O_EXCL | O_NOFOLLOW``), so a folder that was checked once stays
+    the one written to (:class:`automl_runner.folders.TenantFolder`). ``shown``: the path a
+    full disk names (default ``name``)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    with naming_full_disk(shown if shown is not None else name):
+        with _replacing(dir_fd, name, mode, perms, encoding, newline) as fh:
+            yield fh
+
+
+def _temporary(dir_fd: int, name: str, perms: int) -> tuple[int, str]:
+    """A new file ``.NAME.<random>.tmp`` in ``dir_fd``, open for writing with ``perms``."""
+    while True:
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms,
+                         dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        os.fchmod(fd, perms)  # the umask does not narrow them
+        return fd, tmp
+
+
+@contextlib.contextmanager
+def _replacing(dir_fd: int, name: str, mode: str, perms: int, encoding, newline
+               ) -> Iterator[IO]:
+    fd, tmp = _temporary(dir_fd, name, perms)
     try:
-        os.fchmod(fd, perms)
         kwargs = {} if mode == "wb" else {"encoding": encoding or "utf-8", "newline": newline}
         with os.fdopen(fd, mode, **kwargs) as fh:
             fd = -1  # the file object owns it now
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         tmp = None
-        fsync_dir(folder)
+        os.fsync(dir_fd)
     finally:
         if fd >= 0:
             os.close(fd)
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dir_fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, perms: int = 0o644) -> None:
@@ -124,9 +154,13 @@ def stage(path: str | os.PathLike, data: bytes, *, perms: int = 0o644) -> Staged
     changed); :meth:`Staged.commit` puts it in place."""
     path = Path(path)
     with naming_full_disk(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fchmod(fd, perms)
+            fd, name = _temporary(folder, path.name, perms)
+        finally:
+            os.close(folder)
+        tmp = str(path.parent / name)
+        try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
