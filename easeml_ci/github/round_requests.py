@@ -49,7 +49,7 @@ def run_round_requests(inputs, ctx, *, out: IO[str], client: GitHubClient | None
         cfg = load_config(config_path if config_path.is_absolute() else workspace / config_path)
         backend = open_ledger_backend(cfg)
         if holds_a_key():  # the repository's settings, read before anything is opened
-            check_trust(client, ctx, inputs, backend)
+            check_trust(client, ctx, inputs)
         result = requests(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
                           backend=backend,
                           label_store=getattr(inputs, "label_store", None),
