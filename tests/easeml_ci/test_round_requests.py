@@ -140,3 +140,38 @@ def test_bad_input_is_exit_2_and_nothing_is_sent(tmp_path, monkeypatch):
     no_rounds = cli(base + ["--testset", str(repo.root / "ts.npz")])
     assert no_rounds.exit_code == 2 and "rounds:" in no_rounds.stderr
     assert len(repo.records()) == sent
+
+
+def test_the_label_dependent_work_ends_at_a_fixed_moment(tmp_path, monkeypatch, small_batch):
+    """`round requests` and `round close` pad each pending pair's decision and private record to
+    DECISION_TIME_PER_PAIR: on an injected clock whose work takes 0.01 s (nothing labelled) or
+    0.3 s (everything labelled), both end exactly at start + pairs x the pad."""
+    import easeml_ci.gate.rounds as rounds_gate
+    from easeml_ci.models.clock import EvaluationClock
+
+    plan = _plan()
+    for owner, work in (("all", 0.3), ("none", 0.01)):
+        wall = Clock(monkeypatch)  # takes the pad out: put it back on the injected clock
+        monkeypatch.setattr(rounds_gate, "DECISION_TIME_PER_PAIR", 0.5)
+        now = [100.0]
+
+        def clock(pairs, work=work):
+            made = EvaluationClock(rounds_gate.DECISION_TIME_PER_PAIR * pairs,
+                                   clock=lambda: now[0],
+                                   sleep=lambda s: now.__setitem__(0, now[0] + s))
+            now[0] += work  # the label-dependent work, after the clock started
+            return made
+
+        monkeypatch.setattr(rounds_gate, "decision_clock", clock)
+        repo = OwnerRepo(tmp_path / owner, plan.rows)
+        repo.register()
+        rng = np.random.default_rng(22)
+        for k, mu in enumerate((0.5, 0.1)):
+            assert repo.check(*repo.models(f"m{k}", *_pair(rng, repo.truth, 0.4, mu))).exit_code == 0
+        if owner == "all":
+            repo.label(repo.ids.tolist())
+        assert repo.requests().exit_code == 0
+        assert now[0] == pytest.approx(100.0 + 2 * 0.5)  # two pairs, padded
+        wall.advance(hours=9)
+        assert len(repo.close()["released"]) == 2
+        assert now[0] == pytest.approx(100.0 + 2 * 0.5 + 2 * 0.5)

@@ -21,6 +21,7 @@ import conditions
 from conditions.rounds import decide_at_round_end
 from easeml_ci.config import parse_config
 from easeml_ci.errors import ConfigError
+from easeml_ci.gate import rounds as rounds_gate
 from easeml_ci.gate import schedule
 from testset_files import cli, write_csv
 from test_labels_gate import CONDITION, Repo, _pair, secret_order
@@ -31,9 +32,14 @@ ROUNDS = {"every": "24h", "start": START, "labelling": "6h"}
 
 
 class Clock:
+    """The gate's wall clock (schedule.now), moved by the test. The pad of the close's and the
+    requests' label-dependent work is taken out (test_the_label_dependent_work_ends_at_a_fixed_moment
+    tests it with an injected clock)."""
+
     def __init__(self, monkeypatch, at=T0):
         self.at = at
         monkeypatch.setattr(schedule, "now", lambda: self.at)
+        monkeypatch.setattr(rounds_gate, "DECISION_TIME_PER_PAIR", 0.0)
 
     def advance(self, **delta):
         self.at += timedelta(**delta)
