@@ -254,15 +254,17 @@ def _decide(plan, secret: bytes, record: PendingRecord | None, y, known) -> tupl
         for c, s in zip(plan.clauses, made.decision.clauses)]}
 
 
-def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_KEY",
-          workdir: Path = Path("."), backend=None, label_store=None, progress=None,
-          at: datetime | None = None) -> RoundClose:
-    """Close every ended round of the config's test set (see the module docstring)."""
+def _pending_steps(config, testset: str | None, *, key_env: str, workdir, backend, progress,
+                   without_rounds: str) -> tuple[steps.Gate, steps.LedgerState, list[dict]]:
+    """The steps of the round close and the requests before any label is read: validate (no
+    model), the ledger read and verified, the terms checked; returns the gate, the ledger state
+    and its pending steps (reserved in a round, not completed). ``without_rounds``: what a config
+    without a schedule means for the caller (exit 2)."""
     workdir = Path(workdir)
     cfg = steps.config_of(config)
     if not getattr(cfg, "rounds", None):
-        raise ConfigError(f"{cfg.display_name}: no `rounds:` schedule, so there is no round to "
-                          "close; add one (every, start, labelling) before registering the test set")
+        raise ConfigError(f"{cfg.display_name}: no `rounds:` schedule, so {without_rounds}; add "
+                          "one (every, start, labelling) before registering the test set")
     source = steps.testset_source(cfg, testset, workdir, configured=cfg.testset, key_env=key_env,
                                   missing="no test set: pass --testset PATH or set `testset:` in "
                                           "the config")
@@ -270,10 +272,20 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
                           models={}, workdir=workdir, progress=progress)
     state = steps.read_ledger(gate, backend or open_ledger_backend(cfg), register=False)
     steps.check_terms(gate, state)
-    at = at or schedule.now()
-    sched = schedule_of(gate.terms)
-    open_steps = [e for e in state.entries if e.get("kind") == "step" and e.get("reserved")
-                  and "round" in e and completion(state, e["seq"]) is None]
+    pending = [e for e in state.entries if e.get("kind") == "step" and e.get("reserved")
+               and "round" in e and completion(state, e["seq"]) is None]
+    return gate, state, pending
+
+
+def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_KEY",
+          workdir: Path = Path("."), backend=None, label_store=None, progress=None,
+          at: datetime | None = None) -> RoundClose:
+    """Close every ended round of the config's test set (see the module docstring)."""
+    gate, state, open_steps = _pending_steps(
+        config, testset, key_env=key_env, workdir=workdir, backend=backend, progress=progress,
+        without_rounds="there is no round to close")
+    cfg, source = gate.cfg, gate.testset
+    sched, at = schedule_of(gate.terms), at or schedule.now()
     due = [e for e in open_steps if sched.ended(int(e["round"]), at)]
     released: list[Released] = []
     unreleased: list[Released] = []  # reserved before the test set retired: spent, no verdict
@@ -390,23 +402,11 @@ def requests(config, testset: str | None = None, *, key_env: str = "EASEML_TESTS
     and exit code) is a function of the ledger and the clock, and so is its run time: the
     label-dependent work (9 to 44 ms per pair at 67,070 rows) is padded to
     :data:`DECISION_TIME_PER_PAIR` a pair."""
-    workdir = Path(workdir)
-    cfg = steps.config_of(config)
-    if not getattr(cfg, "rounds", None):
-        raise ConfigError(f"{cfg.display_name}: no `rounds:` schedule, so no check is pending and "
-                          "there is nothing to request; add one (every, start, labelling) before "
-                          "registering the test set")
-    source = steps.testset_source(cfg, testset, workdir, configured=cfg.testset, key_env=key_env,
-                                  missing="no test set: pass --testset PATH or set `testset:` in "
-                                          "the config")
-    gate = steps.validate(cfg, plan=cfg.checked_plan(), terms=pinned_terms(cfg), testset=source,
-                          models={}, workdir=workdir, progress=progress)
-    state = steps.read_ledger(gate, backend or open_ledger_backend(cfg), register=False)
-    steps.check_terms(gate, state)
-    at = at or schedule.now()
-    sched = schedule_of(gate.terms)
-    open_steps = [e for e in state.entries if e.get("kind") == "step" and e.get("reserved")
-                  and "round" in e and completion(state, e["seq"]) is None]
+    gate, state, open_steps = _pending_steps(
+        config, testset, key_env=key_env, workdir=workdir, backend=backend, progress=progress,
+        without_rounds="no check is pending and there is nothing to request")
+    cfg, source = gate.cfg, gate.testset
+    sched, at = schedule_of(gate.terms), at or schedule.now()
     live = [e for e in open_steps if not sched.ended(int(e["round"]), at)]
     if live:
         secret = steps.order_secret(gate, state)

@@ -9,19 +9,14 @@ posts the verdict (the ledger's bit) and updates the comment.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import IO
 
-from conditions import ConditionsError
-
-from ..errors import EasemlError, ExitCode
-from ..redact import redact
+from ..errors import ExitCode
 from . import workflow
 from .api import GitHubClient
 from .report import GateReport
-
-KEY_ENV = "EASEML_TESTSET_KEY"
+from .round_job import KEY_ENV, job_client, run_keyed
 
 
 def _report(gate: str, config_rel: str, released, result, clauses: list[str], line, ledger
@@ -42,46 +37,24 @@ def run_round_close(inputs, ctx, *, out: IO[str], client: GitHubClient | None = 
                     summary_path: str | None = None) -> int:
     """Close the rounds of the config's test set; post what each pull request may see (the
     summary_path default: the runner's $GITHUB_STEP_SUMMARY, as for a check)."""
-    from ..config import load_config
-    from ..gate.registration import open_ledger_backend
     from ..gate.rounds import close
-    from .action import Reporter, check_trust, holds_a_key
+    from .action import Reporter
 
-    token = inputs.token or os.environ.get("GITHUB_TOKEN")
-    workflow.mask_secrets(out, key=os.environ.get(KEY_ENV), token=token,
-                          webhooks=[inputs.alert_webhook])
-    workflow.mask_secrets(out, key=os.environ.get("EASEML_ORDER_KEY"))
-    workflow.mask_secrets(out, key=os.environ.get("EASEML_LEDGER_KEY"), token=inputs.status_token)
-    if client is None and token:
-        client = GitHubClient(token, ctx.api_url)
+    client = job_client(inputs, ctx, out, client)
     reporter = Reporter(ctx, inputs, out, client)
     if inputs.status_token:  # the commit statuses from a GitHub App's token (github/seal.py)
         reporter.status_client = GitHubClient(inputs.status_token, ctx.api_url)
     workspace = ctx.workspace
     config_rel = (workflow.relative_to_workspace(Path(inputs.config), str(workspace))
                   if Path(inputs.config).is_absolute() else Path(inputs.config).as_posix())
-    cfg = None
-    try:
-        config_path = Path(inputs.config)
-        cfg = load_config(config_path if config_path.is_absolute() else workspace / config_path)
-        if inputs.alert_webhook:
-            import dataclasses
-
-            cfg = dataclasses.replace(cfg, webhook=inputs.alert_webhook)
-        backend = open_ledger_backend(cfg)
-        if holds_a_key():  # the repository's settings, read before anything is opened
-            check_trust(client, ctx, inputs)
-        result = close(cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace,
-                       backend=backend, label_store=getattr(
-                           inputs, "label_store", None),
-                       progress=lambda m: reporter.log(f"... {m}"))
-    except (EasemlError, ConditionsError) as exc:
-        message = redact(getattr(exc, "message", str(exc)),
-                         [inputs.alert_webhook, *((cfg.webhook, cfg.private_sink) if cfg else ())])
-        workflow.annotate(out, "error", message, title="easeml-ci round close")
-        workflow.append_summary(f"### easeml-ci round close could not run\n\n{message}\n",
-                                summary_path)
-        return getattr(exc, "exit_code", ExitCode.USAGE)
+    done = run_keyed(inputs, ctx, client, out=out, summary_path=summary_path,
+                     title="easeml-ci round close", job=lambda cfg, backend: close(
+                         cfg, inputs.testset, key_env=KEY_ENV, workdir=workspace, backend=backend,
+                         label_store=getattr(inputs, "label_store", None),
+                         progress=lambda m: reporter.log(f"... {m}")))
+    if isinstance(done, int):
+        return done
+    cfg, result = done
     gate = inputs.gate_name or cfg.name or "easeml-ci"
     clauses = [c.text for c in cfg.checked_plan().clauses]
     rows = ["### easeml-ci round close", "", "| step | round | pull request | verdict |",
