@@ -355,6 +355,9 @@ class FakeGitHub:
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeGitHub
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: an answer is two writes (headers, then body), and with Nagle's algorithm the
+    # body waits for the client's delayed ACK of the headers, 20-40 ms a request on loopback.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
