@@ -380,7 +380,13 @@ srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
 srv.listen(64)
 srv.settimeout(1.0)
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+def _reap(*_):  # children are reaped as they end (waited for, so their CPU time is counted)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+signal.signal(signal.SIGCHLD, _reap)
 print("ready", flush=True)
 while True:
     try:
@@ -392,6 +398,7 @@ while True:
     conn.settimeout(None)
     msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
     if os.fork() == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # as in a console script of its own
         srv.close()
         req = json.loads(msg)
         for target, fd in enumerate(fds):
