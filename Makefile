@@ -21,15 +21,20 @@ $(STAMP): pyproject.toml
 # `make test-all` both. .ci/run runs `make test` and `make test-slow`. Hypothesis runs 100
 # examples a property here and 1,000 under CI=true (tests/conftest.py).
 PYTEST_FLAGS := -q -n 2 -p no:cacheprovider
+# Bytecode (and pytest's rewritten test modules) cached in the git-ignored __pycache__/ folders,
+# as the CLI's own subprocesses in the tests already do: with PYTHONDONTWRITEBYTECODE=1 in the
+# shell, each xdist worker would compile and rewrite every test module again, every run (~5 s of
+# CPU a worker).
+PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests
+	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m slow tests
+	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_FLAGS) -m slow tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) tests
+	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_FLAGS) tests
 
 # The same tests with every direct dependency at the lowest version pyproject.toml allows, so the
 # floors stay true. Rebuilt from scratch each run with uv; uv is bootstrapped from PyPI into
@@ -53,7 +58,7 @@ test-lowest: $(UV)
 	# The gpu extra (torch, xgboost, onnxmltools) is left out here: torch's lowest release is a
 	# multi-GB CUDA download; `make test` runs those tests with the CPU wheel of torch.
 	# Not the slow tests: they exercise no dependency the others leave out.
-	$(LOWEST)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests \
+	$(PYTEST_ENV) $(LOWEST)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests \
 	  --ignore tests/automl_runner/test_automl_gpu_candidates.py
 
 demo: $(STAMP)
