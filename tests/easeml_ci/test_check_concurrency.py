@@ -33,8 +33,11 @@ def gate(tmp_path, monkeypatch):
 
 def test_eight_checks_at_once_spend_each_step_exactly_once(gate):
     gate.config(steps=5)
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: a fork of a threaded test
-    # runner (xdist, onnxruntime) has been seen to exit 1 after its work was done, under load
+    # forks of a fresh single-threaded server that imported the gate once: a fork of the threaded
+    # test runner (xdist, onnxruntime) has been seen to exit 1 after its work was done, under
+    # load, and eight spawned interpreters would each import the gate (~1 s of CPU apiece)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["easeml_ci.gate.check"])
     barrier, queue = ctx.Barrier(8, timeout=120), ctx.Queue()  # a peer that never starts breaks it
     procs = [ctx.Process(target=_one_check, args=(str(gate.root), barrier, queue)) for _ in range(8)]
     for proc in procs:
