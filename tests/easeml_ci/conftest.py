@@ -18,16 +18,6 @@ def order_key(monkeypatch):
     return ORDER_KEY
 
 
-@pytest.fixture(autouse=True)
-def no_reread_delay(monkeypatch):
-    """A ledger that does not verify is read once more, after REREAD_DELAY (0.5 s), in case a
-    replica lagged between the two reads. The tests' lagging replica is a counted stale read
-    (test_ledger.TwoReadBackend), not time: the second read happens at once."""
-    from easeml_ci.ledger import ledger
-
-    monkeypatch.setattr(ledger, "REREAD_DELAY", 0.0)
-
-
 @pytest.fixture
 def fake_github():
     from github_fake import FakeGitHub

@@ -449,6 +449,12 @@ GH_REPO = "acme/models"
 
 @pytest.fixture
 def gh_gate(tmp_path, monkeypatch, fake_github):
+    # A ledger that does not verify is read once more after REREAD_DELAY (0.5 s), in case a
+    # replica lagged between its two reads; these forgeries are no lag, and no writer runs
+    # concurrently here: the second read happens at once. (Concurrent writers keep the delay.)
+    from easeml_ci.ledger import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "REREAD_DELAY", 0.0)
     fake_github.add_repo(GH_REPO).rules["easeml-ledger"] = [{"type": "non_fast_forward"},
                                                            {"type": "deletion"}]
     fake_github.add_token("tok-write")
