@@ -123,18 +123,17 @@ def test_action_alert_labels_default_matches_the_alert_module():
     assert DEFAULT_LABELS == ALERT_LABELS
 
 
-def test_have_shows_the_tolerance_each_adaptivity_can_certify():
+def _have_rows() -> dict:
     import json as _json
 
-    from click.testing import CliRunner
-
-    from easeml_ci.cli import main
-
-    result = CliRunner().invoke(main, ["plan", "--condition", "n > 0.8 +/- 0.02",
-                                       "--reliability", "0.999", "--have", "900", "--json"])
+    result = run("plan", "--condition", "n > 0.8 +/- 0.02", "--reliability", "0.999",
+                 "--have", "900", "--json")
     assert result.exit_code == 0, result.output
     rows = _json.loads(result.stdout)["rows"]
-    by = {(r["adaptivity"], r["passes"], r["steps"]): r["tolerances"][0] for r in rows}
+    return {(r["adaptivity"], r["passes"], r["steps"]): r["tolerances"] for r in rows}
+
+
+def _assert_have_certifies(by: dict) -> None:
     # more steps, or full adaptivity, cost tolerance; none and firstChange share delta / H
     assert by[("none", None, 8)] < by[("none", None, 32)] < by[("none", None, 128)]
     assert by[("none", None, 32)] == by[("firstChange", None, 32)]
@@ -146,6 +145,32 @@ def test_have_shows_the_tolerance_each_adaptivity_can_certify():
     assert conditions.plan(formula, 0.999, "fp-free", "full", 32).test_examples <= 900
     tighter = conditions.parse(f"n > 0.8 +/- {by[('full', None, 32)] * 0.97}")
     assert conditions.plan(tighter, 0.999, "fp-free", "full", 32).test_examples > 900
+
+
+def test_have_shows_the_tolerance_each_adaptivity_can_certify(monkeypatch):
+    """The cells the assertions compare, each widened by the CLI (the whole table takes ~13 s of
+    CPU: test_have_fills_the_whole_table, slow): two runs of `plan --have` on a smaller grid."""
+    import importlib
+
+    plan_cli = importlib.import_module("easeml_ci.cli.plan")  # the module (cli.plan: the command)
+
+    by = {}
+    for modes, steps in (([("none", None)], (8, 32, 128)),
+                         ([("firstChange", None), ("full", None), ("full", 1), ("full", 3)], (32,))):
+        monkeypatch.setattr(plan_cli, "CAPACITY_MODES", tuple(modes))
+        monkeypatch.setattr(plan_cli, "CAPACITY_STEPS", steps)
+        rows = _have_rows()
+        assert set(rows) == {(a, p, k) for a, p in modes for k in steps}  # the grid asked for
+        by.update(rows)
+    _assert_have_certifies({k: v[0] for k, v in by.items()})
+
+
+@pytest.mark.slow  # the same assertions on a smaller grid: test_have_shows_the_tolerance_each_adaptivity_can_certify
+def test_have_fills_the_whole_table():
+    """Every adaptivity (and pass count) by 8, 32 and 128 steps: a tolerance in each cell."""
+    by = _have_rows()
+    assert len(by) == 18 and all(v is not None and len(v) == 1 for v in by.values())
+    _assert_have_certifies({k: v[0] for k, v in by.items()})
 
 
 def test_plan_shows_a_test_set_labelled_on_demand_under_each_adaptivity():
