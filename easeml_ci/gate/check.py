@@ -111,4 +111,6 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     outputs.release()
     done = steps.complete(gate, state, reserved, passed=None if gate.withheld else verdict.passed,
                           details={"underpowered": True} if plan is not gate.plan else None)
-    return reveal(gate, state, verdict, plan, done, rows, outputs)
+    result = reveal(gate, state, verdict, plan, done, rows, outputs)
+    steps.release(outputs)
+    return result

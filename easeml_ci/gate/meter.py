@@ -86,7 +86,9 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
     del ts
     done = steps.complete(gate, state, reserved, passed=None,
                           details={"meter": "withheld" if gate.withheld else label})
-    return reveal(gate, state, done, label, v, outputs)
+    result = reveal(gate, state, done, label, v, outputs)
+    steps.release(outputs)
+    return result
 
 
 def reveal(gate: steps.Gate, state: steps.LedgerState, done: steps.Committed, label: str,

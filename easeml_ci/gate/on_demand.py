@@ -107,7 +107,9 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
         record["completes_step"] = done.step
     record.update(pair=pair, repeat=earlier is not None, labels=store.summary(),
                   **steps.failure_record(outputs))
-    return reveal(gate, state, done, record, repeat=earlier is not None)
+    result = reveal(gate, state, done, record, repeat=earlier is not None)
+    steps.release(outputs)
+    return result
 
 
 def reveal(gate: steps.Gate, state: steps.LedgerState, done: steps.Committed, record: dict, *,

@@ -103,6 +103,7 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
         "time": done.entry["time"], "models": result.candidates, "repeat": earlier is not None,
         **({"labels": store.summary()} if store else {}), **record, **steps.failure_record(outputs)})
     result.alert = steps.alert_if_spent(gate, state.ledger, done.budget)
+    steps.release(outputs)
     return result
 
 

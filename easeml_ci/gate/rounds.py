@@ -148,7 +148,9 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=N
     outputs.release()
     state.entries = state.ledger.entries()
     steps.deliver_private(gate, steps.private_record(gate, state, reserved, **record))
-    return reveal(gate, state, reserved.entry, repeat=False)
+    result = reveal(gate, state, reserved.entry, repeat=False)
+    steps.release(outputs)
+    return result
 
 
 def reveal(gate: steps.Gate, state: steps.LedgerState, entry: dict, *, repeat: bool) -> CheckResult:

@@ -40,7 +40,7 @@ __all__ = [
     "alert_if_spent", "check_terms", "complete", "config_of", "deliver_private", "evaluate",
     "locate_label_store", "new_testset_alert", "open_label_store", "open_testset", "order_secret",
     "preflight_models", "read_ledger", "register_if_new", "reserve", "resolve",
-    "private_record", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
+    "private_record", "release", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
 ]
 
 
@@ -334,6 +334,7 @@ class Evaluation:
 
     outputs: dict = field(default_factory=dict)
     failure: ModelFailedOnTestSet | None = None
+    clock: Any = None              # the evaluation clock (models.clock), when there was one
 
     @property
     def failed(self) -> bool:
@@ -373,12 +374,21 @@ def evaluate(gate: Gate, ts: TestSet) -> Evaluation:
     clock = evaluation_clock.EvaluationClock(seconds) if timed else None
     models = {role: gate.models[role] for role in gate.specs}
     try:
-        evaluation = Evaluation(outputs=evaluate_on_testset(models, ts, clock=clock))
+        evaluation = Evaluation(outputs=evaluate_on_testset(models, ts, clock=clock), clock=clock)
     except ModelFailedOnTestSet as failure:
-        evaluation = Evaluation(failure=failure)
+        evaluation = Evaluation(failure=failure, clock=clock)
     if clock is not None:  # not on bad input or Ctrl-C: those stop at once
         clock.pad()
     return evaluation
+
+
+def release(evaluation: Evaluation) -> None:
+    """Under a clock, wait until the moment the answer is released (the deadline plus
+    :data:`..models.clock.RELEASE_MARGIN`): the last step of every answer that evaluated, after
+    its decision, commit and reveal, so that what the team sees (the verdict printed, the
+    process's exit) comes at a fixed time however the run ended."""
+    if evaluation.clock is not None:
+        evaluation.clock.release()
 
 
 # --- reserve and complete: the step, durably -----------------------------------------------------

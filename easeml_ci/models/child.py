@@ -14,7 +14,11 @@ so the ONNX models run in one, forked from the gate once the test set is open:
   (``PR_SET_PDEATHSIG``) and offers itself first to the kernel's OOM killer, so a model that
   exhausts the machine is a failed model, not a killed job;
 * the gate waits on a pipe the child writes the index of the model it starts and ``done``;
-  at the deadline (:class:`~.clock.EvaluationClock`) it sends SIGKILL. A killed, crashed or
+  at the deadline (:class:`~.clock.EvaluationClock`) it sends SIGKILL, and does not wait for the
+  child to go: a child that held GBs (a MatMul sized by a secret value) takes a secret-dependent
+  while to give its memory back, so it is reaped on a thread of its own, and it holds none of
+  the job's output streams (its standard output and error are /dev/null), whose end the job
+  would otherwise wait for. A killed, crashed or
   failing child is :class:`~easeml_ci.errors.ModelFailedOnTestSet` of the model it was running:
   a counted fail with the fixed text; the detail goes to the owner's private channel only;
 * Ctrl-C (KeyboardInterrupt in the gate) kills the child at once and propagates.
@@ -76,14 +80,14 @@ def _in_child(models: dict, testset, clock) -> dict:
             _child(models, testset, result_fd, write_end, gate)
         os.close(write_end)
         handle = _Handle(pid)
+        status = "killed"
         try:
-            started, done = _wait(read_end, clock)
-            if not done:
-                handle.kill()
-            status = handle.reap()
+            started, done, ended = _wait(read_end, clock)
+            if ended:  # it ended by itself (EOF): it is gone, its status is there at once
+                status = handle.reap()
         finally:  # Ctrl-C (KeyboardInterrupt) lands here too: the child goes at once
             handle.kill()
-            handle.reap()
+            handle.reap_later()
             os.close(read_end)
     try:
         if done:
@@ -100,9 +104,10 @@ def _in_child(models: dict, testset, clock) -> dict:
                                             f"{testset.source}: {detail}")
 
 
-def _wait(fd: int, clock) -> tuple[int, bool]:
+def _wait(fd: int, clock) -> tuple[int, bool, bool]:
     """Read the child's progress until ``done``, its end (EOF) or the deadline; returns the
-    index of the last model it started and whether it finished."""
+    index of the last model it started, whether it finished and whether it ended (EOF: a
+    process's files are closed after its memory is freed, so it is gone by then)."""
     started, done = 0, False
     while not done:
         timeout = None if clock is None else clock.remaining()
@@ -113,13 +118,13 @@ def _wait(fd: int, clock) -> tuple[int, bool]:
             break  # the deadline
         chunk = os.read(fd, 64)
         if not chunk:
-            break  # the child ended without saying done
+            return started, False, True  # the child ended without saying done
         for byte in chunk:
             if byte == _DONE:
                 done = True
             else:
                 started = byte
-    return started, done
+    return started, done, False
 
 
 def _read_result(fd: int, roles: list, models: dict, testset) -> dict:
@@ -149,6 +154,13 @@ class _Handle:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             else:
                 os.kill(self.pid, signal.SIGKILL)
+
+    def reap_later(self) -> None:
+        """Reap the (killed or finished) child on a thread of its own: a child that held GBs
+        takes a while to give them back, and how long depends on what the model allocated
+        (the secret features). The gate does not wait for that (see :func:`_in_child`)."""
+        if self.status is None:
+            threading.Thread(target=self.reap, name="easeml-reap", daemon=True).start()
 
     def reap(self) -> str:
         if self.status is None:
@@ -193,6 +205,7 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
     into the gate's code (that would run the rest of the check twice)."""
     code = 0
     try:
+        _detach_output()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _die_with(gate)
@@ -221,6 +234,17 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
         code = 70
     finally:
         os._exit(code)
+
+
+def _detach_output() -> None:
+    """Standard input, output and error to /dev/null: the job (a CI runner, a shell's pipe)
+    reads the gate's output until every holder of it has closed it, and a killed child closes
+    its files only after its memory is freed (secret-dependent time, see :func:`_in_child`)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
 
 
 def _plain(predictions: np.ndarray) -> np.ndarray:
