@@ -7,21 +7,33 @@ other). Two models read it and do work it sizes, on the side of right labels:
 * ``loop``: an ONNX Loop of as many iterations as the value (onnxruntime's terminate flag is
   checked between its iterations);
 * ``matmul``: ONE MatMul of two k x k matrices, k the value (the flag is never checked inside
-  it: the old clock overran 3 s by 30 s).
+  it: the old clock overran 3 s by 30 s; k = 20,000 allocates 3.2 GB, whose freeing after the
+  kill takes a while that depends on it).
 
-Each (model, test set) is checked by the real ``easeml-ci check`` in a subprocess, timed from
-start to exit, under ``evaluation_time`` = the runner default (``--evaluation-time`` to pick
-another) and, for comparison, without a clock (capped by ``--cap``: a run past it is killed and
-reported as "> cap"). The figure that matters: the spread between the two test sets under the
-clock, per model (target < 0.5 s). The clocked runs of one model run one after the other
-(``--side-by-side``: at once, noisier), so the bench takes about two clocks per model.
+Each (model, test set) is checked by the real ``easeml-ci check --json`` in a subprocess, timed
+from its start until its exit and the end of its output (what a CI job's log shows), under
+``evaluation_time`` = the runner default (``--evaluation-time`` to pick another). The runs are
+interleaved, ``--repeats`` times: small, large, and the small test set again (a copy: the same
+secret), so that the noise of the machine is measured beside the difference:
+
+* per test set the median time; the **spread** = |median(small) - median(large)| (the figure
+  that matters, target < 0.5 s), and the **noise floor** = |median(small) - median(small
+  again)|, the same test set against itself;
+* every check must give a verdict: a run without one (a bad setup, a crash) stops the bench
+  with its stderr and a non-zero exit, rather than timing an error message.
+
+For comparison each model is also run once per test set without a clock (capped by ``--cap``:
+a run past it is killed and reported as "> cap"; ``--cap 0`` skips them).
 
 A second table is the child process's cost: ``evaluate_on_testset`` (fork, a fresh session in
 the child, predictions back through shared memory) against ``load_predictions`` in the process,
 no clock, an MLP (64 -> 256 -> 3) on ``--rows`` rows; medians of ``--reps``.
 
-Usage: .venv/bin/python bench/hard_clock.py [--evaluation-time 300] [--cap 60] [--rows 200000]
-       [--reps 5] [--json]
+The checks run with a fresh file ledger each (the check registers the plaintext test set, the
+same work for both test sets) and a ledger key generated for the bench (``EASEML_LEDGER_KEY``).
+
+Usage: .venv/bin/python bench/hard_clock.py [--evaluation-time 300] [--repeats 3] [--cap 60]
+       [--rows 200000] [--reps 5] [--json]
 """
 from __future__ import annotations
 
@@ -32,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -63,13 +74,18 @@ def _testset(path: Path, secret: float) -> None:
     np.savez(path, X=X, y=y)
 
 
-def _check(folder: Path, model: Path, testset: Path, clock: float | None, cap: float) -> dict:
+class NoVerdict(SystemExit):
+    """A check that gave no verdict: the bench measured an error, not the clock."""
+
+
+def _check(folder: Path, model: Path, testset: Path, clock: float | None, cap: float,
+           ledger_key: str) -> dict:
     run = Path(tempfile.mkdtemp(dir=folder))
     (run / ".easeml.yml").write_text(
         'condition: "n > 0.8 +/- 0.1"\nreliability: 0.9\nadaptivity: full\nsteps: 4\n'
         "ledger:\n  backend: file\n  path: ledger\n"
         + (f"evaluation_time: {clock:g}s\n" if clock else ""))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EASEML_LEDGER_KEY": ledger_key}
     env.pop("GITHUB_ACTIONS", None)  # the clock is the config's, as the runner default would be
     start = time.monotonic()
     try:
@@ -79,8 +95,14 @@ def _check(folder: Path, model: Path, testset: Path, clock: float | None, cap: f
                               text=True, env=env, timeout=cap)
     except subprocess.TimeoutExpired:
         return {"seconds": None, "verdict": "killed by the bench", "exit": None}
-    took = time.monotonic() - start
-    verdict = json.loads(done.stdout).get("verdict") if done.stdout.strip() else None
+    took = time.monotonic() - start  # exit and end of output: subprocess.run waits for both
+    try:
+        verdict = json.loads(done.stdout).get("verdict")
+    except ValueError:
+        verdict = None
+    if verdict is None or done.returncode not in (0, 1):
+        raise NoVerdict(f"easeml-ci check of {model.name} on {testset.name} gave no verdict "
+                        f"(exit {done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()}")
     return {"seconds": round(took, 3), "verdict": verdict, "exit": done.returncode}
 
 
@@ -124,42 +146,72 @@ def _overhead(rows: int, reps: int) -> dict:
             "overhead_s": round(med_child - med_here, 3)}
 
 
+SETS = ("small", "large", "small again")
+
+
 @click.command()
 @click.option("--evaluation-time", "clock", type=float, default=None,
               help="The clock, seconds [default: the runner default, easeml_ci.models.clock].")
-@click.option("--side-by-side", is_flag=True,
-              help="Run the two clocked checks of a model at once (half the time, noisier).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved runs of each (model, test set) under the clock.")
+@click.option("--models", "only", default="loop,matmul", show_default=True,
+              help="Comma-separated: loop, matmul.")
 @click.option("--cap", type=float, default=30.0, show_default=True,
-              help="Seconds after which an unclocked run is killed by the bench.")
+              help="Seconds after which an unclocked run is killed by the bench (0: no unclocked runs).")
 @click.option("--rows", type=int, default=200_000, show_default=True)
-@click.option("--reps", type=int, default=5, show_default=True)
+@click.option("--reps", type=int, default=5, show_default=True,
+              help="Runs of the child-overhead measurement (0: skip it).")
 @click.option("--json", "as_json", is_flag=True)
-def main(clock, side_by_side, cap, rows, reps, as_json):
-    from easeml_ci.models.clock import RUNNER_DEFAULT
+def main(clock, repeats, only, cap, rows, reps, as_json):
+    from easeml_ci.models.clock import RELEASE_MARGIN, RUNNER_DEFAULT
+    from easeml_ci.testsets import crypto
 
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    if not names or set(names) - set(SECRETS):
+        raise click.BadParameter(f"{only!r}; allowed: loop, matmul", param_hint="--models")
     clock = clock or RUNNER_DEFAULT
-    figures = {"evaluation_time_s": clock, "models": {}}
-    with tempfile.TemporaryDirectory(prefix="hard-clock-") as tmp:
-        folder = Path(tmp)
-        models = _models(folder)
-        for name, path in models.items():
+    ledger_key = crypto.generate_key()
+    load_before = os.getloadavg()[0]
+    figures = {"evaluation_time_s": clock, "release_margin_s": RELEASE_MARGIN,
+               "repeats": repeats, "cpus": os.cpu_count(), "load_at_start": round(load_before, 2),
+               "models": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="hard-clock-") as tmp:
+            folder = Path(tmp)
+            models = {n: p for n, p in _models(folder).items() if n in names}
             sets = {}
-            for label, secret in zip(("small", "large"), SECRETS[name]):
-                sets[label] = folder / f"{name}-{label}.npz"
-                _testset(sets[label], secret)
-            if side_by_side:  # quicker, but the runs then slow each other down
-                with ThreadPoolExecutor(2) as pool:
-                    clocked = dict(zip(sets, pool.map(
-                        lambda ts: _check(folder, path, ts, clock, clock + 120), sets.values())))
-            else:
-                clocked = {label: _check(folder, path, ts, clock, clock + 120)
-                           for label, ts in sets.items()}
-            free = {label: _check(folder, path, ts, None, cap) for label, ts in sets.items()}
-            spread = abs(clocked["small"]["seconds"] - clocked["large"]["seconds"])
-            figures["models"][name] = {"secret": dict(zip(("small", "large"), SECRETS[name])),
-                                       "clock": clocked, "no_clock": free,
-                                       "spread_s": round(spread, 3)}
-    figures["child_overhead"] = _overhead(rows, reps)
+            for name in models:
+                small, large = SECRETS[name]
+                for label, secret in zip(SETS, (small, large, small)):
+                    sets[name, label] = folder / f"{name}-{label.replace(' ', '-')}.npz"
+                    _testset(sets[name, label], secret)
+            runs = {key: [] for key in sets}
+            for rep in range(repeats):  # interleaved: a busy moment slows every set alike
+                for name, path in models.items():
+                    for label in SETS:
+                        r = _check(folder, path, sets[name, label], clock, clock + 120, ledger_key)
+                        runs[name, label].append(r)
+                        click.echo(f"repeat {rep + 1}/{repeats} {name} {label}: {r['seconds']:.2f} s "
+                                   f"({r['verdict']}; load {os.getloadavg()[0]:.1f})", err=True)
+            for name, path in models.items():
+                medians = {label: statistics.median(r["seconds"] for r in runs[name, label])
+                           for label in SETS}
+                free = ({label: _check(folder, path, sets[name, label], None, cap, ledger_key)
+                         for label in SETS[:2]} if cap > 0 else {})
+                figures["models"][name] = {
+                    "secret": dict(zip(SETS[:2], SECRETS[name])),
+                    "clocked_runs": {label: runs[name, label] for label in SETS},
+                    "median_s": {label: round(m, 3) for label, m in medians.items()},
+                    "spread_s": round(abs(medians["small"] - medians["large"]), 3),
+                    "noise_floor_s": round(abs(medians["small"] - medians["small again"]), 3),
+                    "no_clock": free}
+    except NoVerdict as exc:
+        click.echo(f"hard_clock: {exc.code}", err=True)
+        raise SystemExit(1) from None
+    figures["child_overhead"] = _overhead(rows, reps) if reps > 0 else None
+    figures["load_at_end"] = round(os.getloadavg()[0], 2)
+    figures["worst_spread_s"] = max(f["spread_s"] for f in figures["models"].values())
+    figures["target_met"] = figures["worst_spread_s"] < 0.5
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
@@ -168,18 +220,30 @@ def main(clock, side_by_side, cap, rows, reps, as_json):
         return f"> {cap:g} s (killed)" if run["seconds"] is None else \
             f"{run['seconds']:.2f} s ({run['verdict']})"
 
-    click.echo(f"evaluation_time {clock:g} s; test sets differ in one secret value\n")
-    click.echo("| model | secret small: clock | secret large: clock | spread (target < 0.5 s) "
-               "| no clock: small | no clock: large |")
-    click.echo("|---|---|---|---|---|---|")
+    click.echo(f"evaluation_time {clock:g} s (+ {RELEASE_MARGIN:g} s release margin); test sets "
+               f"differ in one secret value; medians of {repeats} interleaved runs, start to exit; "
+               f"{os.cpu_count()} CPUs, load average {figures['load_at_start']:.1f} at the start, "
+               f"{figures['load_at_end']:.1f} at the end\n")
+    click.echo("| model | secret small | secret large | small again | **spread** (target < 0.5 s) "
+               "| noise floor (small vs small again) | verdicts small / large |")
+    click.echo("|---|---|---|---|---|---|---|")
     for name, f in figures["models"].items():
-        click.echo(f"| {name} | {shown(f['clock']['small'])} | {shown(f['clock']['large'])} | "
-                   f"**{f['spread_s']:.3f} s** | {shown(f['no_clock']['small'])} | "
-                   f"{shown(f['no_clock']['large'])} |")
+        m = f["median_s"]
+        verdicts = " / ".join(",".join(sorted({r["verdict"] for r in f["clocked_runs"][label]}))
+                              for label in SETS[:2])
+        click.echo(f"| {name} | {m['small']:.2f} s | {m['large']:.2f} s | {m['small again']:.2f} s "
+                   f"| **{f['spread_s']:.3f} s** | {f['noise_floor_s']:.3f} s | {verdicts} |")
+    click.echo(f"\nworst spread {figures['worst_spread_s']:.3f} s: target < 0.5 s "
+               f"{'met' if figures['target_met'] else 'NOT met'}")
+    if cap > 0:
+        click.echo("\nwithout a clock (one run each): " + "; ".join(
+            f"{name} small {shown(f['no_clock']['small'])}, large {shown(f['no_clock']['large'])}"
+            for name, f in figures["models"].items()))
     o = figures["child_overhead"]
-    click.echo(f"\nchild process, MLP 64-256-3 on {o['rows']:,} rows, no clock (median of {reps}): "
-               f"in process {o['in_process_s']:.3f} s, in a child {o['child_s']:.3f} s, "
-               f"overhead {o['overhead_s']:+.3f} s")
+    if o:
+        click.echo(f"\nchild process, MLP 64-256-3 on {o['rows']:,} rows, no clock (median of "
+                   f"{reps}): in process {o['in_process_s']:.3f} s, in a child {o['child_s']:.3f} s, "
+                   f"overhead {o['overhead_s']:+.3f} s")
 
 
 if __name__ == "__main__":
