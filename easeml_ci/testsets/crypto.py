@@ -324,13 +324,16 @@ def decrypt_into_sink(path: Path, key: bytes, make_sink, *, key_env: str = DEFAU
         aead = AESGCM(key)
         sink = make_sink(header)
         scratch: memoryview | None = None
+        # one buffer the sealed chunks are read into, in turn (the file's size was checked)
+        sealed_buffer = memoryview(bytearray(NONCE_BYTES + min(header.chunk_bytes, header.plaintext_bytes)
+                                             + TAG_BYTES))
         for index in range(header.chunks):
             offset = index * header.chunk_bytes
             size = min(header.chunk_bytes, header.plaintext_bytes - offset)
-            blob = fh.read(NONCE_BYTES + size + TAG_BYTES)
-            if len(blob) != NONCE_BYTES + size + TAG_BYTES:
+            blob = sealed_buffer[:NONCE_BYTES + size + TAG_BYTES]
+            if fh.readinto(blob) != len(blob):
                 raise tampered
-            nonce, sealed = blob[:NONCE_BYTES], memoryview(blob)[NONCE_BYTES:]
+            nonce, sealed = bytes(blob[:NONCE_BYTES]), blob[NONCE_BYTES:]
             aad = _aad(header.raw, index, index == header.chunks - 1)
             out = sink.target(offset, size)
             in_place = out is not None

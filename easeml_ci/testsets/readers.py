@@ -197,10 +197,14 @@ def _load_encrypted(path: Path, key_env: str) -> TestSet:
         sinks.append(CanonicalAssembler(header, path))
         return sinks[0]
 
-    header = crypto.decrypt_into_sink(path, key, make_sink, key_env=key_env)
+    try:
+        header = crypto.decrypt_into_sink(path, key, make_sink, key_env=key_env)
+    finally:
+        for sink in sinks:
+            sink.close()
     assembler = sinks[0]
     X, y = assembler.arrays()
-    fp = assembler.hash.hexdigest()
+    fp = assembler.hexdigest()
     if fp != header.fingerprint:
         raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
     if canonical_labels(y, path, "labels").dtype != y.dtype:
