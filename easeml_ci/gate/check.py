@@ -14,9 +14,17 @@ import conditions
 
 from ..errors import TestSetTooSmall
 from ..testsets import UnlabelledTestSet
-from . import on_demand, steps
+from . import steps
 from .registration import ledger_name, open_ledger_backend
 from .results import CheckResult, shown_clauses
+
+
+def _on_demand():
+    """:mod:`.on_demand`, imported when a test set labelled on demand needs it (its statistics
+    and label stores are not a labelled check's imports)."""
+    from . import on_demand
+
+    return on_demand
 
 
 def sized_plan(gate: steps.Gate, rows: int, *, underpowered: bool) -> conditions.Plan:
@@ -87,22 +95,23 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     gate = steps.validate_pair(config, new, old, testset, workdir, key_env=key_env,
                                progress=progress, underpowered=underpowered)
     state = steps.read_ledger(gate, backend or open_ledger_backend(gate.cfg), register=register)
-    if on_demand.applies(gate, state):
-        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store,
-                             pull_request=pull_request)
+    if steps.labelled_on_demand(gate, state):
+        return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store,
+                                pull_request=pull_request)
     steps.check_terms(gate, state)
     steps.admit(gate, state)
     known = gate.testset.peek()  # a plaintext test set's size is refused before a step is spent
     if known is not None:
         sized_plan(gate, len(known), underpowered=underpowered)
-    steps.register_if_new(gate, state, admissible=lambda ts: on_demand.admissible(gate, ts))
-    if on_demand.applies(gate, state):  # registered just now, as labelled on demand
-        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store)
+    steps.register_if_new(gate, state, admissible=lambda ts: isinstance(ts, UnlabelledTestSet)
+                          and _on_demand().admissible(gate, ts))
+    if steps.labelled_on_demand(gate, state):  # registered just now, as labelled on demand
+        return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store)
     reserved = steps.reserve(gate, state, details=steps.public_details(gate))
     ts = steps.open_testset(gate)
     if isinstance(ts, UnlabelledTestSet):  # encrypted, registered before "labels" was noted
-        return on_demand.run(gate, state, underpowered=underpowered, store_path=label_store,
-                             opened=ts, reserved=reserved, pull_request=pull_request)
+        return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store,
+                                opened=ts, reserved=reserved, pull_request=pull_request)
     plan = sized_plan(gate, len(ts), underpowered=underpowered)
     outputs = steps.evaluate(gate, ts)
     labels, rows = ts.y, len(ts)

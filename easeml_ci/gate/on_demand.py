@@ -25,13 +25,12 @@ from ..errors import UsageError
 from ..models.digest import pair_digest
 from ..testsets import UnlabelledTestSet
 from . import reading_order, rounds, steps
-from .registration import ON_DEMAND, admissible_plan, ledger_name, refuse_adaptive
+from .registration import admissible_plan, ledger_name, refuse_adaptive
 from .results import CheckResult, shown_clauses
 
 def applies(gate: steps.Gate, state: steps.LedgerState) -> bool:
     """A plaintext unlabelled test set, or one registered as labelled on demand."""
-    return (isinstance(gate.testset.peek(), UnlabelledTestSet)
-            or bool(state.registration) and state.registration.get("labels") == ON_DEMAND)
+    return steps.labelled_on_demand(gate, state)
 
 
 def admissible(gate: steps.Gate, ts) -> None:

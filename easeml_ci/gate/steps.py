@@ -30,14 +30,14 @@ from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
 from ..testsets.labels import LabelStore, store_location
 from . import alert, private_sink, reading_order
-from .registration import (check_pinned, check_underpowered, ledger_key, ledger_name, pinned_terms,
-                           registration_note, testset_schema)
+from .registration import (ON_DEMAND, check_pinned, check_underpowered, ledger_key, ledger_name,
+                           pinned_terms, registration_note, testset_schema)
 
 Progress = Callable[[str], None]
 
 __all__ = [
     "Committed", "Evaluation", "Gate", "LedgerState", "Progress", "Reserved", "admit",
-    "alert_if_spent", "check_terms", "complete", "config_of", "deliver_private", "evaluate",
+    "alert_if_spent", "check_terms", "labelled_on_demand", "complete", "config_of", "deliver_private", "evaluate",
     "locate_label_store", "new_testset_alert", "open_label_store", "open_testset", "order_secret",
     "preflight_models", "read_ledger", "register_if_new", "reserve", "resolve",
     "private_record", "release", "require_rows", "spent", "testset_source", "validate", "validate_pair", "validate_sink",
@@ -212,6 +212,13 @@ def read_ledger(gate: Gate, backend, *, register: bool) -> LedgerState:
             "once with `easeml-ci testset register PATH` (or a run of the Action with the input "
             "`register: true` on the default branch); a test set a pull request added is refused")
     return LedgerState(ledger, entries, fingerprint, registered)
+
+
+def labelled_on_demand(gate: Gate, state: LedgerState) -> bool:
+    """A plaintext unlabelled test set, or one registered as labelled on demand (answered by
+    :mod:`.on_demand`)."""
+    return (isinstance(gate.testset.peek(), UnlabelledTestSet)
+            or bool(state.registration) and state.registration.get("labels") == ON_DEMAND)
 
 
 def check_terms(gate: Gate, state: LedgerState) -> None:

@@ -116,6 +116,23 @@ def test_start_up_imports_neither_requests_nor_scipy():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_check_imports_only_its_own_command_and_not_the_on_demand_path():
+    """A check pays for the imports of what it runs (bench/check_overhead.py): the other
+    commands' modules and the labels-on-demand answer load when they are the ones needed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from easeml_ci.cli import main; "
+            "cmd = main.get_command(None, 'check'); import easeml_ci.gate.check; "
+            "print(sorted(m for m in sys.modules if m.startswith('easeml_ci.cli.') "
+            "or m == 'easeml_ci.gate.on_demand'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['easeml_ci.cli.check', 'easeml_ci.cli.group', 'easeml_ci.cli.render']"
+    listed = run("--help")
+    for name in ("action", "check", "ledger", "meter", "pick", "plan", "round", "status", "testset"):
+        assert f"  {name} " in listed.output, listed.output
+
+
 def test_action_alert_labels_default_matches_the_alert_module():
     from easeml_ci.cli.action import DEFAULT_LABELS
     from easeml_ci.github.alert_issue import DEFAULT_LABELS as ALERT_LABELS
