@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import GateConfig, load_config
 from ..errors import BudgetExhausted, ConfigError, ModelFailedOnTestSet, TestSetTooSmall, UsageError
@@ -28,10 +28,12 @@ from ..models import (GIT_PREFIX, TestSetSchema, evaluate_on_testset, locate, pr
                       runs_on_testset)
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
-from ..testsets.labels import LabelStore, store_location
 from . import alert, private_sink, reading_order
 from .registration import (ON_DEMAND, check_pinned, check_underpowered, ledger_key, ledger_name,
                            pinned_terms, registration_note, testset_schema)
+
+if TYPE_CHECKING:  # loaded by the steps that open one: a labelled check never does
+    from ..testsets.labels import LabelStore
 
 Progress = Callable[[str], None]
 
@@ -289,12 +291,16 @@ def locate_label_store(gate: Gate, store_path=None) -> Path:
     """Where the label store of a test set labelled on demand is: ``store_path`` (from the
     workdir), or the default beside the test set; refused inside the repository (exit 2), before
     anything is registered or spent (:func:`..testsets.labels.store_location`)."""
+    from ..testsets.labels import store_location  # only a test set labelled on demand has one
+
     return store_location(store_path, gate.testset.path, gate.workdir)
 
 
 def open_label_store(gate: Gate, ts: UnlabelledTestSet, store_path=None) -> LabelStore:
     """The label store of a test set labelled on demand (:func:`locate_label_store`), sealed
     with the test-set key when the test set is encrypted."""
+    from ..testsets.labels import LabelStore
+
     return LabelStore.open(locate_label_store(gate, store_path), ts, gate.testset.key())
 
 
