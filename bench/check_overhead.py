@@ -155,9 +155,10 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CHECK = [sys.executable, "-c", "from easeml_ci.cli import main; main()"]  # = the console script
 
 
-def run_check(folder: Path) -> dict:
-    """The full command line, in a fresh working directory (fresh ledger), timed from outside."""
-    env = dict(CHILD_ENV, **{KEY_ENV: (folder / "key.txt").read_text().strip()})
+def run_check(folder: Path, tree: Path = ROOT) -> dict:
+    """The full command line, in a fresh working directory (fresh ledger), timed from outside;
+    ``tree``: whose code (``--compare-tree``: another checkout, for a before/after figure)."""
+    env = dict(CHILD_ENV, PYTHONPATH=str(tree), **{KEY_ENV: (folder / "key.txt").read_text().strip()})
     with tempfile.TemporaryDirectory(prefix="check-overhead-") as work:
         config = Path(work) / ".easeml.yml"
         config.write_text(f'condition: "{CONDITION}"\nreliability: {RELIABILITY}\n'
@@ -205,12 +206,12 @@ def run_bare_process(folder: Path, batch_rows: int) -> dict:
     return run
 
 
-def compile_project() -> None:
+def compile_project(tree: Path = ROOT) -> None:
     """Bytecode for the project's modules, as an install has (see the module docstring)."""
     import compileall
 
     for package in ("conditions", "easeml_ci"):
-        compileall.compile_dir(str(ROOT / package), quiet=1)
+        compileall.compile_dir(str(tree / package), quiet=1)
 
 
 def run_bare(folder: Path, batch_rows: int) -> dict:
@@ -314,10 +315,13 @@ def import_baseline() -> int:
               help="The gate's condition (its plan must fit --rows).")
 @click.option("--reps", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option("--compare-tree", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also time the check of another checkout (e.g. main before a change), interleaved.")
 @click.option("--bare-child", "bare_dir", default=None, hidden=True, type=click.Path(path_type=Path))
 @click.option("--bare-batch", default=0, hidden=True, type=int)
 @click.option("--phases-child", "phases_dir", default=None, hidden=True, type=click.Path(path_type=Path))
-def main(rows, features, kind, condition, reps, as_json, bare_dir, bare_batch, phases_dir):
+def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir, bare_batch,
+         phases_dir):
     """Time `easeml-ci check` against bare onnxruntime inference on a 1M-row test set."""
     global CONDITION
     CONDITION = condition
@@ -329,12 +333,18 @@ def main(rows, features, kind, condition, reps, as_json, bare_dir, bare_batch, p
 
     folder = build(rows, features, kind)
     compile_project()
+    if compare_tree:
+        compile_project(compare_tree)
     load_start = os.getloadavg()[0]
-    checks, whole, batched, proc_whole, proc_batched = [], [], [], [], []
+    checks, whole, batched, proc_whole, proc_batched, others = [], [], [], [], [], []
     for rep in range(reps):  # interleaved, so a busy machine slows every side alike
         proc_whole.append(run_bare_process(folder, 0))
         proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS))
         checks.append(run_check(folder))
+        if compare_tree:
+            others.append(run_check(folder, compare_tree))
+            click.echo(f"rep {rep + 1}/{reps}: check of {compare_tree} {others[-1]['wall_s']:.2f} s",
+                       err=True)
         whole.append(run_bare(folder, 0))
         batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))
         click.echo(f"rep {rep + 1}/{reps}: check {checks[-1]['wall_s']:.2f} s; bare process "
@@ -389,6 +399,14 @@ def main(rows, features, kind, condition, reps, as_json, bare_dir, bare_batch, p
         "phases": [{"phase": n, "wall_s": round(w, 3), "cpu_s": round(c, 3), "peak_rss_bytes": r}
                    for n, w, c, r in phases],
     }
+    if compare_tree:
+        figures["compare_tree"] = {
+            "tree": str(compare_tree), "wall_s": round(med(others, "wall_s"), 3),
+            "cpu_s": round(med(others, "cpu_s"), 3), "best_wall_s": round(best(others, "wall_s"), 3),
+            "best_cpu_s": round(best(others, "cpu_s"), 3),
+            "ratio_wall": round(med(others, "wall_s") / proc_wall, 3),
+            "ratio_cpu": round(med(others, "cpu_s") / proc_cpu, 3)}
+        figures["check"]["best_cpu_s"] = round(best(checks, "cpu_s"), 3)
     figures["target_met"] = figures["ratio_wall"] <= 1.05
     if as_json:
         click.echo(json.dumps(figures, indent=2))
@@ -430,6 +448,13 @@ def main(rows, features, kind, condition, reps, as_json, bare_dir, bare_batch, p
         f"**{peak / bound:.2f}x** the bound, peak above the import baseline "
         f"**{(peak - baseline) / bound:.2f}x** |",
         f"| verdicts | {', '.join(figures['check']['verdicts'])} |",
+        *([f"| check of {compare_tree} (interleaved; wall / CPU medians, best wall / best CPU; "
+           f"ratio to the bare process, wall / CPU) | {figures['compare_tree']['wall_s']:.2f} s / "
+           f"{figures['compare_tree']['cpu_s']:.2f} s, {figures['compare_tree']['best_wall_s']:.2f} s"
+           f" / {figures['compare_tree']['best_cpu_s']:.2f} s; {figures['compare_tree']['ratio_wall']:.2f}x"
+           f" / {figures['compare_tree']['ratio_cpu']:.2f}x |",
+           f"| this tree's check, best wall / best CPU | {best(checks, 'wall_s'):.2f} s / "
+           f"{best(checks, 'cpu_s'):.2f} s |"] if compare_tree else []),
         "",
         "Where the check's time and memory go (the same steps in-process, one run):",
         "",
