@@ -174,6 +174,29 @@ def test_the_child_returns_the_predictions_the_process_computes(tmp_path):
     assert np.array_equal(got["old"], ts.y)
 
 
+@pytest.mark.parametrize("status", [{"failed": None}, {"failed": 1, "detail": "x"}])
+def test_the_childs_result_file_round_trips_every_kind_of_prediction(status):
+    """The child's result (raw arrays behind a JSON header, mapped back copy-on-write): every
+    dtype a model's predictions take, odd sizes (alignment), 2-D and empty arrays; the arrays
+    are writable and writing one leaves the others and the file alone."""
+    from easeml_ci.models import child
+
+    arrays = [np.arange(7, dtype=np.int64), np.array(["cat", "horse", "é"]),
+              np.array([True, False, True]), np.linspace(0, 1, 13, dtype=np.float32).reshape(13, 1),
+              np.empty((0,), dtype=np.float64), np.arange(5, dtype=np.uint8)]
+    fd = os.memfd_create("t")
+    try:
+        child._write_arrays(fd, arrays, status)
+        got_status, got = child._read_arrays(fd)
+        assert got_status == status
+        assert [a.dtype for a in got] == [a.dtype for a in arrays]
+        assert all(np.array_equal(a, b) and a.shape == b.shape for a, b in zip(got, arrays))
+        got[0][0] = 99
+        assert got[1][0] == "cat" and child._read_arrays(fd)[1][0][0] == 0
+    finally:
+        os.close(fd)
+
+
 def test_the_answer_is_released_a_fixed_margin_after_the_deadline():
     """Whatever the decision, the commit and the reveal took after the deadline, the answer
     leaves the gate at deadline + RELEASE_MARGIN (an injected clock: no real time)."""
