@@ -141,12 +141,13 @@ def resolve_command(group: click.Group, tokens: list[str]):
     """The command path a mention names (`testset register`, `plan`), and the options after it."""
     path, command = [], group
     for tok in tokens:
-        if isinstance(command, click.Group) and re.fullmatch(r"[a-z][a-z-]*", tok) \
-                and tok in command.commands:
-            path.append(tok)
-            command = command.commands[tok]
-        else:
+        # get_command, not .commands: easeml-ci's group loads a subcommand when it is asked for
+        sub = (command.get_command(click.Context(command), tok)
+               if isinstance(command, click.Group) and re.fullmatch(r"[a-z][a-z-]*", tok) else None)
+        if sub is None:
             break
+        path.append(tok)
+        command = sub
     options = [t.split("=", 1)[0] for t in tokens[len(path):] if re.fullmatch(r"--[a-z][a-z-]*(=.*)?", t)]
     return path, command, options
 
