@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from conditions import SequentialPlan
 
 from ..errors import ConfigError
 from ..ledger import LedgerSpent
 from ..models.clock import EvaluationClock
 from ..models.digest import pair_digest
-from ..testsets import crypto
+from ..testsets import UnlabelledTestSet, crypto
 from ..testsets.pending import PendingRecord, PendingStore, default_pending_path
 from . import reading_order, schedule, steps
 from .registration import admissible_plan, ledger_name, open_ledger_backend, pinned_terms
@@ -244,13 +245,13 @@ def _released(entry: dict, done: dict) -> Released:
                     entry.get("head_sha"), entry.get("new"), entry.get("old"))
 
 
-def _decide(plan, secret: bytes, record: PendingRecord | None, y, known) -> tuple[bool, dict]:
+def _decide(plan, order, record: PendingRecord | None, y, known) -> tuple[bool, dict]:
     """The bit and the private account of one pending pair at its round's end."""
     if record is None:  # its check died after the reservation: spent, and a fail
         return False, {"verdict": "fail", "by": "no pending record (the check did not finish)"}
     if record.model_failed:
         return False, {"verdict": "fail", "by": "model failed"}
-    made = _verdict(plan, reading_order.permutation(secret, len(y)), record, y, known)
+    made = _verdict(plan, order, record, y, known)
     return made.passed, {"verdict": "pass" if made.passed else "fail", "clauses": [
         {"text": c.text, "status": s.status, "rows": s.rows, "labels": s.labels, "by": s.by}
         for c, s in zip(plan.clauses, made.decision.clauses)]}
@@ -279,6 +280,29 @@ def _pending_steps(config, testset: str | None, *, key_env: str, workdir, backen
     return gate, state, pending
 
 
+@dataclass
+class _Opened:
+    """What the close and the requests decide from, opened only when a pending step needs it."""
+
+    store: PendingStore
+    ts: UnlabelledTestSet      # decrypted
+    plan: SequentialPlan       # the plan its size admits
+    y: np.ndarray              # the labels present, and which rows have one
+    known: np.ndarray
+    order: np.ndarray          # the secret reading order
+
+
+def _open_for_decisions(gate: steps.Gate, state: steps.LedgerState, label_store) -> _Opened:
+    """The reading order's secret (checked against the registration before anything is
+    opened), the pending store, the test set, its admissible plan and the labels present."""
+    secret = steps.order_secret(gate, state)
+    store = pending_store(gate, label_store)
+    ts = steps.open_testset(gate)
+    plan = admissible_plan(gate.cfg, ts, gate.testset.given)
+    y, known = steps.open_label_store(gate, ts, label_store).label_vector()
+    return _Opened(store, ts, plan, y, known, reading_order.permutation(secret, len(ts)))
+
+
 def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_KEY",
           workdir: Path = Path("."), backend=None, label_store=None, progress=None,
           at: datetime | None = None) -> RoundClose:
@@ -286,23 +310,20 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
     gate, state, open_steps = _pending_steps(
         config, testset, key_env=key_env, workdir=workdir, backend=backend, progress=progress,
         without_rounds="there is no round to close")
-    cfg, source = gate.cfg, gate.testset
+    cfg = gate.cfg
     sched, at = schedule_of(gate.terms), at or schedule.now()
     due = [e for e in open_steps if sched.ended(int(e["round"]), at)]
     released: list[Released] = []
     unreleased: list[Released] = []  # reserved before the test set retired: spent, no verdict
     accounts: list[dict] = []  # the private sink's: how each was decided
     if due:
-        secret = steps.order_secret(gate, state)
-        store = pending_store(gate, label_store)
-        ts = steps.open_testset(gate)
-        plan = admissible_plan(cfg, ts, source.given)
-        y, known = steps.open_label_store(gate, ts, label_store).label_vector()
+        opened = _open_for_decisions(gate, state, label_store)
         clock = decision_clock(len(due))
         decided = []  # every record opened and decided before anything is written
         for entry in due:
-            record = store.open(state.fingerprint, entry["seq"], entry["pair"])
-            decided.append((entry, *_decide(plan, secret, record, y, known)))
+            record = opened.store.open(state.fingerprint, entry["seq"], entry["pair"])
+            decided.append((entry, *_decide(opened.plan, opened.order, record, opened.y,
+                                            opened.known)))
         clock.pad()  # the decisions end at a fixed moment, whatever they read
         for entry, passed, account in decided:  # each completed durably, then all released
             out = Released(entry["seq"], entry["pair"], int(entry["round"]),
@@ -322,7 +343,7 @@ def close(config, testset: str | None = None, *, key_env: str = "EASEML_TESTSET_
                              "new": out.new, "old": out.old, "closed": True, **account})
         for account in accounts:
             steps.deliver_private(gate, account)
-        del ts
+        del opened
     state.entries = state.ledger.entries()
     budget = state.budget(gate.terms)
     done_now = {r.step for r in released}
@@ -366,8 +387,8 @@ class RoundRequests:
                 "notes": self.notes, "exit_code": self.exit_code}
 
 
-def _next_account(gate, fingerprint: str, plan, order, ts, entry: dict,
-                  record: PendingRecord | None, y, known) -> dict:
+def _next_account(gate, fingerprint: str, opened: _Opened, entry: dict,
+                  record: PendingRecord | None) -> dict:
     """The private message of one pending step: decided (no more labels), or the next batch."""
     from conditions.rounds import next_request
 
@@ -382,11 +403,12 @@ def _next_account(gate, fingerprint: str, plan, order, ts, entry: dict,
         why = " (a model failed: it closes as a fail)"
     else:
         why = ""
-        wanted = next_request(plan, _verdict(plan, order, record, y, known), order, known,
+        plan, order, known = opened.plan, opened.order, opened.known
+        wanted = next_request(plan, _verdict(plan, order, record, opened.y, known), order, known,
                               record.new, record.old)
     if wanted:
-        return {**account, "decided": False,
-                "label_request": _ask(gate, ts, list(wanted), r, entry["round_end"], first=False)}
+        return {**account, "decided": False, "label_request": _ask(
+            gate, opened.ts, list(wanted), r, entry["round_end"], first=False)}
     return {**account, "decided": True,
             "note": f"decided, no more labels for step {seq}{why}; the verdict is released at the "
                     f"close of round {r} ({entry['round_end']})"}
@@ -407,24 +429,19 @@ def requests(config, testset: str | None = None, *, key_env: str = "EASEML_TESTS
     gate, state, open_steps = _pending_steps(
         config, testset, key_env=key_env, workdir=workdir, backend=backend, progress=progress,
         without_rounds="no check is pending and there is nothing to request")
-    cfg, source = gate.cfg, gate.testset
+    cfg = gate.cfg
     sched, at = schedule_of(gate.terms), at or schedule.now()
     live = [e for e in open_steps if not sched.ended(int(e["round"]), at)]
     if live:
-        secret = steps.order_secret(gate, state)
-        store = pending_store(gate, label_store)
-        ts = steps.open_testset(gate)
-        plan = admissible_plan(cfg, ts, source.given)
-        y, known = steps.open_label_store(gate, ts, label_store).label_vector()
-        order = reading_order.permutation(secret, len(ts))
+        opened = _open_for_decisions(gate, state, label_store)
         clock = decision_clock(len(live))
-        accounts = [_next_account(gate, state.fingerprint, plan, order, ts, e,
-                                  store.open(state.fingerprint, e["seq"], e["pair"]), y, known)
+        accounts = [_next_account(gate, state.fingerprint, opened, e,
+                                  opened.store.open(state.fingerprint, e["seq"], e["pair"]))
                     for e in live]  # every record opened before anything is sent
         for account in accounts:
             steps.deliver_private(gate, account)
         clock.pad()  # the label-dependent work ends at a fixed moment (DECISION_TIME_PER_PAIR)
-        del ts
+        del opened
     result = RoundRequests(steps=[e["seq"] for e in live], awaiting_close=len(open_steps) - len(live),
                            fingerprint=state.fingerprint, ledger=ledger_name(state.ledger.backend),
                            config_path=cfg.display_name, gate=cfg.gate_name,
