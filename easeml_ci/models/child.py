@@ -260,6 +260,9 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
             try:
                 model.reload_session()
                 arrays.append(_plain(model.predictions(testset)))
+                # this process's own session, done: its pool's threads would otherwise spin-wait
+                # beside the next model's run (a core of CPU taken from it)
+                model.session = None
             except ModelFailedOnTestSet as exc:
                 status = {"failed": index, "detail": exc.detail}
                 break
