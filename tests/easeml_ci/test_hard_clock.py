@@ -232,53 +232,55 @@ def _sleeping_model(tmp_path, monkeypatch, seconds: float):
     return model, load_testset(tmp_path / "t.npz")
 
 
+def _record_reaping_threads(monkeypatch) -> list:
+    """For each waitpid of the child: whether it ran on the main thread."""
+    import threading
+
+    from easeml_ci.models import child
+
+    reaped_on, real_waitpid = [], os.waitpid
+
+    def waitpid(pid, options):
+        reaped_on.append(threading.current_thread() is threading.main_thread())
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(child.os, "waitpid", waitpid)
+    return reaped_on
+
+
+def _join_reapers() -> None:
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "easeml-reap":
+            thread.join(30)
+
+
 def test_the_gate_does_not_wait_for_a_killed_childs_teardown(tmp_path, monkeypatch, capfd):
     """At the deadline the child is killed and reaped on another thread: a child that held GBs
     gives them back in a time that depends on what it allocated, and the gate's answer must not
     wait for it. The child writes nothing on the job's output either (its streams are
     /dev/null), so a job reading the gate's output does not wait for the child's end."""
-    import threading
-
     from easeml_ci.errors import ModelFailedOnTestSet
-    from easeml_ci.models import child, evaluate_on_testset
+    from easeml_ci.models import evaluate_on_testset
 
     model, ts = _sleeping_model(tmp_path, monkeypatch, 60)
-    reaped_on = []
-    real_waitpid = os.waitpid
-
-    def waitpid(pid, options):
-        reaped_on.append(threading.current_thread() is threading.main_thread())
-        return real_waitpid(pid, options)
-
-    monkeypatch.setattr(child.os, "waitpid", waitpid)
+    reaped_on = _record_reaping_threads(monkeypatch)
     with pytest.raises(ModelFailedOnTestSet):
         evaluate_on_testset({"new": model}, ts, clock=evaluation_clock.EvaluationClock(1))
-    for thread in threading.enumerate():
-        if thread.name == "easeml-reap":
-            thread.join(30)
+    _join_reapers()
     assert reaped_on == [False]
     assert "talks" not in capfd.readouterr().out
 
 
 def test_a_finished_child_is_reaped_off_the_main_thread_too(tmp_path, monkeypatch, capfd):
-    import threading
-
-    from easeml_ci.models import child, evaluate_on_testset
+    from easeml_ci.models import evaluate_on_testset
 
     model, ts = _sleeping_model(tmp_path, monkeypatch, 0)
-    reaped_on = []
-    real_waitpid = os.waitpid
-
-    def waitpid(pid, options):
-        reaped_on.append(threading.current_thread() is threading.main_thread())
-        return real_waitpid(pid, options)
-
-    monkeypatch.setattr(child.os, "waitpid", waitpid)
+    reaped_on = _record_reaping_threads(monkeypatch)
     got = evaluate_on_testset({"new": model}, ts)
     assert np.array_equal(got["new"], ts.y)
-    for thread in threading.enumerate():
-        if thread.name == "easeml-reap":
-            thread.join(30)
+    _join_reapers()
     assert reaped_on == [False]
     assert "talks" not in capfd.readouterr().out
 
