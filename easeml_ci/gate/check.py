@@ -27,6 +27,16 @@ def _on_demand():
     return on_demand
 
 
+def _admissible_on_demand(gate: steps.Gate):
+    """register_if_new's refusal of a test set found to be labelled on demand that this config
+    cannot answer (a labelled one passes without loading :mod:`.on_demand`)."""
+    def admissible(ts) -> None:
+        if isinstance(ts, UnlabelledTestSet):
+            _on_demand().admissible(gate, ts)
+
+    return admissible
+
+
 def sized_plan(gate: steps.Gate, rows: int, *, underpowered: bool) -> conditions.Plan:
     """The plan for a test set of ``rows`` examples: the configured one, or (``--underpowered``)
     the tolerances that size supports."""
@@ -103,8 +113,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     known = gate.testset.peek()  # a plaintext test set's size is refused before a step is spent
     if known is not None:
         sized_plan(gate, len(known), underpowered=underpowered)
-    steps.register_if_new(gate, state, admissible=lambda ts: isinstance(ts, UnlabelledTestSet)
-                          and _on_demand().admissible(gate, ts))
+    steps.register_if_new(gate, state, admissible=_admissible_on_demand(gate))
     if steps.labelled_on_demand(gate, state):  # registered just now, as labelled on demand
         return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store)
     reserved = steps.reserve(gate, state, details=steps.public_details(gate))

@@ -28,16 +28,10 @@ from . import reading_order, rounds, steps
 from .registration import admissible_plan, ledger_name, refuse_adaptive
 from .results import CheckResult, shown_clauses
 
-def applies(gate: steps.Gate, state: steps.LedgerState) -> bool:
-    """A plaintext unlabelled test set, or one registered as labelled on demand."""
-    return steps.labelled_on_demand(gate, state)
-
-
-def admissible(gate: steps.Gate, ts) -> None:
+def admissible(gate: steps.Gate, ts: UnlabelledTestSet) -> None:
     """Refuse a test set found to be labelled on demand (an encrypted one, opened to register
     it) that this config cannot answer, before anything is registered."""
-    if isinstance(ts, UnlabelledTestSet):
-        admissible_plan(gate.cfg, ts, gate.testset.given)
+    admissible_plan(gate.cfg, ts, gate.testset.given)
 
 
 def decide(gate: steps.Gate, plan, secret: bytes, ts: UnlabelledTestSet, y, known,
@@ -131,4 +125,4 @@ def reveal(gate: steps.Gate, state: steps.LedgerState, done: steps.Committed, re
     return result
 
 
-__all__ = ["admissible", "applies", "decide", "run"]
+__all__ = ["admissible", "decide", "run"]
