@@ -126,7 +126,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     labels, rows = ts.y, len(ts)
     del ts  # the labels own their buffer: deciding adds nothing to the models' peak memory
     verdict = decide(gate, plan, labels, outputs)
-    outputs.release()
+    outputs.drop_predictions()
     done = steps.complete(gate, state, reserved, passed=None if gate.withheld else verdict.passed,
                           details={"underpowered": True} if plan is not gate.plan else None)
     result = reveal(gate, state, verdict, plan, done, rows, outputs)

@@ -146,7 +146,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=N
     if wanted:
         record["label_request"] = _ask(gate, ts, wanted, r, public["round_end"], first=True)
     del ts
-    outputs.release()
+    outputs.drop_predictions()
     state.entries = state.ledger.entries()
     steps.deliver_private(gate, steps.private_record(gate, state, reserved, **record))
     result = reveal(gate, state, reserved.entry, repeat=False)

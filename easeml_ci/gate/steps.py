@@ -361,7 +361,7 @@ class Evaluation:
     def old(self):
         return self.outputs.get("old")
 
-    def release(self) -> None:
+    def drop_predictions(self) -> None:
         """Drop the predictions (they are as large as the test set) once decided."""
         self.outputs = {}
 
