@@ -144,13 +144,18 @@ def _write_arrays(fd: int, arrays: list, status: dict) -> None:
     layout, offset = [], 0
     for a in arrays:
         layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset})
-        offset += -(-a.nbytes // _ALIGN) * _ALIGN
+        offset += _aligned(a.nbytes)
     header = json.dumps({"status": status, "arrays": layout}).encode()
-    start = -(-(8 + len(header)) // _ALIGN) * _ALIGN
+    start = _aligned(8 + len(header))
     _write_all(fd, len(header).to_bytes(8, "little") + header)
     for a, where in zip(arrays, layout):
         os.lseek(fd, start + where["offset"], os.SEEK_SET)
         _write_all(fd, memoryview(a).cast("B") if a.nbytes else b"")
+
+
+def _aligned(size: int) -> int:
+    """``size`` rounded up to a multiple of :data:`_ALIGN`."""
+    return -(-size // _ALIGN) * _ALIGN
 
 
 def _write_all(fd: int, data) -> None:
@@ -166,7 +171,7 @@ def _read_arrays(fd: int) -> tuple[dict, list]:
     mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
     length = int.from_bytes(mapped[:8], "little")
     header = json.loads(bytes(mapped[8:8 + length]))
-    start = -(-(8 + length) // _ALIGN) * _ALIGN
+    start = _aligned(8 + length)
     arrays = []
     for where in header["arrays"]:
         dtype, shape = np.dtype(where["dtype"]), tuple(where["shape"])
