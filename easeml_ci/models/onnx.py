@@ -165,15 +165,27 @@ def _synthetic_inputs(width: int, feature_dtype, input_dtype: np.dtype):
         yield "standard normal values", rng.normal(size=(random_rows, width)).astype(feature_dtype)
 
 
+def _default_options(ort):
+    """The session options a model runs on the test set with."""
+    options = ort.SessionOptions()
+    # Batches all have one shape, so the memory-pattern plan buys no measurable speed, but it
+    # holds a second block for the intermediates (+17 MB vs +9 MB for an MLP (128, 128) on
+    # 8k-row batches).
+    options.enable_mem_pattern = False
+    # onnxruntime logs a failed run's error to the process's stderr itself, before raising:
+    # shapes and sizes computed from the secret features, in the job's public log. Only fatal
+    # messages; the error still reaches us as the exception (the private detail).
+    options.log_severity_level = 4
+    return options
+
+
 def _light_options(ort):
     """Options of the session a model is opened and checked with (its inputs and outputs, two
-    synthetic batches): one thread, which does not spin. The default pool's threads spin-wait
-    after each run and, on a 2-core runner, took CPU from the decryption that follows (0.27 s
-    instead of 0.08 s at 1M rows); the test set's run builds the full session
+    synthetic batches): the defaults on one thread, which does not spin. The default pool's
+    threads spin-wait after each run and, on a 2-core runner, took CPU from the decryption that
+    follows (0.27 s instead of 0.08 s at 1M rows); the test set's run builds the full session
     (:meth:`OnnxModel.reload_session`)."""
-    options = ort.SessionOptions()
-    options.enable_mem_pattern = False
-    options.log_severity_level = 4
+    options = _default_options(ort)
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -235,15 +247,8 @@ class OnnxModel:
         if path is not None and isinstance(target, bytes) and target is blob:
             target = str(path)  # from its path: never resolve anything against the working folder
         if session_options is None:
-            session_options = ort.SessionOptions()
-            # Batches all have one shape, so the memory-pattern plan buys no measurable speed,
-            # but it holds a second block for the intermediates (+17 MB vs +9 MB for an MLP
-            # (128, 128) on 8k-row batches).
-            session_options.enable_mem_pattern = False
-        # onnxruntime logs a failed run's error to the process's stderr itself, before raising:
-        # shapes and sizes computed from the secret features, in the job's public log. Only
-        # fatal messages; the error still reaches us as the exception (the private detail).
-        session_options.log_severity_level = 4
+            session_options = _default_options(ort)
+        session_options.log_severity_level = 4  # a caller's options too (_default_options)
         self._target, self._session_options = target, session_options
         self.scratch = None  # a temporary folder the model is loaded from (git:, external data)
         try:
