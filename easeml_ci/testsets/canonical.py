@@ -22,9 +22,11 @@ separate buffers), and the fingerprint is the SHA-256 of exactly these bytes.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +104,85 @@ def fingerprint_arrays(X: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+class OrderedHasher:
+    """SHA-256 of byte spans handed over in order, hashed on a worker thread of its own.
+
+    hashlib lets go of the GIL while it hashes, but the worker needs the GIL back between two
+    calls, and the thread that decrypts holds it most of the time. SHA-256 is the slow part
+    (about 1.7 GB/s on the development machine, AES-GCM about 9), so the worker takes every span
+    queued since its last call and hashes the spans that follow each other in one buffer as one:
+    a handful of calls for a whole test set instead of one per 4 MiB chunk (1M rows, 2026-12-07:
+    reading the test set 0.087 s -> 0.077 s median; 0.048 s with no hashing at all).
+    """
+
+    def __init__(self):
+        self.hash = hashlib.sha256()
+        self._spans: collections.deque = collections.deque()  # (buffer view, start, end)
+        self._changed = threading.Condition()
+        self._busy = self._closed = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def hand_over(self, buffer: memoryview, start: int, end: int) -> None:
+        """Hash ``buffer[start:end]`` on the worker, after everything handed over before; those
+        bytes must stay unchanged until :meth:`wait` returns."""
+        with self._changed:
+            self._spans.append((buffer, start, end))
+            self._changed.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="easeml-hash", daemon=True)
+            self._thread.start()
+
+    def hash_here(self, data) -> None:
+        """Hash ``data`` on this thread, after everything handed over before."""
+        self.wait()
+        self.hash.update(data)
+
+    def wait(self) -> None:
+        with self._changed:
+            while self._spans or self._busy:
+                self._changed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.hash.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the hashing, then end the worker (after an error too)."""
+        try:
+            self.wait()
+        finally:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+                self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._spans and not self._closed:
+                    self._changed.wait()
+                if not self._spans:
+                    return
+                view, start, end = self._spans.popleft()
+                while self._spans and self._spans[0][0] is view and self._spans[0][1] == end:
+                    end = self._spans.popleft()[2]
+                self._busy = True
+            try:
+                if self._failure is None:
+                    self.hash.update(view[start:end])
+            except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread by wait()
+                self._failure = exc
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+
 class CanonicalAssembler:
     """Receives the decrypted canonical bytes of an encrypted test set, chunk by chunk.
 
@@ -114,7 +195,7 @@ class CanonicalAssembler:
     One pass over the bytes: the buffers are not zero-filled first (every byte of them is
     written by a chunk; the total size is checked against the header line), and a chunk
     decrypted in place is hashed on a worker thread while the next one is read and decrypted
-    (hashlib lets go of the GIL), in order; :meth:`hexdigest` waits for the hashing to end.
+    (:class:`OrderedHasher`); :meth:`hexdigest` waits for the hashing to end.
     """
 
     _MAX_PREAMBLE = 4096
@@ -122,33 +203,35 @@ class CanonicalAssembler:
     def __init__(self, header: crypto.EncryptedHeader, source: Path):
         self.total = header.plaintext_bytes
         self.source = source
-        self.hash = hashlib.sha256()
+        self.hasher = OrderedHasher()
         self.head = bytearray()
         self.meta: tuple | None = None  # (X dtype, X shape, y dtype, y shape)
         self.buffers: dict[str, np.ndarray] = {}
         self.regions: list[tuple[int, int, memoryview]] = []
-        self._hashing = None  # the worker thread's executor, once a chunk is hashed on it
-        self._pending: list = []
 
     def _bad(self, why: str) -> InputError:
         return InputError(f"{self.source}: decrypted content is not an easeml-ci test set ({why})")
 
     def target(self, offset: int, size: int) -> memoryview | None:
+        region = self._region(offset, size)
+        if region is None:
+            return None
+        start, _, view = region
+        return view[offset - start:offset - start + size]
+
+    def _region(self, offset: int, size: int) -> tuple[int, int, memoryview] | None:
+        """The region (start, end, view) that holds ``size`` bytes at ``offset`` whole, if any."""
         for start, end, view in self.regions:
             if start <= offset and offset + size <= end:
-                return view[offset - start:offset - start + size]
+                return start, end, view
         return None
 
     def accept(self, offset: int, data: memoryview, in_place: bool) -> None:
         if in_place:  # its bytes stay where they are: hash them beside the next chunk's work
-            if self._hashing is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._hashing = ThreadPoolExecutor(1, thread_name_prefix="easeml-hash")
-            self._pending.append(self._hashing.submit(self.hash.update, data))
+            start, _, view = self._region(offset, len(data))
+            self.hasher.hand_over(view, offset - start, offset - start + len(data))
             return
-        self._drain()  # a scratch chunk is reused: hash it here, after the ones before it
-        self.hash.update(data)
+        self.hasher.hash_here(data)  # a scratch chunk is reused: hashed now, after those before
         pos = 0
         while pos < len(data):
             if self.meta is None:
@@ -175,24 +258,13 @@ class CanonicalAssembler:
             else:
                 raise self._bad("more bytes than its header line describes")
 
-    def _drain(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
     def hexdigest(self) -> str:
         """The fingerprint of every byte accepted so far (waits for the worker's hashing)."""
-        self.close()
-        return self.hash.hexdigest()
+        return self.hasher.hexdigest()
 
     def close(self) -> None:
         """End the hashing worker (after an error too: nothing is left running)."""
-        try:
-            self._drain()
-        finally:
-            if self._hashing is not None:
-                self._hashing.shutdown(wait=True)
-                self._hashing = None
+        self.hasher.close()
 
     def _lay_out(self) -> None:
         head = bytes(self.head)

@@ -349,3 +349,36 @@ def test_derive_key_is_hkdf_sha256_and_separates_purposes():
     assert derive_key(key, "ledger") != derive_key(bytes(32), "ledger")
     with pytest.raises(ValueError):
         derive_key(key, "")
+
+
+def test_the_ordered_hasher_gives_the_digest_of_the_spans_in_order_however_they_are_merged():
+    """Spans handed over (merged on the worker when they follow each other in one buffer) and
+    spans hashed on the caller's thread in between hash to the SHA-256 of the bytes in order."""
+    import hashlib
+
+    from easeml_ci.testsets.canonical import OrderedHasher
+
+    rng = np.random.default_rng(3)
+    first, second = (memoryview(rng.integers(0, 256, n, dtype=np.uint8)) for n in (10_000, 7_000))
+    hasher, expected = OrderedHasher(), hashlib.sha256()
+    for start in range(0, 6_000, 1_000):  # adjacent spans of one buffer
+        hasher.hand_over(first, start, start + 1_000)
+        expected.update(first[start:start + 1_000])
+    hasher.hash_here(b"scratch chunk")  # waits for the spans before it
+    expected.update(b"scratch chunk")
+    hasher.hand_over(second, 0, 3_000)  # another buffer: not merged with the first's spans
+    hasher.hand_over(first, 6_000, 10_000)  # not adjacent to what precedes it
+    expected.update(second[:3_000])
+    expected.update(first[6_000:])
+    assert hasher.hexdigest() == expected.hexdigest()
+    assert hasher._thread is None  # the worker ended
+
+
+def test_the_ordered_hasher_raises_a_worker_failure_on_the_callers_thread():
+    from easeml_ci.testsets.canonical import OrderedHasher
+
+    hasher = OrderedHasher()
+    hasher.hand_over(object(), 0, 1)  # not a buffer: the worker's update fails
+    with pytest.raises(TypeError):
+        hasher.hexdigest()
+    assert hasher._thread is None
