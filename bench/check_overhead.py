@@ -27,6 +27,15 @@ install`` does: where ``PYTHONDONTWRITEBYTECODE`` is set (this machine sets it) 
 otherwise compile its ~60 modules from source on every run (~0.1 s), which an installed gate never
 does, while numpy's and onnxruntime's bytecode is already there.
 
+The order of the sides is rotated by one each rep, so that with ``--reps`` a multiple of the
+number of sides (5; 6 with ``--compare-tree``) every side runs in every position equally often.
+A fixed order was not fair on a VM with free-page reporting (virtio-balloon, as here): the
+whole-array bare process frees 1.2 GB, the host takes those pages back a second or two later,
+and whichever run then touches fresh memory pays the host's faults. In the fixed order the
+batched bare process always ran straight after that free (pages still warm) and the check
+always ran next (pages gone): measured 2026-12-07, the same code, check / bare process 1.00x
+wall with no whole-array run in the loop and 1.13x with one before them.
+
 Model pairs (--models): ``gbdt-mlp`` (default; a 100-tree gradient-boosted ensemble as the old
 model and a (128, 128) MLP as the new one — the kind of models a 1M-row test set is kept for)
 and ``small`` (logistic regression vs a (64, 64) MLP: inference is cheap, so this shows the
@@ -337,20 +346,27 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
         compile_project(compare_tree)
     load_start = os.getloadavg()[0]
     checks, whole, batched, proc_whole, proc_batched, others = [], [], [], [], [], []
-    for rep in range(reps):  # interleaved, so a busy machine slows every side alike
-        proc_whole.append(run_bare_process(folder, 0))
-        proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS))
-        checks.append(run_check(folder))
-        if compare_tree:
-            others.append(run_check(folder, compare_tree))
-            click.echo(f"rep {rep + 1}/{reps}: check of {compare_tree} {others[-1]['wall_s']:.2f} s",
-                       err=True)
-        whole.append(run_bare(folder, 0))
-        batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))
+    sides = [("bare process, whole array", lambda: proc_whole.append(run_bare_process(folder, 0))),
+             ("bare process, batched",
+              lambda: proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS))),
+             ("check", lambda: checks.append(run_check(folder))),
+             *([("check of --compare-tree", lambda: others.append(run_check(folder, compare_tree)))]
+               if compare_tree else []),
+             ("bare inference, whole array", lambda: whole.append(run_bare(folder, 0))),
+             ("bare inference, batched", lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS)))]
+    for rep in range(reps):
+        # Interleaved, so a busy machine slows every side alike, and in an order rotated by one
+        # each rep, so every side runs in every position equally often (with --reps a multiple
+        # of the number of sides). A fixed order is not fair on a VM: what ran just before
+        # changes how fast fresh memory is (the module docstring).
+        shift = rep % len(sides)
+        for _, run in sides[shift:] + sides[:shift]:
+            run()
         click.echo(f"rep {rep + 1}/{reps}: check {checks[-1]['wall_s']:.2f} s; bare process "
                    f"{proc_whole[-1]['wall_s']:.2f} s whole-array, {proc_batched[-1]['wall_s']:.2f} s "
                    f"batched; bare inference {whole[-1]['wall_s']:.2f} s / {batched[-1]['wall_s']:.2f} s"
-                   f" (load {os.getloadavg()[0]:.1f})", err=True)
+                   + (f"; check of {compare_tree} {others[-1]['wall_s']:.2f} s" if compare_tree else "")
+                   + f" (load {os.getloadavg()[0]:.1f})", err=True)
     phases = json.loads(subprocess.run([sys.executable, __file__, "--phases-child", str(folder),
                                         "--condition", condition], env=CHILD_ENV,
                                        check=True, capture_output=True).stdout)
