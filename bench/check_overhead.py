@@ -346,21 +346,19 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
         compile_project(compare_tree)
     load_start = os.getloadavg()[0]
     checks, whole, batched, proc_whole, proc_batched, others = [], [], [], [], [], []
-    sides = [("bare process, whole array", lambda: proc_whole.append(run_bare_process(folder, 0))),
-             ("bare process, batched",
-              lambda: proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS))),
-             ("check", lambda: checks.append(run_check(folder))),
-             *([("check of --compare-tree", lambda: others.append(run_check(folder, compare_tree)))]
-               if compare_tree else []),
-             ("bare inference, whole array", lambda: whole.append(run_bare(folder, 0))),
-             ("bare inference, batched", lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS)))]
+    sides = [lambda: proc_whole.append(run_bare_process(folder, 0)),
+             lambda: proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS)),
+             lambda: checks.append(run_check(folder)),
+             *([lambda: others.append(run_check(folder, compare_tree))] if compare_tree else []),
+             lambda: whole.append(run_bare(folder, 0)),
+             lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))]
     for rep in range(reps):
         # Interleaved, so a busy machine slows every side alike, and in an order rotated by one
         # each rep, so every side runs in every position equally often (with --reps a multiple
         # of the number of sides). A fixed order is not fair on a VM: what ran just before
         # changes how fast fresh memory is (the module docstring).
         shift = rep % len(sides)
-        for _, run in sides[shift:] + sides[:shift]:
+        for run in sides[shift:] + sides[:shift]:
             run()
         click.echo(f"rep {rep + 1}/{reps}: check {checks[-1]['wall_s']:.2f} s; bare process "
                    f"{proc_whole[-1]['wall_s']:.2f} s whole-array, {proc_batched[-1]['wall_s']:.2f} s "
