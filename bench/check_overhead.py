@@ -161,7 +161,7 @@ def spawn(cmd: list[str], **kwargs) -> dict:
 
 #: Every child runs this tree's code (not whatever an editable install points at).
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-CHECK = [sys.executable, "-c", "from easeml_ci.cli import main; main()"]  # = the console script
+CHECK = [sys.executable, "-c", "from easeml_ci.cli import run; run()"]  # = the console script
 
 
 def run_check(folder: Path, tree: Path = ROOT) -> dict:

@@ -1,10 +1,14 @@
 """`easeml-ci plan` through click's CliRunner."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from easeml_ci.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args):
@@ -114,6 +118,33 @@ def test_start_up_imports_neither_requests_nor_scipy():
             "print(sorted(m for m in ('requests', 'scipy.special', 'scipy.stats') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_console_script_keeps_main_s_output_and_exit_code_and_skips_the_last_gc_pass(tmp_path):
+    """`easeml-ci` is cli.run: main's answer and exit code, then the objects left frozen (out of
+    the interpreter's last collection at exit, bench/check_overhead.py); atexit handlers still run."""
+    import subprocess
+    import sys
+    import tomllib
+
+    from easeml_ci.cli import run as console
+
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["easeml-ci"] == f"{console.__module__}:{console.__name__}"
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, gc, sys, pathlib; from easeml_ci.cli import run\n"
+            f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text(str(gc.get_freeze_count())))\n"
+            "sys.argv = ['easeml-ci', 'plan', '--condition', 'n > 0.8 +/- 0.05', '--reliability', '0.99']\n"
+            "run()")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # this tree's code, whatever is installed
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    direct = run("plan", "--condition", "n > 0.8 +/- 0.05", "--reliability", "0.99")
+    assert (out.returncode, out.stdout) == (direct.exit_code, direct.output), out.stderr
+    assert int(marker.read_text()) > 10_000  # frozen before the atexit handlers ran
+    bad = subprocess.run([sys.executable, "-c", code.replace("0.99", "1.5")], capture_output=True,
+                         text=True, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_a_check_imports_only_its_own_command_and_not_the_on_demand_path():
