@@ -156,13 +156,24 @@ def _synthetic_inputs(width: int, feature_dtype, input_dtype: np.dtype):
     non-negative integers for an integer input, which may index a table). Two batch sizes, so
     an output that does not follow the batch is seen; neither is 1, which some exports squeeze
     to a scalar."""
-    rng = np.random.default_rng(0)
     zeros_rows, random_rows = SYNTHETIC_ROWS
     yield "zeros", np.zeros((zeros_rows, width), dtype=feature_dtype)
+    bits = _random_words(2 * random_rows * width).reshape(2, random_rows, width)
     if input_dtype.kind in "iu":
-        yield "small integers", rng.integers(0, 4, size=(random_rows, width)).astype(feature_dtype)
-    else:
-        yield "standard normal values", rng.normal(size=(random_rows, width)).astype(feature_dtype)
+        yield "small integers", (bits[0] >> np.uint64(62)).astype(feature_dtype)  # 0..3
+    else:  # Box-Muller on two uniforms in (0, 1]
+        u, v = (((bits >> np.uint64(11)) + 1) * 2.0**-53)
+        normal = np.sqrt(-2.0 * np.log(u)) * np.cos(2.0 * np.pi * v)
+        yield "standard normal values", normal.astype(feature_dtype)
+
+
+def _random_words(count: int) -> np.ndarray:
+    """``count`` pseudo-random 64-bit words, the same on every run (the standard library's
+    Mersenne Twister, seeded 0). numpy.random would cost every check ~11 ms to import
+    (bench/check_overhead.py) for a handful of made-up rows."""
+    import random
+
+    return np.frombuffer(random.Random(0).randbytes(8 * count), dtype="<u8").astype(np.uint64)
 
 
 def _default_options(ort):

@@ -502,3 +502,32 @@ def test_bad_output_key_names_its_line_and_what_is_allowed(value, fragment):
         parse_config(f"condition: n > 0.8 +/- 0.05\nreliability: 0.99\noutput: {value}\n", where="g.yml")
     assert str(info.value).startswith("g.yml:3: key 'output': expected ")
     assert fragment in str(info.value), str(info.value)
+
+
+def test_preflight_s_made_up_rows_are_fixed_spread_and_need_no_numpy_random():
+    """Two batches (2 rows of zeros, 5 of made-up values), the same on every run; the values
+    look like features (standard normal, or each of 0..3 for an integer input), and making them
+    does not import numpy.random (~11 ms of every check's start, bench/check_overhead.py)."""
+    import os
+    import sys
+
+    from easeml_ci.models.onnx import SYNTHETIC_ROWS, _synthetic_inputs
+
+    width = 4_000
+    floats = dict(_synthetic_inputs(width, np.float32, np.dtype(np.float32)))
+    again = dict(_synthetic_inputs(width, np.float32, np.dtype(np.float32)))
+    assert [x.shape for x in floats.values()] == [(r, width) for r in SYNTHETIC_ROWS]
+    normal = floats["standard normal values"]
+    assert np.array_equal(normal, again["standard normal values"]) and np.isfinite(normal).all()
+    assert abs(normal.mean()) < 0.02 and abs(normal.std() - 1) < 0.02
+    assert 0.30 < np.mean(np.abs(normal) > 1) < 0.34  # P(|Z| > 1) = 0.317 for a normal Z
+    assert len({row.tobytes() for row in normal}) == SYNTHETIC_ROWS[1]  # rows differ
+    ints = dict(_synthetic_inputs(7, np.int64, np.dtype(np.int64)))["small integers"]
+    assert ints.dtype == np.int64 and set(np.unique(ints)) == {0, 1, 2, 3}
+    assert len({row.tobytes() for row in ints}) == SYNTHETIC_ROWS[1]
+    code = ("import sys, numpy as np; from easeml_ci.models.onnx import _synthetic_inputs; "
+            "list(_synthetic_inputs(20, np.float32, np.dtype(np.float32))); "
+            "print('numpy.random' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "False"
