@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -364,7 +365,13 @@ class MeanTest:
         return float(np.min(np.maximum(bennett, hoeffding)))
 
     def design(self, a: float, b: float, delta: float) -> Design:
-        """Smallest N and its cutoff for ``E <= a`` vs ``E >= b`` at error ``delta`` per side."""
+        """Smallest N and its cutoff for ``E <= a`` vs ``E >= b`` at error ``delta`` per side.
+
+        A pure function of the test and its arguments, remembered: planning a check and deciding
+        it ask for the same design (each costs ~4 ms of bisection over the bound)."""
+        return _remembered_design(self, a, b, delta)
+
+    def _bisect_design(self, a: float, b: float, delta: float) -> Design:
         if a < self.low:
             return Design(0, -math.inf)
         if b > self.high:
@@ -391,3 +398,8 @@ class MeanTest:
         """The larger of the two bounded error probabilities of "pass iff mean >= c" on n examples."""
         g = min(self.upper_exponent(a, c), self.lower_exponent(b, c))
         return math.exp(-n * g)
+
+
+@lru_cache(maxsize=1024)
+def _remembered_design(test: MeanTest, a: float, b: float, delta: float) -> Design:
+    return test._bisect_design(a, b, delta)
