@@ -14,7 +14,6 @@ mappings in any order::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass, field
@@ -301,6 +300,8 @@ SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
 
 
 def _suggest(key: str, known) -> str:
+    import difflib  # here: only a mistake needs it
+
     close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"{hint}; known keys: {', '.join(sorted(known))}"
