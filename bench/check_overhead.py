@@ -161,7 +161,8 @@ def spawn(cmd: list[str], **kwargs) -> dict:
 
 #: Every child runs this tree's code (not whatever an editable install points at).
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-CHECK = [sys.executable, "-c", "from easeml_ci.cli import run; run()"]  # = the console script
+#: The console script (cli.run; cli.main in a --compare-tree checkout from before 2026-12-07).
+CHECK = [sys.executable, "-c", "import easeml_ci.cli as cli; getattr(cli, 'run', cli.main)()"]
 
 
 def run_check(folder: Path, tree: Path = ROOT) -> dict:
