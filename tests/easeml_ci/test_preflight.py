@@ -525,9 +525,10 @@ def test_preflight_s_made_up_rows_are_fixed_spread_and_need_no_numpy_random():
     ints = dict(_synthetic_inputs(7, np.int64, np.dtype(np.int64)))["small integers"]
     assert ints.dtype == np.int64 and set(np.unique(ints)) == {0, 1, 2, 3}
     assert len({row.tobytes() for row in ints}) == SYNTHETIC_ROWS[1]
-    code = ("import sys, numpy as np; from easeml_ci.models.onnx import _synthetic_inputs; "
+    code = ("import sys, numpy as np; before = 'numpy.random' in sys.modules; "  # numpy < 2 loads it
+            "from easeml_ci.models.onnx import _synthetic_inputs; "
             "list(_synthetic_inputs(20, np.float32, np.dtype(np.float32))); "
-            "print('numpy.random' in sys.modules)")
+            "print(not before and 'numpy.random' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "False"
