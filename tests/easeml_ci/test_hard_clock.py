@@ -323,17 +323,18 @@ def test_a_registration_without_the_clock_stays_valid_on_a_runner(tmp_path, monk
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------
 
+def _stat(pid) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command's name (state, parent, ...); None when
+    the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (fields := _stat(entry)) is not None and int(fields[1]) == pid]
 
 
 def _gone_within(pid: int, seconds: float) -> bool:
@@ -343,11 +344,8 @@ def _gone_within(pid: int, seconds: float) -> bool:
     would go on for minutes (the MatMul)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
+        fields = _stat(pid)
+        if fields is None or fields[0] in ("Z", "X"):
             return True
         time.sleep(0.05)
     return False
