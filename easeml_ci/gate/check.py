@@ -117,7 +117,7 @@ def run_check(config, new: str, old: str | None, testset: str | None, *,
     if steps.labelled_on_demand(gate, state):  # registered just now, as labelled on demand
         return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store)
     reserved = steps.reserve(gate, state, details=steps.public_details(gate))
-    ts = steps.open_testset(gate)
+    ts = steps.open_testset(gate, state)
     if isinstance(ts, UnlabelledTestSet):  # encrypted, registered before "labels" was noted
         return _on_demand().run(gate, state, underpowered=underpowered, store_path=label_store,
                                 opened=ts, reserved=reserved, pull_request=pull_request)

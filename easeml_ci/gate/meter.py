@@ -79,7 +79,7 @@ def run_meter(config, model: str, validation: str, testset: str | None = None, *
         steps.require_rows(gate, len(known), plan.test_examples, too_small)
     steps.register_if_new(gate, state)
     reserved = steps.reserve(gate, state, details={"new": gate.new})
-    ts = steps.open_testset(gate)
+    ts = steps.open_testset(gate, state)
     steps.require_rows(gate, len(ts), plan.test_examples, too_small)
     outputs = steps.evaluate(gate, ts)
     label = plan.label(decide(plan, v, ts.y, outputs))

@@ -86,7 +86,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, underpowered: bool, store
             reserved = steps.reserve(gate, state, details=steps.public_details(gate, pair=pair))
     else:
         secret = steps.order_secret(gate, state)
-    ts = opened if opened is not None else steps.open_testset(gate)
+    ts = opened if opened is not None else steps.open_testset(gate, state)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
     store = steps.open_label_store(gate, ts, store_path)
     y, known_rows = store.label_vector()

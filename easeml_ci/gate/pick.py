@@ -82,7 +82,7 @@ def run_pick(config, models: list[str], testset: str | None = None, *,
     reserved = (steps.reserve(gate, state, details={"models": list(gate.specs.values()),
                                                     "pair": digest})
                 if earlier is None else None)
-    ts = steps.open_testset(gate)
+    ts = steps.open_testset(gate, state)
     unlabelled = isinstance(ts, UnlabelledTestSet)
     store = steps.open_label_store(gate, ts, label_store) if unlabelled else None
     labels, known = store.label_vector() if store else (ts.y, np.ones(len(ts), dtype=bool))

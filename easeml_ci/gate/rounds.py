@@ -132,7 +132,7 @@ def run(gate: steps.Gate, state: steps.LedgerState, *, store_path=None, opened=N
         if pull_request and pull_request.get(key) is not None:
             public["pr" if key == "number" else "head_sha"] = pull_request[key]
     reserved = steps.reserve(gate, state, details=steps.public_details(gate, **public))
-    ts = opened if opened is not None else steps.open_testset(gate)
+    ts = opened if opened is not None else steps.open_testset(gate, state)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
     labels = steps.open_label_store(gate, ts, store_path)
     y, known = labels.label_vector()
@@ -297,7 +297,7 @@ def _open_for_decisions(gate: steps.Gate, state: steps.LedgerState, label_store)
     opened), the pending store, the test set, its admissible plan and the labels present."""
     secret = steps.order_secret(gate, state)
     store = pending_store(gate, label_store)
-    ts = steps.open_testset(gate)
+    ts = steps.open_testset(gate, state)
     plan = admissible_plan(gate.cfg, ts, gate.testset.given)
     y, known = steps.open_label_store(gate, ts, label_store).label_vector()
     return _Opened(store, ts, plan, y, known, reading_order.permutation(secret, len(ts)))

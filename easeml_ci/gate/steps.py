@@ -277,14 +277,20 @@ def alert_if_spent(gate: Gate, ledger: Ledger, budget: Budget) -> dict | None:
 
 # --- open: the test set, once ------------------------------------------------------------------
 
-def open_testset(gate: Gate) -> TestSet | UnlabelledTestSet:
-    """Decrypt (or hand over) the test set; only after the step is reserved (:func:`reserve`)."""
+def open_testset(gate: Gate, state: LedgerState) -> TestSet | UnlabelledTestSet:
+    """Decrypt (or hand over) the test set; only after the step is reserved (:func:`reserve`),
+    or for the owner's registration (:func:`register_if_new`).
+
+    An encrypted test set that is registered is not hashed again: its fingerprint is its
+    header's, which AES-GCM binds into every chunk under the owner's key, and its registration
+    re-hashed the plaintext (docs/threat-model.md, row 9b). One being registered
+    is re-hashed, and refused if its header claims another fingerprint."""
     if gate.opened is not None:  # the owner's registration opened it (register_if_new)
         ts, gate.opened = gate.opened, None
         return ts
     if gate.testset.encrypted:
         gate.progress(f"loading test set {gate.testset.given}")
-    return gate.testset.load()
+    return gate.testset.load(trust_header=state.registration is not None)
 
 
 def locate_label_store(gate: Gate, store_path=None) -> Path:
@@ -323,7 +329,7 @@ def register_if_new(gate: Gate, state: LedgerState,
         return
     ts = gate.testset.peek()
     if ts is None:
-        ts = gate.opened = open_testset(gate)
+        ts = gate.opened = open_testset(gate, state)
     if admissible is not None:
         admissible(ts)
     pinned = registration_note(ts) if isinstance(ts, UnlabelledTestSet) else {

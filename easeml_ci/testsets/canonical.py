@@ -195,15 +195,17 @@ class CanonicalAssembler:
     One pass over the bytes: the buffers are not zero-filled first (every byte of them is
     written by a chunk; the total size is checked against the header line), and a chunk
     decrypted in place is hashed on a worker thread while the next one is read and decrypted
-    (:class:`OrderedHasher`); :meth:`hexdigest` waits for the hashing to end.
+    (:class:`OrderedHasher`); :meth:`hexdigest` waits for the hashing to end. ``rehash=False``
+    hashes nothing (a registered test set's check: see :func:`.readers.load_encrypted`), and
+    :meth:`hexdigest` is then None.
     """
 
     _MAX_PREAMBLE = 4096
 
-    def __init__(self, header: crypto.EncryptedHeader, source: Path):
+    def __init__(self, header: crypto.EncryptedHeader, source: Path, *, rehash: bool = True):
         self.total = header.plaintext_bytes
         self.source = source
-        self.hasher = OrderedHasher()
+        self.hasher = OrderedHasher() if rehash else None
         self.head = bytearray()
         self.meta: tuple | None = None  # (X dtype, X shape, y dtype, y shape)
         self.buffers: dict[str, np.ndarray] = {}
@@ -228,10 +230,12 @@ class CanonicalAssembler:
 
     def accept(self, offset: int, data: memoryview, in_place: bool) -> None:
         if in_place:  # its bytes stay where they are: hash them beside the next chunk's work
-            start, _, view = self._region(offset, len(data))
-            self.hasher.hand_over(view, offset - start, offset - start + len(data))
+            if self.hasher is not None:
+                start, _, view = self._region(offset, len(data))
+                self.hasher.hand_over(view, offset - start, offset - start + len(data))
             return
-        self.hasher.hash_here(data)  # a scratch chunk is reused: hashed now, after those before
+        if self.hasher is not None:  # a scratch chunk is reused: hashed now, after those before
+            self.hasher.hash_here(data)
         pos = 0
         while pos < len(data):
             if self.meta is None:
@@ -258,13 +262,15 @@ class CanonicalAssembler:
             else:
                 raise self._bad("more bytes than its header line describes")
 
-    def hexdigest(self) -> str:
-        """The fingerprint of every byte accepted so far (waits for the worker's hashing)."""
-        return self.hasher.hexdigest()
+    def hexdigest(self) -> str | None:
+        """The fingerprint of every byte accepted so far (waits for the worker's hashing), or
+        None when nothing was hashed."""
+        return None if self.hasher is None else self.hasher.hexdigest()
 
     def close(self) -> None:
         """End the hashing worker (after an error too: nothing is left running)."""
-        self.hasher.close()
+        if self.hasher is not None:
+            self.hasher.close()
 
     def _lay_out(self) -> None:
         head = bytes(self.head)

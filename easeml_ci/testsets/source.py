@@ -58,12 +58,16 @@ class TestSetSource:
             return None
         return crypto.key_from_env(self.key_env, purpose=f"needed to decrypt the test set {self.given}")
 
-    def load(self) -> "TestSet | UnlabelledTestSet":
-        """Decrypt (or hand over) the content; the source keeps no copy afterwards."""
+    def load(self, *, trust_header: bool = False) -> "TestSet | UnlabelledTestSet":
+        """Decrypt (or hand over) the content; the source keeps no copy afterwards.
+
+        ``trust_header``: an encrypted test set's fingerprint is its authenticated header's,
+        not hashed again (a registered test set, whose registration re-hashed it:
+        :func:`.readers.load_encrypted`)."""
         if not self.encrypted:  # read (and fingerprinted) once, handed over as it is
             ts, self._plain = self._read_plain(), None
             return ts
-        ts = load_encrypted(self.path, self.key_env)
+        ts = load_encrypted(self.path, self.key_env, rehash=not trust_header)
         if ts.fingerprint != self.header.fingerprint:  # cannot happen for an authentic file
             raise InputError(f"test set {self.given}: its content does not match the "
                              "fingerprint its header claims; refusing it")

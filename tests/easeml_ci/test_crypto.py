@@ -383,3 +383,98 @@ def test_the_ordered_hasher_raises_a_worker_failure_on_the_callers_thread():
     with pytest.raises(TypeError):
         hasher.hexdigest()
     assert not [t for t in threading.enumerate() if t.name == "easeml-hash"]
+
+
+# --- a registered test set's check: its fingerprint from the authenticated header ------------------
+
+def _gate_folder(tmp_path, key, *, fingerprint=None):
+    """A gate folder with an encrypted 1,000-row test set (its header claiming ``fingerprint``
+    when given), a right and a wrong prediction file and a config."""
+    from easeml_ci.testsets import canonical
+
+    X, y = arrays(rows=1000, features=3, seed=5, classes=2)
+    ts = canonical.testset_from_arrays(X, y, "ts")
+    if fingerprint is None:
+        encrypt_testset(ts, tmp_path / "ts.enc", base64.urlsafe_b64decode(key))
+    else:
+        _encrypt_raw(tmp_path / "ts.enc", canonical.canonical_parts(ts.X, ts.y), key, fingerprint)
+    np.save(tmp_path / "good.npy", ts.y)
+    (tmp_path / ".easeml.yml").write_text("condition: n > 0.6 +/- 0.1\nreliability: 0.9\nsteps: 4\n")
+    return ts
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """How many byte spans the test-set readers hash (on the worker or in place)."""
+    from easeml_ci.testsets import canonical
+
+    spans = []
+    hand_over, hash_here = canonical.OrderedHasher.hand_over, canonical.OrderedHasher.hash_here
+
+    def counted_hand_over(self, buffer, start, end):
+        spans.append(end - start)
+        return hand_over(self, buffer, start, end)
+
+    def counted_hash_here(self, data):
+        spans.append(len(data))
+        return hash_here(self, data)
+
+    monkeypatch.setattr(canonical.OrderedHasher, "hand_over", counted_hand_over)
+    monkeypatch.setattr(canonical.OrderedHasher, "hash_here", counted_hash_here)
+    return spans
+
+
+def test_a_registered_test_sets_check_does_not_hash_it_again_and_its_registration_did(
+        tmp_path, key, hashed):
+    from easeml_ci.gate.check import run_check
+
+    ts = _gate_folder(tmp_path, key)
+    size = crypto.read_header(tmp_path / "ts.enc").plaintext_bytes
+    first = run_check(tmp_path / ".easeml.yml", "good.npy", None, "ts.enc", workdir=tmp_path)
+    assert sum(hashed) == size  # registering it (register=True, a new test set) hashed every byte
+    hashed.clear()
+    second = run_check(tmp_path / ".easeml.yml", "good.npy", None, "ts.enc", workdir=tmp_path,
+                       register=False)
+    assert hashed == []
+    assert (first.verdict, second.verdict) == ("pass", "pass")
+    assert first.fingerprint == second.fingerprint == ts.fingerprint
+    assert second.budget.used == 2
+
+
+def test_a_header_that_lies_about_the_fingerprint_is_refused_before_it_is_registered(tmp_path, key):
+    from easeml_ci.gate.check import run_check
+
+    _gate_folder(tmp_path, key, fingerprint="f" * 64)
+    with pytest.raises(InputError, match="does not match the fingerprint"):
+        run_check(tmp_path / ".easeml.yml", "good.npy", None, "ts.enc", workdir=tmp_path)
+    assert not (tmp_path / ".easeml").exists()  # no ledger: nothing registered, nothing spent
+    result = cli(["testset", "register", str(tmp_path / "ts.enc"), "--config",
+                  str(tmp_path / ".easeml.yml")], env={KEY_ENV: key})
+    assert result.exit_code == 2 and "does not match the fingerprint" in result.stderr
+
+
+def test_a_registered_test_set_changed_on_disk_is_refused_without_the_re_hash(tmp_path, key):
+    from easeml_ci.gate.check import run_check
+
+    _gate_folder(tmp_path, key)
+    run_check(tmp_path / ".easeml.yml", "good.npy", None, "ts.enc", workdir=tmp_path)
+    enc = tmp_path / "ts.enc"
+    raw = bytearray(enc.read_bytes())
+    raw[-40] ^= 1  # one bit of the last chunk's ciphertext
+    enc.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="failed authentication"):
+        run_check(tmp_path / ".easeml.yml", "good.npy", None, "ts.enc", workdir=tmp_path,
+                  register=False)
+
+
+def test_load_encrypted_without_the_re_hash_gives_the_same_test_set(tmp_path, plain, key, hashed):
+    from easeml_ci.testsets import load_encrypted
+
+    enc = tmp_path / "t.enc"
+    original = _encrypt(plain, enc, key, chunk_bytes=256)
+    hashed.clear()
+    trusted = load_encrypted(enc, KEY_ENV, rehash=False)
+    assert hashed == []
+    assert trusted.fingerprint == original.fingerprint
+    assert np.array_equal(trusted.X, original.X) and np.array_equal(trusted.y, original.y)
+    assert not [t for t in threading.enumerate() if t.name == "easeml-hash"]
