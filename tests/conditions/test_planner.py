@@ -374,3 +374,37 @@ def test_binomial_tails_match_scipy_stats():
             k = np.arange(-2, n + 3)
             assert np.allclose(binomial_sf(k, n, p), stats.binom.sf(k, n, p), rtol=1e-9, atol=1e-290)
             assert np.allclose(binomial_cdf(k, n, p), stats.binom.cdf(k, n, p), rtol=1e-9, atol=1e-290)
+
+
+@pytest.mark.parametrize("condition", [
+    "n - o > 0.01 +/- 0.01",          # a mean test, weights +-1
+    "n > 0.8 +/- 0.05",               # an exact binomial test of n
+    "d < 0.1 +/- 0.05",               # an exact binomial test of 1 - d
+    "0.3 * n - 0.7 * o > -0.2 +/- 0.05",  # weights that are not multiples of a power of two
+    "(n + o) / 3 > 0.5 +/- 0.05",
+    "n - o > 0.01 +/- 0.02 and d < 0.3 +/- 0.05",
+])
+@pytest.mark.parametrize("mode", ["fp-free", "fn-free"])
+def test_deciding_from_counts_gives_the_verdicts_of_the_per_example_statistic(condition, mode):
+    """Plan.decide counts n, o and d (ClausePlan.answer_outcomes) instead of building each
+    clause's per-example statistic: the same answers, and the same estimate (exactly where the
+    weights are dyadic), on test sets near each clause's cutoffs and far from them."""
+    p = plan(condition, reliability=0.99, mode=mode, adaptivity="full", steps=4)
+    rng = np.random.default_rng(5)
+    m = p.test_examples + 37  # more rows than the plan needs: the tests read their prefix
+    agreed = 0
+    for accuracy_new, accuracy_old in [(0.9, 0.9), (0.9, 0.89), (0.95, 0.6), (0.5, 0.9), (0.81, 0.8)]:
+        y = rng.integers(0, 3, m)
+        new = np.where(rng.random(m) < accuracy_new, y, (y + 1) % 3)
+        old = np.where(rng.random(m) < accuracy_old, y, (y + rng.integers(1, 3, m)) % 3)
+        outcomes = conditions.Outcomes.from_predictions(y, new, old)
+        for clause in p.clauses:
+            counted = clause.answer_outcomes(outcomes)
+            per_example = clause.answer(clause.statistic_of(outcomes.n, outcomes.o, outcomes.d))
+            assert (counted.answer, counted.passed) == (per_example.answer, per_example.passed)
+            if all(float(w * 2 ** 10).is_integer() for w in clause.compiled.weights):
+                assert counted.estimate == per_example.estimate
+            else:
+                assert counted.estimate == pytest.approx(per_example.estimate, abs=1e-12)
+            agreed += counted.answer != "unknown"
+    assert agreed > 0  # some answers were decided, not all "unknown"
