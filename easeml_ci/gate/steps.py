@@ -28,12 +28,14 @@ from ..models import (GIT_PREFIX, TestSetSchema, evaluate_on_testset, locate, pr
                       runs_on_testset)
 from ..models import clock as evaluation_clock
 from ..testsets import TestSet, TestSetSource, UnlabelledTestSet
-from . import alert, private_sink, reading_order
+from . import reading_order
 from .registration import (ON_DEMAND, check_pinned, check_underpowered, ledger_key, ledger_name,
                            pinned_terms, registration_note, testset_schema)
 
-if TYPE_CHECKING:  # loaded by the steps that open one: a labelled check never does
+if TYPE_CHECKING:  # loaded by the steps that use them: a labelled check without a private
+    # sink opens no label store, and raises no alert until its budget is spent
     from ..testsets.labels import LabelStore
+    from .private_sink import PrivateSink
 
 Progress = Callable[[str], None]
 
@@ -59,10 +61,12 @@ def resolve(spec: str, workdir: Path) -> Path:
     return path if path.is_absolute() else workdir / path
 
 
-def validate_sink(cfg: GateConfig, workdir: Path, *, needed: bool) -> private_sink.PrivateSink | None:
+def validate_sink(cfg: GateConfig, workdir: Path, *, needed: bool) -> PrivateSink | None:
     """The private sink, refused up front if the team could read it (needed under `none`)."""
     if not needed and not cfg.private_sink:
         return None
+    from . import private_sink
+
     return private_sink.validate(cfg.private_sink, workdir, cfg.line("private_sink"))
 
 
@@ -139,7 +143,7 @@ class Gate:
     testset: TestSetSource
     specs: dict[str, str]          # role -> the model as given (a path from workdir, or git:)
     models: dict                   # role -> the model preflight opened
-    sink: private_sink.PrivateSink | None
+    sink: PrivateSink | None
     workdir: Path
     progress: Progress = field(default=lambda _message: None)
     next_step: str | None = None   # the alert's request, when not the gate's `testset register`
@@ -259,6 +263,8 @@ def admit(gate: Gate, state: LedgerState, *, spends_step: bool = True) -> Budget
 
 def new_testset_alert(gate: Gate, ledger: Ledger, budget: Budget) -> dict:
     """The new-test-set alert for a spent or retired budget, dispatched once per event."""
+    from . import alert
+
     return alert.raise_alert(
         cfg=gate.cfg, plan=gate.plan, budget=budget, ledger=ledger, workdir=gate.workdir,
         models={"new": gate.new, "old": gate.old}, progress=gate.progress,
