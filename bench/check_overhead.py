@@ -4,9 +4,9 @@
 Builds (once, cached under bench/out/check_overhead/; 1-2 minutes) a 1,000,000-row test set,
 encrypts it, and trains two scikit-learn models exported to ONNX. Then, interleaved, it runs
 
-* the full ``easeml-ci check --json`` as a subprocess against a fresh ledger (interpreter start,
-  imports, decrypt in memory, fingerprint, ledger, both models, decision, commit, exit), timed
-  from outside;
+* the full ``easeml-ci check --json`` as a subprocess against a fresh copy of a ledger in which
+  the test set is registered, as it is for every pull request's check (interpreter start,
+  imports, ledger, decrypt in memory, both models, decision, commit, exit), timed from outside;
 * the **bare process** (the baseline since 2026-12-07): what a user without the gate would run,
   also timed from outside: a fresh interpreter that imports numpy and onnxruntime, loads the
   plaintext ``.npz``, makes a default session per model and runs it on the whole array, or in the
@@ -165,14 +165,47 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CHECK = [sys.executable, "-c", "import easeml_ci.cli as cli; getattr(cli, 'run', cli.main)()"]
 
 
+def _check_env(folder: Path, tree: Path) -> dict:
+    return dict(CHILD_ENV, PYTHONPATH=str(tree), **{KEY_ENV: (folder / "key.txt").read_text().strip()})
+
+
+def _write_config(work: Path) -> Path:
+    config = work / ".easeml.yml"
+    config.write_text(f'condition: "{CONDITION}"\nreliability: {RELIABILITY}\n'
+                      f"mode: fp-free\nadaptivity: {ADAPTIVITY}\nsteps: {STEPS}\n")
+    return config
+
+
+_REGISTERED: dict[Path, Path] = {}
+
+
+def registered_ledger(folder: Path, tree: Path) -> Path:
+    """A ``.easeml`` folder whose ledger has the test set registered by ``tree``'s own
+    ``testset register`` (made once per tree, untimed; every check gets a fresh copy)."""
+    if tree not in _REGISTERED:
+        work = Path(tempfile.mkdtemp(prefix="check-overhead-ledger-"))
+        config = _write_config(work)
+        done = subprocess.run([*CHECK, "testset", "register", str(folder / "testset.enc"),
+                               "--config", str(config), "--key-env", KEY_ENV],
+                              cwd=work, env=_check_env(folder, tree), capture_output=True)
+        if done.returncode != 0:
+            raise SystemExit(f"testset register exited {done.returncode}: "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+        _REGISTERED[tree] = work / ".easeml"
+    return _REGISTERED[tree]
+
+
 def run_check(folder: Path, tree: Path = ROOT) -> dict:
-    """The full command line, in a fresh working directory (fresh ledger), timed from outside;
-    ``tree``: whose code (``--compare-tree``: another checkout, for a before/after figure)."""
-    env = dict(CHILD_ENV, PYTHONPATH=str(tree), **{KEY_ENV: (folder / "key.txt").read_text().strip()})
+    """The full command line, in a fresh working directory (a fresh copy of the ledger with the
+    test set registered), timed from outside; ``tree``: whose code (``--compare-tree``: another
+    checkout, for a before/after figure)."""
+    import shutil
+
+    env = _check_env(folder, tree)
+    ledger = registered_ledger(folder, tree)
     with tempfile.TemporaryDirectory(prefix="check-overhead-") as work:
-        config = Path(work) / ".easeml.yml"
-        config.write_text(f'condition: "{CONDITION}"\nreliability: {RELIABILITY}\n'
-                          f"mode: fp-free\nadaptivity: {ADAPTIVITY}\nsteps: {STEPS}\n")
+        config = _write_config(Path(work))
+        shutil.copytree(ledger, Path(work) / ".easeml")
         cmd = [*CHECK, "check", "--config", str(config), "--new", str(folder / "new.onnx"),
                "--old", str(folder / "old.onnx"), "--testset", str(folder / "testset.enc"),
                "--key-env", KEY_ENV, "--json"]
@@ -282,11 +315,13 @@ def phases_child(folder: Path) -> None:
     from easeml_ci import cli  # noqa: F401
     from easeml_ci.gate import check  # noqa: F401
     from easeml_ci.models import load_predictions
-    from easeml_ci.testsets import load_testset
+    from easeml_ci.testsets import load_encrypted
     mark("imports (interpreter already up)")
     os.environ[KEY_ENV] = (folder / "key.txt").read_text().strip()
-    ts = load_testset(folder / "testset.enc", key_env=KEY_ENV)
-    mark("read + decrypt + fingerprint the test set")
+    load_encrypted(folder / "testset.enc", KEY_ENV)
+    mark("read + decrypt + fingerprint the test set (registering it)")
+    ts = load_encrypted(folder / "testset.enc", KEY_ENV, rehash=False)
+    mark("read + decrypt the test set (a registered one's check: the header's fingerprint)")
     new = load_predictions(str(folder / "new.onnx"), ts)
     mark("new model: session + batched inference")
     old = load_predictions(str(folder / "old.onnx"), ts)
