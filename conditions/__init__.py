@@ -22,7 +22,7 @@ from .planner import (
     query_count,
     validate_parameters,
 )
-from .pick import PickResult, pair_alphas, pick, pick_queries, pick_reliability
+from .best_of_k import PickResult, pair_alphas, pick, pick_queries, pick_reliability
 from .rounds import RoundVerdict, decide_at_round_end
 from .sequential import (FormulaDecision, SequentialClause, SequentialDecision, SequentialPlan,
                          sequential_plan)

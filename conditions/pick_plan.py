@@ -5,7 +5,7 @@ certificate on the labels it has). Under ``adaptivity: none`` the team sees no a
 set serving ``steps`` picks splits delta over those ``steps`` (a union bound over the picks).
 Under ``full`` every answer is released, and a team's next set of candidates may depend on every
 answer so far: the union bound runs over the reachable nodes of the transcript tree, which is
-``(candidates + 1)``-ary (:func:`conditions.pick.pick_queries`), so ``candidates`` is the most
+``(candidates + 1)``-ary (:func:`conditions.best_of_k.pick_queries`), so ``candidates`` is the most
 models any one pick may compare and is fixed at registration.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import PlanError
-from .pick import pick_queries
+from .best_of_k import pick_queries
 
 ADAPTIVITIES = ("none", "full")
 MIN_DELTA = 1e-15  # below this, 1 - delta rounds to 1 in double precision: no pick could certify

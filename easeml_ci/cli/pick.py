@@ -62,7 +62,7 @@ def _plan(config_path: str, as_json: bool) -> str:
     import dataclasses
 
     from conditions import PlanError
-    from conditions.pick import pair_alphas
+    from conditions.best_of_k import pair_alphas
 
     from ..config import load_config
 

@@ -1,7 +1,7 @@
 """Pick the best of k models on fresh data: the shared steps with a certified ``decide``.
 
 The test set is usually labelled on demand (features and row ids; labels arrive with
-``easeml-ci testset label``); :func:`conditions.pick.pick` reads its rows in the secret order
+``easeml-ci testset label``); :func:`conditions.pick` reads its rows in the secret order
 fixed at registration (:mod:`.reading_order`), asks for labels only where surviving candidates disagree, and certifies a pick
 at the plan's per-pick reliability (:class:`conditions.pick_plan.PickPlan`).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conditions.pick import pick as certify
+from conditions.best_of_k import pick as certify
 
 from ..errors import ConfigError, UsageError
 from ..models.digest import models_digest

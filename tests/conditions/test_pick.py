@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 import conditions
-import importlib
+from conditions import best_of_k as pick_module
 from conditions import pick, pick_queries, pick_reliability
-
-pick_module = importlib.import_module("conditions.pick")  # the module; conditions.pick is the function
-from conditions.pick import StakeMixture, pair_alphas
+from conditions.best_of_k import StakeMixture, pair_alphas
 from conditions.sequential import row_order, transcript_queries
 
 SEED = 20261207
