@@ -22,11 +22,34 @@ from .planner import (
     query_count,
     validate_parameters,
 )
-from .best_of_k import PickResult, pair_alphas, pick, pick_queries, pick_reliability
-from .rounds import RoundVerdict, decide_at_round_end
-from .sequential import (FormulaDecision, SequentialClause, SequentialDecision, SequentialPlan,
-                         sequential_plan)
 from .zones import ImpossibleCondition, check_formula
+
+#: Names of the statistics that only some answers use (labels on demand, rounds, the best of k),
+#: loaded on first use: a labelled check never imports them (~4 ms of its start).
+_LAZY = {
+    "PickResult": "best_of_k", "pair_alphas": "best_of_k", "pick": "best_of_k",
+    "pick_queries": "best_of_k", "pick_reliability": "best_of_k",
+    "RoundVerdict": "rounds", "decide_at_round_end": "rounds",
+    "FormulaDecision": "sequential", "SequentialClause": "sequential",
+    "SequentialDecision": "sequential", "SequentialPlan": "sequential",
+    "sequential_plan": "sequential",
+}
+
+
+def __getattr__(name: str):
+    """PEP 562: a name of :data:`_LAZY`, imported from its module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "ADAPTIVITIES", "METHODS", "MODES", "VARIABLES",

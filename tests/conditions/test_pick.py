@@ -221,3 +221,18 @@ def test_any_label_type_and_labels_no_model_predicts():
     as_str = pick(p.astype(str), y.astype(str), np.ones(2000, bool), 0.9, order=order)
     assert as_int.pick == as_str.pick == 0
     assert as_int.labels_used == as_str.labels_used
+
+
+def test_conditions_pick_is_the_function_whatever_was_imported_first():
+    """The package loads its rarer statistics on first use (PEP 562); importing the module
+    first no longer turns ``conditions.pick`` into a module, and every lazy name is listed."""
+    import subprocess
+    import sys
+
+    code = ("import conditions.best_of_k, conditions; import inspect; "
+            "print(inspect.isfunction(conditions.pick), conditions.pick is conditions.best_of_k.pick, "
+            "sorted(set(conditions.__all__) - set(dir(conditions))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "[]"]
+    with pytest.raises(AttributeError, match="no attribute 'picks'"):
+        conditions.picks  # noqa: B018

@@ -158,11 +158,13 @@ def test_a_check_imports_only_its_own_command_and_not_the_on_demand_path():
     import sys
 
     # Nor the modules only a rarer path needs (git: models, a mistake's suggestion, .npz files,
-    # preflight's old generator, the private sink, the new-test-set alert and its redaction; a
-    # few ms each of every check's start). numpy before 2.0 loads numpy.random itself, so only
+    # preflight's old generator, the private sink, the new-test-set alert and its redaction,
+    # the statistics of labels on demand, rounds and the best of k; a few ms each of every
+    # check's start). numpy before 2.0 loads numpy.random itself, so only
     # what the gate adds counts.
     code = ("import sys, numpy; rare = ('subprocess', 'difflib', 'zipfile', 'numpy.random', "
-            "'easeml_ci.gate.private_sink', 'easeml_ci.gate.alert', 'easeml_ci.redact'); "
+            "'easeml_ci.gate.private_sink', 'easeml_ci.gate.alert', 'easeml_ci.redact', "
+            "'conditions.sequential', 'conditions.rounds', 'conditions.best_of_k'); "
             "before = set(sys.modules); from easeml_ci.cli import main; "
             "cmd = main.get_command(None, 'check'); import easeml_ci.gate.check, easeml_ci.models.child; "
             "print(sorted(m for m in sys.modules if m.startswith('easeml_ci.cli.') "
