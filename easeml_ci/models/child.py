@@ -7,9 +7,11 @@ so the ONNX models run in one, forked from the gate once the test set is open:
 * the test set reaches the child by ``fork`` (copy-on-write pages: nothing is pickled or
   copied through a pipe, whatever its size), and the predictions come back through an
   anonymous shared-memory file (``memfd``; an unlinked temporary file where there is none):
-  a JSON header (the status, each array's dtype and shape) and the arrays' raw bytes, which the
-  gate maps copy-on-write (no pickle, no archive, no copy: 1M-row predictions come back in
-  microseconds, where an ``.npz`` cost ~40 ms of CRCs and copies);
+  each model's raw labels, written batch by batch as they are decoded (:class:`_Streamed`:
+  the child never holds them all), then a JSON header (the status, each array's dtype, shape
+  and offset). The gate maps the file copy-on-write: no pickle, no archive, no copy. An
+  ``.npz`` cost ~40 ms of CRCs and copies at 1M rows, and joining the labels in the child
+  before writing them ~12 ms;
 * the child builds each model's session afresh (the parent's onnxruntime thread pool does not
   survive a fork: the inherited session would run on one thread), caps its memory as the gate
   did (:mod:`.memory`), ignores SIGINT (the gate decides what Ctrl-C does), dies with the gate
@@ -42,7 +44,7 @@ import threading
 import numpy as np
 
 from ..errors import ModelFailedOnTestSet
-from .onnx import OnnxModel
+from .onnx import OnnxModel, Pieces
 
 __all__ = ["ISOLATED", "predictions_on_testset"]
 
@@ -50,7 +52,7 @@ __all__ = ["ISOLATED", "predictions_on_testset"]
 ISOLATED = hasattr(os, "fork")
 
 _DONE = 255  # the byte after the models' indices (0..254)
-_ALIGN = 64  # each array's bytes start at a multiple of this in the shared file
+_ALIGN = mmap.ALLOCATIONGRANULARITY  # each array starts at a page (a stream is mapped there)
 
 
 def predictions_on_testset(models: dict, testset, *, clock=None) -> dict:
@@ -137,20 +139,100 @@ def _read_result(fd: int, roles: list, models: dict, testset) -> dict:
     return dict(zip(roles, arrays))
 
 
+class _ResultFile:
+    """The child's side of the shared file: each array's bytes at an offset aligned to a page,
+    written whole (:meth:`add`) or batch by batch as a model decodes them (:meth:`stream`), then
+    the JSON header (``status``; each array's dtype, shape and offset), whose offset and length
+    the file's first 16 bytes give (:func:`_read_arrays`)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.end, self.layout = fd, _ALIGN, []
+        self._streamed: list[tuple[np.ndarray, dict]] = []
+
+    def stream(self) -> "_Streamed":
+        """Where the next model's batches go (``OnnxModel.predictions(into=...)``)."""
+        return _Streamed(self, self.end)
+
+    def add(self, array: np.ndarray) -> None:
+        """The next array of the result: one a :meth:`stream` already wrote, or written now."""
+        for view, entry in self._streamed:
+            if view is array:
+                self.layout.append(entry)
+                return
+        a = np.ascontiguousarray(array)
+        _pwrite_all(self.fd, memoryview(a).cast("B") if a.nbytes else b"", self.end)
+        self.layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": self.end})
+        self.end = _aligned(self.end + a.nbytes)
+
+    def finish(self, status: dict) -> None:
+        header = json.dumps({"status": status, "arrays": self.layout}).encode()
+        _pwrite_all(self.fd, header, self.end)
+        _pwrite_all(self.fd, self.end.to_bytes(8, "little") + len(header).to_bytes(8, "little"), 0)
+
+
+class _Streamed(Pieces):
+    """A model's decoded batches written into the result file as they come (``os.pwrite``), while
+    each has the first one's dtype: the labels are never joined in this process. Joining 2 x 1M
+    int64 labels in memory, then writing them, cost ~21 ms of fresh pages; streamed, ~7 ms.
+    A batch of another dtype (a wider text, int then float) or an object array brings what was
+    written back into memory and goes on as :class:`Pieces`; so do float labels at the end
+    (:func:`integral_labels` reads them all)."""
+
+    def __init__(self, file: _ResultFile, offset: int):
+        super().__init__()
+        self.file, self.offset, self.rows, self.dtype = file, offset, 0, None
+        self.streaming = True
+
+    def add(self, piece: np.ndarray) -> None:
+        if self.streaming:
+            if self.dtype is None and piece.dtype.kind in "biuUS" and piece.ndim == 1:
+                self.dtype = piece.dtype
+            if self.dtype is not None and piece.dtype == self.dtype and piece.ndim == 1:
+                data = np.ascontiguousarray(piece)
+                _pwrite_all(self.file.fd, memoryview(data).cast("B") if data.nbytes else b"",
+                            self.offset + self.rows * self.dtype.itemsize)
+                self.rows += len(data)
+                return
+            self._to_memory()
+        self.parts.append(piece)
+
+    def _to_memory(self) -> None:
+        self.streaming = False
+        if self.rows:
+            self.parts.append(self._read_back())
+        self.file.end = max(self.file.end, _aligned(self.offset + self.rows * self._itemsize))
+
+    @property
+    def _itemsize(self) -> int:
+        return self.dtype.itemsize if self.dtype is not None else 0
+
+    def _read_back(self) -> np.ndarray:
+        size = self.rows * self.dtype.itemsize
+        data = bytearray(size)
+        view, at = memoryview(data), 0
+        while at < size:
+            at += os.preadv(self.file.fd, [view[at:]], self.offset + at)
+        return np.frombuffer(data, dtype=self.dtype, count=self.rows)
+
+    def result(self) -> np.ndarray:
+        if not self.streaming or not self.rows:
+            self.streaming = False
+            return super().result()
+        nbytes = self.rows * self.dtype.itemsize
+        view = np.frombuffer(mmap.mmap(self.file.fd, nbytes, offset=self.offset,
+                                       access=mmap.ACCESS_READ), dtype=self.dtype, count=self.rows)
+        self.file._streamed.append((view, {"dtype": self.dtype.str, "shape": [self.rows],
+                                           "offset": self.offset}))
+        self.file.end = _aligned(self.offset + nbytes)
+        return view
+
+
 def _write_arrays(fd: int, arrays: list, status: dict) -> None:
-    """The child's result in ``fd``: an 8-byte header length, the JSON header (``status``, each
-    array's dtype, shape and offset), then each array's bytes at an aligned offset."""
-    arrays = [np.ascontiguousarray(a) for a in arrays]
-    layout, offset = [], 0
+    """The child's result in ``fd`` (:class:`_ResultFile`), every array written whole."""
+    out = _ResultFile(fd)
     for a in arrays:
-        layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset})
-        offset += _aligned(a.nbytes)
-    header = json.dumps({"status": status, "arrays": layout}).encode()
-    start = _aligned(8 + len(header))
-    _write_all(fd, len(header).to_bytes(8, "little") + header)
-    for a, where in zip(arrays, layout):
-        os.lseek(fd, start + where["offset"], os.SEEK_SET)
-        _write_all(fd, memoryview(a).cast("B") if a.nbytes else b"")
+        out.add(a)
+    out.finish(status)
 
 
 def _aligned(size: int) -> int:
@@ -158,26 +240,26 @@ def _aligned(size: int) -> int:
     return -(-size // _ALIGN) * _ALIGN
 
 
-def _write_all(fd: int, data) -> None:
+def _pwrite_all(fd: int, data, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _read_arrays(fd: int) -> tuple[dict, list]:
-    """What :func:`_write_arrays` wrote: the status and the arrays, mapped copy-on-write (each
+    """What :class:`_ResultFile` wrote: the status and the arrays, mapped copy-on-write (each
     array keeps the mapping alive; writing to one changes only the gate's copy)."""
     size = os.fstat(fd).st_size
     mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
-    length = int.from_bytes(mapped[:8], "little")
-    header = json.loads(bytes(mapped[8:8 + length]))
-    start = _aligned(8 + length)
+    at, length = int.from_bytes(mapped[:8], "little"), int.from_bytes(mapped[8:16], "little")
+    header = json.loads(bytes(mapped[at:at + length]))
     arrays = []
     for where in header["arrays"]:
         dtype, shape = np.dtype(where["dtype"]), tuple(where["shape"])
         count = int(np.prod(shape, dtype=np.int64))
         arrays.append(np.frombuffer(mapped, dtype=dtype, count=count,
-                                    offset=start + where["offset"]).reshape(shape)
+                                    offset=where["offset"]).reshape(shape)
                       if count else np.empty(shape, dtype=dtype))
     return header["status"], arrays
 
@@ -259,12 +341,12 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
         # threads did not survive the fork, and a destructor joining them can join a thread of
         # this process that reuses their memory (a hang). os._exit runs no destructor.
         inherited = [model.session for model in models.values()]  # noqa: F841
-        arrays, status = [], {"failed": None}
+        result, status = _ResultFile(result_fd), {"failed": None}
         for index, (role, model) in enumerate(models.items()):
             os.write(progress_fd, bytes([min(index, _DONE - 1)]))
             try:
                 model.reload_session()
-                arrays.append(_plain(model.predictions(testset)))
+                result.add(_plain(model.predictions(testset, into=result.stream())))
                 # this process's own session, done: its pool's threads would otherwise spin-wait
                 # beside the next model's run (a core of CPU taken from it)
                 model.session = None
@@ -275,7 +357,7 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
                 status = {"failed": index, "detail": f"ONNX model {model.label} on the test set "
                                                      f"{testset.source}: {type(exc).__name__}: {exc}"}
                 break
-        _write_arrays(result_fd, arrays, status)
+        result.finish(status)
         os.write(progress_fd, bytes([_DONE]))
     except BaseException:  # noqa: BLE001 - no report: the gate reads the missing "done"
         code = 70

@@ -217,6 +217,34 @@ def _session(ort, target: str | bytes, session_options):
                                     providers=["CPUExecutionProvider"])
 
 
+class Pieces:
+    """Where a model's decoded batches go, in order: here, kept in memory and joined at the end
+    (batches may differ in text width or int/float); :mod:`.child` writes them into its shared
+    file as they come instead."""
+
+    def __init__(self, parts: Sequence[np.ndarray] = ()):
+        self.parts = list(parts)
+
+    def add(self, piece: np.ndarray) -> None:
+        self.parts.append(piece)
+
+    def result(self) -> np.ndarray:
+        if not self.parts:
+            return np.empty(0, dtype=np.int64)
+        return integral_labels(np.concatenate(self.parts))
+
+
+def integral_labels(out: np.ndarray) -> np.ndarray:
+    """Float labels that are all whole numbers, as int64 (a model that outputs 1.0 for class 1
+    predicts the int64 labels 1); anything else as it is."""
+    if out.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            as_int = out.astype(np.int64)
+        if np.array_equal(as_int, out):
+            return as_int
+    return out
+
+
 class _RunFailed(Exception):
     """onnxruntime failed while running the model; the text is onnxruntime's, whole."""
 
@@ -420,33 +448,25 @@ class OnnxModel:
         return decode_predictions(res, self.output, label_kind, f"output {self.output_name!r}")
 
     def _predict(self, X: np.ndarray, label_kind: str | None, batch_size: int,
-                 progress: Progress | None) -> np.ndarray:
+                 progress: Progress | None, into: "Pieces | None" = None) -> np.ndarray:
         n = X.shape[0]
         row_bytes = max(1, X.shape[1] * self.input_dtype.itemsize)
         batch_size = max(1, min(batch_size, _MAX_BATCH_INPUT_BYTES // row_bytes))
-        pieces = []
+        pieces = Pieces() if into is None else into
         for start in range(0, n, batch_size):
             batch = X[start:start + batch_size]
-            pieces.append(self._decode_batch(self._run_batch(batch), batch.shape[0],
-                                             label_kind))
+            pieces.add(self._decode_batch(self._run_batch(batch), batch.shape[0], label_kind))
             if progress is not None:
                 progress(min(start + batch_size, n), n)
-        if not pieces:
-            return np.empty(0, dtype=np.int64)
-        out = np.concatenate(pieces)  # batches may differ in text width or int/float
-        if out.dtype.kind == "f":
-            with np.errstate(invalid="ignore"):
-                as_int = out.astype(np.int64)
-            if np.array_equal(as_int, out):
-                return as_int
-        return out
+        return pieces.result()
 
     def predictions(self, testset: TestSet, *, batch_size: int = DEFAULT_BATCH_ROWS,
-                    progress: Progress | None = None) -> np.ndarray:
+                    progress: Progress | None = None, into: "Pieces | None" = None) -> np.ndarray:
         """Labels for the test set. Whatever goes wrong here happened on the secret features:
         :class:`ModelFailedOnTestSet`, whose message is fixed (details in ``.detail``). Runs
         under the memory ceiling (:mod:`.memory`); the gate runs it in a child process that is
-        killed at the deadline or on Ctrl-C (:mod:`.child`)."""
+        killed at the deadline or on Ctrl-C (:mod:`.child`), which passes ``into``: where the
+        decoded batches go (:class:`Pieces`, the default, joins them in memory)."""
         from .memory import memory_ceiling
 
         if self._light:  # opened for the checks only: the test set gets the full thread pool
@@ -454,7 +474,7 @@ class OnnxModel:
         try:
             with memory_ceiling():  # running out of memory fails the model, not the job
                 return self._predict(testset.X, TestSetSchema.of(testset).label_kind, batch_size,
-                                     progress)
+                                     progress, into)
         except (_RunFailed, NotLabels) as exc:
             detail = f"ONNX model {self.label} on the test set {testset.source}: {exc}"
         except Exception as exc:  # noqa: BLE001 - anything else is still the model on test data

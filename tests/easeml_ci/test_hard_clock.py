@@ -505,3 +505,40 @@ def test_a_full_disk_anywhere_else_exits_2(tmp_path, monkeypatch):
                                   "--json"])
     assert r.exit_code == 2 and "No space left on device" in r.output and "Traceback" not in r.output
     assert json.loads(r.stdout)["exit_code"] == 2
+
+
+@pytest.mark.parametrize("batches", [
+    [np.arange(5, dtype=np.int64), np.arange(3, dtype=np.int64)],        # streamed whole
+    [np.array(["cat", "dog"]), np.array(["horse", "emu"])],             # a wider text: in memory
+    [np.array([1, 0]), np.array([0.5, 1.0])],                            # int, then float
+    [np.array([1.0, 0.0]), np.array([2.0, 1.0])],                        # whole floats: int64
+    [np.array([True, False]), np.array([False])],
+    [np.array(["a", "b"], dtype=object), np.array(["c"], dtype=object)],  # objects: in memory
+    [np.arange(4, dtype=np.int64), np.array(["x"])],                     # int, then text
+    [],                                                                  # no rows
+])
+def test_a_models_batches_written_as_they_come_read_back_as_pieces_joined_in_memory(batches):
+    """The evaluation process writes each model's decoded batches into the shared file as they
+    come (no array of all the labels in its own memory) while their dtype stays the first one's;
+    whatever the batches, the gate reads what joining them in memory gives (Pieces)."""
+    from easeml_ci.models import child
+    from easeml_ci.models.onnx import Pieces
+
+    expected = Pieces(batches).result()
+    fd = os.memfd_create("t")
+    try:
+        result = child._ResultFile(fd)
+        first = result.stream()
+        for piece in batches:
+            first.add(piece)
+        result.add(child._plain(first.result()))
+        result.add(np.arange(3, dtype=np.int16))  # the next model's, written whole after it
+        streamed = first.streaming
+        result.finish({"failed": None})
+        _, (got, after) = child._read_arrays(fd)
+    finally:
+        os.close(fd)
+    assert got.dtype == child._plain(expected).dtype and np.array_equal(got, child._plain(expected))
+    assert after.dtype == np.int16 and list(after) == [0, 1, 2]
+    same_kind = len({(b.dtype, b.ndim) for b in batches}) == 1 and batches[0].dtype.kind in "biuUS"
+    assert streamed == bool(batches and same_kind) and (not streamed or first.parts == [])
