@@ -28,10 +28,12 @@ otherwise compile its ~60 modules from source on every run (~0.1 s), which an in
 does, while numpy's and onnxruntime's bytecode is already there.
 
 The order of the sides is rotated by one each rep, so that with ``--reps`` a multiple of the
-number of sides (5; 6 with ``--compare-tree``) every side runs in every position equally often.
-After two reps a whole-array side (bare process or bare inference) whose best run is 1.2x slower
-than the batched median is left out of the loop: it cannot be the baseline, and its 1.2 GB free
-is the largest disturbance of the runs after it (for the default pair it is ~1.5x slower).
+number of sides (3, 4 with ``--compare-tree``, once the whole-array ways are out; up to 6) every
+side runs in every position equally often.
+Before the timed reps, each whole-array way (bare process, bare inference) runs twice beside its
+batched way; one whose best run is 1.2x slower than the batched median stays out of the reps:
+it cannot be the baseline, and its 1.2 GB free is the largest disturbance of the runs after it
+(for the default pair it is ~1.5x slower). Each tree's check also runs once, untimed, first.
 A fixed order was not fair on a VM with free-page reporting (virtio-balloon, as here): the
 whole-array bare process frees 1.2 GB, the host takes those pages back a second or two later,
 and whichever run then touches fresh memory pays the host's faults. In the fixed order the
@@ -295,16 +297,37 @@ def bare_child(folder: Path, batch_rows: int) -> None:
     print(json.dumps({"wall_s": wall, "cpu_s": cpu}))
 
 
-#: Reps that run the models on the whole array before it may be dropped (_whole_array_is_out).
+#: Runs of each whole-array way before the timed reps (_whole_array_trials).
 WHOLE_ARRAY_TRIALS = 2
+
+
+def _whole_array_trials(folder: Path, batch_rows: int) -> tuple[list, list, set]:
+    """Each whole-array way (bare process, bare inference) run WHOLE_ARRAY_TRIALS times beside
+    its batched way, before the timed reps: their runs, and the sides that stay in the loop
+    (a whole-array way that could still be the faster, see _whole_array_is_out)."""
+    proc_whole, whole, proc_batched, batched = [], [], [], []
+    for _ in range(WHOLE_ARRAY_TRIALS):
+        proc_whole.append(run_bare_process(folder, 0))
+        proc_batched.append(run_bare_process(folder, batch_rows))
+        whole.append(run_bare(folder, 0))
+        batched.append(run_bare(folder, batch_rows))
+    kept = {side for side, (w, b) in {"bare process, whole array": (proc_whole, proc_batched),
+                                      "bare inference, whole array": (whole, batched)}.items()
+            if not _whole_array_is_out(w, b)}
+    for side in sorted({"bare process, whole array", "bare inference, whole array"} - kept):
+        click.echo(f"{side}: 1.2x slower than batched even at its best in "
+                   f"{WHOLE_ARRAY_TRIALS} trials; left out of the timed reps", err=True)
+    # in the loop, a kept way's runs are the loop's (aligned with the reps, for the paired ratio)
+    return ([] if "bare process, whole array" in kept else proc_whole,
+            [] if "bare inference, whole array" in kept else whole, kept)
 
 
 def _whole_array_is_out(whole: list, batched: list) -> bool:
     """Whether the whole-array way has lost to the batched one by a margin no run-to-run noise
     here closes: even its best run 1.2x slower than the batched median. It is then left out of
-    the loop: it could not be the faster, i.e. the baseline, and each of its runs frees 1.2 GB of
-    activations, whose return to the host makes the next run's fresh memory slow (the module
-    docstring). Its figures stay in the report, from the runs it had."""
+    the timed reps: it could not be the faster, i.e. the baseline, and each of its runs frees
+    1.2 GB of activations, whose return to the host makes the next run's fresh memory slow (the
+    module docstring). Its figures stay in the report, from its trials."""
     return bool(whole and batched) and min(r["wall_s"] for r in whole) > 1.2 * statistics.median(
         r["wall_s"] for r in batched)
 
@@ -402,36 +425,43 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
     if compare_tree:
         compile_project(compare_tree)
     load_start = os.getloadavg()[0]
-    checks, whole, batched, proc_whole, proc_batched, others = [], [], [], [], [], []
-    sides = [lambda: proc_whole.append(run_bare_process(folder, 0)),
-             lambda: proc_batched.append(run_bare_process(folder, DEFAULT_BATCH_ROWS)),
-             lambda: checks.append(run_check(folder)),
-             *([lambda: others.append(run_check(folder, compare_tree))] if compare_tree else []),
-             lambda: whole.append(run_bare(folder, 0)),
-             lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))]
-    whole_sides = {sides[0]: (proc_whole, proc_batched), sides[-2]: (whole, batched)}
+    checks, batched, proc_batched, others = [], [], [], []
+    # Before anything is timed: the whole-array ways tried beside the batched ones (the batched
+    # runs there are warm-ups, not counted), and a check of each tree, untimed (the page cache
+    # of the test set and the models).
+    proc_whole, whole, whole_in_loop = _whole_array_trials(folder, DEFAULT_BATCH_ROWS)
+    run_check(folder)
+    if compare_tree:
+        run_check(folder, compare_tree)
+    sides = {"bare process, whole array": lambda: proc_whole.append(run_bare_process(folder, 0)),
+             "bare process, batched": lambda: proc_batched.append(
+                 run_bare_process(folder, DEFAULT_BATCH_ROWS)),
+             "check": lambda: checks.append(run_check(folder)),
+             "check of the compared tree": lambda: others.append(run_check(folder, compare_tree)),
+             "bare inference, whole array": lambda: whole.append(run_bare(folder, 0)),
+             "bare inference, batched": lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))}
+    order = [side for side in sides if (compare_tree or side != "check of the compared tree")
+             and ("whole array" not in side or side in whole_in_loop)]
     for rep in range(reps):
         # Interleaved, so a busy machine slows every side alike, and in an order rotated by one
         # each rep, so every side runs in every position equally often (with --reps a multiple
         # of the number of sides). A fixed order is not fair on a VM: what ran just before
         # changes how fast fresh memory is (the module docstring).
-        shift = rep % len(sides)
-        for run in sides[shift:] + sides[:shift]:
-            run()
-        dropped = 0
-        if rep + 1 == WHOLE_ARRAY_TRIALS:
-            kept = [side for side in sides if not _whole_array_is_out(*whole_sides.get(side, ([], [])))]
-            dropped, sides = len(sides) - len(kept), kept
-        def last(runs: list) -> str:  # this rep's run of a side, "-" once it is left out
-            return f"{runs[-1]['wall_s']:.2f} s" if len(runs) == rep + 1 else "-"
+        shift = rep % len(order)
+        for side in order[shift:] + order[:shift]:
+            sides[side]()
 
-        click.echo(f"rep {rep + 1}/{reps}: check {last(checks)}; bare process {last(proc_whole)} "
-                   f"whole-array, {last(proc_batched)} batched; bare inference {last(whole)} / "
-                   f"{last(batched)}" + (f"; check of {compare_tree} {last(others)}" if compare_tree else "")
+        def last(runs: list, side: str) -> str:  # this rep's run of a side, "-" if it has none
+            return f"{runs[-1]['wall_s']:.2f} s" if side in order else "-"
+
+        click.echo(f"rep {rep + 1}/{reps}: check {last(checks, 'check')}; bare process "
+                   f"{last(proc_whole, 'bare process, whole array')} whole-array, "
+                   f"{last(proc_batched, 'bare process, batched')} batched; bare inference "
+                   f"{last(whole, 'bare inference, whole array')} / "
+                   f"{last(batched, 'bare inference, batched')}"
+                   + (f"; check of {compare_tree} {last(others, 'check of the compared tree')}"
+                      if compare_tree else "")
                    + f" (load {os.getloadavg()[0]:.1f})", err=True)
-        if dropped:
-            click.echo(f"{dropped} whole-array side(s) 1.2x slower than batched even at their "
-                       "best: left out from here on", err=True)
     phases = json.loads(subprocess.run([sys.executable, __file__, "--phases-child", str(folder),
                                         "--condition", condition], env=CHILD_ENV,
                                        check=True, capture_output=True).stdout)
@@ -451,7 +481,10 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
         return min(how(a, key), how(b, key))
 
     def paired(runs, key):  # the median over reps of a side's run / the baseline's in that rep
-        way = proc_whole if med(proc_whole, "wall_s") < med(proc_batched, "wall_s") else proc_batched
+        way = proc_batched
+        if "bare process, whole array" in whole_in_loop and med(proc_whole, "wall_s") < med(
+                proc_batched, "wall_s"):
+            way = proc_whole
         return statistics.median(r[key] / b[key] for r, b in zip(runs, way))
 
     check_wall, check_cpu = med(checks, "wall_s"), med(checks, "cpu_s")
@@ -515,7 +548,9 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
         f"{check_wall:.2f} s / {check_cpu:.2f} s |",
         f"| bare process (interpreter, numpy + onnxruntime, np.load, both models), whole array / "
         f"{DEFAULT_BATCH_ROWS:,}-row batches (wall; runs) | {med(proc_whole, 'wall_s'):.2f} s / "
-        f"{med(proc_batched, 'wall_s'):.2f} s ({len(proc_whole)} / {len(proc_batched)}) |",
+        f"{med(proc_batched, 'wall_s'):.2f} s ({len(proc_whole)}"
+        f"{'' if 'bare process, whole array' in whole_in_loop else ' trials'} / "
+        f"{len(proc_batched)}) |",
         f"| bare process, the faster (wall / CPU) | {proc_wall:.2f} s / {proc_cpu:.2f} s |",
         f"| **ratio check / bare process, wall** (target <= 1.05): medians / best runs | "
         f"**{figures['ratio_wall']:.2f}x** / {figures['ratio_wall_best']:.2f}x |",
