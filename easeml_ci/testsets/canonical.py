@@ -196,8 +196,7 @@ class CanonicalAssembler:
     written by a chunk; the total size is checked against the header line), and a chunk
     decrypted in place is hashed on a worker thread while the next one is read and decrypted
     (:class:`OrderedHasher`); :meth:`hexdigest` waits for the hashing to end. ``rehash=False``
-    hashes nothing (a registered test set's check: see :func:`.readers.load_encrypted`), and
-    :meth:`hexdigest` is then None.
+    hashes nothing (a registered test set's check: see :func:`.readers.load_encrypted`).
     """
 
     _MAX_PREAMBLE = 4096
@@ -262,10 +261,9 @@ class CanonicalAssembler:
             else:
                 raise self._bad("more bytes than its header line describes")
 
-    def hexdigest(self) -> str | None:
-        """The fingerprint of every byte accepted so far (waits for the worker's hashing), or
-        None when nothing was hashed."""
-        return None if self.hasher is None else self.hasher.hexdigest()
+    def hexdigest(self) -> str:
+        """The fingerprint of every byte accepted so far (waits for the worker's hashing)."""
+        return self.hasher.hexdigest()
 
     def close(self) -> None:
         """End the hashing worker (after an error too: nothing is left running)."""

@@ -205,12 +205,11 @@ def _load_encrypted(path: Path, key_env: str, *, rehash: bool = True) -> TestSet
             sink.close()
     assembler = sinks[0]
     X, y = assembler.arrays()
-    fp = assembler.hexdigest() if rehash else header.fingerprint
-    if fp != header.fingerprint:
+    if rehash and assembler.hexdigest() != header.fingerprint:
         raise InputError(f"{path}: decrypted content does not match the fingerprint in its header")
     if canonical_labels(y, path, "labels").dtype != y.dtype:
         raise assembler._bad("labels not in canonical form")
-    return _finish_encrypted(X, y, fp, path)
+    return _finish_encrypted(X, y, header.fingerprint, path)
 
 
 def _finish_encrypted(X, y, fp, path) -> TestSet:
