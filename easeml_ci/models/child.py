@@ -143,31 +143,36 @@ class _ResultFile:
     """The child's side of the shared file: each array's bytes at an offset aligned to a page,
     written whole (:meth:`add`) or batch by batch as a model decodes them (:meth:`stream`), then
     the JSON header (``status``; each array's dtype, shape and offset), whose offset and length
-    the file's first 16 bytes give (:func:`_read_arrays`)."""
+    the file's first 16 bytes give (:func:`_read_arrays`). ``end`` is the first free page past
+    everything written, a stream given up half-way included."""
 
     def __init__(self, fd: int):
         self.fd, self.end, self.layout = fd, _ALIGN, []
-        self._streamed: list[tuple[np.ndarray, dict]] = []
+
+    def write(self, data, offset: int) -> None:
+        """``data`` (bytes or an array's raw bytes) at ``offset``."""
+        raw = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+        if raw.nbytes:
+            _pwrite_all(self.fd, raw, offset)
+        self.end = max(self.end, _aligned(offset + raw.nbytes))
 
     def stream(self) -> "_Streamed":
         """Where the next model's batches go (``OnnxModel.predictions(into=...)``)."""
         return _Streamed(self, self.end)
 
-    def add(self, array: np.ndarray) -> None:
-        """The next array of the result: one a :meth:`stream` already wrote, or written now."""
-        for view, entry in self._streamed:
-            if view is array:
-                self.layout.append(entry)
-                return
-        a = np.ascontiguousarray(array)
-        _pwrite_all(self.fd, memoryview(a).cast("B") if a.nbytes else b"", self.end)
-        self.layout.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": self.end})
-        self.end = _aligned(self.end + a.nbytes)
+    def add(self, array: np.ndarray, stream: "_Streamed | None" = None) -> None:
+        """The next array of the result: the one ``stream`` already wrote, or written now."""
+        if stream is not None and stream.view is array:
+            offset = stream.offset
+        else:
+            array, offset = np.ascontiguousarray(array), self.end
+            self.write(array, offset)
+        self.layout.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
 
     def finish(self, status: dict) -> None:
-        header = json.dumps({"status": status, "arrays": self.layout}).encode()
-        _pwrite_all(self.fd, header, self.end)
-        _pwrite_all(self.fd, self.end.to_bytes(8, "little") + len(header).to_bytes(8, "little"), 0)
+        header, at = json.dumps({"status": status, "arrays": self.layout}).encode(), self.end
+        self.write(header, at)
+        self.write(at.to_bytes(8, "little") + len(header).to_bytes(8, "little"), 0)
 
 
 class _Streamed(Pieces):
@@ -176,12 +181,12 @@ class _Streamed(Pieces):
     int64 labels in memory, then writing them, cost ~21 ms of fresh pages; streamed, ~7 ms.
     A batch of another dtype (a wider text, int then float) or an object array brings what was
     written back into memory and goes on as :class:`Pieces`; so do float labels at the end
-    (:func:`integral_labels` reads them all)."""
+    (:func:`integral_labels` reads them all). ``view``: the streamed labels, mapped read-only."""
 
     def __init__(self, file: _ResultFile, offset: int):
         super().__init__()
         self.file, self.offset, self.rows, self.dtype = file, offset, 0, None
-        self.streaming = True
+        self.streaming, self.view = True, None
 
     def add(self, piece: np.ndarray) -> None:
         if self.streaming:
@@ -189,22 +194,13 @@ class _Streamed(Pieces):
                 self.dtype = piece.dtype
             if self.dtype is not None and piece.dtype == self.dtype and piece.ndim == 1:
                 data = np.ascontiguousarray(piece)
-                _pwrite_all(self.file.fd, memoryview(data).cast("B") if data.nbytes else b"",
-                            self.offset + self.rows * self.dtype.itemsize)
+                self.file.write(data, self.offset + self.rows * self.dtype.itemsize)
                 self.rows += len(data)
                 return
-            self._to_memory()
+            self.streaming = False
+            if self.rows:
+                self.parts.append(self._read_back())
         self.parts.append(piece)
-
-    def _to_memory(self) -> None:
-        self.streaming = False
-        if self.rows:
-            self.parts.append(self._read_back())
-        self.file.end = max(self.file.end, _aligned(self.offset + self.rows * self._itemsize))
-
-    @property
-    def _itemsize(self) -> int:
-        return self.dtype.itemsize if self.dtype is not None else 0
 
     def _read_back(self) -> np.ndarray:
         size = self.rows * self.dtype.itemsize
@@ -215,16 +211,12 @@ class _Streamed(Pieces):
         return np.frombuffer(data, dtype=self.dtype, count=self.rows)
 
     def result(self) -> np.ndarray:
-        if not self.streaming or not self.rows:
-            self.streaming = False
+        if not (self.streaming and self.rows):
             return super().result()
-        nbytes = self.rows * self.dtype.itemsize
-        view = np.frombuffer(mmap.mmap(self.file.fd, nbytes, offset=self.offset,
-                                       access=mmap.ACCESS_READ), dtype=self.dtype, count=self.rows)
-        self.file._streamed.append((view, {"dtype": self.dtype.str, "shape": [self.rows],
-                                           "offset": self.offset}))
-        self.file.end = _aligned(self.offset + nbytes)
-        return view
+        self.view = np.frombuffer(mmap.mmap(self.file.fd, self.rows * self.dtype.itemsize,
+                                            offset=self.offset, access=mmap.ACCESS_READ),
+                                  dtype=self.dtype, count=self.rows)
+        return self.view
 
 
 def _write_arrays(fd: int, arrays: list, status: dict) -> None:
@@ -240,8 +232,7 @@ def _aligned(size: int) -> int:
     return -(-size // _ALIGN) * _ALIGN
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
@@ -346,7 +337,8 @@ def _child(models: dict, testset, result_fd: int, progress_fd: int, gate: int) -
             os.write(progress_fd, bytes([min(index, _DONE - 1)]))
             try:
                 model.reload_session()
-                result.add(_plain(model.predictions(testset, into=result.stream())))
+                stream = result.stream()
+                result.add(_plain(model.predictions(testset, into=stream)), stream)
                 # this process's own session, done: its pool's threads would otherwise spin-wait
                 # beside the next model's run (a core of CPU taken from it)
                 model.session = None
