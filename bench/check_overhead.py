@@ -425,7 +425,6 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
     if compare_tree:
         compile_project(compare_tree)
     load_start = os.getloadavg()[0]
-    checks, batched, proc_batched, others = [], [], [], []
     # Before anything is timed: the whole-array ways tried beside the batched ones (the batched
     # runs there are warm-ups, not counted), and a check of each tree, untimed (the page cache
     # of the test set and the models).
@@ -433,13 +432,14 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
     run_check(folder)
     if compare_tree:
         run_check(folder, compare_tree)
-    sides = {"bare process, whole array": lambda: proc_whole.append(run_bare_process(folder, 0)),
-             "bare process, batched": lambda: proc_batched.append(
-                 run_bare_process(folder, DEFAULT_BATCH_ROWS)),
-             "check": lambda: checks.append(run_check(folder)),
-             "check of the compared tree": lambda: others.append(run_check(folder, compare_tree)),
-             "bare inference, whole array": lambda: whole.append(run_bare(folder, 0)),
-             "bare inference, batched": lambda: batched.append(run_bare(folder, DEFAULT_BATCH_ROWS))}
+    sides = {"bare process, whole array": lambda: run_bare_process(folder, 0),
+             "bare process, batched": lambda: run_bare_process(folder, DEFAULT_BATCH_ROWS),
+             "check": lambda: run_check(folder),
+             "check of the compared tree": lambda: run_check(folder, compare_tree),
+             "bare inference, whole array": lambda: run_bare(folder, 0),
+             "bare inference, batched": lambda: run_bare(folder, DEFAULT_BATCH_ROWS)}
+    runs = {side: [] for side in sides}
+    runs["bare process, whole array"], runs["bare inference, whole array"] = proc_whole, whole
     order = [side for side in sides if (compare_tree or side != "check of the compared tree")
              and ("whole array" not in side or side in whole_in_loop)]
     for rep in range(reps):
@@ -449,19 +449,21 @@ def main(rows, features, kind, condition, reps, as_json, compare_tree, bare_dir,
         # changes how fast fresh memory is (the module docstring).
         shift = rep % len(order)
         for side in order[shift:] + order[:shift]:
-            sides[side]()
+            runs[side].append(sides[side]())
 
-        def last(runs: list, side: str) -> str:  # this rep's run of a side, "-" if it has none
-            return f"{runs[-1]['wall_s']:.2f} s" if side in order else "-"
+        def last(side: str) -> str:  # this rep's run of a side, "-" if it has none
+            return f"{runs[side][-1]['wall_s']:.2f} s" if side in order else "-"
 
-        click.echo(f"rep {rep + 1}/{reps}: check {last(checks, 'check')}; bare process "
-                   f"{last(proc_whole, 'bare process, whole array')} whole-array, "
-                   f"{last(proc_batched, 'bare process, batched')} batched; bare inference "
-                   f"{last(whole, 'bare inference, whole array')} / "
-                   f"{last(batched, 'bare inference, batched')}"
-                   + (f"; check of {compare_tree} {last(others, 'check of the compared tree')}"
+        click.echo(f"rep {rep + 1}/{reps}: check {last('check')}; bare process "
+                   f"{last('bare process, whole array')} whole-array, "
+                   f"{last('bare process, batched')} batched; bare inference "
+                   f"{last('bare inference, whole array')} / {last('bare inference, batched')}"
+                   + (f"; check of {compare_tree} {last('check of the compared tree')}"
                       if compare_tree else "")
                    + f" (load {os.getloadavg()[0]:.1f})", err=True)
+    checks, others = runs["check"], runs["check of the compared tree"]
+    proc_whole, proc_batched = runs["bare process, whole array"], runs["bare process, batched"]
+    whole, batched = runs["bare inference, whole array"], runs["bare inference, batched"]
     phases = json.loads(subprocess.run([sys.executable, __file__, "--phases-child", str(folder),
                                         "--condition", condition], env=CHILD_ENV,
                                        check=True, capture_output=True).stdout)
